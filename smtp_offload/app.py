@@ -1,0 +1,96 @@
+"""Composition root: build every piece from the config, start them, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import ssl
+from pathlib import Path
+
+from . import __version__
+from .config import Config, parse_hostport
+from .links.secret import load_secret
+from .links.server import LinkServer
+from .process import Processor
+from .relay import Downstream
+from .smtp.handler import Handler
+from .smtp.server import GatewaySMTP
+from .storage.local import LocalStore
+
+DRAIN_SECONDS = 60.0
+
+
+def _tls_context(cfg: Config) -> ssl.SSLContext | None:
+    s = cfg.server
+    if not s.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(s.tls_cert, s.tls_key)
+    return ctx
+
+
+class App:
+    def __init__(self, cfg: Config, log, processor_class: type[Processor] = Processor):
+        self.cfg = cfg
+        self.processor_class = processor_class
+        self.log = log
+        self.hostname = cfg.server.hostname or socket.getfqdn()
+        self.smtp_server: asyncio.base_events.Server | None = None
+        self.link_server: LinkServer | None = None
+        self.protocols: set[GatewaySMTP] = set()
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        secret = load_secret(cfg.links.secret or None, Path(cfg.links.secret_file), self.log)
+        store = LocalStore(Path(cfg.storage.local.path))
+        processor = self.processor_class(cfg, store, secret, self.log)
+        handler = Handler(cfg, processor, lambda: Downstream(cfg.downstream, cfg.downstream.helo_name or self.hostname),
+                          self.log, self.hostname)
+        tls = _tls_context(cfg)
+        loop = asyncio.get_running_loop()
+
+        def factory() -> GatewaySMTP:
+            proto = GatewaySMTP(
+                handler, line_length_limit=cfg.server.max_line_length, data_size_limit=cfg.server.max_message_bytes,
+                enable_SMTPUTF8=cfg.server.smtputf8, hostname=self.hostname, ident=f"smtp-offload {__version__}",
+                tls_context=tls, require_starttls=cfg.server.require_tls, timeout=cfg.server.idle_timeout, loop=loop,
+            )
+            self.protocols.add(proto)
+            return proto
+
+        self.link_server = LinkServer(store, secret, log=self.log)
+        lhost, lport = parse_hostport("links.listen", cfg.links.listen)
+        await self.link_server.start(lhost, lport)
+        host, port = parse_hostport("server.listen", cfg.server.listen)
+        self.smtp_server = await loop.create_server(factory, host, port, reuse_address=True)
+        self.log.info("started", smtp=cfg.server.listen, links=cfg.links.listen, config=cfg.source,
+                      downstream=f"{cfg.downstream.host}:{cfg.downstream.port}", version=__version__,
+                      store=str(store.root))
+
+    async def stop(self, drain: float = DRAIN_SECONDS) -> None:
+        """Stop accepting, let messages in flight finish (up to `drain` seconds), then close."""
+        if self.smtp_server is not None:
+            self.smtp_server.close()
+            deadline = asyncio.get_running_loop().time() + drain
+            while any(p._busy for p in self.protocols if p.transport) and \
+                    asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            for p in list(self.protocols):
+                if p.transport is not None:
+                    p.transport.close()
+        if self.link_server is not None:
+            await self.link_server.stop()
+        self.log.info("stopped")
+
+
+async def serve(cfg: Config, log) -> int:
+    app = App(cfg, log)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await app.stop()
+    return 0

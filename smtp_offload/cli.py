@@ -1,0 +1,105 @@
+"""Command line: serve, check-config, scan."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from . import config as config_mod
+from . import log as log_mod
+from .errors import ConfigError
+from .notice import human_size
+
+
+def _load(path: str | None) -> config_mod.Config:
+    try:
+        return config_mod.load(path)
+    except ConfigError as exc:
+        print(f"smtp-offload: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args) -> int:
+    from .app import serve
+
+    cfg = _load(args.config)
+    log_mod.configure(cfg.log.format, cfg.log.level)
+    try:
+        return asyncio.run(serve(cfg, log_mod.get()))
+    except ConfigError as exc:
+        print(f"smtp-offload: config error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"smtp-offload: cannot start: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_check_config(args) -> int:
+    cfg = _load(args.config)
+    print(f"{cfg.source}: ok")
+    if args.show:
+        print(json.dumps(config_mod.as_dict(cfg), indent=2))
+    return 0
+
+
+def cmd_scan(args) -> int:
+    from .pipeline import projected_size
+    from .process import Processor
+
+    cfg = _load(args.config)
+    try:
+        with open(args.file, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        print(f"smtp-offload: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    processor = Processor(cfg, store=None, secret=None, log=None)
+    an, rejection = processor.evaluate(data)
+    rejected = f"550 5.7.1 {rejection.text}" if rejection else None
+    rows = [{
+        "part": a.part.path or "0", "name": a.name, "declared_type": a.declared_type,
+        "detected_type": a.judgement.detected_type, "size": len(a.data), "sha256": a.sha256,
+        "verdict": a.verdict.value, "reason": a.reason,
+    } for a in an.attachments]
+    result = {"file": args.file, "message_id": an.message_id, "size": len(an.data),
+              "projected_size": projected_size(an), "rejected": rejected, "attachments": rows}
+    if args.json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    print(f"{args.file}: {len(rows)} attachment(s), {human_size(len(an.data))}"
+          + (f" -> about {human_size(projected_size(an))} after offload" if an.changed else ""))
+    if rows:
+        head = ("part", "verdict", "size", "declared", "detected", "name", "reason")
+        table = [head] + [(r["part"], r["verdict"], human_size(r["size"]), r["declared_type"], r["detected_type"],
+                           r["name"], r["reason"]) for r in rows]
+        widths = [max(len(str(row[i])) for row in table) for i in range(len(head) - 1)]
+        for row in table:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]))
+    if rejected:
+        print(f"message would be refused: {rejected}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="smtp-offload", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", help="run the SMTP proxy and its link server")
+    p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("check-config", help="validate a config file and exit")
+    p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+    p.add_argument("--show", action="store_true", help="print the effective config (secrets masked)")
+    p.set_defaults(func=cmd_check_config)
+    p = sub.add_parser("scan", help="dry run: print the verdict for every attachment of a message file")
+    p.add_argument("file", help="an RFC 5322 message (.eml)")
+    p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_scan)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

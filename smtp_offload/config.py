@@ -1,0 +1,244 @@
+"""Configuration: one TOML file, validated completely at start (fail fast, like uvicorn's Config.load()).
+
+Every problem is reported with the dotted key that caused it. Unknown keys are errors too:
+a typo in a mail gateway's config should stop it, not silently fall back to a default.
+The dataclass defaults below ARE the embedded default configuration
+(config/default.toml mirrors them; a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+ACTIONS = ("strip", "reject")
+DEFAULT_BLOCKED_EXTENSIONS = (
+    "exe", "scr", "com", "pif", "cpl", "msi", "msp", "bat", "cmd", "ps1", "psm1", "vbs", "vbe",
+    "js", "jse", "wsf", "wsh", "hta", "lnk", "jar", "reg", "sh", "dll", "sys", "apk", "app",
+)
+SECRET_ENV = "SMTP_OFFLOAD_LINK_SECRET"
+
+
+@dataclass
+class ServerConfig:
+    listen: str = "127.0.0.1:2525"
+    hostname: str = ""  # name in the greeting and Received header; empty = this host's FQDN
+    accepted_domains: list[str] = field(default_factory=lambda: ["localhost"])
+    max_message_bytes: int = 100 * 1024 * 1024
+    max_recipients: int = 100
+    max_line_length: int = 8192  # longer DATA lines are refused (RFC 5321 says 1000; real mail is sloppier)
+    idle_timeout: float = 300.0  # seconds without a byte from the client (re-armed while DATA flows)
+    smtputf8: bool = True
+    tls_cert: str = ""
+    tls_key: str = ""
+    require_tls: bool = False
+
+
+@dataclass
+class DownstreamConfig:
+    host: str = "127.0.0.1"
+    port: int = 2526
+    max_message_bytes: int = 40_000_000  # Genesys Cloud / NICE CXone: ~40 MB including base64
+    max_attachments: int = 50  # Genesys Cloud caps an inbound email at 50 attachments
+    helo_name: str = ""
+    tls: str = "opportunistic"  # "none" | "opportunistic" | "required"
+    tls_verify: bool = True
+    connect_timeout: float = 30.0
+    command_timeout: float = 120.0
+    data_timeout: float = 600.0
+
+
+@dataclass
+class PolicyConfig:
+    offload_over_bytes: int = 10 * 1024 * 1024  # decoded file size
+    on_empty: str = "strip"
+    on_spoofed: str = "strip"
+    on_blocked: str = "strip"
+    on_storage_failure: str = "keep"  # "keep" (fail open) | "strip" (remove with a notice)
+    blocked_types: list[str] = field(default_factory=lambda: ["executable"])
+    blocked_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS))
+    allowed_types: list[str] = field(default_factory=list)  # empty = no allow-list
+    storage_timeout: float = 120.0  # budget for storing all files of one message
+
+
+@dataclass
+class LocalStorageConfig:
+    path: str = "var/store"
+
+
+@dataclass
+class StorageConfig:
+    backend: str = "local"
+    local: LocalStorageConfig = field(default_factory=LocalStorageConfig)
+
+
+@dataclass
+class LinksConfig:
+    listen: str = "127.0.0.1:8025"
+    base_url: str = "http://127.0.0.1:8025"
+    ttl_seconds: int = 7 * 24 * 3600
+    secret: str = ""  # prefer the SMTP_OFFLOAD_LINK_SECRET environment variable or secret_file
+    secret_file: str = "var/link-secret"
+
+
+@dataclass
+class LogConfig:
+    format: str = "json"  # "json" | "console"
+    level: str = "info"
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    links: LinksConfig = field(default_factory=LinksConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = field(default="<embedded default>", metadata={"internal": True})
+
+
+def load(path: str | os.PathLike | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; None gives the embedded default."""
+    env = os.environ if env is None else env
+    raw: dict = {}
+    source = "<embedded default>"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    cfg = _build(Config, raw, "")
+    cfg.source = source
+    if env.get(SECRET_ENV):
+        cfg.links.secret = env[SECRET_ENV]
+    validate(cfg)
+    return cfg
+
+
+def _build(cls, raw: typing.Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}: unknown key")
+    kwargs = {}
+    for name in fields:
+        if name not in raw:
+            continue
+        key, value, hint = f"{prefix}{name}", raw[name], hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key + ".")
+        else:
+            kwargs[name] = _coerce(key, value, hint)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: typing.Any, hint) -> typing.Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def parse_hostport(key: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: expected \"host:port\", got {value!r}")
+    return host, int(port)
+
+
+def _choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
+
+
+def validate(cfg: Config) -> None:
+    s, d, p, links = cfg.server, cfg.downstream, cfg.policy, cfg.links
+    parse_hostport("server.listen", s.listen)
+    parse_hostport("links.listen", links.listen)
+    if not s.accepted_domains:
+        raise ConfigError("server.accepted_domains: must name at least one domain (this hop is not an open relay)")
+    for i, dom in enumerate(s.accepted_domains):
+        if not dom.strip(".") or any(c.isspace() or c in "@,;<>" for c in dom):
+            raise ConfigError(f"server.accepted_domains[{i}]: not a domain name: {dom!r}")
+    for key, val in (
+        ("server.max_message_bytes", s.max_message_bytes), ("server.max_recipients", s.max_recipients),
+        ("server.idle_timeout", s.idle_timeout), ("downstream.port", d.port),
+        ("downstream.max_message_bytes", d.max_message_bytes), ("downstream.max_attachments", d.max_attachments),
+        ("downstream.connect_timeout", d.connect_timeout), ("downstream.command_timeout", d.command_timeout),
+        ("downstream.data_timeout", d.data_timeout), ("policy.offload_over_bytes", p.offload_over_bytes),
+        ("policy.storage_timeout", p.storage_timeout), ("links.ttl_seconds", links.ttl_seconds),
+    ):
+        _positive(key, val)
+    if s.max_line_length < 1000:
+        raise ConfigError(f"server.max_line_length: must be at least 1000 (RFC 5321), got {s.max_line_length}")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise ConfigError("server.tls_cert: tls_cert and tls_key must be set together")
+    if s.require_tls and not s.tls_cert:
+        raise ConfigError("server.require_tls: needs server.tls_cert and server.tls_key")
+    for key in ("tls_cert", "tls_key"):
+        val = getattr(s, key)
+        if val and not Path(val).is_file():
+            raise ConfigError(f"server.{key}: file not found: {val}")
+    if d.port > 65535:
+        raise ConfigError(f"downstream.port: not a port number: {d.port}")
+    if not d.host:
+        raise ConfigError("downstream.host: must not be empty")
+    _choice("downstream.tls", d.tls, ("none", "opportunistic", "required"))
+    for key in ("on_empty", "on_spoofed", "on_blocked"):
+        _choice(f"policy.{key}", getattr(p, key), ACTIONS)
+    _choice("policy.on_storage_failure", p.on_storage_failure, ("keep", "strip"))
+    _choice("storage.backend", cfg.storage.backend, ("local",))
+    if not cfg.storage.local.path:
+        raise ConfigError("storage.local.path: must not be empty")
+    if not links.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"links.base_url: must start with http:// or https://, got {links.base_url!r}")
+    if links.secret and len(links.secret) < 32:
+        raise ConfigError(f"links.secret: must be at least 32 characters (or set {SECRET_ENV})")
+    _choice("log.format", cfg.log.format, ("json", "console"))
+    _choice("log.level", cfg.log.level, ("debug", "info", "warning", "error"))
+
+
+def as_dict(cfg: Config) -> dict:
+    """The effective config with secrets masked (for check-config)."""
+    out = dataclasses.asdict(cfg)
+    out.pop("source", None)
+    if out["links"]["secret"]:
+        out["links"]["secret"] = "********"
+    return out

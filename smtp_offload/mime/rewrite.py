@@ -1,0 +1,175 @@
+"""Rewrite a message by splicing its original bytes.
+
+Only three kinds of edit exist: remove a part (with its delimiter line), replace a body
+text part (to carry the notice), and insert a new text part. Everything between edits is
+copied as it came, so untouched parts keep their exact bytes, folding and encoding.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from ..model import Part
+from . import codec
+
+CRLF = b"\r\n"
+_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+_CONTENT_FIELDS = {"content-type", "content-transfer-encoding", "content-disposition",
+                   "content-description", "content-id", "content-location", "content-md5"}
+
+
+@dataclass(frozen=True)
+class Edit:
+    start: int
+    end: int
+    data: bytes
+
+
+def apply(data: bytes, edits: list[Edit]) -> bytes:
+    out: list[bytes] = []
+    pos = 0
+    for e in sorted(edits, key=lambda e: (e.start, e.end)):
+        if e.start < pos:
+            raise ValueError(f"overlapping edits at {e.start}")
+        out.append(data[pos:e.start])
+        out.append(e.data)
+        pos = e.end
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+def header_fields(data: bytes, start: int, stop: int) -> list[tuple[str, int, int]]:
+    """(lower-case name, start, end) of each header field, continuation lines included."""
+    fields: list[tuple[str, int, int]] = []
+    pos = start
+    while pos < stop:
+        eol = data.find(CRLF, pos, stop)
+        nxt = stop if eol < 0 else eol + 2
+        if data[pos:pos + 1] in (b" ", b"\t") and fields:
+            name, fstart, _ = fields[-1]
+            fields[-1] = (name, fstart, nxt)
+        elif nxt - pos > 2:
+            name = data[pos:nxt].split(b":", 1)[0].strip().decode("latin-1").lower()
+            fields.append((name, pos, nxt))
+        pos = nxt
+    return fields
+
+
+def drop_fields(data: bytes, part: Part, names) -> list[Edit]:
+    """Edits that remove header fields by name (exact names or prefixes ending in '*')."""
+    return [Edit(s, e, b"") for n, s, e in header_fields(data, part.start, part.header_end) if _dropped(n, names)]
+
+
+def _python_codec(charset: str) -> str | None:
+    try:
+        return codecs.lookup(charset or "us-ascii").name
+    except LookupError:
+        return None
+
+
+def text_part_with_notice(data: bytes, part: Part, notice: str, html: bool) -> bytes | None:
+    """The part rebuilt with the notice at the top, or None when its text cannot be decoded
+    (unknown charset, invalid bytes): then the caller adds a separate notice part instead."""
+    charset = part.params.get("charset", "us-ascii").lower()
+    pycodec = _python_codec(charset)
+    if pycodec is None:
+        return None
+    try:
+        text = codec.decode(data[part.body_start:part.end], part.cte).decode(pycodec)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if html:
+        m = _BODY_TAG.search(text)
+        at = m.end() if m else 0
+        new_text = text[:at] + notice + text[at:]
+    else:
+        new_text = notice + text
+    out_charset = charset
+    try:
+        raw = new_text.encode(pycodec)
+    except UnicodeEncodeError:
+        out_charset, raw = "utf-8", new_text.encode("utf-8")
+    cte = part.cte
+    if cte not in ("base64", "quoted-printable", "8bit", "binary") and not raw.isascii():
+        cte = "quoted-printable"
+    drop = set()
+    extra = b""
+    if out_charset != charset or "charset" not in part.params:
+        drop.add("content-type")
+        params = "".join(f'; {k}="{v}"' for k, v in part.params.items() if k != "charset" and v.isascii()
+                         and '"' not in v and "\\" not in v)
+        extra += f'Content-Type: {part.content_type}; charset="{out_charset}"{params}\r\n'.encode("ascii")
+    if cte != part.cte:
+        drop.add("content-transfer-encoding")
+        extra += f"Content-Transfer-Encoding: {cte}\r\n".encode("ascii")
+    head = b"".join(data[s:e] for n, s, e in header_fields(data, part.start, part.header_end) if n not in drop)
+    return head + extra + CRLF + codec.encode(raw, cte)
+
+
+def new_text_part(notice: str) -> bytes:
+    raw = notice.encode("utf-8")
+    cte = "7bit" if raw.isascii() else "quoted-printable"
+    return (b'Content-Type: text/plain; charset="utf-8"\r\n'
+            + f"Content-Transfer-Encoding: {cte}\r\n\r\n".encode() + codec.encode(raw, cte))
+
+
+def body_parts(root: Part, removed: set[str]) -> tuple[Part | None, Part | None]:
+    """The message's own text/plain and text/html body (not an attachment, not inside an
+    attached message, not being removed)."""
+    plain = html = None
+    for p in root.walk():
+        if p.children or p.in_message or p.path in removed or p.is_attachment:
+            continue
+        if p.content_type == "text/plain" and plain is None:
+            plain = p
+        elif p.content_type == "text/html" and html is None:
+            html = p
+    return plain, html
+
+
+def rewrite(data: bytes, root: Part, removed: list[Part], notice_text: str | None,
+            notice_html: str | None, drop_root_fields: tuple[str, ...] = ()) -> bytes:
+    """Remove `removed` parts, put the notice into the body, drop the named root header fields."""
+    gone = {p.path for p in removed}
+    if root.path in gone:  # the whole message is one attachment: the notice becomes the body
+        keep = b"".join(data[s:e] for n, s, e in header_fields(data, root.start, root.header_end)
+                        if n not in _CONTENT_FIELDS and not _dropped(n, drop_root_fields))
+        return keep + new_text_part(notice_text or "")
+    edits = [Edit(p.delim_start, p.end, b"") for p in removed if p.delim_start is not None]
+    edits += drop_fields(data, root, drop_root_fields)
+    if notice_text:
+        edits += _notice_edits(data, root, gone, notice_text, notice_html or notice_text)
+    return apply(data, edits)
+
+
+def _dropped(name: str, names: tuple[str, ...]) -> bool:
+    return any(name == x or (x.endswith("*") and name.startswith(x[:-1])) for x in names)
+
+
+def _notice_edits(data: bytes, root: Part, gone: set[str], text: str, html: str) -> list[Edit]:
+    plain_part, html_part = body_parts(root, gone)
+    edits = []
+    for part, notice, is_html in ((plain_part, text, False), (html_part, html, True)):
+        if part is None:
+            continue
+        rebuilt = text_part_with_notice(data, part, notice, is_html)
+        if rebuilt is not None:
+            edits.append(Edit(part.start, part.end, rebuilt))
+    if edits:
+        return edits
+    if root.is_multipart and root.children:
+        # Insert a new first part, right where the first delimiter (with its CRLF) begins.
+        boundary = root.params["boundary"].encode("utf-8", "surrogateescape")
+        at = root.children[0].delim_start
+        assert at is not None
+        chunk = b"--" + boundary + CRLF + new_text_part(text)
+        chunk = CRLF + chunk if data.startswith(CRLF, at) else chunk + CRLF
+        return [Edit(at, at, chunk)]
+    if root.is_multipart and "boundary" in root.params:
+        boundary = root.params["boundary"].encode("utf-8", "surrogateescape")
+        return [Edit(root.body_start, root.end,
+                     b"--" + boundary + CRLF + new_text_part(text) + CRLF + b"--" + boundary + b"--" + CRLF)]
+    # A single-part message that is not text we can decode: nothing sane to add the notice to.
+    return []

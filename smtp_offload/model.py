@@ -1,0 +1,106 @@
+"""Plain data passed along the pipeline: SMTP in -> parse -> inspect -> plan -> offload -> rewrite -> relay.
+
+Nothing here does I/O; every stage takes and returns these values so each can be
+tested with bytes in, decision out.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Verdict(str, enum.Enum):
+    KEEP = "keep"
+    EMPTY = "empty"
+    SPOOFED = "spoofed"
+    BLOCKED = "blocked"
+    OFFLOAD = "offload"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What inspect/ concluded about one attachment's bytes (before planning)."""
+
+    verdict: Verdict  # KEEP, EMPTY, SPOOFED or BLOCKED; OFFLOAD is decided by the planner
+    reason: str  # human-readable, safe to show to the recipient and the sender
+    detected_type: str  # MIME type judged from the bytes, e.g. "application/pdf", "text/plain",
+    #                     "application/octet-stream" when nothing matched
+    detected_ext: str | None = None  # canonical extension of detected_type, without dot
+
+
+@dataclass(frozen=True)
+class Envelope:
+    client_ip: str
+    helo: str
+    mail_from: str  # "" for the null reverse-path
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...] = ()
+    smtputf8: bool = False
+
+
+@dataclass
+class Part:
+    """One MIME entity located by byte offsets in the original message.
+
+    start..end is the whole entity (headers + body); body_start..body_end the raw
+    (still transfer-encoded) body. For a child of a multipart, delim_start is where
+    the CRLF before its opening boundary line begins: removing [delim_start, end)
+    removes the part and its delimiter and leaves valid MIME.
+    """
+
+    path: str  # "1", "1.2", "1.2.1" ... like IMAP part numbers; root is ""
+    start: int
+    end: int
+    header_end: int  # offset of the first body byte (after the blank line)
+    body_start: int
+    body_end: int
+    content_type: str  # lower-cased type/subtype ("text/plain" when absent)
+    params: dict[str, str]  # Content-Type parameters, lower-cased keys, decoded (RFC 2231)
+    disposition: str | None  # "attachment" / "inline" / None
+    filename: str | None  # from Content-Disposition filename or Content-Type name
+    cte: str  # lower-cased Content-Transfer-Encoding ("7bit" when absent)
+    delim_start: int | None = None
+    children: list["Part"] = field(default_factory=list)
+    in_message: bool = False  # inside an attached message/rfc822
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.content_type.startswith("multipart/")
+
+    @property
+    def is_attachment(self) -> bool:
+        """A leaf part that carries a file: a name, or an attachment disposition."""
+        if self.children or self.is_multipart:
+            return False
+        return self.filename is not None or self.disposition == "attachment"
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+
+@dataclass
+class Attachment:
+    """An attachment part with its decoded bytes and what was decided about it."""
+
+    part: Part
+    data: bytes
+    sha256: str
+    judgement: Judgement
+    verdict: Verdict  # final verdict after planning
+    reason: str
+    wire_size: int  # encoded size on the wire including headers/delimiter
+    storage_key: str | None = None
+    link: str | None = None
+    link_expires: int | None = None  # unix time
+    offload_failed: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.part.filename or f"part-{self.part.path}"
+
+    @property
+    def declared_type(self) -> str:
+        return self.part.content_type

@@ -1,0 +1,55 @@
+"""The text that tells the recipient what happened to each file (plain and HTML)."""
+
+from __future__ import annotations
+
+import html
+import time
+
+from .model import Attachment, Verdict
+
+HEADING = "This message was changed by the mail gateway before delivery:"
+
+
+def human_size(n: int) -> str:
+    if n < 1000:
+        return f"{n} bytes"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1000
+        if n < 1000 or unit == "GB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def when(ts: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def _line(a: Attachment) -> tuple[str, str | None]:
+    """(sentence, link or None) for one changed attachment."""
+    what = f'"{a.name}" ({human_size(len(a.data))}, {a.judgement.detected_type})'
+    if a.verdict is Verdict.OFFLOAD and a.link:
+        return (f"{what} was too large to deliver as an attachment. "
+                f"Download it until {when(a.link_expires or 0)}:"), a.link
+    if a.offload_failed:
+        return f"{what} was too large to deliver and could not be stored; ask the sender for it again.", None
+    return f"{what} was removed: {a.reason}.", None
+
+
+def render(changed: list[Attachment]) -> tuple[str, str]:
+    """Plain-text and HTML notices; both end with a separator from the original body."""
+    lines = [HEADING]
+    items = []
+    for a in changed:
+        sentence, link = _line(a)
+        lines.append(f"- {sentence}")
+        if link:
+            lines.append(f"  {link}")
+        esc = html.escape(sentence)
+        if link:
+            href = html.escape(link, quote=True)
+            esc += f' <a href="{href}">{html.escape(link)}</a>'
+        items.append(f"<li>{esc}</li>")
+    text = "\r\n".join(lines) + "\r\n" + "-" * 60 + "\r\n\r\n"
+    markup = ('<div style="border:1px solid #c8c8c8;padding:8px;margin:8px 0;font-family:sans-serif">'
+              f"<p>{html.escape(HEADING)}</p><ul>{''.join(items)}</ul></div>\r\n")
+    return text, markup

@@ -1,0 +1,126 @@
+"""Pure stages of message processing: analyse -> plan -> render. Bytes in, decisions out.
+
+Nothing here touches the network, the disk or the event loop; storage happens between
+plan() and render() in process.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from .inspect import InspectPolicy, judge
+from .mime import rewrite as rw
+from .mime import scan
+from .mime.codec import decode
+from .model import Attachment, Part, Verdict
+from .notice import render as render_notice
+
+OUR_HEADERS = ("x-smtp-offload*",)  # incoming copies are forgeries: dropped before we add ours
+NOTICE_BUDGET = 2048  # bytes reserved for the notice text and HTML, plus ...
+NOTICE_PER_FILE = 1024  # ... this much per changed file (name, link, HTML twice)
+TRACE_BUDGET = 1024  # Received + summary header
+PER_HEADER = 400  # one decision header per attachment
+
+
+@dataclass(frozen=True)
+class PlanPolicy:
+    offload_over_bytes: int
+    max_message_bytes: int  # the downstream's limit, counted on the wire
+    max_attachments: int
+    actions: dict[Verdict, str]  # EMPTY/SPOOFED/BLOCKED -> "strip" | "reject"
+
+
+@dataclass
+class Analysis:
+    data: bytes
+    root: Part
+    attachments: list[Attachment]
+    message_id: str | None
+    forged_headers: bool = False
+    containers: int = 0  # attached messages, which the platform counts as one attachment each
+
+    @property
+    def changed(self) -> list[Attachment]:
+        return [a for a in self.attachments if a.verdict is not Verdict.KEEP]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    attachment: Attachment
+
+    @property
+    def text(self) -> str:
+        a = self.attachment
+        name = "".join(c if 32 <= ord(c) < 127 else "?" for c in a.name)[:80]
+        return f'Attachment "{name}" refused: {a.reason}'
+
+
+def normalize_line_endings(data: bytes) -> bytes:
+    """Bare CR or LF become CRLF, so the structure we judge is the one the downstream reads."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") == crlf and data.count(b"\n") == crlf:
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def analyse(data: bytes, policy: InspectPolicy) -> Analysis:
+    root = scan.parse(data)
+    attachments: list[Attachment] = []
+    containers = 0
+    for part in root.walk():
+        if part.content_type == "message/rfc822" and part.children and not part.in_message:
+            containers += 1
+        if not part.is_attachment:
+            continue
+        payload = decode(data[part.body_start:part.end], part.cte)
+        j = judge(payload, part.content_type, part.filename, policy)
+        attachments.append(Attachment(
+            part=part, data=payload, sha256=hashlib.sha256(payload).hexdigest(), judgement=j,
+            verdict=j.verdict, reason=j.reason,
+            wire_size=part.end - (part.delim_start if part.delim_start is not None else part.start),
+        ))
+    forged = bool(rw.drop_fields(data, root, OUR_HEADERS))
+    return Analysis(data, root, attachments, scan.root_header(data, root, "message-id"), forged, containers)
+
+
+def plan(an: Analysis, policy: PlanPolicy) -> Rejection | None:
+    """Set each attachment's final verdict. Returns a Rejection when policy refuses the message."""
+    for a in an.attachments:
+        if a.verdict in (Verdict.EMPTY, Verdict.SPOOFED, Verdict.BLOCKED):
+            if policy.actions[a.verdict] == "reject":
+                return Rejection(a)
+        elif len(a.data) > policy.offload_over_bytes:
+            a.verdict, a.reason = Verdict.OFFLOAD, "larger than the offload threshold"
+    # The planner: offload more, largest first, until the message fits the downstream's limits.
+    kept = sorted((a for a in an.attachments if a.verdict is Verdict.KEEP), key=lambda a: a.wire_size, reverse=True)
+    while kept and (projected_size(an) > policy.max_message_bytes
+                    or visible_count(an) > policy.max_attachments):
+        a = kept.pop(0)
+        if visible_count(an) > policy.max_attachments and a.part.in_message:
+            continue  # offloading a file inside an attached message does not lower the count
+        a.verdict, a.reason = Verdict.OFFLOAD, "offloaded so the message fits the recipient's limits"
+    return None
+
+
+def visible_count(an: Analysis) -> int:
+    return an.containers + sum(1 for a in an.attachments if a.verdict is Verdict.KEEP and not a.part.in_message)
+
+
+def projected_size(an: Analysis) -> int:
+    changed = an.changed
+    removed = sum(a.wire_size for a in changed)
+    notice = (NOTICE_BUDGET + NOTICE_PER_FILE * len(changed)) if changed else 0
+    return len(an.data) - removed + notice + TRACE_BUDGET + PER_HEADER * len(an.attachments)
+
+
+def render(an: Analysis) -> bytes:
+    """The rewritten message body (without our trace headers)."""
+    changed = an.changed
+    if not changed and not an.forged_headers:
+        return an.data
+    notice_text = notice_html = None
+    if changed:
+        notice_text, notice_html = render_notice(changed)
+    removed = [a.part for a in changed]
+    return rw.rewrite(an.data, an.root, removed, notice_text, notice_html, OUR_HEADERS)

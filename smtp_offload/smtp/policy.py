@@ -1,0 +1,34 @@
+"""Recipient checks, Postfix style: return a reply to refuse, or None to go on."""
+
+from __future__ import annotations
+
+
+def domain_accepted(domain: str, accepted: tuple[str, ...]) -> bool:
+    """Exact match, or a subdomain when the entry starts with a dot (".example.com")."""
+    d = domain.lower().rstrip(".")
+    for a in accepted:
+        if a.startswith("."):
+            if d.endswith(a) and len(d) > len(a):
+                return True
+        elif d == a:
+            return True
+    return False
+
+
+def check_recipient(address: str, accepted: tuple[str, ...]) -> str | None:
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        return "550 5.1.3 Recipient address must be user@domain"
+    # Sender-specified routing (user%other@ours, user!other@ours, "user@other"@ours) would
+    # let a downstream relay onward: refuse like Postfix's allow_untrusted_routing = no.
+    if any(c in local for c in "@%!"):
+        return "550 5.7.1 Sender-specified routing is not allowed"
+    if domain.startswith("["):
+        return "550 5.7.1 Relaying denied: address literals are not accepted"
+    if not domain_accepted(domain, accepted):
+        return f"550 5.7.1 Relaying denied: this server does not accept mail for {_printable(domain)}"
+    return None
+
+
+def _printable(s: str) -> str:
+    return "".join(c if 32 < ord(c) < 127 else "?" for c in s)[:100]

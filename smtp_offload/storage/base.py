@@ -1,0 +1,136 @@
+"""The storage contract offloaded attachments are written through, plus key/name helpers.
+
+Keys are opaque to callers but deliberately human-readable
+(`YYYY/MM/DD/<uuid4 hex>/<safe name>`): the date prefix lets operators expire old
+objects with a plain lifecycle rule or `find -mtime`, and the random segment makes
+keys unguessable and collision-free even for identical file names.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+CHUNK_SIZE = 256 * 1024
+MAX_NAME_BYTES = 150  # well under the 255-byte NAME_MAX, leaving room for sidecar/temp affixes
+_MAX_EXT_CHARS = 16  # a longer "extension" is just part of a dotted name
+
+# Punctuation that is harmless in file systems, URLs (after quoting) and headers.
+_SAFE_ASCII = frozenset(" ._-+()[],@&=!~'")
+# Letters, digits, combining marks (needed by many scripts) and dashes of any script.
+_SAFE_CATEGORIES = ("L", "N", "M", "Pd")
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"COM{i}" for i in range(1, 10)] + [f"LPT{i}" for i in range(1, 10)]
+)
+
+
+class InvalidKey(KeyError, ValueError):
+    """A key that could never name a stored object (traversal, absolute, NUL...).
+
+    Both a KeyError (callers treating it as "absent" stay correct) and a ValueError
+    (it is bad input, not a missing object).
+    """
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str
+    content_type: str
+    filename: str
+    message_id: str | None = None
+
+
+class Store(Protocol):
+    async def put(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        sha256: str,
+        message_id: str | None = None,
+    ) -> StoredObject: ...
+
+    async def stat(self, key: str) -> StoredObject:
+        """Metadata of `key`; KeyError when absent, StorageError when the store is unusable."""
+        ...
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        """Await to get an iterator of CHUNK_SIZE-ish chunks.
+
+        Raises KeyError on the await (not on first iteration) so a caller can still
+        answer 404 before it commits to a response. The iterator releases its
+        resources when exhausted; call its `aclose()` when stopping early.
+        """
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Idempotent: deleting an absent key is not an error."""
+        ...
+
+    async def check(self) -> None:
+        """Readiness probe; raises StorageError when the store cannot take writes."""
+        ...
+
+
+def _safe_char(c: str) -> str:
+    if c in _SAFE_ASCII:
+        return c
+    cat = unicodedata.category(c)
+    if cat == "Zs":  # exotic spaces (NBSP, ideographic) read as spaces
+        return " "
+    # Cc/Cf (control, bidi overrides like U+202E used to fake extensions) fall through to "_".
+    return c if cat.startswith(_SAFE_CATEGORIES) else "_"
+
+
+def _collapse(s: str) -> str:
+    out: list[str] = []
+    for c in s:
+        if out and c == out[-1] and c in "_ ":
+            continue
+        out.append(c)
+    return "".join(out)
+
+
+def _truncate_utf8(s: str, limit: int) -> str:
+    # Cut on a byte budget without leaving half a multi-byte character behind.
+    return s.encode("utf-8")[: max(limit, 0)].decode("utf-8", errors="ignore")
+
+
+def safe_filename(name: str) -> str:
+    """A name safe to use as a path component, a URL segment and a download name.
+
+    The input comes from a mail's MIME headers, i.e. from whoever sent it.
+    """
+    name = unicodedata.normalize("NFC", name or "")
+    # Mail clients send Windows and POSIX paths alike; only the last component is a name.
+    parts = [p for p in name.replace("\\", "/").split("/") if p.strip()]
+    base = parts[-1] if parts else ""
+    base = _collapse("".join(_safe_char(c) for c in base))
+    # Leading dots would hide the file (or be "..") and trailing dots/spaces are dropped by Windows.
+    base = base.lstrip(". ").rstrip(". ")
+
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem or len(ext) > _MAX_EXT_CHARS or ext.strip() != ext:
+        stem, ext = base, ""
+    if stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+        stem = "_" + stem
+    suffix = f".{ext}" if ext else ""
+    if len((stem + suffix).encode("utf-8")) > MAX_NAME_BYTES:
+        stem = _truncate_utf8(stem, MAX_NAME_BYTES - len(suffix.encode("utf-8"))).rstrip(". ")
+    result = (stem + suffix) if stem else ext
+    return result or "file"
+
+
+def make_key(filename: str, now: datetime | None = None) -> str:
+    """`YYYY/MM/DD/<uuid4 hex>/<safe name>`, dated in UTC so keys sort the same on every host."""
+    now = now or datetime.now(timezone.utc)
+    if now.tzinfo is not None:
+        now = now.astimezone(timezone.utc)
+    return f"{now:%Y/%m/%d}/{uuid.uuid4().hex}/{safe_filename(filename)}"

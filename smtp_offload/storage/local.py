@@ -1,0 +1,255 @@
+"""Offloaded files on a local (or mounted) file system.
+
+Layout: `<root>/<key>` holds the bytes and `<root>/<dir>/.<name>.meta.json` the
+metadata. The sidecar is written last, so it doubles as the commit marker: an
+object exists once its sidecar does. Every name that starts with a dot (sidecars,
+temp files) is internal, and keys that reach one are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import BinaryIO
+
+from smtp_offload.errors import StorageError
+from smtp_offload.storage.base import CHUNK_SIZE, InvalidKey, StoredObject, make_key
+
+_DIR_MODE = 0o700
+_FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
+
+
+class LocalStore:
+    def __init__(self, root: Path) -> None:
+        root = Path(root)
+        if not root.exists():
+            root.mkdir(mode=_DIR_MODE, parents=True)
+            os.chmod(root, _DIR_MODE)  # mkdir's mode is filtered by the umask
+        self._root = root.resolve()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    # -- key handling -------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        """Map a key to a path inside root, or raise InvalidKey; a key is attacker-shaped input.
+
+        Touches the file system (resolve), so only call it from a worker thread.
+        """
+        if not isinstance(key, str) or not key or "\x00" in key or "\\" in key or key.startswith("/"):
+            raise InvalidKey(key)
+        parts = key.split("/")
+        if any(not p or p.startswith(".") for p in parts):  # "", ".", "..", internal dotfiles
+            raise InvalidKey(key)
+        path = self._root.joinpath(*parts)
+        # Lexical checks cannot see symlinks planted inside root; resolving can.
+        if not path.resolve().is_relative_to(self._root):
+            raise InvalidKey(key)
+        return path
+
+    @staticmethod
+    def _meta_path(path: Path) -> Path:
+        return path.with_name(f".{path.name}.meta.json")
+
+    # -- Store API ----------------------------------------------------------
+
+    async def put(
+        self,
+        data: bytes,
+        *,
+        filename: str,
+        content_type: str,
+        sha256: str,
+        message_id: str | None = None,
+    ) -> StoredObject:
+        key = make_key(filename)
+        obj = StoredObject(
+            key=key,
+            size=len(data),
+            sha256=sha256.lower(),
+            content_type=content_type,
+            filename=key.rsplit("/", 1)[1],
+            message_id=message_id,
+        )
+        try:
+            await asyncio.to_thread(self._put_sync, key, data, obj)
+        except OSError as e:
+            raise StorageError(f"storing {key} failed: {e}") from e
+        return obj
+
+    def _put_sync(self, key: str, data: bytes, obj: StoredObject) -> None:
+        path = self._path(key)
+        # Checked here, off the loop: a wrong hash would later be shown to users as the file's.
+        if hashlib.sha256(data).hexdigest() != obj.sha256:
+            raise ValueError("sha256 does not match the data")
+        self._mkdirs(path.parent)
+        meta = json.dumps(
+            {
+                "filename": obj.filename,
+                "content_type": obj.content_type,
+                "sha256": obj.sha256,
+                "size": obj.size,
+                "message_id": obj.message_id,
+            },
+            ensure_ascii=False,
+        ).encode("utf-8")
+        _atomic_write(path, data)
+        try:
+            _atomic_write(self._meta_path(path), meta)
+            _fsync_dir(path.parent)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    def _mkdirs(self, directory: Path) -> None:
+        # One by one, because os.makedirs applies `mode` only to the leaf.
+        missing: list[Path] = []
+        d = directory
+        while d != self._root and not d.is_dir():
+            missing.append(d)
+            d = d.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir(mode=_DIR_MODE)
+            except FileExistsError:
+                continue  # a concurrent put of the same day created it
+            os.chmod(d, _DIR_MODE)
+
+    async def stat(self, key: str) -> StoredObject:
+        return await asyncio.to_thread(self._stat_sync, key)
+
+    def _stat_sync(self, key: str) -> StoredObject:
+        path = self._path(key)
+        try:
+            meta = json.loads(self._meta_path(path).read_bytes())
+            size = path.stat().st_size
+        except FileNotFoundError:
+            self._raise_if_root_gone()
+            raise KeyError(key) from None
+        except (OSError, ValueError) as e:
+            raise StorageError(f"reading {key} failed: {e}") from e
+        try:
+            obj = StoredObject(
+                key=key,
+                size=int(meta["size"]),
+                sha256=str(meta["sha256"]),
+                content_type=str(meta["content_type"]),
+                filename=str(meta["filename"]),
+                message_id=meta.get("message_id"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise StorageError(f"metadata of {key} is corrupt") from e
+        if obj.size != size:
+            # Serving it would send a Content-Length that the body cannot honour.
+            raise StorageError(f"{key} is {size} bytes, metadata says {obj.size}")
+        return obj
+
+    def _raise_if_root_gone(self) -> None:
+        # An unmounted volume must read as "storage down" (503), not "file deleted" (404).
+        if not self._root.is_dir():
+            raise StorageError("storage root is missing")
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        def _open() -> BinaryIO:
+            path = self._path(key)
+            try:
+                if not self._meta_path(path).exists():
+                    raise FileNotFoundError(path)  # not yet committed, or half deleted
+                return open(path, "rb")
+            except FileNotFoundError:
+                self._raise_if_root_gone()
+                raise KeyError(key) from None
+            except OSError as e:
+                raise StorageError(f"opening {key} failed: {e}") from e
+
+        return _ChunkReader(await asyncio.to_thread(_open))
+
+    async def delete(self, key: str) -> None:
+        def _delete() -> None:
+            path = self._path(key)
+            try:
+                # Sidecar first: from then on the object no longer exists for stat/open.
+                self._meta_path(path).unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                raise StorageError(f"deleting {key} failed: {e}") from e
+            try:
+                path.parent.rmdir()  # the per-object uuid directory, if now empty
+            except OSError:
+                pass
+
+        await asyncio.to_thread(_delete)
+
+    async def check(self) -> None:
+        def _check() -> None:
+            if not self._root.is_dir():
+                raise StorageError(f"storage root {self._root} is not a directory")
+            # os.access lies on some mounts (read-only NFS, root on a ro bind); a real write does not.
+            try:
+                fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self._root)
+                os.close(fd)
+                os.unlink(probe)
+            except OSError as e:
+                raise StorageError(f"storage root {self._root} is not writable: {e}") from e
+
+        await asyncio.to_thread(_check)
+
+
+class _ChunkReader:
+    """Async iterator over an open file that reads off the event loop and always closes it."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh: BinaryIO | None = fh
+
+    def __aiter__(self) -> _ChunkReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._fh is None:
+            raise StopAsyncIteration
+        try:
+            chunk = await asyncio.to_thread(self._fh.read, CHUNK_SIZE)
+        except OSError as e:
+            await self.aclose()
+            raise StorageError(f"reading failed: {e}") from e
+        if not chunk:
+            await self.aclose()
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            await asyncio.to_thread(fh.close)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    # Same directory so os.replace is a rename, never a cross-device copy; readers see
+    # either nothing or the whole file.
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _FILE_MODE)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The mail is relayed without the attachment once put returns, so the renames must survive a crash.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

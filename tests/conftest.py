@@ -1,0 +1,220 @@
+"""Real components on loopback: the proxy as a subprocess (`python -m smtp_offload serve`),
+an aiosmtpd recording server as the downstream, smtplib as the sending client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
+
+
+class LenientSMTP(SMTP):
+    line_length_limit = 100_000  # the sink records whatever arrives; the proxy's limits are under test
+
+
+class SinkController(Controller):
+    def factory(self):
+        return LenientSMTP(self.handler, **self.SMTP_kwargs)
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ROOT.parent / "shared" / "corpora"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} not listening")
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    content: bytes
+    mail_options: list[str]
+
+
+@dataclass
+class SinkHandler:
+    """Records what it accepts; replies can be scripted per test."""
+
+    messages: list[Received] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_reply: str | None = None
+    mail_reply: str | None = None
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_reply:
+            return self.data_reply
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                      envelope.original_content, list(envelope.mail_options)))
+        return "250 2.0.0 Ok: queued downstream"
+
+
+class Sink:
+    def __init__(self):
+        self.port = free_port()
+        self.handler = SinkHandler()
+        self.controller = SinkController(self.handler, hostname="127.0.0.1", port=self.port,
+                                     data_size_limit=None, enable_SMTPUTF8=True)
+        self.controller.start()
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def stop(self):
+        self.controller.stop()
+
+
+@pytest.fixture
+def sink():
+    s = Sink()
+    yield s
+    s.stop()
+
+
+def toml_value(v) -> str:
+    return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+
+def write_config(path: Path, sections: dict[str, dict]) -> Path:
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Proxy:
+    """smtp-offload started as in production: its own process, its own config file."""
+
+    def __init__(self, tmp: Path, downstream_port: int, overrides: dict[str, dict] | None = None):
+        self.smtp_port, self.links_port = free_port(), free_port()
+        self.tmp = tmp
+        self.store = tmp / "store"
+        sections = {
+            "server": {"listen": f"127.0.0.1:{self.smtp_port}", "accepted_domains": ["example.com"],
+                       "hostname": "mx.test"},
+            "downstream": {"host": "127.0.0.1", "port": downstream_port, "tls": "none"},
+            "storage": {"backend": "local"},
+            "storage.local": {"path": str(self.store)},
+            "links": {"listen": f"127.0.0.1:{self.links_port}", "base_url": f"http://127.0.0.1:{self.links_port}",
+                      "secret_file": str(tmp / "link-secret")},
+            "log": {"format": "json"},
+        }
+        for section, values in (overrides or {}).items():
+            sections.setdefault(section, {}).update(values)
+        self.config = write_config(tmp / "smtp-offload.toml", sections)
+        self.log_path = tmp / "proxy.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Proxy":
+        self._log = open(self.log_path, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("SMTP_OFFLOAD_LINK_SECRET", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "smtp_offload", "serve", "--config", str(self.config)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env)
+        try:
+            wait_port(self.smtp_port, self.proc)
+            wait_port(self.links_port, self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{exc}; proxy output:\n{self.log_path.read_text(errors='replace')[-3000:]}") from None
+        return self
+
+    def stop(self) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode if self.proc else None
+
+    def events(self, name: str | None = None) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or ev.get("event") == name:
+                out.append(ev)
+        return out
+
+    def client(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+
+    def send(self, message: bytes, sender: str = "customer@sender.test",
+             rcpts: tuple[str, ...] = ("support@example.com",)) -> tuple[int, bytes]:
+        """Send one message; return the final DATA reply (code, text)."""
+        with self.client() as c:
+            c.ehlo("client.test")
+            code, text = c.mail(sender)
+            assert code == 250, text
+            for r in rcpts:
+                code, text = c.rcpt(r)
+                assert code == 250, (r, code, text)
+            return c.data(message)
+
+
+@pytest.fixture
+def make_proxy(tmp_path, sink):
+    started: list[Proxy] = []
+
+    def make(overrides: dict[str, dict] | None = None, downstream_port: int | None = None) -> Proxy:
+        d = tmp_path / f"p{len(started)}"
+        d.mkdir()
+        p = Proxy(d, downstream_port or sink.port, overrides).start()
+        started.append(p)
+        return p
+
+    yield make
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def proxy(make_proxy) -> Proxy:
+    return make_proxy()
