@@ -71,7 +71,8 @@ class Part:
     @property
     def is_attachment(self) -> bool:
         """A leaf part that carries a file: a name, or an attachment disposition."""
-        if self.children or self.is_multipart:
+        # message/external-body only points at a file elsewhere: there are no bytes to judge.
+        if self.children or self.is_multipart or self.content_type == "message/external-body":
             return False
         return self.filename is not None or self.disposition == "attachment"
 

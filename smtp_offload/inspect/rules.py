@@ -18,6 +18,11 @@ from . import tables as T
 from .sniff import sniff
 
 
+def _items(value) -> list[str]:
+    # A lone string would otherwise be iterated character by character.
+    return [value] if isinstance(value, str) else list(value)
+
+
 def _norm_type(t: str) -> str:
     t = t.strip().lower()
     return T.ALIASES.get(t, t)
@@ -35,11 +40,12 @@ class InspectPolicy:
 
     def __post_init__(self) -> None:
         # Config files hand us lists, mixed case and ".exe": normalise once here.
-        object.__setattr__(self, "blocked_types", frozenset(_norm_type(t) for t in self.blocked_types))
-        object.__setattr__(self, "blocked_extensions",
-                           frozenset(e.strip().lower().lstrip(".") for e in self.blocked_extensions))
+        object.__setattr__(self, "blocked_types", frozenset(_norm_type(t) for t in _items(self.blocked_types)))
+        object.__setattr__(self, "blocked_extensions", frozenset(
+            e.strip().lower().lstrip(".") for e in _items(self.blocked_extensions)))
         if self.allowed_types is not None:
-            object.__setattr__(self, "allowed_types", frozenset(_norm_type(t) for t in self.allowed_types))
+            object.__setattr__(self, "allowed_types",
+                               frozenset(_norm_type(t) for t in _items(self.allowed_types)))
 
 
 def judge(
@@ -65,10 +71,11 @@ def judge(
 
     # BLOCKED: what it is outranks what it is called.
     if _matches_any(detected, policy.blocked_types, strict=True):
-        contradicted = next((c for c in (declared_claim, ext_claim) if c and consistent(detected, c) is False), None)
         bare = _bare(what)
-        if contradicted:
-            return verdict(Verdict.BLOCKED, f"{bare[0].upper()}{bare[1:]} disguised as {_bare(_name(contradicted))}")
+        for claim, label in ((declared_claim, declared), (ext_claim, f".{ext} file")):
+            if claim and consistent(detected, claim) is False:
+                disguise = _bare(T.NAMES[claim]) if claim in T.NAMES else label
+                return verdict(Verdict.BLOCKED, f"{bare[0].upper()}{bare[1:]} disguised as {disguise}")
         if detected in T.CATEGORIES["executable"]:
             return verdict(Verdict.BLOCKED, f"executable files are not accepted ({bare})")
         return verdict(Verdict.BLOCKED, f"files of this type are not accepted ({bare})")
@@ -79,7 +86,8 @@ def judge(
 
     # SPOOFED: a checkable claim contradicted by the bytes.
     if declared_claim and consistent(detected, declared_claim) is False:
-        return verdict(Verdict.SPOOFED, f"content is {what} but it was declared as {declared}")
+        shown = declared if len(declared) <= 60 else declared[:57] + "..."  # sender-controlled
+        return verdict(Verdict.SPOOFED, f"content is {what} but it was declared as {shown}")
     if ext_claim and consistent(detected, ext_claim) is False:
         return verdict(Verdict.SPOOFED, f"content is {what} but the file name ends in .{ext}")
 
@@ -143,7 +151,7 @@ def file_extension(filename: str | None) -> str | None:
 
 def _known(claim: str) -> bool:
     """A type whose bytes sniff() can recognise, so a mismatch means something."""
-    return claim in T.NAMES or claim in T.ACCEPTS or claim in T.EXTENSIONS.values()
+    return claim in T.KNOWN_TYPES
 
 
 def _matches_any(detected: str, patterns: frozenset[str], strict: bool) -> bool:

@@ -180,9 +180,8 @@ def _zip_members(data: bytes) -> tuple[list[str], bytes]:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             names = zf.namelist()
             mimetype = b""
-            info = zf.NameToInfo.get("mimetype")
-            if info is not None and info.file_size <= 200:
-                mimetype = zf.read(info)
+            if "mimetype" in names and zf.getinfo("mimetype").file_size <= 200:
+                mimetype = zf.read("mimetype")
             return names, mimetype
     except Exception:  # noqa: BLE001 - any malformed zip: fall back to local headers
         pass

@@ -341,3 +341,6 @@ NAMES: dict[str, str] = {
     "application/xml": "an XML file",
     OCTET: "unrecognised binary data", EMPTY: "an empty file",
 }
+
+# Claims sniff() can check: a contradiction with one of these means something.
+KNOWN_TYPES = frozenset(NAMES) | frozenset(ACCEPTS) | frozenset(EXTENSIONS.values())

@@ -39,13 +39,13 @@ def header_end(data: bytes, start: int, end: int) -> tuple[int, int]:
 def headers(data: bytes, start: int, stop: int):
     """The header block as a compat32 Message (headers only, no body).
 
-    Raw 8-bit header text (RFC 6532, or legacy senders) is read as UTF-8 when it is valid
-    UTF-8 and as Latin-1 otherwise, which is what mail clients display.
+    Raw 8-bit header text (RFC 6532, or legacy senders) is read as UTF-8, tolerating a few
+    broken sequences (senders truncate long names mid-character); text that is clearly not
+    UTF-8 is read as Latin-1. That is what mail clients display.
     """
     block = data[start:stop]
-    try:
-        text = block.decode("utf-8")
-    except UnicodeDecodeError:
+    text = block.decode("utf-8", "replace")
+    if text.count("\ufffd") > 3:
         text = block.decode("latin-1")
     return _header_parser.parsestr(text)
 
