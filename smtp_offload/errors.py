@@ -12,9 +12,11 @@ class SmtpReplyError(Exception):
     code: int = 451
     status: str = "4.3.0"
 
-    def __init__(self, text: str, *, code: int | None = None, status: str | None = None):
+    def __init__(self, text: str, *, code: int | None = None, status: str | None = None,
+                 detail: str | None = None):
         super().__init__(text)
         self.text = text
+        self.detail = detail  # what went wrong, for our log only: never shown to the sender
         if code is not None:
             self.code = code
         if status is not None:

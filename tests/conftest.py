@@ -84,17 +84,20 @@ class SinkHandler:
     async def handle_DATA(self, server, session, envelope):
         if self.data_reply:
             return self.data_reply
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
-                                      envelope.original_content, list(envelope.mail_options)))
+        content = envelope.original_content or envelope.content
+        if isinstance(content, str):
+            content = content.encode("utf-8", "surrogateescape")
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), content,
+                                      list(envelope.mail_options)))
         return "250 2.0.0 Ok: queued downstream"
 
 
 class Sink:
-    def __init__(self):
+    def __init__(self, **smtp_kwargs):
         self.port = free_port()
         self.handler = SinkHandler()
-        self.controller = SinkController(self.handler, hostname="127.0.0.1", port=self.port,
-                                     data_size_limit=None, enable_SMTPUTF8=True)
+        kwargs = {"data_size_limit": None, "enable_SMTPUTF8": True, **smtp_kwargs}
+        self.controller = SinkController(self.handler, hostname="127.0.0.1", port=self.port, **kwargs)
         self.controller.start()
 
     @property
@@ -162,6 +165,8 @@ class Proxy:
         return self
 
     def stop(self) -> int | None:
+        if self._log.closed:
+            return self.proc.returncode if self.proc else None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -159,3 +159,38 @@ def test_long_lines_policy(make_proxy, sink):
     code, text_ = proxy.send(message(text("a" * 2500 + "\r\n")))
     assert code == 500 and text_.startswith(b"5.5.2")
     assert len(sink.messages) == 1
+
+
+@pytest.fixture
+def plain_sink():
+    """A downstream that offers neither 8BITMIME nor SMTPUTF8."""
+    from conftest import Sink
+    s = Sink(decode_data=True, enable_SMTPUTF8=False)
+    yield s
+    s.stop()
+
+
+def test_downstream_without_smtputf8_or_8bitmime(make_proxy, plain_sink):
+    proxy = make_proxy(downstream_port=plain_sink.port)
+    with proxy.client() as c:
+        c.ehlo("client.test")
+        c.mail("kunde@absender.test", ["SMTPUTF8"])
+        code, text_ = c.rcpt("støtte@example.com")
+        assert code == 553 and text_.startswith(b"5.6.7")
+    with proxy.client() as c:
+        c.ehlo("client.test")
+        c.mail("a@sender.test", ["BODY=8BITMIME"])
+        assert c.rcpt("support@example.com")[0] == 250
+        code, text_ = c.data(message(text("Grüße\r\n", cte="8bit")))
+        assert code == 554 and text_.startswith(b"5.6.3")
+        # 7-bit mail still flows on the same session
+        c.mail("a@sender.test")
+        assert c.rcpt("support@example.com")[0] == 250
+        assert c.data(clean())[0] == 250
+    assert len(plain_sink.messages) == 1
+
+
+def test_sigterm_drains_and_exits_zero(proxy, sink):
+    assert proxy.send(clean())[0] == 250
+    assert proxy.stop() == 0
+    assert proxy.events("stopped")

@@ -50,7 +50,7 @@ UNAVAILABLE = "Downstream mail server unavailable; try again later"
 
 
 def _fail(exc: BaseException) -> TemporaryError:
-    return TemporaryError(UNAVAILABLE, code=451, status="4.4.1")
+    return TemporaryError(UNAVAILABLE, code=451, status="4.4.1", detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _addr(address: str) -> bytes:
@@ -112,8 +112,16 @@ class Downstream:
         return Reply.from_downstream(resp.code, resp.message, default_status)
 
     async def mail(self, sender: str, options: list[str]) -> Reply:
-        reply = await self._command(b"MAIL", b"FROM:" + _addr(sender), *(o.encode("ascii") for o in options),
-                                    default_status="2.1.0")
+        args = (b"MAIL", b"FROM:" + _addr(sender), *(o.encode("ascii") for o in options))
+        reused = self.connected
+        try:
+            reply = await self._command(*args, default_status="2.1.0")
+        except TemporaryError:
+            if not reused:
+                raise
+            # A connection kept from an earlier transaction may have been closed by the
+            # downstream's idle timeout: one fresh attempt before giving up.
+            reply = await self._command(*args, default_status="2.1.0")
         self.txn = Transaction(sender, options) if reply.ok else None
         return reply
 

@@ -91,6 +91,8 @@ class Handler:
                     return reply
             reply = await ds.rcpt(address)
         except TemporaryError as exc:
+            self.log.warning("downstream_unavailable", client=session.peer[0] if session.peer else None,
+                             rcpt=address, reply=exc.reply, detail=exc.detail)
             return exc.reply
         if reply.ok:
             envelope.rcpt_tos.append(address)
@@ -167,7 +169,7 @@ class Handler:
             reply = await ds.data(message)
         except TemporaryError as exc:
             await self.processor.discard(outcome.stored)
-            return exc.reply, {**extra, "outcome": "deferred"}
+            return exc.reply, {**extra, "outcome": "deferred", "detail": exc.detail}
         if not reply.ok:
             await self.processor.discard(outcome.stored)
             return _downstream_reply(reply), {**extra, "outcome": "deferred" if reply.code < 500 else "rejected"}
