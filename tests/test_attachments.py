@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 import samples
-from mail import attachment, message, multipart, rfc822, text
+from mail import attachment, b64, message, multipart, rfc822, text
 from smtp_offload.links.tokens import sign
 from smtp_offload.mime import scan
 from smtp_offload.mime.codec import decode
@@ -233,3 +233,25 @@ def test_quoted_printable_and_base64_text_bodies_keep_encoding(make_proxy, sink)
         body = next(p for p in parts_of(got) if p.content_type == "text/plain")
         assert body.cte == cte
         assert "Grüße " * 40 in body_text(got) and "x.pdf" in body_text(got)
+
+
+def test_attached_message_that_is_only_a_file(proxy, sink):
+    """A forwarded message whose whole body is a blocked file keeps its headers and says where the file went."""
+    inner = message(attachment(samples.pe_exe(), "run.pdf", "application/pdf"), subject="inner only file")
+    msg = message(multipart(text("outer\r\n"), rfc822(inner)))
+    assert proxy.send(msg)[0] == 250
+    got = sink.messages[0].content
+    assert attachment_payloads(got) == {}
+    assert b"Subject: inner only file" in got and b"removed by the mail gateway" in got
+    assert "run.pdf" in body_text(got)
+    assert b64(samples.pe_exe())[:60] not in got
+
+
+def test_container_left_empty_is_removed(proxy, sink):
+    msg = message(multipart(text("body\r\n"), multipart(attachment(b"", "a.txt", "text/plain"),
+                                                        attachment(b"", "b.txt", "text/plain"))))
+    assert proxy.send(msg)[0] == 250
+    got = sink.messages[0].content
+    root = scan.parse(got)
+    assert [p.content_type for p in root.walk()] == ["multipart/mixed", "text/plain"]
+    assert "a.txt" in body_text(got) and "b.txt" in body_text(got)

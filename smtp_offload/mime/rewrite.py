@@ -129,19 +129,48 @@ def body_parts(root: Part, removed: set[str]) -> tuple[Part | None, Part | None]
     return plain, html
 
 
+PLACEHOLDER = "The file this message carried was removed by the mail gateway; see the notice in the outer message."
+
+
 def rewrite(data: bytes, root: Part, removed: list[Part], notice_text: str | None,
             notice_html: str | None, drop_root_fields: tuple[str, ...] = ()) -> bytes:
     """Remove `removed` parts, put the notice into the body, drop the named root header fields."""
-    gone = {p.path for p in removed}
-    if root.path in gone:  # the whole message is one attachment: the notice becomes the body
-        keep = b"".join(data[s:e] for n, s, e in header_fields(data, root.start, root.header_end)
-                        if n not in _CONTENT_FIELDS and not _dropped(n, drop_root_fields))
-        return keep + new_text_part(notice_text or "")
-    edits = [Edit(p.delim_start, p.end, b"") for p in removed if p.delim_start is not None]
-    edits += drop_fields(data, root, drop_root_fields)
+    gone = _collapse(root, {p.path for p in removed})
+    if root.path in gone:  # nothing but attachments: the notice becomes the whole body
+        return _as_text_entity(data, root, notice_text or "", drop_root_fields)
+    edits = drop_fields(data, root, drop_root_fields)
+    for p in _topmost(root, gone):
+        if p.delim_start is not None:
+            edits.append(Edit(p.delim_start, p.end, b""))
+        else:  # the body of an attached message: keep that message, say where its content went
+            edits.append(Edit(p.start, p.end, _as_text_entity(data, p, PLACEHOLDER, ())))
     if notice_text:
         edits += _notice_edits(data, root, gone, notice_text, notice_html or notice_text)
     return apply(data, edits)
+
+
+def _collapse(part: Part, gone: set[str]) -> set[str]:
+    """A multipart whose every child is removed is removed too (RFC 2046 wants at least one part)."""
+    for c in part.children:
+        _collapse(c, gone)
+    if part.is_multipart and part.children and all(c.path in gone for c in part.children):
+        gone.add(part.path)
+    return gone
+
+
+def _topmost(part: Part, gone: set[str]):
+    if part.path in gone:
+        yield part
+        return
+    for c in part.children:
+        yield from _topmost(c, gone)
+
+
+def _as_text_entity(data: bytes, part: Part, notice: str, drop: tuple[str, ...]) -> bytes:
+    """The entity's own (non-content) header fields followed by a text/plain body."""
+    keep = b"".join(data[s:e] for n, s, e in header_fields(data, part.start, part.header_end)
+                    if n not in _CONTENT_FIELDS and not _dropped(n, drop))
+    return keep + new_text_part(notice)
 
 
 def _dropped(name: str, names: tuple[str, ...]) -> bool:
