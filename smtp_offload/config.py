@@ -24,6 +24,7 @@ DEFAULT_BLOCKED_EXTENSIONS = (
     "js", "jse", "wsf", "wsh", "hta", "lnk", "jar", "reg", "sh", "dll", "sys", "apk", "app",
 )
 SECRET_ENV = "SMTP_OFFLOAD_LINK_SECRET"
+API_KEYS_ENV = "SMTP_OFFLOAD_API_KEYS"
 
 
 @dataclass
@@ -76,16 +77,26 @@ class LocalStorageConfig:
 @dataclass
 class StorageConfig:
     backend: str = "local"
+    # Optional key segment so retention rules can target a customer: "" (none),
+    # "recipient-domain", or "header:<Name>" (e.g. "header:X-Customer-Id").
+    tenant: str = ""
     local: LocalStorageConfig = field(default_factory=LocalStorageConfig)
 
 
 @dataclass
 class LinksConfig:
+    mode: str = "redirect"  # "redirect" (link service mints a short URL per click) | "presigned"
     listen: str = "127.0.0.1:8025"
     base_url: str = "http://127.0.0.1:8025"
     ttl_seconds: int = 7 * 24 * 3600
-    secret: str = ""  # prefer the SMTP_OFFLOAD_LINK_SECRET environment variable or secret_file
+    click_ttl_seconds: int = 300  # lifetime of the URL minted at each click (redirect mode)
+    # The signing secret; prefer SMTP_OFFLOAD_LINK_SECRET or secret_file (first line signs,
+    # further lines still verify, for rotation).
+    secret: str = ""
+    old_secrets: list[str] = field(default_factory=list)  # still accepted, never used to sign
     secret_file: str = "var/link-secret"
+    # Bearer keys for the refresh/revoke API; empty disables it. Env: SMTP_OFFLOAD_API_KEYS (comma-separated).
+    api_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -125,6 +136,8 @@ def load(path: str | os.PathLike | None = None, env: typing.Mapping[str, str] | 
     cfg.source = source
     if env.get(SECRET_ENV):
         cfg.links.secret = env[SECRET_ENV]
+    if env.get(API_KEYS_ENV):
+        cfg.links.api_keys = [k.strip() for k in env[API_KEYS_ENV].split(",") if k.strip()]
     validate(cfg)
     return cfg
 
@@ -225,12 +238,29 @@ def validate(cfg: Config) -> None:
         _choice(f"policy.{key}", getattr(p, key), ACTIONS)
     _choice("policy.on_storage_failure", p.on_storage_failure, ("keep", "strip"))
     _choice("storage.backend", cfg.storage.backend, ("local",))
+    t = cfg.storage.tenant
+    if t not in ("", "recipient-domain") and not (t.startswith("header:") and len(t) > len("header:")):
+        raise ConfigError(f'storage.tenant: must be "", "recipient-domain" or "header:<Name>", got {t!r}')
     if not cfg.storage.local.path:
         raise ConfigError("storage.local.path: must not be empty")
     if not links.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"links.base_url: must start with http:// or https://, got {links.base_url!r}")
     if links.secret and len(links.secret) < 32:
         raise ConfigError(f"links.secret: must be at least 32 characters (or set {SECRET_ENV})")
+    for i, old in enumerate(links.old_secrets):
+        if len(old) < 32:
+            raise ConfigError(f"links.old_secrets[{i}]: must be at least 32 characters")
+    for i, key in enumerate(links.api_keys):
+        if len(key) < 24:
+            raise ConfigError(f"links.api_keys[{i}]: must be at least 24 characters")
+    _choice("links.mode", links.mode, ("redirect", "presigned"))
+    _positive("links.click_ttl_seconds", links.click_ttl_seconds)
+    if links.mode == "presigned":
+        if cfg.storage.backend != "s3":
+            raise ConfigError('links.mode: "presigned" needs storage.backend = "s3"')
+        if links.ttl_seconds > 7 * 24 * 3600:
+            raise ConfigError("links.ttl_seconds: presigned URLs cannot live longer than 7 days (604800); "
+                              'use links.mode = "redirect" for longer links')
     _choice("log.format", cfg.log.format, ("json", "console"))
     _choice("log.level", cfg.log.level, ("debug", "info", "warning", "error"))
 
@@ -239,6 +269,7 @@ def as_dict(cfg: Config) -> dict:
     """The effective config with secrets masked (for check-config)."""
     out = dataclasses.asdict(cfg)
     out.pop("source", None)
-    if out["links"]["secret"]:
-        out["links"]["secret"] = "********"
+    for key in ("secret", "old_secrets", "api_keys"):
+        if out["links"][key]:
+            out["links"][key] = "********" if isinstance(out["links"][key], str) else ["********"] * len(out["links"][key])
     return out

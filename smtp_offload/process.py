@@ -7,17 +7,21 @@ its time budget and the fail-open policy.
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import hashlib
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 from .config import Config
 from .errors import PermanentError, StorageError, TemporaryError
 from .inspect import InspectPolicy
 from .links import link_url
 from .links.tokens import sign
-from .model import Attachment, Verdict
+from .mime import scan
+from .model import Attachment, Envelope, Verdict
 from .pipeline import Analysis, PlanPolicy, Rejection, analyse, normalize_line_endings, plan, render
-from .storage.base import Store
+from .storage.base import Store, StoredObject, make_key
 
 STORAGE_DOWN = "Attachment storage is unavailable and the message is too large to deliver without it; try again later"
 
@@ -52,6 +56,37 @@ class Outcome:
         return self.message is not self.analysis.data
 
 
+@dataclass(frozen=True)
+class _ObjectContext:
+    """What every file of one message is stored with."""
+
+    message_id: str | None
+    sender: str | None
+    received: str  # ISO 8601, now
+    day: datetime  # the key's date: the message's own Date when plausible, so retries agree
+    tenant: str | None
+
+    @classmethod
+    def of(cls, an: Analysis, envelope: Envelope | None, tenant_from: str) -> "_ObjectContext":
+        now = datetime.now(timezone.utc)
+        day = now
+        date_header = scan.root_header(an.data, an.root, "date")
+        if date_header:
+            try:
+                parsed = email.utils.parsedate_to_datetime(date_header)
+                if parsed.tzinfo is not None and abs(parsed - now) < timedelta(days=3):
+                    day = parsed
+            except (TypeError, ValueError, IndexError):
+                pass
+        tenant = None
+        if tenant_from == "recipient-domain" and envelope and envelope.rcpt_tos:
+            tenant = envelope.rcpt_tos[0].rpartition("@")[2]
+        elif tenant_from.startswith("header:"):
+            tenant = scan.root_header(an.data, an.root, tenant_from[len("header:"):])
+        return cls(an.message_id, envelope.mail_from if envelope else None,
+                   now.isoformat(timespec="seconds"), day, tenant or None)
+
+
 class Processor:
     def __init__(self, cfg: Config, store: Store | None, secret: bytes | None, log):
         self.cfg = cfg
@@ -72,10 +107,10 @@ class Processor:
             raise PermanentError(rejection.text, code=550, status="5.7.1")
         return an
 
-    async def process(self, data: bytes) -> Outcome:
+    async def process(self, data: bytes, envelope: Envelope | None = None) -> Outcome:
         an = self.decide(data)
         wanted = [a for a in an.attachments if a.verdict is Verdict.OFFLOAD]
-        stored, failed = await self._offload(an, wanted) if wanted else ([], [])
+        stored, failed = await self._offload(an, wanted, envelope) if wanted else ([], [])
         keep_inline = self.cfg.policy.on_storage_failure == "keep"
         for a in failed:
             a.offload_failed = True
@@ -87,9 +122,11 @@ class Processor:
             raise TemporaryError(STORAGE_DOWN, code=451, status="4.3.0")
         return Outcome(an, message, stored, bool(failed))
 
-    async def _offload(self, an: Analysis, wanted: list[Attachment]) -> tuple[list[str], list[Attachment]]:
+    async def _offload(self, an: Analysis, wanted: list[Attachment],
+                       envelope: Envelope | None) -> tuple[list[str], list[Attachment]]:
         assert self.store is not None and self.secret is not None
-        tasks = {asyncio.create_task(self._put(a, an.message_id)): a for a in wanted}
+        ctx = _ObjectContext.of(an, envelope, self.cfg.storage.tenant)
+        tasks = {asyncio.create_task(self._put(a, ctx)): a for a in wanted}
         done, pending = await asyncio.wait(tasks, timeout=self.cfg.policy.storage_timeout)
         for t in pending:
             t.cancel()
@@ -105,10 +142,17 @@ class Processor:
             self.log.warning("offload_failed", name=a.name, size=len(a.data), error=err)
         return [k for k in stored if k], failed
 
-    async def _put(self, a: Attachment, message_id: str | None) -> None:
+    async def _put(self, a: Attachment, ctx: "_ObjectContext") -> None:
         assert self.store is not None and self.secret is not None
-        obj = await self.store.put(a.data, filename=a.name, content_type=a.judgement.detected_type,
-                                   sha256=a.sha256, message_id=message_id)
+        unique = None
+        if ctx.message_id:
+            # Same message, same file -> same key: a retried delivery overwrites, never duplicates.
+            seed = "\0".join((ctx.message_id, a.sha256, a.name, a.part.path, ctx.tenant or ""))
+            unique = hashlib.sha256(seed.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        key = make_key(a.name, ctx.day, prefix=self.store.key_prefix, tenant=ctx.tenant, unique=unique)
+        obj = await self.store.put(a.data, StoredObject(
+            key=key, size=len(a.data), sha256=a.sha256, content_type=a.judgement.detected_type, filename=a.name,
+            message_id=ctx.message_id, sender=ctx.sender, date=ctx.received, tenant=ctx.tenant))
         links = self.cfg.links
         a.storage_key = obj.key
         a.link_expires = int(time.time()) + links.ttl_seconds

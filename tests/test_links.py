@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote
 
 import aiohttp
 import pytest
+from test_storage_local import new_object
 import structlog
 from structlog.testing import capture_logs
 
@@ -152,7 +153,7 @@ async def env(tmp_path: Path):
 
 
 async def _put(store: LocalStore, data: bytes, filename: str = NAME, content_type: str = "application/pdf"):
-    return await store.put(data, filename=filename, content_type=content_type, sha256=hashlib.sha256(data).hexdigest())
+    return await store.put(data, new_object(data, filename, content_type))
 
 
 def _assert_security_headers(h) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -14,17 +15,20 @@ from pathlib import Path
 import pytest
 
 from smtp_offload.errors import StorageError
-from smtp_offload.storage import CHUNK_SIZE, LocalStore, make_key, safe_filename
+from smtp_offload.storage import CHUNK_SIZE, LocalStore, StoredObject, make_key, safe_filename
 
 
 def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
+def new_object(data: bytes, filename: str = "report.pdf", content_type: str = "application/pdf", **kw) -> StoredObject:
+    return StoredObject(key=make_key(filename), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                        content_type=content_type, filename=filename, **kw)
+
+
 async def _put(store: LocalStore, data: bytes, filename: str = "report.pdf", **kw):
-    return await store.put(
-        data, filename=filename, content_type="application/pdf", sha256=hashlib.sha256(data).hexdigest(), **kw
-    )
+    return await store.put(data, new_object(data, filename, **kw))
 
 
 async def _read(store: LocalStore, key: str) -> list[bytes]:
@@ -93,7 +97,7 @@ async def test_sidecar_holds_metadata(tmp_path: Path) -> None:
 async def test_put_rejects_wrong_sha256(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     with pytest.raises(ValueError):
-        await store.put(b"abc", filename="a.txt", content_type="text/plain", sha256="0" * 64)
+        await store.put(b"abc", dataclasses.replace(new_object(b"abc", "a.txt"), sha256="0" * 64))
     assert list(tmp_path.rglob("a.txt")) == []
 
 

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ..config import Config
 from ..errors import PermanentError, TemporaryError
+from ..model import Envelope
 from ..process import Processor
 from ..relay import Downstream, Reply
 from ..trace import decision_headers, received
@@ -140,7 +141,11 @@ class Handler:
         if ds is None or ds.txn is None:
             return "451 4.3.0 Downstream transaction lost; try again later", {"outcome": "deferred"}
         try:
-            outcome = await self.processor.process(envelope.original_content)
+            outcome = await self.processor.process(envelope.original_content, Envelope(
+                client_ip=session.peer[0] if session.peer else "", helo=session.host_name or "",
+                mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
+                rcpt_tos=tuple(envelope.rcpt_tos), mail_options=tuple(envelope.mail_options),
+                smtputf8=envelope.smtp_utf8))
         except (PermanentError, TemporaryError) as exc:
             await ds.rset()
             kind = "rejected" if isinstance(exc, PermanentError) else "deferred"

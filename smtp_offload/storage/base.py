@@ -8,6 +8,7 @@ keys unguessable and collision-free even for identical file names.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator
@@ -38,24 +39,27 @@ class InvalidKey(KeyError, ValueError):
 
 @dataclass(frozen=True)
 class StoredObject:
+    """A stored file and what the landing page and audit log need to know about it."""
+
     key: str
     size: int
     sha256: str
-    content_type: str
-    filename: str
+    content_type: str  # the detected type, never the sender's claim
+    filename: str  # the original name as the sender gave it (shown and used for downloads)
     message_id: str | None = None
+    sender: str | None = None  # envelope sender of the message it came with
+    date: str | None = None  # ISO 8601 UTC time the message was received
+    tenant: str | None = None
 
 
 class Store(Protocol):
-    async def put(
-        self,
-        data: bytes,
-        *,
-        filename: str,
-        content_type: str,
-        sha256: str,
-        message_id: str | None = None,
-    ) -> StoredObject: ...
+    key_prefix: str  # prepended to every key this store is given (make_key's prefix)
+
+    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+        """Store `data` under obj.key with obj's metadata. Storing the same key again
+        replaces it (keys are deterministic for a retried message, so a retry never makes a
+        second copy). Raises StorageError on failure, ValueError when sha256/size disagree."""
+        ...
 
     async def stat(self, key: str) -> StoredObject:
         """Metadata of `key`; KeyError when absent, StorageError when the store is unusable."""
@@ -77,6 +81,17 @@ class Store(Protocol):
     async def check(self) -> None:
         """Readiness probe; raises StorageError when the store cannot take writes."""
         ...
+
+    async def presign(self, obj: StoredObject, ttl: int) -> str | None:
+        """A URL that downloads obj directly for `ttl` seconds, or None when this store
+        cannot make one (the link service then streams the bytes itself)."""
+        ...
+
+    async def revoke(self, token_id: str) -> None:
+        """Record that a link is revoked, where every instance sharing the store sees it."""
+        ...
+
+    async def is_revoked(self, token_id: str) -> bool: ...
 
 
 def _safe_char(c: str) -> str:
@@ -128,9 +143,23 @@ def safe_filename(name: str) -> str:
     return result or "file"
 
 
-def make_key(filename: str, now: datetime | None = None) -> str:
-    """`YYYY/MM/DD/<uuid4 hex>/<safe name>`, dated in UTC so keys sort the same on every host."""
+_SEGMENT = re.compile(r"[^a-z0-9._-]+")
+
+
+def tenant_segment(value: str) -> str:
+    """A tenant (recipient domain or customer id) as one safe, lower-case key segment."""
+    seg = _SEGMENT.sub("_", value.strip().lower()).strip("._")[:63]
+    return seg or "_"
+
+
+def make_key(filename: str, now: datetime | None = None, *, prefix: str = "", tenant: str | None = None,
+             unique: str | None = None) -> str:
+    """`[prefix/][tenant/]YYYY/MM/DD/<unique>/<safe name>`, dated in UTC so keys sort the same
+    on every host. `unique` defaults to a random uuid; pass a value derived from the message
+    (Message-ID, sha256) to make a retried delivery land on the same key."""
     now = now or datetime.now(timezone.utc)
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc)
-    return f"{now:%Y/%m/%d}/{uuid.uuid4().hex}/{safe_filename(filename)}"
+    head = "/".join(p for p in (prefix.strip("/"), tenant_segment(tenant) if tenant else "") if p)
+    key = f"{now:%Y/%m/%d}/{unique or uuid.uuid4().hex}/{safe_filename(filename)}"
+    return f"{head}/{key}" if head else key

@@ -9,6 +9,7 @@ temp files) is internal, and keys that reach one are refused.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtp_offload.errors import StorageError
-from smtp_offload.storage.base import CHUNK_SIZE, InvalidKey, StoredObject, make_key
+from smtp_offload.storage.base import CHUNK_SIZE, InvalidKey, StoredObject
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
@@ -60,28 +61,15 @@ class LocalStore:
 
     # -- Store API ----------------------------------------------------------
 
-    async def put(
-        self,
-        data: bytes,
-        *,
-        filename: str,
-        content_type: str,
-        sha256: str,
-        message_id: str | None = None,
-    ) -> StoredObject:
-        key = make_key(filename)
-        obj = StoredObject(
-            key=key,
-            size=len(data),
-            sha256=sha256.lower(),
-            content_type=content_type,
-            filename=key.rsplit("/", 1)[1],
-            message_id=message_id,
-        )
+    key_prefix = ""
+
+    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+        if obj.size != len(data):
+            raise ValueError("size does not match the data")
         try:
-            await asyncio.to_thread(self._put_sync, key, data, obj)
+            await asyncio.to_thread(self._put_sync, obj.key, data, obj)
         except OSError as e:
-            raise StorageError(f"storing {key} failed: {e}") from e
+            raise StorageError(f"storing {obj.key} failed: {e}") from e
         return obj
 
     def _put_sync(self, key: str, data: bytes, obj: StoredObject) -> None:
@@ -90,16 +78,7 @@ class LocalStore:
         if hashlib.sha256(data).hexdigest() != obj.sha256:
             raise ValueError("sha256 does not match the data")
         self._mkdirs(path.parent)
-        meta = json.dumps(
-            {
-                "filename": obj.filename,
-                "content_type": obj.content_type,
-                "sha256": obj.sha256,
-                "size": obj.size,
-                "message_id": obj.message_id,
-            },
-            ensure_ascii=False,
-        ).encode("utf-8")
+        meta = json.dumps(dataclasses.asdict(obj), ensure_ascii=False).encode("utf-8")
         _atomic_write(path, data)
         try:
             _atomic_write(self._meta_path(path), meta)
@@ -142,7 +121,7 @@ class LocalStore:
                 sha256=str(meta["sha256"]),
                 content_type=str(meta["content_type"]),
                 filename=str(meta["filename"]),
-                message_id=meta.get("message_id"),
+                **{k: meta.get(k) for k in ("message_id", "sender", "date", "tenant")},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise StorageError(f"metadata of {key} is corrupt") from e
@@ -200,6 +179,33 @@ class LocalStore:
                 raise StorageError(f"storage root {self._root} is not writable: {e}") from e
 
         await asyncio.to_thread(_check)
+
+    async def presign(self, obj: StoredObject, ttl: int) -> str | None:
+        return None  # the link service streams local files itself
+
+    # Revocations are marker files under a dot-directory that no object key can reach
+    # (keys may not have dot segments), so every instance sharing the directory sees them.
+    def _revoked_path(self, token_id: str) -> Path:
+        if not token_id.isalnum() or len(token_id) > 64:
+            raise InvalidKey(token_id)
+        return self._root / ".revoked" / token_id
+
+    async def revoke(self, token_id: str) -> None:
+        def _revoke() -> None:
+            path = self._revoked_path(token_id)
+            path.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
+            _atomic_write(path, b"")
+
+        try:
+            await asyncio.to_thread(_revoke)
+        except OSError as e:
+            raise StorageError(f"recording revocation failed: {e}") from e
+
+    async def is_revoked(self, token_id: str) -> bool:
+        try:
+            return await asyncio.to_thread(self._revoked_path(token_id).exists)
+        except OSError as e:
+            raise StorageError(f"reading revocations failed: {e}") from e
 
 
 class _ChunkReader:
