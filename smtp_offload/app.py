@@ -16,7 +16,8 @@ from .process import Processor
 from .relay import Downstream
 from .smtp.handler import Handler
 from .smtp.server import GatewaySMTP
-from .storage.local import LocalStore
+from .errors import StartupError, StorageError
+from .storage import Store, open_store
 
 DRAIN_SECONDS = 60.0
 
@@ -43,7 +44,8 @@ class App:
     async def start(self) -> None:
         cfg = self.cfg
         secret = load_secret(cfg.links.secret or None, Path(cfg.links.secret_file), self.log)
-        store = LocalStore(Path(cfg.storage.local.path))
+        store = open_store(cfg)
+        await check_store(cfg, store, self.log)
         processor = self.processor_class(cfg, store, secret, self.log)
         handler = Handler(cfg, processor, lambda: Downstream(cfg.downstream, cfg.downstream.helo_name or self.hostname),
                           self.log, self.hostname)
@@ -66,7 +68,7 @@ class App:
         self.smtp_server = await loop.create_server(factory, host, port, reuse_address=True)
         self.log.info("started", smtp=cfg.server.listen, links=cfg.links.listen, config=cfg.source,
                       downstream=f"{cfg.downstream.host}:{cfg.downstream.port}", version=__version__,
-                      store=str(store.root))
+                      storage=describe_store(cfg))
 
     async def stop(self, drain: float = DRAIN_SECONDS) -> None:
         """Stop accepting, let messages in flight finish (up to `drain` seconds), then close."""
@@ -82,6 +84,30 @@ class App:
         if self.link_server is not None:
             await self.link_server.stop()
         self.log.info("stopped")
+
+
+def describe_store(cfg: Config) -> str:
+    if cfg.storage.backend == "s3":
+        s3 = cfg.storage.s3
+        return f"s3://{s3.bucket}/{s3.prefix.strip('/')}" + (f" at {s3.endpoint_url}" if s3.endpoint_url else "")
+    return str(Path(cfg.storage.local.path).resolve())
+
+
+async def check_store(cfg: Config, store: Store, log) -> None:
+    """Refuse to start on a store that cannot work (wrong bucket, no credentials); start
+    anyway, failing open per message, when it is merely unreachable right now."""
+    try:
+        await store.check()
+    except StorageError as exc:
+        if cfg.storage.backend == "local" or exc.permanent:
+            raise StartupError(f"storage {describe_store(cfg)}: {exc}") from None
+        log.warning("storage_unavailable_at_start", storage=describe_store(cfg), reason=str(exc))
+    if cfg.links.mode == "presigned" and hasattr(store, "credentials"):
+        found, temporary = store.credentials()
+        if temporary:
+            log.warning("presigned_links_with_temporary_credentials",
+                        message="links in mails will stop working when these temporary credentials expire, "
+                                "possibly long before links.ttl_seconds; use links.mode = \"redirect\"")
 
 
 async def serve(cfg: Config, log) -> int:

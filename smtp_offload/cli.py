@@ -9,7 +9,7 @@ import sys
 
 from . import config as config_mod
 from . import log as log_mod
-from .errors import ConfigError
+from .errors import ConfigError, StartupError, StorageError
 from .notice import human_size
 
 
@@ -31,7 +31,7 @@ def cmd_serve(args) -> int:
     except ConfigError as exc:
         print(f"smtp-offload: config error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, StartupError) as exc:
         print(f"smtp-offload: cannot start: {exc}", file=sys.stderr)
         return 1
 
@@ -39,6 +39,16 @@ def cmd_serve(args) -> int:
 def cmd_check_config(args) -> int:
     cfg = _load(args.config)
     print(f"{cfg.source}: ok")
+    if cfg.storage.backend == "s3":
+        from .app import describe_store
+        from .storage import open_store
+
+        try:
+            asyncio.run(open_store(cfg).check())
+        except StorageError as exc:
+            print(f"smtp-offload: storage {describe_store(cfg)}: {exc}", file=sys.stderr)
+            return 1
+        print(f"storage {describe_store(cfg)}: reachable and writable")
     if args.show:
         print(json.dumps(config_mod.as_dict(cfg), indent=2))
     return 0

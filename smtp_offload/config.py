@@ -75,12 +75,31 @@ class LocalStorageConfig:
 
 
 @dataclass
+class S3StorageConfig:
+    # Credentials never come from this file: boto3's standard chain (environment, shared
+    # profile, instance or task role) supplies them.
+    bucket: str = ""
+    region: str = ""
+    endpoint_url: str = ""  # MinIO, Ceph, R2, GCS interoperability...; empty = AWS
+    prefix: str = "smtp-offload"
+    sse: str = ""  # "" | "AES256" | "aws:kms"
+    kms_key_id: str = ""
+    addressing_style: str = "auto"  # "auto" | "path" | "virtual"
+    multipart_threshold: int = 16 * 1024 * 1024
+    part_size: int = 8 * 1024 * 1024
+    max_concurrent_uploads: int = 4  # across all messages of this process
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+
+@dataclass
 class StorageConfig:
     backend: str = "local"
     # Optional key segment so retention rules can target a customer: "" (none),
     # "recipient-domain", or "header:<Name>" (e.g. "header:X-Customer-Id").
     tenant: str = ""
     local: LocalStorageConfig = field(default_factory=LocalStorageConfig)
+    s3: S3StorageConfig = field(default_factory=S3StorageConfig)
 
 
 @dataclass
@@ -149,7 +168,11 @@ def _build(cls, raw: typing.Any, prefix: str):
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in raw:
         if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown key")
+            hint = ""
+            if any(w in key.lower() for w in ("access_key", "secret_key", "session_token", "credential")):
+                hint = (" (credentials never go in this file: use the environment, a shared profile or an "
+                        "instance/task role)")
+            raise ConfigError(f"{prefix}{key}: unknown key{hint}")
     kwargs = {}
     for name in fields:
         if name not in raw:
@@ -237,7 +260,9 @@ def validate(cfg: Config) -> None:
     for key in ("on_empty", "on_spoofed", "on_blocked"):
         _choice(f"policy.{key}", getattr(p, key), ACTIONS)
     _choice("policy.on_storage_failure", p.on_storage_failure, ("keep", "strip"))
-    _choice("storage.backend", cfg.storage.backend, ("local",))
+    _choice("storage.backend", cfg.storage.backend, ("local", "s3"))
+    if cfg.storage.backend == "s3":
+        _validate_s3(cfg.storage.s3)
     t = cfg.storage.tenant
     if t not in ("", "recipient-domain") and not (t.startswith("header:") and len(t) > len("header:")):
         raise ConfigError(f'storage.tenant: must be "", "recipient-domain" or "header:<Name>", got {t!r}')
@@ -263,6 +288,23 @@ def validate(cfg: Config) -> None:
                               'use links.mode = "redirect" for longer links')
     _choice("log.format", cfg.log.format, ("json", "console"))
     _choice("log.level", cfg.log.level, ("debug", "info", "warning", "error"))
+
+
+def _validate_s3(s3: S3StorageConfig) -> None:
+    if len(s3.bucket) < 3:
+        raise ConfigError('storage.s3.bucket: required with storage.backend = "s3" (3 or more characters)')
+    if s3.endpoint_url and not s3.endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError(f"storage.s3.endpoint_url: must start with http:// or https://, got {s3.endpoint_url!r}")
+    _choice("storage.s3.sse", s3.sse, ("", "AES256", "aws:kms"))
+    if s3.kms_key_id and s3.sse != "aws:kms":
+        raise ConfigError('storage.s3.kms_key_id: only used with storage.s3.sse = "aws:kms"')
+    _choice("storage.s3.addressing_style", s3.addressing_style, ("auto", "path", "virtual"))
+    if s3.part_size < 5 * 1024 * 1024:
+        raise ConfigError("storage.s3.part_size: S3 needs parts of at least 5 MiB (5242880)")
+    if s3.multipart_threshold < s3.part_size:
+        raise ConfigError("storage.s3.multipart_threshold: must be at least storage.s3.part_size")
+    for key in ("max_concurrent_uploads", "connect_timeout", "read_timeout"):
+        _positive(f"storage.s3.{key}", getattr(s3, key))
 
 
 def as_dict(cfg: Config) -> dict:

@@ -38,8 +38,19 @@ class PermanentError(SmtpReplyError):
 
 
 class StorageError(Exception):
-    """Storing an offloaded file failed or ran out of time (handled by fail-open)."""
+    """Storing an offloaded file failed or ran out of time (handled by fail-open).
+
+    `permanent` marks problems that waiting will not fix (no such bucket, access denied,
+    no credentials): the process refuses to start on those."""
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class ConfigError(Exception):
     """A config file problem; the message names the key."""
+
+
+class StartupError(Exception):
+    """Something outside the config file stops the start (storage unusable, port taken)."""

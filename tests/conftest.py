@@ -204,6 +204,53 @@ class Proxy:
             return c.data(message)
 
 
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+class S3Server:
+    """moto's S3-compatible HTTP server on loopback (a real server, not in-process patching)."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._n = 0
+
+    def client(self, service: str = "s3"):
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def new_bucket(self) -> str:
+        self._n += 1
+        name = f"offload-test-{self._n}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        resp = self.client().list_objects_v2(Bucket=bucket)
+        return sorted(o["Key"] for o in resp.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3server():
+    old = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update(AWS_ENV)
+    server = S3Server()
+    yield server
+    server.server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture
 def make_proxy(tmp_path, sink):
     started: list[Proxy] = []

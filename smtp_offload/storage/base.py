@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -163,3 +164,22 @@ def make_key(filename: str, now: datetime | None = None, *, prefix: str = "", te
     head = "/".join(p for p in (prefix.strip("/"), tenant_segment(tenant) if tenant else "") if p)
     key = f"{now:%Y/%m/%d}/{unique or uuid.uuid4().hex}/{safe_filename(filename)}"
     return f"{head}/{key}" if head else key
+
+
+_FALLBACK_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._-+()[],@&=!~'")
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266 attachment header: an ASCII `filename` for old clients, the real one in `filename*`.
+
+    The name is made safe first (no path, no control characters): it came from a sender.
+    """
+    name = safe_filename(filename)
+    decomposed = unicodedata.normalize("NFKD", name)
+    ascii_name = "".join(c if c in _FALLBACK_SAFE else "_" for c in decomposed if not unicodedata.combining(c))
+    stem, dot, ext = ascii_name.rpartition(".")
+    if not dot:
+        stem, ext = ascii_name, ""
+    if not any(c.isalnum() for c in stem):  # e.g. an all-Cyrillic name
+        ascii_name = "download" + (f".{ext}" if ext.isalnum() else "")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"

@@ -1,0 +1,187 @@
+"""S3 and S3-compatible object storage (the only module that imports boto3).
+
+boto3 is synchronous: every call runs in a worker thread, uploads are bounded by a
+semaphore shared by all messages, and botocore's own connect/read timeouts bound each
+request, so a slow or hanging endpoint costs one worker slot, never the event loop.
+Uploads above `multipart_threshold` go through boto3's transfer manager as multipart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import boto3
+import botocore.config
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+from ..config import S3StorageConfig
+from ..errors import StorageError
+from .base import CHUNK_SIZE, StoredObject, content_disposition
+
+_META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
+
+
+def _meta_name(field: str) -> str:
+    # Metadata travels as x-amz-meta-* headers; proxies drop header names with underscores.
+    return field.replace("_", "-")
+REVOKED = ".revoked"  # a dot segment: make_key never produces one, so no object can collide
+
+
+def describe(exc: BaseException, bucket: str, endpoint: str) -> str:
+    """One line an operator can act on, for the usual ways S3 access goes wrong."""
+    if isinstance(exc, NoCredentialsError):
+        return "no AWS credentials found (environment, shared profile, or instance/task role)"
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot reach the S3 endpoint {endpoint or 'of the configured region'}"
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("NoSuchBucket", "404", "NotFound"):
+            return f"bucket {bucket!r} does not exist"
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+            return (f"access denied to bucket {bucket!r} (the credentials need s3:PutObject, s3:GetObject "
+                    "and s3:DeleteObject on it)")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"):
+            return f"the AWS credentials were refused ({code})"
+        if code == "PermanentRedirect":
+            return f"bucket {bucket!r} is in another region: set storage.s3.region"
+        return f"S3 error {code or 'unknown'} on bucket {bucket!r}"
+    return f"S3 request failed ({type(exc).__name__})"
+
+
+_PERMANENT_HINTS = ("does not exist", "access denied", "credentials", "another region")
+
+
+class S3Store:
+    def __init__(self, cfg: S3StorageConfig):
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+        self.key_prefix = cfg.prefix.strip("/")
+        self.session = boto3.session.Session()
+        self.client = self.session.client(
+            "s3", region_name=cfg.region or None, endpoint_url=cfg.endpoint_url or None,
+            config=botocore.config.Config(
+                signature_version="s3v4", connect_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
+                retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": cfg.addressing_style},
+                max_pool_connections=max(10, cfg.max_concurrent_uploads * 4),
+            ),
+        )
+        self.transfer = TransferConfig(multipart_threshold=cfg.multipart_threshold, multipart_chunksize=cfg.part_size,
+                                       max_concurrency=4, use_threads=True)
+        self._uploads: asyncio.Semaphore | None = None
+
+    def _error(self, exc: BaseException) -> StorageError:
+        reason = describe(exc, self.bucket, self.cfg.endpoint_url)
+        return StorageError(reason, permanent=any(h in reason for h in _PERMANENT_HINTS))
+
+    async def _call(self, fn, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except ClientError as exc:
+            missing = str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+            if missing and "Key" in kwargs:  # a missing object, not a missing bucket
+                raise KeyError(kwargs["Key"]) from None
+            raise self._error(exc) from exc
+        except BotoCoreError as exc:
+            raise self._error(exc) from exc
+
+    # -- Store API ----------------------------------------------------------
+    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+        if obj.size != len(data):
+            raise ValueError("size does not match the data")
+        extra: dict[str, Any] = {
+            "ContentType": obj.content_type,
+            "ContentDisposition": content_disposition(obj.filename),
+            # S3 metadata travels as HTTP headers: ASCII only, so values are percent-encoded.
+            "Metadata": {_meta_name(k): urllib.parse.quote(str(getattr(obj, k)), safe="@<>.:-_ ")
+                         for k in _META_FIELDS if getattr(obj, k) is not None},
+        }
+        if self.cfg.sse:
+            extra["ServerSideEncryption"] = self.cfg.sse
+            if self.cfg.kms_key_id:
+                extra["SSEKMSKeyId"] = self.cfg.kms_key_id
+        if self._uploads is None:
+            self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
+        async with self._uploads:
+            await self._call(self.client.upload_fileobj, io.BytesIO(data), self.bucket, obj.key,
+                             ExtraArgs=extra, Config=self.transfer)
+        return obj
+
+    async def stat(self, key: str) -> StoredObject:
+        head = await self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+        meta = {k: urllib.parse.unquote(v) for k, v in head.get("Metadata", {}).items()}
+        return StoredObject(
+            key=key, size=int(head["ContentLength"]), sha256=meta.get("sha256", ""),
+            content_type=head.get("ContentType", "application/octet-stream"),
+            filename=meta.get("filename") or key.rsplit("/", 1)[-1],
+            **{k: meta.get(_meta_name(k)) for k in ("message_id", "sender", "date", "tenant")},
+        )
+
+    async def open(self, key: str) -> AsyncIterator[bytes]:
+        resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+        return _BodyReader(resp["Body"])
+
+    async def delete(self, key: str) -> None:
+        await self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
+
+    async def check(self) -> None:
+        """The bucket exists and takes writes: write and delete a small probe object."""
+        probe = "/".join(p for p in (self.key_prefix, ".probe", uuid.uuid4().hex) if p)
+        await self._call(self.client.head_bucket, Bucket=self.bucket)
+        await self._call(self.client.put_object, Bucket=self.bucket, Key=probe, Body=b"")
+        await self._call(self.client.delete_object, Bucket=self.bucket, Key=probe)
+
+    async def presign(self, obj: StoredObject, ttl: int) -> str | None:
+        params = {"Bucket": self.bucket, "Key": obj.key, "ResponseContentType": obj.content_type,
+                  "ResponseContentDisposition": content_disposition(obj.filename)}
+        # Signing is local computation, no request: cheap enough for the event loop.
+        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl)
+
+    def _revoked_key(self, token_id: str) -> str:
+        if not token_id.isalnum() or len(token_id) > 64:
+            raise KeyError(token_id)
+        return "/".join(p for p in (self.key_prefix, REVOKED, token_id) if p)
+
+    async def revoke(self, token_id: str) -> None:
+        await self._call(self.client.put_object, Bucket=self.bucket, Key=self._revoked_key(token_id), Body=b"")
+
+    async def is_revoked(self, token_id: str) -> bool:
+        try:
+            await self._call(self.client.head_object, Bucket=self.bucket, Key=self._revoked_key(token_id))
+        except KeyError:
+            return False
+        return True
+
+    def credentials(self) -> tuple[bool, bool]:
+        """(credentials found, credentials are temporary: STS session, role, SSO)."""
+        creds = self.session.get_credentials()
+        if creds is None:
+            return False, False
+        frozen = creds.get_frozen_credentials()
+        return True, bool(frozen.token) or getattr(creds, "method", "") in (
+            "iam-role", "container-role", "assume-role", "assume-role-with-web-identity", "sso")
+
+
+class _BodyReader:
+    """Async iterator over a botocore StreamingBody, read in a worker thread."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def __aiter__(self) -> "_BodyReader":
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await asyncio.to_thread(self._body.read, CHUNK_SIZE)
+        if not chunk:
+            self._body.close()
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self._body.close()
