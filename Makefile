@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test install clean
+.PHONY: run test install system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,12 @@ install: $(BIN)/python
 run: install
 	$(BIN)/smtp-offload serve $(if $(CONFIG),--config $(CONFIG))
 
-# Install everything the tests need and run the whole suite.
-test: install
+# Install everything the tests need (Python packages, and Debian packages when root) and run the suite.
+test: system-deps install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+system-deps:
+	./scripts/system-deps
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
