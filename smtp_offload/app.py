@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config, parse_hostport
-from .links.secret import load_secret
+from .links.secret import load_secrets
 from .links.server import LinkServer
 from .process import Processor
 from .relay import Downstream
@@ -43,7 +43,7 @@ class App:
 
     async def start(self) -> None:
         cfg = self.cfg
-        secret = load_secret(cfg.links.secret or None, Path(cfg.links.secret_file), self.log)
+        secret = load_secrets(cfg.links, self.log)
         store = open_store(cfg)
         await check_store(cfg, store, self.log)
         processor = self.processor_class(cfg, store, secret, self.log)
@@ -61,7 +61,7 @@ class App:
             self.protocols.add(proto)
             return proto
 
-        self.link_server = LinkServer(store, secret, log=self.log)
+        self.link_server = LinkServer(store, secret, cfg.links, log=self.log)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
         await self.link_server.start(lhost, lport)
         host, port = parse_hostport("server.listen", cfg.server.listen)

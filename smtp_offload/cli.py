@@ -1,4 +1,4 @@
-"""Command line: serve, check-config, scan."""
+"""Command line: serve, check-config, scan, links."""
 
 from __future__ import annotations
 
@@ -92,6 +92,12 @@ def cmd_scan(args) -> int:
     return 0
 
 
+def cmd_links(args) -> int:
+    from .links.command import run
+
+    return run(args, _load(args.config))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smtp-offload", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_scan)
+    p = sub.add_parser("links", help="refresh, revoke or show a download link")
+    p.set_defaults(func=cmd_links)
+    links = p.add_subparsers(dest="links_command", required=True)
+    q = links.add_parser("refresh", help="a new link to the same file (expired tokens are fine)")
+    g = q.add_mutually_exclusive_group(required=True)
+    g.add_argument("--token", help="the token of an existing link (the part after /f/)")
+    g.add_argument("--key", help="the storage key of the file")
+    q.add_argument("--ttl", type=int, help="lifetime in seconds (default: links.ttl_seconds)")
+    q = links.add_parser("revoke", help="make one link stop working, for every server")
+    g = q.add_mutually_exclusive_group(required=True)
+    g.add_argument("--token", help="the token of the link")
+    g.add_argument("--token-id", help="the link's token_id (from the audit log or `links show`)")
+    q = links.add_parser("show", help="a link's expiry, revocation and file metadata")
+    q.add_argument("--token", required=True, help="the token of the link")
+    for q in links.choices.values():
+        q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+        q.set_defaults(key=None, ttl=None, token_id=None)
     args = parser.parse_args(argv)
     return args.func(args)
 

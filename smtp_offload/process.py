@@ -17,7 +17,7 @@ from .config import Config
 from .errors import PermanentError, StorageError, TemporaryError
 from .inspect import InspectPolicy
 from .links import link_url
-from .links.tokens import sign
+from .links.tokens import new_grant, sign
 from .mime import scan
 from .model import Attachment, Envelope, Verdict
 from .pipeline import Analysis, PlanPolicy, Rejection, analyse, normalize_line_endings, plan, render
@@ -88,10 +88,10 @@ class _ObjectContext:
 
 
 class Processor:
-    def __init__(self, cfg: Config, store: Store | None, secret: bytes | None, log):
+    def __init__(self, cfg: Config, store: Store | None, secret: list[bytes] | None, log):
         self.cfg = cfg
         self.store = store
-        self.secret = secret
+        self.secrets = secret  # [signing secret, *old secrets] (links.secret.load_secrets)
         self.log = log
         self.inspect_policy = inspect_policy(cfg)
         self.plan_policy = plan_policy(cfg)
@@ -124,7 +124,7 @@ class Processor:
 
     async def _offload(self, an: Analysis, wanted: list[Attachment],
                        envelope: Envelope | None) -> tuple[list[str], list[Attachment]]:
-        assert self.store is not None and self.secret is not None
+        assert self.store is not None and self.secrets is not None
         ctx = _ObjectContext.of(an, envelope, self.cfg.storage.tenant)
         tasks = {asyncio.create_task(self._put(a, ctx)): a for a in wanted}
         done, pending = await asyncio.wait(tasks, timeout=self.cfg.policy.storage_timeout)
@@ -143,7 +143,7 @@ class Processor:
         return [k for k in stored if k], failed
 
     async def _put(self, a: Attachment, ctx: "_ObjectContext") -> None:
-        assert self.store is not None and self.secret is not None
+        assert self.store is not None and self.secrets is not None
         unique = None
         if ctx.message_id:
             # Same message, same file -> same key: a retried delivery overwrites, never duplicates.
@@ -155,8 +155,15 @@ class Processor:
             message_id=ctx.message_id, sender=ctx.sender, date=ctx.received, tenant=ctx.tenant))
         links = self.cfg.links
         a.storage_key = obj.key
-        a.link_expires = int(time.time()) + links.ttl_seconds
-        a.link = link_url(links.base_url, sign(obj.key, a.link_expires, self.secret), a.name)
+        if links.mode == "presigned":  # the store's own URL goes into the mail; nothing to sign
+            a.link_expires = int(time.time()) + links.ttl_seconds
+            a.link = await self.store.presign(obj, links.ttl_seconds)
+            if a.link is None:
+                raise StorageError("this store cannot presign URLs")
+        else:  # the mail links to the link service, which mints a short-lived URL per click
+            grant = new_grant(obj.key, links.ttl_seconds, ctx.message_id)
+            a.link_expires = grant.expires
+            a.link = link_url(links.base_url, sign(grant, self.secrets[0]))
 
     async def discard(self, keys: list[str]) -> None:
         """Delete files stored for a message that was not delivered (the sender will retry)."""

@@ -12,7 +12,7 @@ import pytest
 
 import samples
 from mail import attachment, b64, message, multipart, rfc822, text
-from smtp_offload.links.tokens import sign
+from smtp_offload.links.tokens import Grant, sign
 from smtp_offload.mime import scan
 from smtp_offload.mime.codec import decode
 
@@ -81,8 +81,10 @@ def test_oversized_attachment_offloaded_and_link_serves_exact_bytes(make_proxy, 
     # the untouched attachment keeps its original bytes and encoding
     logo = next(p for p in parts_of(msg) if p.filename == "logo.png")
     assert msg[logo.start:logo.end] in got
+    status, _, page = fetch(url)  # the landing page
+    assert status == 200 and b"scan of contract.pdf" in page
     for _ in range(2):  # a GET never consumes the link (scanners fetch every URL)
-        status, headers, body = fetch(url)
+        status, headers, body = fetch(url + "/download")
         assert status == 200
         assert hashlib.sha256(body).hexdigest() == hashlib.sha256(big).hexdigest()
     assert headers["Content-Type"].startswith("application/pdf")
@@ -98,7 +100,7 @@ def test_oversized_attachment_offloaded_and_link_serves_exact_bytes(make_proxy, 
     status, _, body = fetch(bad)
     assert status == 403 and b"not valid" in body.lower()
     secret = (proxy.tmp / "link-secret").read_bytes().strip()
-    expired = sign(ev["storage_key"], 1_000_000_000, secret)
+    expired = sign(Grant(ev["storage_key"], 1_000_000_000, "0123456789abcdef"), secret)
     status, _, body = fetch(url.replace(token, expired))
     assert status == 410 and b"expired" in body.lower()
 

@@ -86,11 +86,15 @@ async def test_sidecar_holds_metadata(tmp_path: Path) -> None:
     obj = await _put(store, b"abc", "a.pdf", message_id="<x@y>")
     meta = json.loads((tmp_path / obj.key).with_name(".a.pdf.meta.json").read_text())
     assert meta == {
+        "key": obj.key,
         "filename": "a.pdf",
         "content_type": "application/pdf",
         "sha256": hashlib.sha256(b"abc").hexdigest(),
         "size": 3,
         "message_id": "<x@y>",
+        "sender": None,
+        "date": None,
+        "tenant": None,
     }
 
 

@@ -1,56 +1,69 @@
-"""The HTTP side of offloading: turns a signed link back into the stored file.
+"""The link service over HTTP: landing page, download, JSON API, health check.
 
-Downloads are idempotent on purpose: mail security gateways and link previewers
-fetch every URL in a message, so a link that counted or consumed fetches would be
-dead before the recipient clicked it. Expiry alone bounds a link's life.
+Routes:
+  GET/HEAD /f/{token}           landing page (what the file is, a download button)
+  GET      /f/{token}/download  a fresh short-lived URL per click (302), or the bytes
+                                themselves when the store cannot presign (local store).
+                                HEAD is answered 405 by aiohttp: it would have to mint.
+  /api/v1/links/...             refresh / revoke / show, see links.api
+  GET      /healthz             "ok"
+
+Mail-security scanners (Safe Links, Mimecast, Proofpoint) fetch every URL in a message on
+delivery, so nothing here consumes or counts a link: expiry and revocation alone end it.
+And a long-lived link in a mail must not be a long-lived direct file URL, which is why the
+mail points at the landing page and only a click on Download mints a URL to the file.
 """
 
 from __future__ import annotations
 
-import html
+from collections.abc import AsyncIterator, Sequence
 import re
-import unicodedata
-from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 
+from smtp_offload.config import LinksConfig
 from smtp_offload.errors import StorageError
-from smtp_offload.links.tokens import BadToken, ExpiredToken, verify
-from smtp_offload.storage.base import Store, StoredObject
+from smtp_offload.links import api, pages
+from smtp_offload.links.service import Gone, LinkService, Revoked
+from smtp_offload.links.tokens import BadToken, ExpiredToken, Grant
+from smtp_offload.storage.base import Store, StoredObject, content_disposition
 
-_SECURITY_HEADERS = {
+_COMMON_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "private, no-store",
-    # Even a stored text/html or SVG gets no scripts, styles or frames if a browser renders it.
-    "Content-Security-Policy": "default-src 'none'",
     # The token is a bearer credential: keep it out of Referer headers.
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex, nofollow",
 }
+_PAGE_HEADERS = {**_COMMON_HEADERS, "Content-Security-Policy": pages.CSP, "X-Frame-Options": "DENY"}
+# Even a stored text/html or SVG gets no scripts, styles or frames if a browser renders it.
+_FILE_HEADERS = {**_COMMON_HEADERS, "Content-Security-Policy": "default-src 'none'; sandbox"}
+_REDIRECT_HEADERS = {**_COMMON_HEADERS, "Cache-Control": "no-store"}
 _TOK = r"[A-Za-z0-9!#$&^_.+-]+"
+# A stored type that is not a well-formed media type must not reach the header as is.
 _CONTENT_TYPE_RE = re.compile(rf'{_TOK}/{_TOK}(?:\s*;\s*{_TOK}=(?:{_TOK}|"[^"\\\r\n]*"))*')
-_FALLBACK_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._-+()[],@&=!~'")
+_MAX_USER_AGENT = 300  # it is client-chosen; bound what goes into the log
 
-_STORE = web.AppKey("store", Store)
-_SECRET = web.AppKey("secret", bytes)
+_SERVICE = web.AppKey("service", LinkService)
 _LOG = web.AppKey("log", Any)
 
 
-def make_app(store: Store, secret: bytes, *, log: Any) -> web.Application:
-    app = web.Application()
-    app[_STORE], app[_SECRET], app[_LOG] = store, secret, log
-    # add_get also answers HEAD.
-    app.router.add_get("/f/{token}", _download)
-    app.router.add_get("/f/{token}/{name}", _download)  # the name only makes the URL readable
+def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any) -> web.Application:
+    """The aiohttp application; `secrets` = [signing secret, *old secrets] (see load_secrets)."""
+    app = web.Application(client_max_size=api.MAX_BODY_BYTES)  # the API's JSON is the only request body
+    service = LinkService(store, secrets, cfg_links)
+    app[_SERVICE], app[_LOG] = service, log
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/f/{token}", _landing)  # add_get also answers HEAD
+    app.router.add_get("/f/{token}/download", _download, allow_head=False)
+    api.add_routes(app, service, cfg_links.api_keys, log)
     return app
 
 
 class LinkServer:
-    def __init__(self, store: Store, secret: bytes, *, log: Any) -> None:
-        self._app = make_app(store, secret, log=log)
+    def __init__(self, store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any) -> None:
+        self._app = make_app(store, secrets, cfg_links, log=log)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -58,6 +71,7 @@ class LinkServer:
         if self._runner is not None:
             raise RuntimeError("LinkServer already started")
         # No access log: request lines carry the token, i.e. the bearer credential.
+        # The audit events below are the record of who fetched what.
         runner = web.AppRunner(self._app, access_log=None)
         await runner.setup()
         try:
@@ -84,96 +98,136 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-async def _download(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    store, log = app[_STORE], app[_LOG]
-    key: str | None = None
-    status = 500
-    extra: dict[str, str] = {}
+class _Audit:
+    """The one log event per request: who (address, agent), which link, which file, the outcome.
+    Never the token itself: it is the credential."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.fields: dict[str, Any] = {
+            "remote": request.remote, "user_agent": request.headers.get("User-Agent", "")[:_MAX_USER_AGENT],
+            "method": request.method, "token_id": None, "storage_key": None, "message_id": None, "tenant": None,
+        }
+
+    def grant(self, grant: Grant) -> None:
+        self.fields.update(token_id=grant.token_id, storage_key=grant.key)
+
+    def object(self, obj: StoredObject) -> None:
+        self.fields.update(message_id=obj.message_id, tenant=obj.tenant)
+
+    def emit(self, log: Any, event: str, status: int) -> None:
+        (log.warning if status >= 500 else log.info)(event, status=status, **self.fields)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, page: str) -> None:
+        super().__init__(status)
+        self.status, self.page = status, page
+
+
+def _html(status: int, page: str) -> web.Response:
+    return web.Response(status=status, text=page, content_type="text/html", headers=_PAGE_HEADERS)
+
+
+async def _resolve(request: web.Request, audit: _Audit) -> tuple[Grant, StoredObject]:
+    """Token -> live grant -> object, or _Refused with the page to show."""
+    service = request.app[_SERVICE]
+    try:
+        grant = service.verify(request.match_info["token"])
+    except ExpiredToken as e:
+        audit.grant(e.grant)
+        raise _Refused(410, pages.expired(e.expires)) from None
+    except BadToken:
+        raise _Refused(403, pages.not_valid()) from None
+    audit.grant(grant)
+    try:
+        obj = await service.fetch(grant)
+    except Revoked:
+        raise _Refused(410, pages.revoked()) from None
+    except Gone:
+        raise _Refused(404, pages.gone()) from None
+    except (StorageError, OSError) as e:
+        audit.fields["error"] = str(e)  # for operators; the page says nothing about it
+        raise _Refused(503, pages.unavailable()) from None
+    audit.object(obj)
+    return grant, obj
+
+
+async def _landing(request: web.Request) -> web.Response:
+    audit, status = _Audit(request), 500
     try:
         try:
-            key = verify(request.match_info["token"], app[_SECRET])
-        except ExpiredToken as e:
-            key, status = e.key, 410
-            when = datetime.fromtimestamp(e.expires, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-            return _page(410, "Link expired", f"This download link expired on {when}. Please ask "
-                         "the sender (or the support agent who sent it) to send you the file again.")
-        except BadToken:
-            status = 403
-            return _page(403, "Link not valid", "This download link is not valid. If you copied it "
-                         "from an email, make sure you copied the whole link.")
+            grant, obj = await _resolve(request, audit)
+            resp = _html(200, pages.landing(obj, grant, request.match_info["token"]))
+        except _Refused as r:
+            resp = _html(r.status, r.page)
+        status = resp.status
+        return resp
+    finally:
+        audit.emit(request.app[_LOG], "link_view", status)
+
+
+async def _download(request: web.Request) -> web.StreamResponse:
+    audit, status = _Audit(request), 500
+    try:
         try:
-            obj = await store.stat(key)
-            chunks = None if request.method == "HEAD" else await store.open(key)
-        except KeyError:
-            status = 404
-            return _page(404, "File not available", "The file behind this link is no longer available. "
-                         "Please ask the sender for the file again.")
-        except (StorageError, OSError) as e:
-            status = 503
-            log.warning("link_store_error", key=key, error=str(e))
-            return _page(503, "Temporarily unavailable", "The file cannot be downloaded right now "
-                         "because of a temporary problem on our side. Please try again in a few minutes.")
+            _, obj = await _resolve(request, audit)
+            url, chunks = await _presign_or_open(request.app[_SERVICE], obj, audit)
+        except _Refused as r:
+            status = r.status
+            return _html(r.status, r.page)
+        if url is not None:
+            # The URL is a credential too: it goes to the client only, never into the log.
+            audit.fields["via"] = "presigned"
+            status = 302
+            return web.Response(status=302, headers={**_REDIRECT_HEADERS, "Location": url})
+        audit.fields["via"] = "stream"
         status = 200
         try:
             resp, aborted = await _stream(request, obj, chunks)
-            if aborted:
-                extra["aborted"] = aborted
-            return resp
         except BaseException as e:
             # Headers are gone already; the short body is all the client will see, so the log must say so.
-            extra["aborted"] = type(e).__name__
+            audit.fields["aborted"] = type(e).__name__
             raise
+        if aborted:
+            audit.fields["aborted"] = aborted
+        return resp
     finally:
-        log.info("link_served", key=key, status=status, method=request.method, remote=request.remote, **extra)
+        audit.emit(request.app[_LOG], "link_download", status)
 
 
-async def _stream(
-    request: web.Request, obj: StoredObject, chunks: Any
-) -> tuple[web.StreamResponse, str | None]:
+async def _presign_or_open(service: LinkService, obj: StoredObject,
+                           audit: _Audit) -> tuple[str | None, AsyncIterator[bytes] | None]:
+    """A fresh short-lived URL for this click, or, when the store cannot make one (local
+    store), the opened file. Opened before any header is sent, so a file that vanished
+    since stat() still gets a proper 404 page."""
+    try:
+        url = await service.store.presign(obj, service.cfg.click_ttl_seconds)
+        return (url, None) if url else (None, await service.store.open(obj.key))
+    except KeyError:
+        raise _Refused(404, pages.gone()) from None
+    except (StorageError, OSError) as e:
+        audit.fields["error"] = str(e)
+        raise _Refused(503, pages.unavailable()) from None
+
+
+async def _stream(request: web.Request, obj: StoredObject,
+                  chunks: AsyncIterator[bytes]) -> tuple[web.StreamResponse, str | None]:
     """Send the file; also returns why it stopped early, if the client hung up."""
-    resp = web.StreamResponse(status=200, headers=_SECURITY_HEADERS)
-    ctype = obj.content_type if _CONTENT_TYPE_RE.fullmatch(obj.content_type) else ""
-    resp.headers["Content-Type"] = ctype or "application/octet-stream"
+    resp = web.StreamResponse(status=200, headers=_FILE_HEADERS)
+    ok = _CONTENT_TYPE_RE.fullmatch(obj.content_type or "")
+    resp.headers["Content-Type"] = obj.content_type if ok else "application/octet-stream"
+    # From the original name, made safe for a header (no path, no control characters).
     resp.headers["Content-Disposition"] = content_disposition(obj.filename)
     resp.content_length = obj.size
     try:
         await resp.prepare(request)
-        if chunks is not None:
-            async for chunk in chunks:
-                await resp.write(chunk)
+        async for chunk in chunks:
+            await resp.write(chunk)
         await resp.write_eof()
     except ConnectionError as e:
         # Closed tabs and scanners that only wanted the headers are routine, not server
         # errors: return quietly instead of letting aiohttp log a traceback.
         return resp, type(e).__name__
     finally:
-        if chunks is not None:
-            await chunks.aclose()
+        await chunks.aclose()  # type: ignore[attr-defined]
     return resp, None
-
-
-def content_disposition(filename: str) -> str:
-    """RFC 6266 attachment header: an ASCII `filename` for old clients, the real one in `filename*`."""
-    decomposed = unicodedata.normalize("NFKD", filename)
-    ascii_name = "".join(
-        c if c in _FALLBACK_SAFE else "_" for c in decomposed if not unicodedata.combining(c)
-    )
-    stem, dot, ext = ascii_name.rpartition(".")
-    if not dot:
-        stem, ext = ascii_name, ""
-    if not any(c.isalnum() for c in stem):  # e.g. an all-Cyrillic name
-        ascii_name = "download" + (f".{ext}" if ext.isalnum() else "")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-def _page(status: int, title: str, message: str) -> web.Response:
-    # Self-contained (CSP forbids anything else anyway) and free of keys, paths and tracebacks.
-    body = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{html.escape(title)}</title></head>"
-        "<body style=\"font-family:sans-serif;max-width:36em;margin:3em auto;padding:0 1em\">"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p></body></html>"
-    )
-    return web.Response(status=status, text=body, content_type="text/html", headers=_SECURITY_HEADERS)

@@ -1,0 +1,138 @@
+"""JSON API for agents' desktops and operators: refresh, revoke and show links.
+
+  POST /api/v1/links/refresh  {"token": T} | {"key": K}, optional "ttl_seconds"
+                              -> {"url", "token_id", "expires", "expires_at", "key"}
+  POST /api/v1/links/revoke   {"token": T} | {"token_id": ID} -> {"revoked": ID}
+  GET  /api/v1/links/show?token=T -> grant (expiry, token_id, revoked) + object metadata
+
+Every call needs `Authorization: Bearer <key>` with a key from `links.api_keys`; with no
+keys configured the API does not exist (404), so nobody can probe it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from smtp_offload.errors import StorageError
+from smtp_offload.links.service import Gone, InvalidRequest, LinkService, Revoked
+from smtp_offload.links.tokens import BadToken
+
+MAX_BODY_BYTES = 64 * 1024  # requests are a token and a number; anything bigger is not ours
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_MAX_USER_AGENT = 300
+
+Handler = Callable[[web.Request], Awaitable[dict[str, Any]]]
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def add_routes(app: web.Application, service: LinkService, api_keys: Sequence[str], log: Any) -> None:
+    api = _Api(service, api_keys, log)
+    app.router.add_post("/api/v1/links/refresh", api.wrap("refresh", api.refresh))
+    app.router.add_post("/api/v1/links/revoke", api.wrap("revoke", api.revoke))
+    app.router.add_get("/api/v1/links/show", api.wrap("show", api.show))
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers={**_HEADERS, **(headers or {})})
+
+
+class _Api:
+    def __init__(self, service: LinkService, api_keys: Sequence[str], log: Any) -> None:
+        self.service, self.log = service, log
+        # Compared as digests: equal length whatever was sent, so the comparison time says
+        # nothing about a key's length or prefix.
+        self._key_digests = [hashlib.sha256(k.encode("utf-8")).digest() for k in api_keys]
+
+    def wrap(self, action: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """Auth, error mapping and the one audit event per call, around a handler that returns JSON."""
+
+        async def endpoint(request: web.Request) -> web.Response:
+            audit: dict[str, Any] = {"action": action, "remote": request.remote,
+                                     "user_agent": request.headers.get("User-Agent", "")[:_MAX_USER_AGENT]}
+            status = 500
+            try:
+                try:
+                    self._authorize(request)
+                    body = await handler(request)
+                    resp = _json(200, body)
+                except _ApiError as e:
+                    resp = _json(e.status, {"error": e.message}, e.headers)
+                    audit["error"] = e.message
+                status = resp.status
+                if status == 200:
+                    audit.update(token_id=body.get("token_id") or body.get("revoked"), storage_key=body.get("key"))
+                return resp
+            finally:
+                (self.log.warning if status >= 500 else self.log.info)("link_api", status=status, **audit)
+
+        return endpoint
+
+    def _authorize(self, request: web.Request) -> None:
+        if not self._key_digests:
+            raise _ApiError(404, "API disabled")
+        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+        challenge = 'Bearer realm="smtp-offload"'
+        if scheme.lower() != "bearer" or not credential.strip():
+            raise _ApiError(401, "missing bearer token", {"WWW-Authenticate": challenge})
+        sent = hashlib.sha256(credential.strip().encode("utf-8", "surrogateescape")).digest()
+        ok = False
+        for digest in self._key_digests:  # no early exit: timing does not tell which key matched
+            ok |= hmac.compare_digest(sent, digest)
+        if not ok:
+            raise _ApiError(401, "invalid API key", {"WWW-Authenticate": challenge + ', error="invalid_token"'})
+
+    @staticmethod
+    async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+        try:
+            data = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError):
+            raise _ApiError(400, "request body must be a JSON object") from None
+        if not isinstance(data, dict):
+            raise _ApiError(400, "request body must be a JSON object")
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise _ApiError(400, f"unknown field: {unknown[0]} (expected: {', '.join(sorted(allowed))})")
+        return data
+
+    async def _call(self, work: Awaitable[Any]) -> Any:
+        """The service's refusals as HTTP statuses with a plain message."""
+        try:
+            return await work
+        except InvalidRequest as e:
+            raise _ApiError(400, str(e)) from None
+        except BadToken:
+            raise _ApiError(400, "token is not valid") from None
+        except Revoked:
+            raise _ApiError(410, "link was revoked") from None
+        except Gone:
+            raise _ApiError(404, "file no longer available") from None
+        except (StorageError, OSError):
+            raise _ApiError(503, "storage unavailable, try again later") from None
+
+    async def refresh(self, request: web.Request) -> dict[str, Any]:
+        data = await self._body(request, {"token", "key", "ttl_seconds"})
+        minted = await self._call(self.service.refresh(
+            token=data.get("token"), key=data.get("key"), ttl=data.get("ttl_seconds")))
+        return minted.as_json()
+
+    async def revoke(self, request: web.Request) -> dict[str, Any]:
+        data = await self._body(request, {"token", "token_id"})
+        token_id = await self._call(self.service.revoke(token=data.get("token"), token_id=data.get("token_id")))
+        return {"revoked": token_id}
+
+    async def show(self, request: web.Request) -> dict[str, Any]:
+        token = request.query.get("token")
+        if not token:
+            raise _ApiError(400, "query parameter token is required")
+        return await self._call(self.service.show(token))

@@ -1,0 +1,62 @@
+"""`smtp-offload links refresh|revoke|show`: the link API for operators with shell access.
+
+Runs the same LinkService as the HTTP API against the store the config names, so a
+revocation made here is seen by every running link server (it lives in the store).
+Output is the API's JSON on stdout; exit 0 on success, 1 when the service refuses
+(bad token, revoked, file gone, storage down), 2 for config problems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+import structlog
+
+from smtp_offload.config import Config
+from smtp_offload.errors import ConfigError, StorageError
+from smtp_offload.links.secret import load_secrets
+from smtp_offload.links.service import Gone, LinkError, LinkService, Revoked
+from smtp_offload.links.tokens import BadToken
+from smtp_offload.storage import open_store
+
+
+async def _run(service: LinkService, args: argparse.Namespace) -> dict[str, Any]:
+    if args.links_command == "refresh":
+        return (await service.refresh(token=args.token, key=args.key, ttl=args.ttl)).as_json()
+    if args.links_command == "revoke":
+        return {"revoked": await service.revoke(token=args.token, token_id=args.token_id)}
+    return await service.show(args.token)
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    # stdout is for the JSON answer; anything logged goes to stderr.
+    log = structlog.wrap_logger(structlog.PrintLogger(sys.stderr), processors=[
+        structlog.processors.add_log_level, structlog.processors.JSONRenderer()])
+    try:
+        # create=False: a secret generated here would mint links no running server accepts.
+        service = LinkService(open_store(cfg), load_secrets(cfg.links, log, create=False), cfg.links)
+        result = asyncio.run(_run(service, args))
+    except ConfigError as e:
+        print(f"smtp-offload: config error: {e}", file=sys.stderr)
+        return 2
+    except BadToken:
+        return _refused("token is not valid")
+    except Revoked:
+        return _refused("link was revoked")
+    except Gone:
+        return _refused("file no longer available")
+    except LinkError as e:
+        return _refused(str(e))
+    except (StorageError, OSError) as e:
+        return _refused(f"storage unavailable: {e}")  # an operator's terminal: the detail helps
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _refused(message: str) -> int:
+    print(f"smtp-offload: {message}", file=sys.stderr)
+    return 1

@@ -1,0 +1,530 @@
+"""The link service end to end: a real LinkServer on loopback, a real LocalStore, real HTTP.
+
+Covers the landing page, the download, the error pages, secret rotation, the JSON API,
+the `links` command line and the audit events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+import pytest
+
+from smtp_offload.config import LinksConfig
+from smtp_offload.links import Grant, link_url, new_grant, sign, verify
+from smtp_offload.links.server import LinkServer
+from smtp_offload.storage import LocalStore, StoredObject, make_key
+
+SECRET = b"n" * 40  # signs
+OLD = b"o" * 40  # verifies only (rotated out)
+API_KEY = "k" * 32
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+FUTURE = 4_000_000_000
+PAST = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+NAME = "<b>x</b>&.pdf"
+
+
+class RecordingLog:
+    """A structlog-compatible logger that keeps what it is given (the injected audit sink)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def _record(self, level: str, event: str, **fields: Any) -> None:
+        self.events.append({"level": level, "event": event, **fields})
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._record("debug", event, **kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._record("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._record("warning", event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._record("error", event, **kw)
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == event]
+
+    async def settle(self) -> None:
+        """The server logs after the last byte is sent, so the client can be a moment ahead."""
+        for _ in range(200):
+            before = len(self.events)
+            await asyncio.sleep(0.01)
+            if len(self.events) == before:
+                return
+
+
+@dataclass
+class Env:
+    store: LocalStore
+    cfg: LinksConfig
+    log: RecordingLog
+    http: aiohttp.ClientSession
+    base: str
+    secrets: list[bytes] = field(default_factory=lambda: [SECRET, OLD])
+
+    async def put(self, data: bytes, filename: str = NAME, content_type: str = "application/pdf",
+                  **kw: Any) -> StoredObject:
+        kw = {"message_id": "<m1@example.com>", "sender": "alice@example.com",
+              "date": "2026-11-20T10:00:00+00:00", "tenant": "example.com", **kw}
+        obj = StoredObject(key=make_key(filename), size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                           content_type=content_type, filename=filename, **kw)
+        return await self.store.put(data, obj)
+
+    def token(self, obj: StoredObject, expires: int = FUTURE, secret: bytes = SECRET, **kw: Any) -> str:
+        grant = Grant(obj.key, expires, os.urandom(8).hex(), **kw)
+        return sign(grant, secret)
+
+    def url(self, token: str) -> str:
+        return link_url(self.base, token)
+
+    async def get(self, url: str, **kw: Any) -> tuple[int, Any, bytes]:
+        async with self.http.get(url, allow_redirects=False, **kw) as r:
+            return r.status, r.headers, await r.read()
+
+    async def api(self, method: str, path: str, body: Any = None, headers: dict | None = None,
+                  raw: bytes | None = None, **kw: Any) -> tuple[int, Any, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        async with self.http.request(method, f"{self.base}/api/v1/links/{path}", data=data,
+                                     headers=AUTH if headers is None else headers, **kw) as r:
+            return r.status, r.headers, await r.json(content_type=None)
+
+
+@pytest.fixture
+async def make_env(tmp_path: Path):
+    servers: list[LinkServer] = []
+    async with aiohttp.ClientSession() as http:
+
+        async def make(api_keys: list[str] | None = None, secrets: list[bytes] | None = None) -> Env:
+            store = LocalStore(tmp_path / "store")
+            cfg = LinksConfig(api_keys=[API_KEY] if api_keys is None else api_keys, click_ttl_seconds=60)
+            log = RecordingLog()
+            env = Env(store, cfg, log, http, "", secrets or [SECRET, OLD])
+            server = LinkServer(store, env.secrets, cfg, log=log)
+            await server.start("127.0.0.1", 0)
+            servers.append(server)
+            env.base = cfg.base_url = f"http://127.0.0.1:{server.port}"  # refresh mints links to it
+            return env
+
+        yield make
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+async def env(make_env) -> Env:
+    return await make_env()
+
+
+def _page_headers_ok(h) -> None:
+    assert h["Content-Type"].startswith("text/html")
+    assert h["Content-Security-Policy"].startswith("default-src 'none'; style-src 'unsafe-inline'")
+    assert h["X-Content-Type-Options"] == "nosniff"
+    assert h["Referrer-Policy"] == "no-referrer"
+    assert "no-store" in h["Cache-Control"]
+
+
+def _self_contained(body: str) -> None:
+    assert "<script" not in body.lower()
+    assert not re.search(r"src=|@import|url\(|https?://", body)  # no external resources
+
+
+# -- landing page -------------------------------------------------------------
+
+
+async def test_landing_page_shows_the_file_escaped(env: Env) -> None:
+    obj = await env.put(os.urandom(1_234_567))
+    token = env.token(obj)
+    status, headers, raw = await env.get(env.url(token))
+    body = raw.decode()
+    assert status == 200
+    _page_headers_ok(headers)
+    _self_contained(body)
+    assert "&lt;b&gt;x&lt;/b&gt;&amp;.pdf" in body and "<b>x</b>" not in body  # the name, escaped
+    for text in ("1.2 MB", "application/pdf", "alice@example.com", "2026-11-20 10:00 UTC",
+                 "2096-10-02 07:06 UTC"):  # size, detected type, sender, received, link expiry
+        assert text in body, text
+    assert f'<a class="button" href="./{token}/download"' in body  # a plain link, no script
+    assert obj.key not in body and obj.sha256 not in body
+
+
+async def test_landing_page_escapes_sender_and_type(env: Env) -> None:
+    obj = await env.put(b"data", "a.txt", 'text/plain; x="<i>"', sender='"><script>alert(1)</script>')
+    status, _, raw = await env.get(env.url(env.token(obj)))
+    assert status == 200
+    assert b"<script>" not in raw and b"&lt;script&gt;" in raw and b"&lt;i&gt;" in raw
+
+
+async def test_get_and_head_never_consume(env: Env) -> None:
+    data = os.urandom(50_000)
+    obj = await env.put(data)
+    token = env.token(obj)
+    for _ in range(3):  # a scanner's fetches must not use the link up
+        assert (await env.get(env.url(token)))[0] == 200
+        async with env.http.head(env.url(token)) as r:
+            assert r.status == 200 and await r.read() == b""
+        status, _, body = await env.get(env.url(token) + "/download")
+        assert status == 200 and body == data
+    assert not (env.store.root / ".revoked").exists()
+    await env.log.settle()
+    assert [e["status"] for e in env.log.named("link_view")] == [200] * 6
+    assert [e["status"] for e in env.log.named("link_download")] == [200] * 3
+
+
+# -- download -----------------------------------------------------------------
+
+
+async def test_download_streams_exact_bytes_with_headers(env: Env) -> None:
+    data = os.urandom(700_000)  # several chunks
+    obj = await env.put(data, 'Отчёт "Q1"\u202e 2024.pdf')
+    status, h, body = await env.get(env.url(env.token(obj)) + "/download")
+    assert status == 200
+    assert hashlib.sha256(body).hexdigest() == obj.sha256
+    assert h["Content-Type"] == "application/pdf" and h["Content-Length"] == str(len(data))
+    assert h["X-Content-Type-Options"] == "nosniff" and h["Referrer-Policy"] == "no-referrer"
+    assert h["Content-Security-Policy"].startswith("default-src 'none'")
+    m = re.fullmatch(r"""attachment; filename="([ -~]+)"; filename\*=UTF-8''([A-Za-z0-9%._~-]+)""",
+                     h["Content-Disposition"])
+    assert m, h["Content-Disposition"]
+    # From the original name, made safe: no quote, no bidi override.
+    assert unquote(m.group(2)) == "Отчёт _Q1_ 2024.pdf" and m.group(1).endswith(".pdf")
+
+
+async def test_unknown_or_malformed_content_type_is_octet_stream(env: Env) -> None:
+    obj = await env.put(b"abc", "a.bin", "not a type\r\nX-Evil: 1")
+    status, h, _ = await env.get(env.url(env.token(obj)) + "/download")
+    assert status == 200 and h["Content-Type"] == "application/octet-stream" and "X-Evil" not in h
+
+
+async def test_head_on_download_mints_nothing(env: Env) -> None:
+    obj = await env.put(b"abc")
+    async with env.http.head(env.url(env.token(obj)) + "/download") as r:
+        assert r.status == 405 and "GET" in r.headers["Allow"]
+    await env.log.settle()
+    assert env.log.named("link_download") == []
+
+
+# -- refusals -----------------------------------------------------------------
+
+
+def _no_internals(body: str, env: Env, obj: StoredObject) -> None:
+    for secret in (obj.key, obj.key.split("/")[3], str(env.store.root), "Traceback", "Error", obj.sha256):
+        assert secret not in body, secret
+
+
+@pytest.mark.parametrize("suffix", ["", "/download"])
+async def test_tampered_link_is_403(env: Env, suffix: str) -> None:
+    obj = await env.put(b"secret bytes")
+    token = env.token(obj)
+    forged = token[:8] + ("A" if token[8] != "A" else "B") + token[9:]
+    for bad in (forged, "garbage", env.token(obj, secret=b"x" * 40)):
+        status, h, raw = await env.get(env.url(bad) + suffix)
+        body = raw.decode()
+        assert status == 403 and "This link is not valid" in body
+        _page_headers_ok(h)
+        _self_contained(body)
+        _no_internals(body, env, obj)
+
+
+@pytest.mark.parametrize("suffix", ["", "/download"])
+async def test_expired_link_is_410_with_date_and_advice(env: Env, suffix: str) -> None:
+    obj = await env.put(b"old")
+    status, h, raw = await env.get(env.url(env.token(obj, PAST)) + suffix)
+    body = raw.decode()
+    assert status == 410
+    assert "expired on 2023-11-14 22:13 UTC" in body and "ask the sender" in body and "new link" in body
+    _page_headers_ok(h)
+    _no_internals(body, env, obj)
+
+
+@pytest.mark.parametrize("suffix", ["", "/download"])
+async def test_deleted_object_is_404(env: Env, suffix: str) -> None:
+    obj = await env.put(b"gone soon")
+    await env.store.delete(obj.key)
+    status, _, raw = await env.get(env.url(env.token(obj)) + suffix)
+    assert status == 404 and "no longer available" in raw.decode()
+    _no_internals(raw.decode(), env, obj)
+
+
+async def test_link_for_another_message_is_404(env: Env) -> None:
+    obj = await env.put(b"someone else's", message_id="<other@example.com>")
+    grant = new_grant(obj.key, 3600, "<m1@example.com>")  # made for a different message
+    status, _, _ = await env.get(env.url(sign(grant, SECRET)) + "/download")
+    assert status == 404
+
+
+@pytest.mark.parametrize("suffix", ["", "/download"])
+async def test_store_failure_is_503_without_internals(env: Env, suffix: str) -> None:
+    obj = await env.put(b"data")
+    token = env.token(obj)
+    env.store.root.rename(env.store.root.with_name("moved"))  # as if the volume were unmounted
+    status, _, raw = await env.get(env.url(token) + suffix)
+    body = raw.decode()
+    assert status == 503 and "try again" in body
+    _no_internals(body, env, obj)
+    await env.log.settle()
+    (event,) = env.log.named("link_download" if suffix else "link_view")
+    assert event["level"] == "warning" and event["status"] == 503 and "error" in event
+
+
+async def test_unknown_paths_are_404(env: Env) -> None:
+    obj = await env.put(b"x")
+    for path in (f"/f/{env.token(obj)}/other", "/f/", "/api/v1/links/nope"):
+        assert (await env.get(env.base + path))[0] == 404
+
+
+# -- secret rotation ----------------------------------------------------------
+
+
+async def test_rotation_old_secret_verifies_new_tokens_use_first(env: Env) -> None:
+    obj = await env.put(b"rotated")
+    old_token = env.token(obj, secret=OLD)
+    assert (await env.get(env.url(old_token)))[0] == 200
+    status, _, body = await env.get(env.url(old_token) + "/download")
+    assert status == 200 and body == b"rotated"
+    status, _, out = await env.api("POST", "refresh", {"token": old_token})
+    assert status == 200
+    new_token = out["url"].rsplit("/f/", 1)[1]
+    assert verify(new_token, [SECRET]).key == obj.key  # signed with the first secret only
+
+
+# -- API ----------------------------------------------------------------------
+
+
+async def test_api_auth(env: Env) -> None:
+    obj = await env.put(b"x")
+    body = {"key": obj.key}
+    status, h, out = await env.api("POST", "refresh", body, headers={})
+    assert status == 401 and h["WWW-Authenticate"].startswith("Bearer") and "error" in out
+    for wrong in ("Bearer " + "j" * 32, "Bearer " + API_KEY[:-1], "Basic " + API_KEY, API_KEY, "Bearer "):
+        status, h, out = await env.api("POST", "refresh", body, headers={"Authorization": wrong})
+        assert status == 401 and h["WWW-Authenticate"].startswith("Bearer"), wrong
+        assert API_KEY not in json.dumps(out)
+    status, h, out = await env.api("POST", "refresh", body, headers={"Authorization": f"bearer {API_KEY}"})
+    assert status == 200 and h["Cache-Control"] == "no-store"
+
+
+async def test_api_disabled_without_keys(make_env) -> None:
+    env = await make_env(api_keys=[])
+    for method, path in (("POST", "refresh"), ("POST", "revoke"), ("GET", "show?token=x")):
+        status, _, out = await env.api(method, path, {})
+        assert status == 404 and out == {"error": "API disabled"}
+
+
+async def test_refresh_expired_token_gives_a_working_link(env: Env) -> None:
+    data = os.urandom(10_000)
+    obj = await env.put(data)
+    expired = env.token(obj, PAST, message_ref="0" * 16)
+    assert (await env.get(env.url(expired)))[0] == 410
+    before = int(time.time())
+    status, _, out = await env.api("POST", "refresh", {"token": expired, "ttl_seconds": 3600})
+    assert status == 200, out
+    assert set(out) == {"url", "token_id", "expires", "expires_at", "key"} and out["key"] == obj.key
+    assert before + 3600 <= out["expires"] <= int(time.time()) + 3600
+    grant = verify(out["url"].rsplit("/f/", 1)[1], [SECRET])
+    assert grant.token_id == out["token_id"] and grant.message_ref == hashlib.sha256(
+        b"<m1@example.com>").hexdigest()[:16]
+    assert out["url"].startswith(env.base + "/f/v2.")
+    assert (await env.get(out["url"]))[0] == 200
+    status, _, body = await env.get(out["url"] + "/download")
+    assert status == 200 and body == data
+
+
+async def test_refresh_by_key_default_ttl_and_missing_object(env: Env) -> None:
+    obj = await env.put(b"by key")
+    status, _, out = await env.api("POST", "refresh", {"key": obj.key})
+    assert status == 200 and abs(out["expires"] - time.time() - env.cfg.ttl_seconds) < 5
+    assert (await env.get(out["url"] + "/download"))[2] == b"by key"
+    for body in ({"key": "2024/01/01/none/x.pdf"}, {"key": "../../etc/passwd"}):
+        status, _, out = await env.api("POST", "refresh", body)
+        assert status == 404 and out == {"error": "file no longer available"}
+    await env.store.delete(obj.key)
+    status, _, _ = await env.api("POST", "refresh", {"token": env.token(obj, PAST)})
+    assert status == 404
+
+
+@pytest.mark.parametrize("body,message", [
+    ({}, "exactly one of"),
+    ({"token": "a", "key": "b"}, "exactly one of"),
+    ({"key": 5}, "non-empty string"),
+    ({"key": "k", "ttl_seconds": 0}, "ttl_seconds"),
+    ({"key": "k", "ttl_seconds": "60"}, "ttl_seconds"),
+    ({"key": "k", "ttl_seconds": 10**12}, "ttl_seconds"),
+    ({"key": "k", "extra": 1}, "unknown field: extra"),
+    ({"token": "v2.forged.x"}, "token is not valid"),
+])
+async def test_refresh_bad_requests_are_400(env: Env, body: dict, message: str) -> None:
+    status, _, out = await env.api("POST", "refresh", body)
+    assert status == 400 and message in out["error"], out
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'"token"', b"\xff\xfe"])
+async def test_bad_json_is_400(env: Env, raw: bytes) -> None:
+    for path in ("refresh", "revoke"):
+        status, h, out = await env.api("POST", path, raw=raw)
+        assert status == 400 and out == {"error": "request body must be a JSON object"}
+        assert h["Content-Type"].startswith("application/json")
+
+
+async def test_revoke_kills_that_link_only(env: Env) -> None:
+    obj = await env.put(b"revocable")
+    revoked, other = env.token(obj), env.token(obj)
+    status, _, out = await env.api("POST", "revoke", {"token": revoked})
+    token_id = verify(revoked, [SECRET]).token_id
+    assert status == 200 and out == {"revoked": token_id}
+    for suffix in ("", "/download"):
+        status, h, raw = await env.get(env.url(revoked) + suffix)
+        assert status == 410 and "This link was revoked" in raw.decode()
+        _page_headers_ok(h)
+        _no_internals(raw.decode(), env, obj)
+    assert (await env.get(env.url(other) + "/download"))[2] == b"revocable"
+    # A revoked link cannot be brought back by refreshing it; an operator can refresh by key.
+    status, _, out = await env.api("POST", "refresh", {"token": revoked})
+    assert status == 410 and out == {"error": "link was revoked"}
+    await env.log.settle()
+    statuses = [(e["token_id"], e["status"]) for e in env.log.named("link_download")]
+    assert statuses == [(token_id, 410), (verify(other, [SECRET]).token_id, 200)]
+
+
+async def test_revoke_by_token_id_and_expired_token(env: Env) -> None:
+    obj = await env.put(b"x")
+    token = env.token(obj)
+    token_id = verify(token, [SECRET]).token_id
+    status, _, out = await env.api("POST", "revoke", {"token_id": token_id})
+    assert status == 200 and out == {"revoked": token_id}
+    assert (await env.get(env.url(token)))[0] == 410
+    expired = env.token(obj, PAST)
+    status, _, out = await env.api("POST", "revoke", {"token": expired})
+    assert status == 200 and await env.store.is_revoked(out["revoked"])
+    for body in ({"token_id": "../x"}, {"token_id": "ABC"}, {}, {"token": "nope"}):
+        assert (await env.api("POST", "revoke", body))[0] == 400, body
+
+
+async def test_show(env: Env) -> None:
+    obj = await env.put(b"shown", "report.pdf")
+    token = env.token(obj, PAST)
+    status, _, out = await env.api("GET", "show", params={"token": token})
+    assert status == 200
+    assert out["token_id"] == verify(token, [SECRET], now=0).token_id
+    assert out["expires"] == PAST and out["expires_at"] == "2023-11-14T22:13:20Z"
+    assert out["expired"] is True and out["revoked"] is False and out["key"] == obj.key
+    assert out["object"] == {"key": obj.key, "filename": "report.pdf", "size": 5, "content_type": "application/pdf",
+                             "sha256": obj.sha256, "message_id": "<m1@example.com>", "sender": "alice@example.com",
+                             "date": "2026-11-20T10:00:00+00:00", "tenant": "example.com"}
+    await env.api("POST", "revoke", {"token": token})
+    await env.store.delete(obj.key)
+    status, _, out = await env.api("GET", "show", params={"token": token})
+    assert status == 200 and out["revoked"] is True and out["object"] is None
+    assert (await env.api("GET", "show"))[0] == 400
+    assert (await env.api("GET", "show", params={"token": "forged"}))[0] == 400
+
+
+# -- audit --------------------------------------------------------------------
+
+
+async def test_audit_one_event_per_view_and_download(env: Env) -> None:
+    obj = await env.put(b"audited")
+    token = env.token(obj)
+    ua = {"User-Agent": "Scanner/1.0"}
+    await env.get(env.url(token), headers=ua)
+    await env.get(env.url(token) + "/download", headers=ua)
+    await env.log.settle()  # a streamed download is logged after its last byte
+    await env.get(env.url("garbage"), headers=ua)
+    await env.get(env.url(env.token(obj, PAST)) + "/download", headers=ua)
+    await env.api("POST", "revoke", {"token": token})
+    await env.log.settle()
+    assert [(e["event"], e["status"]) for e in env.log.events] == [
+        ("link_view", 200), ("link_download", 200), ("link_view", 403), ("link_download", 410), ("link_api", 200)]
+    view, download, forged, expired, api = env.log.events
+    grant = verify(token, [SECRET])
+    for e in (view, download):
+        assert {k: e[k] for k in ("remote", "user_agent", "token_id", "storage_key", "message_id", "tenant")} == {
+            "remote": "127.0.0.1", "user_agent": "Scanner/1.0", "token_id": grant.token_id,
+            "storage_key": obj.key, "message_id": "<m1@example.com>", "tenant": "example.com"}
+    assert download["via"] == "stream"
+    assert forged["token_id"] is None and forged["storage_key"] is None
+    assert expired["storage_key"] == obj.key and expired["token_id"]
+    assert api["action"] == "revoke" and api["token_id"] == grant.token_id
+    dump = repr(env.log.events)
+    for secret in (token, token.split(".")[2], SECRET.decode(), OLD.decode(), API_KEY):
+        assert secret not in dump
+
+
+# -- command line -------------------------------------------------------------
+
+
+def _cli(*args: str, config: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smtp_offload", "links", *args, "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "SMTP_OFFLOAD_LINK_SECRET": ""})
+
+
+def _write_config(tmp_path: Path, extra: str = "") -> Path:
+    path = tmp_path / "smtp-offload.toml"
+    path.write_text(f'[storage.local]\npath = "{tmp_path / "store"}"\n\n'
+                    f'[links]\nbase_url = "https://files.example.com"\nttl_seconds = 7200\n'
+                    f'secret = "{SECRET.decode()}"\nold_secrets = ["{OLD.decode()}"]\n{extra}')
+    return path
+
+
+async def test_cli_refresh_revoke_show(env: Env, tmp_path: Path) -> None:
+    config = _write_config(tmp_path)
+    obj = await env.put(b"via cli", "cli.pdf")
+    old = env.token(obj, PAST, secret=OLD)
+
+    r = _cli("refresh", "--token", old, "--ttl", "600", config=config)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["url"].startswith("https://files.example.com/f/v2.") and out["key"] == obj.key
+    new_token = out["url"].rsplit("/f/", 1)[1]
+    assert verify(new_token, [SECRET]).token_id == out["token_id"]
+    assert abs(out["expires"] - time.time() - 600) < 30
+    # The link works on the (already running) server: same secrets, same store.
+    assert (await env.get(env.url(new_token) + "/download"))[2] == b"via cli"
+
+    r = _cli("refresh", "--key", obj.key, config=config)
+    assert r.returncode == 0 and abs(json.loads(r.stdout)["expires"] - time.time() - 7200) < 30
+
+    r = _cli("show", "--token", new_token, config=config)
+    shown = json.loads(r.stdout)
+    assert r.returncode == 0 and shown["revoked"] is False and shown["object"]["filename"] == "cli.pdf"
+
+    r = _cli("revoke", "--token", new_token, config=config)
+    assert r.returncode == 0 and json.loads(r.stdout) == {"revoked": out["token_id"]}
+    assert (await env.get(env.url(new_token) + "/download"))[0] == 410  # seen by the running server
+    assert json.loads(_cli("show", "--token", new_token, config=config).stdout)["revoked"] is True
+
+    other = env.token(obj)
+    r = _cli("revoke", "--token-id", verify(other, [SECRET]).token_id, config=config)
+    assert r.returncode == 0 and (await env.get(env.url(other)))[0] == 410
+
+
+def test_cli_refusals_and_usage(tmp_path: Path) -> None:
+    config = _write_config(tmp_path)
+    r = _cli("refresh", "--key", "2024/01/01/none/x.pdf", config=config)
+    assert r.returncode == 1 and "no longer available" in r.stderr and r.stdout == ""
+    r = _cli("show", "--token", "forged", config=config)
+    assert r.returncode == 1 and "not valid" in r.stderr
+    r = _cli("refresh", "--token", "a", "--key", "b", config=config)
+    assert r.returncode == 2 and "not allowed with" in r.stderr  # argparse: mutually exclusive
+    # No secret configured and no secret file: refuse rather than invent a secret nobody shares.
+    bare = tmp_path / "bare.toml"
+    bare.write_text(f'[storage.local]\npath = "{tmp_path / "store"}"\n[links]\n'
+                    f'secret_file = "{tmp_path / "missing-secret"}"\n')
+    r = _cli("show", "--token", "x", config=bare)
+    assert r.returncode == 2 and "missing-secret" in r.stderr
+    assert not (tmp_path / "missing-secret").exists()

@@ -1,0 +1,146 @@
+"""The proxy with storage.backend = "s3" (moto's server on loopback), end to end over SMTP and HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+import samples
+from conftest import free_port
+from mail import attachment, message, multipart, text
+from test_attachments import LINK, attachment_payloads, body_text
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def get(url: str, follow: bool = True) -> tuple[int, dict, bytes]:
+    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def s3_overrides(s3server, bucket: str, **links) -> dict:
+    return {"storage": {"backend": "s3"},
+            "storage.s3": {"bucket": bucket, "endpoint_url": s3server.endpoint, "region": "us-east-1",
+                           "prefix": "offload"},
+            "policy": {"offload_over_bytes": 50_000},
+            **({"links": links} if links else {})}
+
+
+def stored_keys(s3server, bucket: str) -> list[str]:
+    return [k for k in s3server.keys(bucket) if "/." not in k]
+
+
+def big_message(size: int = 300_000, name: str = "scan.pdf") -> tuple[bytes, bytes]:
+    data = samples.big_pdf(size)
+    return message(multipart(text(), attachment(data, name, "application/pdf"))), data
+
+
+def test_redirect_mode_mints_a_fresh_short_url_per_click(make_proxy, sink, s3server):
+    bucket = s3server.new_bucket()
+    proxy = make_proxy(s3_overrides(s3server, bucket, click_ttl_seconds=120))
+    msg, data = big_message()
+    assert proxy.send(msg)[0] == 250
+    got = sink.messages[0].content
+    assert attachment_payloads(got) == {}
+    (link,) = set(LINK.findall(body_text(got).encode()))
+    link = link.decode()
+    assert link.startswith(f"http://127.0.0.1:{proxy.links_port}/f/")
+    assert s3server.endpoint not in body_text(got)  # the mail never holds a direct storage URL
+    status, _, page = get(link)
+    assert status == 200 and b"scan.pdf" in page
+    locations = []
+    for _ in range(2):
+        status, headers, _ = get(link.rstrip("/") + "/download", follow=False)
+        assert status in (302, 303), status
+        locations.append(headers["Location"])
+        time.sleep(1.1)  # presigned URLs carry a second-resolution timestamp
+    assert locations[0] != locations[1]
+    for loc in locations:
+        q = urllib.parse.parse_qs(urllib.parse.urlsplit(loc).query)
+        assert q["X-Amz-Expires"] == ["120"] and loc.startswith(s3server.endpoint)
+        status, headers, body = get(loc)
+        assert status == 200 and hashlib.sha256(body).hexdigest() == hashlib.sha256(data).hexdigest()
+    (key,) = stored_keys(s3server, bucket)
+    assert key.startswith("offload/") and key.endswith("/scan.pdf")
+
+
+def test_presigned_mode_puts_the_storage_url_in_the_mail(make_proxy, sink, s3server):
+    bucket = s3server.new_bucket()
+    proxy = make_proxy(s3_overrides(s3server, bucket, mode="presigned", ttl_seconds=3600))
+    msg, data = big_message()
+    assert proxy.send(msg)[0] == 250
+    notice = body_text(sink.messages[0].content)
+    (url,) = re.findall(r"http://127\.0\.0\.1:\d+/\S+X-Amz-Signature=\w+", notice)
+    assert url.startswith(s3server.endpoint)
+    assert urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["X-Amz-Expires"] == ["3600"]
+    status, _, body = get(url)
+    assert status == 200 and body == data
+
+
+def test_retried_delivery_stores_one_copy(make_proxy, sink, s3server):
+    bucket = s3server.new_bucket()
+    proxy = make_proxy(s3_overrides(s3server, bucket))
+    msg, _ = big_message()
+    assert proxy.send(msg)[0] == 250
+    assert proxy.send(msg)[0] == 250  # the sender retried (e.g. it never saw our 250)
+    keys = [e["storage_key"] for e in proxy.events("attachment")]
+    assert len(keys) == 2 and keys[0] == keys[1]
+    assert stored_keys(s3server, bucket) == [keys[0]]
+
+
+def test_refused_message_leaves_no_orphans(make_proxy, sink, s3server):
+    bucket = s3server.new_bucket()
+    proxy = make_proxy(s3_overrides(s3server, bucket))
+    msg, _ = big_message()
+    sink.handler.data_reply = "554 5.7.1 Rejected by policy"
+    assert proxy.send(msg)[0] == 554
+    sink.handler.data_reply = "451 4.3.0 Try later"
+    assert proxy.send(msg)[0] == 451
+    assert [e["verdict"] for e in proxy.events("attachment")] == ["offload", "offload"]
+    assert stored_keys(s3server, bucket) == []
+
+
+def test_tenant_segment_from_recipient_domain(make_proxy, sink, s3server):
+    bucket = s3server.new_bucket()
+    overrides = s3_overrides(s3server, bucket)
+    overrides["storage"]["tenant"] = "recipient-domain"
+    proxy = make_proxy(overrides)
+    assert proxy.send(big_message()[0])[0] == 250
+    (key,) = stored_keys(s3server, bucket)
+    assert key.startswith("offload/example.com/")
+
+
+def test_s3_unreachable_fails_open(make_proxy, sink, s3server):
+    overrides = s3_overrides(s3server, "any-bucket")
+    overrides["storage.s3"].update(endpoint_url=f"http://127.0.0.1:{free_port()}", connect_timeout=1, read_timeout=1)
+    proxy = make_proxy(overrides)
+    assert proxy.events("storage_unavailable_at_start")
+    msg, data = big_message()
+    assert proxy.send(msg)[0] == 250
+    got = sink.messages[0].content
+    assert attachment_payloads(got) == {"scan.pdf": data}
+    assert b"X-Smtp-Offload-Warning: offload failed" in got
+
+
+def test_wrong_bucket_stops_the_start_with_one_line(tmp_path, s3server, sink):
+    from conftest import Proxy
+
+    p = Proxy(tmp_path, sink.port, s3_overrides(s3server, "no-such-bucket-x"))
+    with pytest.raises(RuntimeError) as err:
+        p.start()
+    p.stop()
+    out = p.log_path.read_text()
+    assert "does not exist" in out and "Traceback" not in out
