@@ -131,7 +131,9 @@ def write_config(path: Path, sections: dict[str, dict]) -> Path:
 class Proxy:
     """smtp-offload started as in production: its own process, its own config file."""
 
-    def __init__(self, tmp: Path, downstream_port: int, overrides: dict[str, dict] | None = None):
+    def __init__(self, tmp: Path, downstream_port: int, overrides: dict[str, dict] | None = None,
+                 env: dict[str, str] | None = None):
+        self.extra_env = env or {}
         self.smtp_port, self.links_port = free_port(), free_port()
         self.tmp = tmp
         self.store = tmp / "store"
@@ -153,7 +155,7 @@ class Proxy:
 
     def start(self) -> "Proxy":
         self._log = open(self.log_path, "ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SMTP_OFFLOAD_LINK_SECRET", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "smtp_offload", "serve", "--config", str(self.config)],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env)
@@ -255,10 +257,11 @@ def s3server():
 def make_proxy(tmp_path, sink):
     started: list[Proxy] = []
 
-    def make(overrides: dict[str, dict] | None = None, downstream_port: int | None = None) -> Proxy:
+    def make(overrides: dict[str, dict] | None = None, downstream_port: int | None = None,
+             env: dict[str, str] | None = None) -> Proxy:
         d = tmp_path / f"p{len(started)}"
         d.mkdir()
-        p = Proxy(d, downstream_port or sink.port, overrides).start()
+        p = Proxy(d, downstream_port or sink.port, overrides, env).start()
         started.append(p)
         return p
 

@@ -144,3 +144,25 @@ def test_wrong_bucket_stops_the_start_with_one_line(tmp_path, s3server, sink):
     p.stop()
     out = p.log_path.read_text()
     assert "does not exist" in out and "Traceback" not in out
+
+
+def test_presigned_mode_warns_about_temporary_credentials(make_proxy, sink, s3server):
+    bucket = s3server.new_bucket()
+    proxy = make_proxy(s3_overrides(s3server, bucket, mode="presigned", ttl_seconds=3600),
+                       env={"AWS_SESSION_TOKEN": "an-sts-session-token"})
+    (ev,) = proxy.events("presigned_links_with_temporary_credentials")
+    assert ev["level"] == "warning" and "redirect" in ev["message"]
+    calm = make_proxy(s3_overrides(s3server, bucket, mode="presigned", ttl_seconds=3600))
+    assert calm.events("presigned_links_with_temporary_credentials") == []
+
+
+def test_tenant_segment_from_a_header(make_proxy, sink, s3server):
+    bucket = s3server.new_bucket()
+    overrides = s3_overrides(s3server, bucket)
+    overrides["storage"]["tenant"] = "header:X-Customer-Id"
+    proxy = make_proxy(overrides)
+    msg, _ = big_message()
+    msg = b"X-Customer-Id: CUST-998877\r\n" + msg
+    assert proxy.send(msg)[0] == 250
+    (key,) = stored_keys(s3server, bucket)
+    assert key.startswith("offload/cust-998877/")
