@@ -15,11 +15,13 @@ from .links.server import LinkServer
 from .process import Processor
 from .relay import Downstream
 from .smtp.handler import Handler
-from .smtp.server import GatewaySMTP
 from .errors import StartupError, StorageError
+from .smtp.server import TOO_MANY, GatewaySMTP, Limits, Refuse
 from .storage import Store, open_store
 
-DRAIN_SECONDS = 60.0
+# Reserved from the in-flight byte budget for a message whose sender declared no SIZE.
+DEFAULT_RESERVE = 10 * 1024 * 1024
+START_CHECK_SECONDS = 10.0  # a hanging store must not hold up the start: it fails open per message
 
 
 def _tls_context(cfg: Config) -> ssl.SSLContext | None:
@@ -39,7 +41,9 @@ class App:
         self.hostname = cfg.server.hostname or socket.getfqdn()
         self.smtp_server: asyncio.base_events.Server | None = None
         self.link_server: LinkServer | None = None
-        self.protocols: set[GatewaySMTP] = set()
+        s = cfg.server
+        self.limits = Limits(max_sessions=s.max_sessions, max_inflight_bytes=s.max_inflight_bytes,
+                             data_timeout=s.data_timeout)
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -52,14 +56,17 @@ class App:
         tls = _tls_context(cfg)
         loop = asyncio.get_running_loop()
 
-        def factory() -> GatewaySMTP:
-            proto = GatewaySMTP(
-                handler, line_length_limit=cfg.server.max_line_length, data_size_limit=cfg.server.max_message_bytes,
-                enable_SMTPUTF8=cfg.server.smtputf8, hostname=self.hostname, ident=f"smtp-offload {__version__}",
-                tls_context=tls, require_starttls=cfg.server.require_tls, timeout=cfg.server.idle_timeout, loop=loop,
+        def factory() -> GatewaySMTP | Refuse:
+            if len(self.limits.sessions) >= self.limits.max_sessions:
+                self.log.warning("session_refused", reason="max_sessions", sessions=len(self.limits.sessions))
+                return Refuse(TOO_MANY)
+            return GatewaySMTP(
+                handler, limits=self.limits, line_length_limit=cfg.server.max_line_length,
+                default_reserve=min(DEFAULT_RESERVE, cfg.server.max_message_bytes),
+                data_size_limit=cfg.server.max_message_bytes, enable_SMTPUTF8=cfg.server.smtputf8,
+                hostname=self.hostname, ident=f"smtp-offload {__version__}", tls_context=tls,
+                require_starttls=cfg.server.require_tls, timeout=cfg.server.idle_timeout, loop=loop,
             )
-            self.protocols.add(proto)
-            return proto
 
         self.link_server = LinkServer(store, secret, cfg.links, log=self.log)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
@@ -70,17 +77,25 @@ class App:
                       downstream=f"{cfg.downstream.host}:{cfg.downstream.port}", version=__version__,
                       storage=describe_store(cfg))
 
-    async def stop(self, drain: float = DRAIN_SECONDS) -> None:
-        """Stop accepting, let messages in flight finish (up to `drain` seconds), then close."""
+    async def stop(self, drain: float | None = None) -> None:
+        """Stop accepting; idle sessions get 421 at once, messages in flight may finish
+        (up to `drain` seconds, then their connections are closed too: no 250 was given,
+        so the senders still hold those messages)."""
+        drain = self.cfg.server.drain_seconds if drain is None else drain
+        loop = asyncio.get_running_loop()
         if self.smtp_server is not None:
             self.smtp_server.close()
-            deadline = asyncio.get_running_loop().time() + drain
-            while any(p._busy for p in self.protocols if p.transport) and \
-                    asyncio.get_running_loop().time() < deadline:
+            self.limits.draining = True
+            in_flight = [p for p in self.limits.sessions if p.in_flight]
+            self.log.info("draining", sessions=len(self.limits.sessions), in_flight=len(in_flight))
+            for p in list(self.limits.sessions):
+                p.shutdown()
+            deadline = loop.time() + drain
+            while self.limits.sessions and loop.time() < deadline:
                 await asyncio.sleep(0.05)
-            for p in list(self.protocols):
+            for p in list(self.limits.sessions):
                 if p.transport is not None:
-                    p.transport.close()
+                    p.transport.abort()
         if self.link_server is not None:
             await self.link_server.stop()
         self.log.info("stopped")
@@ -97,7 +112,10 @@ async def check_store(cfg: Config, store: Store, log) -> None:
     """Refuse to start on a store that cannot work (wrong bucket, no credentials); start
     anyway, failing open per message, when it is merely unreachable right now."""
     try:
-        await store.check()
+        await asyncio.wait_for(store.check(), START_CHECK_SECONDS)
+    except asyncio.TimeoutError:
+        log.warning("storage_unavailable_at_start", storage=describe_store(cfg),
+                    reason=f"no answer within {START_CHECK_SECONDS:.0f} s")
     except StorageError as exc:
         if cfg.storage.backend == "local" or exc.permanent:
             raise StartupError(f"storage {describe_store(cfg)}: {exc}") from None
@@ -117,6 +135,10 @@ async def serve(cfg: Config, log) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Reloading in place would have to swap listeners, TLS, storage and secrets under live
+    # sessions; a drained restart (systemctl restart) is safe and quick, so SIGHUP only says so.
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
+        "sighup_ignored", message="configuration is read at start only; restart to apply changes"))
     await stop.wait()
     await app.stop()
     return 0

@@ -36,6 +36,10 @@ class ServerConfig:
     max_recipients: int = 100
     max_line_length: int = 8192  # longer DATA lines are refused (RFC 5321 says 1000; real mail is sloppier)
     idle_timeout: float = 300.0  # seconds without a byte from the client (re-armed while DATA flows)
+    data_timeout: float = 1800.0  # most seconds one message may take to arrive
+    max_sessions: int = 500  # more concurrent connections get 421 4.3.2
+    max_inflight_bytes: int = 1024 * 1024 * 1024  # message bytes arriving or processed at once (451 4.3.2 past it)
+    drain_seconds: float = 60.0  # on SIGTERM, how long messages in flight may take to finish
     smtputf8: bool = True
     tls_cert: str = ""
     tls_key: str = ""
@@ -67,6 +71,8 @@ class PolicyConfig:
     blocked_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS))
     allowed_types: list[str] = field(default_factory=list)  # empty = no allow-list
     storage_timeout: float = 120.0  # budget for storing all files of one message
+    breaker_failures: int = 5  # consecutive messages whose storage failed before the breaker opens
+    breaker_cooldown_seconds: float = 30.0  # then one probe message is let through
 
 
 @dataclass
@@ -236,10 +242,13 @@ def validate(cfg: Config) -> None:
     for key, val in (
         ("server.max_message_bytes", s.max_message_bytes), ("server.max_recipients", s.max_recipients),
         ("server.idle_timeout", s.idle_timeout), ("downstream.port", d.port),
+        ("server.data_timeout", s.data_timeout), ("server.max_sessions", s.max_sessions),
+        ("server.max_inflight_bytes", s.max_inflight_bytes), ("server.drain_seconds", s.drain_seconds),
         ("downstream.max_message_bytes", d.max_message_bytes), ("downstream.max_attachments", d.max_attachments),
         ("downstream.connect_timeout", d.connect_timeout), ("downstream.command_timeout", d.command_timeout),
         ("downstream.data_timeout", d.data_timeout), ("policy.offload_over_bytes", p.offload_over_bytes),
         ("policy.storage_timeout", p.storage_timeout), ("links.ttl_seconds", links.ttl_seconds),
+        ("policy.breaker_failures", p.breaker_failures), ("policy.breaker_cooldown_seconds", p.breaker_cooldown_seconds),
     ):
         _positive(key, val)
     if s.max_line_length < 1000:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from .breaker import CircuitBreaker
 from .config import Config
 from .errors import PermanentError, StorageError, TemporaryError
 from .inspect import InspectPolicy
@@ -93,6 +94,7 @@ class Processor:
         self.store = store
         self.secrets = secret  # [signing secret, *old secrets] (links.secret.load_secrets)
         self.log = log
+        self.breaker = CircuitBreaker(cfg.policy.breaker_failures, cfg.policy.breaker_cooldown_seconds, log)
         self.inspect_policy = inspect_policy(cfg)
         self.plan_policy = plan_policy(cfg)
 
@@ -124,7 +126,11 @@ class Processor:
 
     async def _offload(self, an: Analysis, wanted: list[Attachment],
                        envelope: Envelope | None) -> tuple[list[str], list[Attachment]]:
-        assert self.store is not None and self.secrets is not None
+        assert self.store is not None
+        if not self.breaker.allow():
+            for a in wanted:
+                self.log.warning("offload_failed", name=a.name, size=len(a.data), error="circuit_open")
+            return [], list(wanted)
         ctx = _ObjectContext.of(an, envelope, self.cfg.storage.tenant)
         tasks = {asyncio.create_task(self._put(a, ctx)): a for a in wanted}
         done, pending = await asyncio.wait(tasks, timeout=self.cfg.policy.storage_timeout)
@@ -138,8 +144,14 @@ class Processor:
                 stored.append(a.storage_key)
                 continue
             failed.append(a)
-            err = "timeout" if task in pending else type(task.exception()).__name__
-            self.log.warning("offload_failed", name=a.name, size=len(a.data), error=err)
+            exc = None if task in pending else task.exception()
+            self.log.warning("offload_failed", name=a.name, size=len(a.data),
+                             error="timeout" if exc is None else type(exc).__name__,
+                             detail=str(exc)[:200] if isinstance(exc, StorageError) else None)
+        if failed:
+            self.breaker.failure()
+        else:
+            self.breaker.success()
         return [k for k in stored if k], failed
 
     async def _put(self, a: Attachment, ctx: "_ObjectContext") -> None:

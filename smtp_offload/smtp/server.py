@@ -2,32 +2,82 @@
 
 - Idle timeout, not per-command timeout: aiosmtpd arms its timer once per command, so a
   slow 30 MB DATA would be cut off mid-transfer; here every received byte re-arms it.
-- While a message is being processed (inspect, store, relay) the timer is held: the work
+  A separate DATA deadline bounds how long one message may take to arrive.
+- While a message is being processed (inspect, store, relay) the timers are held: the work
   has its own budgets, and a fired timer would cancel handle_DATA mid-relay.
+- Backpressure: a session limit (excess connections get 421 4.3.2 and are closed) and a
+  budget of message bytes in flight (DATA gets 451 4.3.2 when it is spent), so memory stays
+  bounded under a burst of large messages.
+- Drain: on shutdown idle sessions get 421 at once; a session with a message arriving or
+  being processed gets its reply first, then 421.
 - Every reply gets an enhanced status code.
-- Closing the connection closes the session's downstream connection too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
 from .replies import enhance
 
+BUSY = "451 4.3.2 System busy, try again later"
+SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
+TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
+
+
+@dataclass
+class Limits:
+    """Process-wide counters shared by every session."""
+
+    max_sessions: int
+    max_inflight_bytes: int
+    data_timeout: float
+    sessions: set = field(default_factory=set)
+    inflight_bytes: int = 0
+    draining: bool = False
+
+    def reserve(self, n: int) -> int | None:
+        n = min(n, self.max_inflight_bytes)  # one huge message may still go when nothing else is in flight
+        if self.inflight_bytes + n > self.max_inflight_bytes:
+            return None
+        self.inflight_bytes += n
+        return n
+
+    def release(self, n: int) -> None:
+        self.inflight_bytes -= n
+
+
+class Refuse(asyncio.Protocol):
+    """Stands in for a session past the limit: one 421 line, then close."""
+
+    def __init__(self, line: bytes):
+        self.line = line
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.line)  # type: ignore[attr-defined]
+        transport.close()
+
 
 class GatewaySMTP(SMTP):
-    def __init__(self, handler: Any, *, line_length_limit: int, **kwargs: Any):
+    def __init__(self, handler: Any, *, limits: Limits, line_length_limit: int, default_reserve: int, **kwargs: Any):
         # The StreamReader limit is taken from this attribute inside SMTP.__init__.
         self.line_length_limit = line_length_limit + 1  # + the transparency dot
+        self.limits = limits
+        self.default_reserve = default_reserve
         self._busy = 0
+        self._receiving = False
+        self._data_deadline: asyncio.TimerHandle | None = None
         super().__init__(handler, **kwargs)
 
+    # -- timers ------------------------------------------------------------
     @contextlib.contextmanager
     def busy(self):
         self._busy += 1
+        self._cancel_data_deadline()
         try:
             yield
         finally:
@@ -46,13 +96,71 @@ class GatewaySMTP(SMTP):
             return
         super()._timeout_cb()
 
+    def _cancel_data_deadline(self) -> None:
+        if self._data_deadline is not None:
+            self._data_deadline.cancel()
+            self._data_deadline = None
+
+    def _data_too_slow(self) -> None:
+        self._data_deadline = None
+        if not self._busy and self.transport is not None:
+            self.transport.write(b"421 4.4.2 Message took too long to arrive, closing\r\n")
+            self.transport.close()
+
+    # -- DATA with a byte budget --------------------------------------------
+    def _declared_size(self) -> int | None:
+        for opt in self.envelope.mail_options if self.envelope else ():
+            if opt.upper().startswith("SIZE=") and opt[5:].isdigit():
+                return int(opt[5:])
+        return None
+
+    async def smtp_DATA(self, arg: str) -> None:
+        if not (self.envelope and self.envelope.rcpt_tos) or arg:
+            return await super().smtp_DATA(arg)  # aiosmtpd's own 503/501 replies
+        if self.limits.draining:
+            await self.push("421 4.3.2 Service shutting down, try again later")
+            return
+        reserved = self.limits.reserve(self._declared_size() or self.default_reserve)
+        if reserved is None:
+            await self.push(BUSY)
+            return
+        self._data_deadline = self.loop.call_later(self.limits.data_timeout, self._data_too_slow)
+        self._receiving = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._receiving = False
+            self._cancel_data_deadline()
+            self.limits.release(reserved)
+        if self.limits.draining:  # the reply to this message is out: now say goodbye
+            self.shutdown()
+
+    # -- replies and lifecycle ------------------------------------------------
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = enhance(status)
         await super().push(status)
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # not the STARTTLS re-entry
+            self.limits.sessions.add(self)
+        super().connection_made(transport)
+
     def connection_lost(self, error: Exception | None) -> None:
+        self.limits.sessions.discard(self)
+        self._cancel_data_deadline()
         closed = getattr(self.event_handler, "session_closed", None)
         if closed is not None and self.session is not None:
             closed(self.session)
         super().connection_lost(error)
+
+    def shutdown(self) -> None:
+        """Drain: an idle session is told 421 now; one with a message in flight (arriving or
+        being processed) after the reply to that message."""
+        if not self.in_flight and self.transport is not None:
+            self.transport.write(SHUTTING_DOWN)
+            self.transport.close()
+
+    @property
+    def in_flight(self) -> bool:
+        return bool(self._busy) or self._receiving

@@ -1,0 +1,108 @@
+"""Misbehaving peers on loopback for fault injection: they really accept, hang or drop."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+from conftest import free_port
+
+
+class FaultyServer:
+    """A TCP server that plays a scripted (bad) part.
+
+    modes:
+      hang            accept and never say anything (an SMTP greeting or HTTP reply that never comes)
+      hang_after_data a normal SMTP dialogue until the final dot, then silence
+      drop_mid_data   a normal SMTP dialogue until some message bytes arrived, then the connection drops
+    """
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.port = free_port()
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        self.sock.settimeout(0.2)
+        self.connections = 0
+        self.received = bytearray()
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            self._conns.append(conn)
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        f = conn.makefile("rb")
+        try:
+            if self.mode == "hang":
+                while not self._stop.is_set():
+                    try:
+                        chunk = conn.recv(65536)
+                    except socket.timeout:
+                        continue
+                    if not chunk:
+                        return
+                    self.received += chunk
+                return
+            conn.sendall(b"220 faulty.test ESMTP\r\n")
+            while not self._stop.is_set():
+                try:
+                    line = f.readline()
+                except socket.timeout:
+                    continue
+                if not line:
+                    return
+                cmd = line[:4].upper()
+                if cmd in (b"EHLO", b"HELO"):
+                    conn.sendall(b"250-faulty.test\r\n250 8BITMIME\r\n")
+                elif cmd == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    self._data(conn, f)
+                    return
+                elif cmd == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 ok\r\n")
+        except OSError:
+            return
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _data(self, conn: socket.socket, f) -> None:
+        while not self._stop.is_set():
+            try:
+                line = f.readline()
+            except socket.timeout:
+                continue
+            if not line:
+                return
+            self.received += line
+            if self.mode == "drop_mid_data" and len(self.received) > 200:
+                conn.shutdown(socket.SHUT_RDWR)
+                return
+            if line == b".\r\n":
+                break
+        while self.mode == "hang_after_data" and not self._stop.is_set():
+            self._stop.wait(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
+        for c in self._conns:
+            try:
+                c.close()
+            except OSError:
+                pass

@@ -1,0 +1,208 @@
+"""Faults injected for real over loopback: each ends in the reply that keeps the promise
+(250 only for mail the downstream holds; otherwise the sender still has it)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import threading
+import time
+
+import pytest
+
+import samples
+from conftest import free_port
+from faulty import FaultyServer
+from mail import attachment, message, multipart, text
+from test_attachments import attachment_payloads
+
+
+@pytest.fixture
+def faulty():
+    servers = []
+
+    def make(mode: str) -> FaultyServer:
+        s = FaultyServer(mode)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def clean() -> bytes:
+    return message(text())
+
+
+def with_attachment(size: int = 60_000) -> tuple[bytes, bytes]:
+    data = samples.big_pdf(size)
+    return message(multipart(text(), attachment(data, "a.pdf", "application/pdf"))), data
+
+
+def test_downstream_that_never_greets_costs_its_budget_then_4xx(make_proxy, faulty):
+    hang = faulty("hang")
+    proxy = make_proxy({"downstream": {"connect_timeout": 1, "command_timeout": 1}}, downstream_port=hang.port)
+    with proxy.client() as c:
+        c.ehlo("client.test")
+        c.mail("a@sender.test")
+        code, reply = c.rcpt("support@example.com")
+        assert code == 451 and reply.startswith(b"4.4.1")
+    (ev,) = proxy.events("downstream_unavailable")
+    assert "Timeout" in ev["detail"] or "timeout" in ev["detail"].lower()
+
+
+def test_downstream_silent_after_data_gives_4xx(make_proxy, faulty):
+    hang = faulty("hang_after_data")
+    proxy = make_proxy({"downstream": {"data_timeout": 1}}, downstream_port=hang.port)
+    code, reply = proxy.send(clean())
+    assert code == 451 and reply.startswith(b"4.4.1")
+    assert proxy.events("message")[0]["outcome"] == "deferred"
+
+
+def test_downstream_dropping_mid_data_gives_4xx(make_proxy, faulty):
+    drop = faulty("drop_mid_data")
+    proxy = make_proxy(downstream_port=drop.port)
+    code, reply = proxy.send(with_attachment()[0])
+    assert code == 451 and reply.startswith(b"4.4.1")
+
+
+def test_hanging_storage_costs_its_budget_then_fails_open(make_proxy, sink, faulty, s3server):
+    hang = faulty("hang")
+    proxy = make_proxy({"storage": {"backend": "s3"},
+                        "storage.s3": {"bucket": "any-bucket", "endpoint_url": f"http://127.0.0.1:{hang.port}",
+                                       "region": "us-east-1", "read_timeout": 30},
+                        "policy": {"offload_over_bytes": 10_000, "storage_timeout": 1}})
+    msg, data = with_attachment()
+    code, _ = proxy.send(msg)
+    assert code == 250
+    assert attachment_payloads(sink.messages[0].content) == {"a.pdf": data}
+    (ev,) = proxy.events("offload_failed")
+    assert ev["error"] == "timeout"
+
+
+def test_storage_breaker_opens_and_fails_fast(make_proxy, sink, s3server):
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxy = make_proxy({"storage": {"backend": "s3"},
+                        "storage.s3": {"bucket": "any-bucket", "endpoint_url": dead, "region": "us-east-1",
+                                       "connect_timeout": 1},
+                        "policy": {"offload_over_bytes": 10_000, "breaker_failures": 2,
+                                   "breaker_cooldown_seconds": 3600}})
+    for _ in range(4):
+        assert proxy.send(with_attachment()[0])[0] == 250
+    errors = [e["error"] for e in proxy.events("offload_failed")]
+    assert errors[2:] == ["circuit_open", "circuit_open"] and "circuit_open" not in errors[:2]
+    assert [e["state"] for e in proxy.events("circuit_breaker")] == ["open"]
+    assert len(sink.messages) == 4
+
+
+def test_session_limit_answers_421(make_proxy, sink):
+    proxy = make_proxy({"server": {"max_sessions": 2}})
+    held = [proxy.client() for _ in range(2)]
+    try:
+        for c in held:
+            c.ehlo("client.test")
+        with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as s:
+            assert s.makefile("rb").readline().startswith(b"421 4.3.2")
+    finally:
+        for c in held:
+            c.quit()
+    # capacity is back once sessions end
+    assert proxy.send(clean())[0] == 250
+    assert proxy.events("session_refused")
+
+
+def test_inflight_byte_budget_answers_451_to_data(make_proxy, sink):
+    proxy = make_proxy({"server": {"max_inflight_bytes": 1_000_000}})
+    holder = socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10)
+    f = holder.makefile("rb")
+    f.readline()
+    for cmd in (b"EHLO c.test", b"MAIL FROM:<a@sender.test> SIZE=1000000", b"RCPT TO:<b@example.com>", b"DATA"):
+        holder.sendall(cmd + b"\r\n")
+        line = f.readline()
+        while line[3:4] == b"-":
+            line = f.readline()
+    assert line.startswith(b"354")  # this session holds the whole budget while its DATA arrives
+    try:
+        with proxy.client() as c:
+            c.ehlo("client.test")
+            c.mail("x@sender.test")
+            c.rcpt("support@example.com")
+            code, reply = c.docmd("DATA")
+            assert code == 451 and reply.startswith(b"4.3.2")
+    finally:
+        holder.sendall(clean() + b".\r\n")
+        assert f.readline().startswith(b"250")
+        holder.close()
+    assert proxy.send(clean())[0] == 250
+
+
+def test_data_deadline_closes_a_trickling_client(make_proxy, sink):
+    proxy = make_proxy({"server": {"data_timeout": 1, "idle_timeout": 30}})
+    with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as s:
+        f = s.makefile("rb")
+        f.readline()
+        for cmd in (b"EHLO c.test", b"MAIL FROM:<a@sender.test>", b"RCPT TO:<b@example.com>", b"DATA"):
+            s.sendall(cmd + b"\r\n")
+            line = f.readline()
+            while line[3:4] == b"-":
+                line = f.readline()
+        s.sendall(b"Subject: slow\r\n")
+        assert f.readline().startswith(b"421 4.4.2")
+    assert sink.messages == []
+
+
+def test_sigterm_lets_the_message_in_flight_finish(make_proxy, sink):
+    proxy = make_proxy()
+    entered, release = threading.Event(), threading.Event()
+
+    async def slow_data(server, session, envelope):
+        entered.set()
+        await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
+        sink.handler.messages.append(envelope)
+        return "250 2.0.0 Ok"
+
+    sink.handler.handle_DATA = slow_data
+    result = {}
+
+    def send() -> None:
+        c = proxy.client()
+        c.ehlo("busy.test")
+        c.mail("a@sender.test")
+        c.rcpt("support@example.com")
+        result["reply"] = c.data(clean())
+        result["after"] = c.getreply()  # then the drain's 421 and the connection closes
+        c.close()
+
+    t = threading.Thread(target=send)
+    t.start()
+    idle = proxy.client()
+    idle.ehlo("idle.test")
+    assert entered.wait(20)  # the proxy is relaying: its DATA is in flight
+    proxy.proc.send_signal(15)
+    _wait_for(lambda: proxy.events("draining"))
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        code, _ = idle.docmd("NOOP")  # the idle session was told 421 and closed
+        assert code == 421
+        idle.docmd("NOOP")
+    with socket.socket() as s:  # no new connections
+        assert s.connect_ex(("127.0.0.1", proxy.smtp_port)) != 0
+    release.set()
+    t.join(30)
+    assert result["reply"][0] == 250 and result["after"][0] == 421
+    assert proxy.proc.wait(30) == 0
+    assert len(sink.messages) == 1
+
+
+def _wait_for(cond, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.05)
+
+
+def test_sighup_is_logged_not_fatal(proxy, sink):
+    proxy.proc.send_signal(1)
+    _wait_for(lambda: proxy.events("sighup_ignored"))
+    assert proxy.send(clean())[0] == 250
