@@ -21,6 +21,12 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
                           cwd=cwd, timeout=60)
 
 
+def test_config_default_toml_is_generated_from_the_code():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen-default-config")], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout == (ROOT / "config" / "default.toml").read_text(), \
+        "run scripts/gen-default-config > config/default.toml"
+
+
 def test_embedded_default_matches_config_default_toml():
     from_file = config_mod.load(ROOT / "config" / "default.toml", env={})
     assert config_mod.as_dict(from_file) == config_mod.as_dict(config_mod.load(None, env={}))
