@@ -39,7 +39,7 @@ def cmd_serve(args) -> int:
 def cmd_check_config(args) -> int:
     cfg = _load(args.config)
     print(f"{cfg.source}: ok")
-    if cfg.storage.backend == "s3":
+    if cfg.storage.backend == "s3" and not args.offline:
         from .app import describe_store
         from .storage import open_store
 
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-config", help="validate a config file and exit")
     p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
     p.add_argument("--show", action="store_true", help="print the effective config (secrets masked)")
+    p.add_argument("--offline", action="store_true", help="validate the file only; do not contact the storage")
     p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("scan", help="dry run: print the verdict for every attachment of a message file")
     p.add_argument("file", help="an RFC 5322 message (.eml)")
