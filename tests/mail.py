@@ -55,9 +55,9 @@ def rfc822(inner: bytes, filename: str | None = "forwarded.eml") -> bytes:
 
 
 def message(body_entity: bytes, subject: str = "Test message", to: str = "support@example.com",
-            extra: list[tuple[str, str]] = ()) -> bytes:
+            extra: list[tuple[str, str]] = (), message_id: str | None = None) -> bytes:
     n = next(_ids)
     headers = [("From", "Customer <customer@sender.test>"), ("To", to), ("Subject", subject),
-               ("Date", "Mon, 23 Nov 2026 10:00:00 +0000"), ("Message-ID", f"<test-{n}@sender.test>"),
+               ("Date", "Mon, 23 Nov 2026 10:00:00 +0000"), ("Message-ID", message_id or f"<test-{n}@sender.test>"),
                ("MIME-Version", "1.0"), *extra]
     return b"".join(f"{k}: {v}".encode() + CRLF for k, v in headers) + body_entity
