@@ -1,0 +1,297 @@
+"""No message lost or doubled, proven with a real sending MTA: Debian's Postfix relays through
+the proxy to the recording downstream, and every message is counted by its Message-ID.
+
+One private Postfix instance serves the module (tests/postfix.py); its relayhost is a fixed
+port pair on which each test starts (and restarts) its proxy. Postfix retries every second or
+two, and the tests flush its queue while they wait, so a retry never waits for a timer.
+"""
+
+from __future__ import annotations
+
+import collections
+import email.utils
+import hashlib
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+
+import samples
+from conftest import AWS_ENV, free_port
+from mail import attachment, multipart, text
+from postfix import HangingS3, Postfix, postfix_unavailable, proxy_on_ports, wait_for
+from test_attachments import LINK, attachment_payloads, body_text
+from test_s3_e2e import get
+
+_unavailable = postfix_unavailable()
+pytestmark = pytest.mark.skipif(_unavailable is not None, reason=_unavailable or "")
+
+THRESHOLD = 50_000  # policy.offload_over_bytes: every "big" file below is offloaded
+
+
+# --- fixtures --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def relay_ports() -> tuple[int, int]:
+    """(SMTP, links) ports of every proxy in this module: Postfix's relayhost points there."""
+    return free_port(), free_port()
+
+
+@pytest.fixture(scope="module")
+def postfix(relay_ports):
+    pf = Postfix(relay_port=relay_ports[0])
+    try:
+        pf.start()
+        yield pf
+    finally:
+        pf.stop()
+
+
+@pytest.fixture
+def mta(postfix):
+    """The module's Postfix, with an empty queue before and after the test."""
+    assert postfix.queue() == [], postfix.diagnose()
+    yield postfix
+    postfix.delete_all()
+
+
+@pytest.fixture
+def proxies(tmp_path, sink, relay_ports):
+    """start(name, overrides) -> a proxy on the module's fixed ports, stopped after the test."""
+    started = []
+
+    def start(name: str, overrides: dict[str, dict]):
+        p = proxy_on_ports(tmp_path / name, sink.port, *relay_ports, overrides, env=AWS_ENV)
+        started.append(p)
+        return p.start()
+
+    yield start
+    for p in started:
+        if hasattr(p, "_log"):
+            p.stop()
+
+
+def s3_storage(endpoint: str, bucket: str, **s3) -> dict[str, dict]:
+    return {"storage": {"backend": "s3"},
+            "storage.s3": {"bucket": bucket, "endpoint_url": endpoint, "region": "us-east-1", "prefix": "offload",
+                           "addressing_style": "path", **s3},
+            "policy": {"offload_over_bytes": THRESHOLD}}
+
+
+# --- messages --------------------------------------------------------------------------
+
+@dataclass
+class Sent:
+    message_id: str
+    raw: bytes
+    big: dict[str, bytes] = field(default_factory=dict)  # over the threshold: to be offloaded
+    small: dict[str, bytes] = field(default_factory=dict)  # kept inline
+    queue_id: str = ""  # Postfix's, once it logged the message
+
+
+def compose(tag: str, big: dict[str, bytes] | None = None, small: dict[str, bytes] | None = None) -> Sent:
+    mid = f"<{tag}.{uuid.uuid4().hex}@sender.test>"
+    big, small = big or {}, small or {}
+    files = [attachment(d, n, "application/pdf" if n.endswith(".pdf") else "image/png")
+             for n, d in {**big, **small}.items()]
+    body = multipart(text(), *files) if files else text(f"Hello,\r\nplain message {tag}.\r\n")
+    headers = [("From", "Customer <customer@sender.test>"), ("To", "support@example.com"),
+               ("Subject", f"Postfix relay test {tag}"), ("Date", email.utils.formatdate()),
+               ("Message-ID", mid), ("MIME-Version", "1.0")]
+    raw = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + body
+    return Sent(mid, raw, big, small)
+
+
+def submit_all(mta: Postfix, sent: list[Sent]) -> None:
+    for s in sent:
+        mta.submit(s.raw)
+    ids = wait_for(lambda: (q := mta.queue_ids()) and all(s.message_id in q for s in sent) and q,
+                   "Postfix to log every submitted message", timeout=30, diagnose=mta.diagnose)
+    for s in sent:
+        s.queue_id = ids[s.message_id]
+
+
+_MID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.I | re.M)
+
+
+def message_id(content: bytes) -> str:
+    head = content.split(b"\r\n\r\n", 1)[0]
+    (mid,) = _MID.findall(head)
+    return mid.decode()
+
+
+def arrivals(sink) -> collections.Counter:
+    """How often each Message-ID arrived downstream."""
+    return collections.Counter(message_id(m.content) for m in sink.messages)
+
+
+def received(sink, s: Sent) -> bytes:
+    (got,) = [m.content for m in sink.messages if message_id(m.content) == s.message_id]
+    return got
+
+
+def deliver_all(mta: Postfix, sink, sent: list[Sent], timeout: float = 60.0) -> None:
+    """Flush Postfix (about once a second) until every message arrived downstream and
+    Postfix's queue is empty: nothing is left that could still arrive a second time."""
+    wanted = {s.message_id for s in sent}
+    last_flush = [0.0]
+
+    def done() -> bool:
+        if wanted <= set(arrivals(sink)) and not mta.queue():
+            return True
+        if time.monotonic() - last_flush[0] >= 1.0:
+            mta.flush()
+            last_flush[0] = time.monotonic()
+        return False
+
+    wait_for(done, "every message downstream and an empty Postfix queue", timeout=timeout,
+             diagnose=lambda: f"arrived: {dict(arrivals(sink))}\n{mta.diagnose()}")
+
+
+def assert_exactly_once(mta: Postfix, sink, sent: list[Sent]) -> None:
+    assert arrivals(sink) == collections.Counter({s.message_id: 1 for s in sent})
+    attempts = mta.deliveries()
+    for s in sent:  # and Postfix agrees: its last attempt was accepted, with the proxy's own 250
+        status, reply = attempts[s.queue_id][-1]
+        assert status == "sent" and "250 2.0.0 Ok: queued as" in reply, (s.message_id, attempts[s.queue_id])
+
+
+def assert_offloaded(got: bytes, s: Sent) -> None:
+    """The big files left the message, the small ones stayed byte for byte, and every link
+    in the notice downloads exactly one of the big files."""
+    assert attachment_payloads(got) == s.small
+    links = sorted({u.decode() for u in LINK.findall(body_text(got).encode())})
+    assert len(links) == len(s.big), links
+    downloaded = set()
+    for link in links:
+        status, _, body = get(link.rstrip("/") + "/download")  # follows the redirect to storage
+        assert status == 200, (link, status)
+        downloaded.add(hashlib.sha256(body).hexdigest())
+    assert downloaded == {hashlib.sha256(d).hexdigest() for d in s.big.values()}
+
+
+# --- 1. the proxy is SIGKILLed while Postfix waits for its answer to DATA -----------------
+
+def test_sigkill_mid_data_then_restart_delivers_every_message_once(mta, proxies, sink, s3server):
+    hang = HangingS3()
+    try:
+        # Storage that takes the upload and never answers: the proxy holds the big messages
+        # (a 120 s storage budget) while Postfix waits for the reply to its final dot.
+        first = proxies("first", {**s3_storage(hang.endpoint, "hanging-bucket", connect_timeout=5,
+                                               read_timeout=300),
+                                  "policy": {"offload_over_bytes": THRESHOLD, "storage_timeout": 120}})
+        big = [compose("kill-big-1", big={"contract.pdf": samples.big_pdf(300_000)}),
+               compose("kill-big-2", big={"scan.pdf": samples.big_pdf(120_000)}, small={"logo.png": samples.png()}),
+               compose("kill-big-3", big={"a.pdf": samples.big_pdf(90_000), "b.pdf": samples.big_pdf(200_000)})]
+        plain = [compose("kill-plain-1"), compose("kill-plain-2", small={"logo.png": samples.png()})]
+        sent = [big[0], plain[0], big[1], plain[1], big[2]]
+        submit_all(mta, sent)
+
+        # The plain messages go through (Postfix has their 250); every file of the big ones
+        # reached the hanging store, so those messages sit after their DATA, unanswered.
+        wait_for(lambda: len(hang.uploads) == 4, "4 uploads at the hanging store", timeout=60,
+                 diagnose=lambda: f"uploads: {hang.uploads}\n{mta.diagnose()}")
+
+        def plain_done_big_pending() -> bool:
+            attempts = mta.deliveries()
+            return (all(any(st == "sent" for st, _ in attempts.get(s.queue_id, [])) for s in plain)
+                    and {q["queue_id"] for q in mta.queue()} == {s.queue_id for s in big})
+
+        wait_for(plain_done_big_pending, "the plain messages sent and removed from Postfix's queue", timeout=60,
+                 diagnose=mta.diagnose)
+        assert sorted(arrivals(sink)) == sorted(s.message_id for s in plain)
+        assert all(size >= THRESHOLD for _, size in hang.uploads)
+        assert all(q["queue_name"] == "active" for q in mta.queue()), mta.diagnose()  # in delivery, not deferred
+        assert all(len(mta.deliveries().get(s.queue_id, [])) == 0 for s in big)  # their first attempt is still on
+        assert len(first.events("message")) == len(plain)  # the big ones have no outcome yet
+
+        first.proc.kill()  # SIGKILL: no drain, no reply, no cleanup
+        first.proc.wait(10)
+        first.stop()
+
+        # Postfix saw the connection drop after its final dot and kept the messages.
+        def lost_after_dot() -> bool:
+            attempts = mta.deliveries()
+            return all(any(st == "deferred" and "while sending end of data" in txt
+                           for st, txt in attempts.get(s.queue_id, [])) for s in big)
+
+        wait_for(lost_after_dot, "Postfix to defer the big messages after the lost connection",
+                 timeout=30, diagnose=mta.diagnose)
+        assert {q["queue_id"] for q in mta.queue()} == {s.queue_id for s in big}
+        assert len(sink.messages) == len(plain)
+
+        # The same ports, now with working storage (moto's S3 server).
+        bucket = s3server.new_bucket()
+        second = proxies("second", s3_storage(s3server.endpoint, bucket))
+        deliver_all(mta, sink, sent)
+
+        assert_exactly_once(mta, sink, sent)
+        for s in big:
+            assert_offloaded(received(sink, s), s)
+        for s in plain:
+            got = received(sink, s)
+            assert got.endswith(s.raw) and attachment_payloads(got) == s.small
+        keys = [k for k in s3server.keys(bucket) if "/." not in k]
+        assert len(keys) == sum(len(s.big) for s in big)
+        relayed = [e for e in second.events("message") if e.get("outcome") == "relayed"]
+        assert sorted(e["message_id"] for e in relayed) == sorted(s.message_id for s in big)
+    finally:
+        hang.close()
+
+
+# --- 2. the downstream answers 451 for a while --------------------------------------------
+
+def test_downstream_451_for_a_while_then_every_message_once(mta, proxies, sink):
+    proxy = proxies("p", {"policy": {"offload_over_bytes": THRESHOLD}})
+    sink.handler.data_reply = "451 4.3.0 try later"
+    sent = [compose("defer-plain-1"), compose("defer-big", big={"report.pdf": samples.big_pdf(150_000)}),
+            compose("defer-plain-2"), compose("defer-small", small={"logo.png": samples.png()})]
+    submit_all(mta, sent)
+
+    def all_deferred() -> bool:
+        attempts = mta.deliveries()
+        queued = {q["queue_id"] for q in mta.queue()}
+        return all(s.queue_id in queued and any(st == "deferred" and "451 4.3.0 try later" in txt
+                                                for st, txt in attempts.get(s.queue_id, [])) for s in sent)
+
+    wait_for(all_deferred, "Postfix to defer every message with the downstream's 451", timeout=60,
+             diagnose=mta.diagnose)
+    assert sink.messages == []
+
+    sink.handler.data_reply = None
+    deliver_all(mta, sink, sent)
+
+    assert_exactly_once(mta, sink, sent)
+    assert_offloaded(received(sink, sent[1]), sent[1])
+    for s in (sent[0], sent[2], sent[3]):
+        assert received(sink, s).endswith(s.raw)
+    # Every refused attempt deleted what it had stored: one copy of the one big file is left.
+    stored = [p for p in proxy.store.rglob("*") if p.is_file()
+              and not any(part.startswith(".") for part in p.relative_to(proxy.store).parts)]
+    assert len(stored) == 1 and stored[0].read_bytes() == sent[1].big["report.pdf"]
+    outcomes = collections.Counter(e["outcome"] for e in proxy.events("message"))
+    assert outcomes["relayed"] == len(sent) and outcomes["deferred"] >= len(sent)
+
+
+# --- 3. storage down: fail open -----------------------------------------------------------
+
+def test_storage_down_keeps_attachments_inline_with_a_warning(mta, proxies, sink):
+    closed = f"http://127.0.0.1:{free_port()}"
+    proxy = proxies("p", s3_storage(closed, "unreachable-bucket", connect_timeout=1, read_timeout=1))
+    assert proxy.events("storage_unavailable_at_start")
+    sent = [compose("down-big-1", big={"contract.pdf": samples.big_pdf(200_000)}),
+            compose("down-plain"),
+            compose("down-big-2", big={"scan.pdf": samples.big_pdf(80_000)}, small={"logo.png": samples.png()})]
+    submit_all(mta, sent)
+    deliver_all(mta, sink, sent)
+
+    assert_exactly_once(mta, sink, sent)
+    for s in (sent[0], sent[2]):
+        got = received(sink, s)
+        assert attachment_payloads(got) == {**s.big, **s.small}
+        assert b"X-Smtp-Offload-Warning: offload failed; attachments kept in the message" in got
+        assert b"offload=failed" in got and not LINK.search(got)
+    plain = received(sink, sent[1])
+    assert b"X-Smtp-Offload-Warning" not in plain and plain.endswith(sent[1].raw)
