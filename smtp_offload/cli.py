@@ -55,7 +55,7 @@ def cmd_check_config(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from .pipeline import projected_size
+    from .pipeline import normalize_line_endings, projected_size
     from .process import Processor
 
     cfg = _load(args.config)
@@ -66,7 +66,8 @@ def cmd_scan(args) -> int:
         print(f"smtp-offload: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     processor = Processor(cfg, store=None, secret=None, log=None)
-    an, rejection = processor.evaluate(data)
+    # A file on disk usually has LF line ends: that is not the bare-LF smuggling case.
+    an, rejection = processor.evaluate(normalize_line_endings(data))
     rejected = f"550 5.7.1 {rejection.text}" if rejection else None
     rows = [{
         "part": a.part.path or "0", "name": a.name, "declared_type": a.declared_type,

@@ -41,6 +41,9 @@ class ServerConfig:
     max_inflight_bytes: int = 1024 * 1024 * 1024  # message bytes arriving or processed at once (451 4.3.2 past it)
     drain_seconds: float = 60.0  # on SIGTERM, how long messages in flight may take to finish
     smtputf8: bool = True
+    # Bare CR or LF in DATA (like Postfix's smtpd_forbid_bare_newline): "normalize" turns them
+    # into CRLF before anything is judged; "reject" refuses the message with 554 5.5.2.
+    bare_newlines: str = "normalize"
     tls_cert: str = ""
     tls_key: str = ""
     require_tls: bool = False
@@ -251,6 +254,7 @@ def validate(cfg: Config) -> None:
         ("policy.breaker_failures", p.breaker_failures), ("policy.breaker_cooldown_seconds", p.breaker_cooldown_seconds),
     ):
         _positive(key, val)
+    _choice("server.bare_newlines", s.bare_newlines, ("normalize", "reject"))
     if s.max_line_length < 1000:
         raise ConfigError(f"server.max_line_length: must be at least 1000 (RFC 5321), got {s.max_line_length}")
     if bool(s.tls_cert) != bool(s.tls_key):

@@ -56,10 +56,17 @@ class Rejection:
         return f'Attachment "{name}" refused: {a.reason}'
 
 
-def normalize_line_endings(data: bytes) -> bytes:
-    """Bare CR or LF become CRLF, so the structure we judge is the one the downstream reads."""
+def has_bare_newlines(data: bytes) -> bool:
     crlf = data.count(b"\r\n")
-    if data.count(b"\r") == crlf and data.count(b"\n") == crlf:
+    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
+def normalize_line_endings(data: bytes) -> bytes:
+    """Bare CR or LF become CRLF and NUL bytes are dropped, so the structure we judge is the
+    one every later hop reads (no end-of-data look-alike survives: see README, Security model)."""
+    if b"\x00" in data:
+        data = data.replace(b"\x00", b"")
+    if not has_bare_newlines(data):
         return data
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 

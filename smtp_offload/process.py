@@ -21,9 +21,11 @@ from .links import link_url
 from .links.tokens import new_grant, sign
 from .mime import scan
 from .model import Attachment, Envelope, Verdict
-from .pipeline import Analysis, PlanPolicy, Rejection, analyse, normalize_line_endings, plan, render
+from .pipeline import (Analysis, PlanPolicy, Rejection, analyse, has_bare_newlines, normalize_line_endings, plan,
+                       render)
 from .storage.base import Store, StoredObject, make_key
 
+BARE_NEWLINES = "Message has bare CR or LF line endings; lines must end with CRLF (RFC 5321 2.3.8)"
 STORAGE_DOWN = "Attachment storage is unavailable and the message is too large to deliver without it; try again later"
 
 
@@ -99,6 +101,8 @@ class Processor:
         self.plan_policy = plan_policy(cfg)
 
     def evaluate(self, data: bytes) -> tuple[Analysis, Rejection | None]:
+        if self.cfg.server.bare_newlines == "reject" and has_bare_newlines(data):
+            raise PermanentError(BARE_NEWLINES, code=554, status="5.5.2")
         an = analyse(normalize_line_endings(data), self.inspect_policy)
         return an, plan(an, self.plan_policy)
 

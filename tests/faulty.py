@@ -15,6 +15,7 @@ class FaultyServer:
       hang            accept and never say anything (an SMTP greeting or HTTP reply that never comes)
       hang_after_data a normal SMTP dialogue until the final dot, then silence
       drop_mid_data   a normal SMTP dialogue until some message bytes arrived, then the connection drops
+      record          a normal SMTP server that keeps the raw bytes of every DATA (`data_blocks`)
     """
 
     def __init__(self, mode: str):
@@ -24,6 +25,8 @@ class FaultyServer:
         self.sock.settimeout(0.2)
         self.connections = 0
         self.received = bytearray()
+        self.data_blocks: list[bytes] = []
+        self.commands: list[bytes] = []
         self._stop = threading.Event()
         self._conns: list[socket.socket] = []
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -62,12 +65,15 @@ class FaultyServer:
                 if not line:
                     return
                 cmd = line[:4].upper()
+                self.commands.append(line)
                 if cmd in (b"EHLO", b"HELO"):
                     conn.sendall(b"250-faulty.test\r\n250 8BITMIME\r\n")
                 elif cmd == b"DATA":
                     conn.sendall(b"354 go ahead\r\n")
                     self._data(conn, f)
-                    return
+                    if self.mode != "record":
+                        return
+                    conn.sendall(b"250 recorded\r\n")
                 elif cmd == b"QUIT":
                     conn.sendall(b"221 bye\r\n")
                     return
@@ -82,6 +88,7 @@ class FaultyServer:
                 pass
 
     def _data(self, conn: socket.socket, f) -> None:
+        start = len(self.received)
         while not self._stop.is_set():
             try:
                 line = f.readline()
@@ -94,6 +101,7 @@ class FaultyServer:
                 conn.shutdown(socket.SHUT_RDWR)
                 return
             if line == b".\r\n":
+                self.data_blocks.append(bytes(self.received[start:]))
                 break
         while self.mode == "hang_after_data" and not self._stop.is_set():
             self._stop.wait(0.2)
