@@ -74,6 +74,15 @@ class PolicyConfig:
     blocked_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS))
     allowed_types: list[str] = field(default_factory=list)  # empty = no allow-list
     storage_timeout: float = 120.0  # budget for storing all files of one message
+    # MIME that parsers read differently (duplicate content headers, conflicting names, a
+    # missing closing boundary): "rebuild" into the one form we judged, or "reject" (550 5.6.0).
+    on_ambiguous_mime: str = "rebuild"
+    # Bounds on the work one message may cause; past them the message gets 550 5.6.0.
+    max_mime_depth: int = 30
+    max_mime_parts: int = 1000
+    max_header_bytes: int = 512 * 1024  # one header block
+    max_header_params: int = 64
+    max_encoded_words: int = 64  # in one Content-Type / Content-Disposition
     breaker_failures: int = 5  # consecutive messages whose storage failed before the breaker opens
     breaker_cooldown_seconds: float = 30.0  # then one probe message is let through
 
@@ -273,6 +282,9 @@ def validate(cfg: Config) -> None:
     for key in ("on_empty", "on_spoofed", "on_blocked"):
         _choice(f"policy.{key}", getattr(p, key), ACTIONS)
     _choice("policy.on_storage_failure", p.on_storage_failure, ("keep", "strip"))
+    _choice("policy.on_ambiguous_mime", p.on_ambiguous_mime, ("rebuild", "reject"))
+    for key in ("max_mime_depth", "max_mime_parts", "max_header_bytes", "max_header_params", "max_encoded_words"):
+        _positive(f"policy.{key}", getattr(p, key))
     _choice("storage.backend", cfg.storage.backend, ("local", "s3"))
     if cfg.storage.backend == "s3":
         _validate_s3(cfg.storage.s3)

@@ -63,6 +63,9 @@ class Part:
     delim_start: int | None = None
     children: list["Part"] = field(default_factory=list)
     in_message: bool = False  # inside an attached message/rfc822
+    names: list[str] = field(default_factory=list)  # every file name a reader may see (first = ours)
+    ambiguities: list[str] = field(default_factory=list)  # header readings that differ between parsers
+    unclosed: bool = False  # a multipart whose close delimiter is missing
 
     @property
     def is_multipart(self) -> bool:

@@ -39,6 +39,7 @@ class Analysis:
     message_id: str | None
     forged_headers: bool = False
     containers: int = 0  # attached messages, which the platform counts as one attachment each
+    ambiguities: list[str] = field(default_factory=list)  # rebuilt into one reading by render()
 
     @property
     def changed(self) -> list[Attachment]:
@@ -71,24 +72,39 @@ def normalize_line_endings(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
-def analyse(data: bytes, policy: InspectPolicy) -> Analysis:
-    root = scan.parse(data)
+_SEVERITY = {Verdict.BLOCKED: 3, Verdict.SPOOFED: 2, Verdict.EMPTY: 1, Verdict.KEEP: 0}
+
+
+def judge_all_readings(payload: bytes, part: Part, policy: InspectPolicy):
+    """Judge the bytes under every name a reader may see; the worst reading decides."""
+    readings = [judge(payload, part.content_type, n, policy) for n in (part.names or [part.filename])]
+    return max(readings, key=lambda j: _SEVERITY.get(j.verdict, 0))
+
+
+def analyse(data: bytes, policy: InspectPolicy, limits: scan.Limits = scan.Limits()) -> Analysis:
+    """Raises scan.MimeError when the structure exceeds a limit or cannot be read one way."""
+    root = scan.parse(data, limits)
     attachments: list[Attachment] = []
     containers = 0
+    ambiguities: list[str] = []
     for part in root.walk():
+        ambiguities += [f"part {part.path or 'header'}: {n}" for n in part.ambiguities]
+        if part.unclosed:
+            ambiguities.append(f"part {part.path or 'body'}: missing closing boundary")
         if part.content_type == "message/rfc822" and part.children and not part.in_message:
             containers += 1
         if not part.is_attachment:
             continue
         payload = decode(data[part.body_start:part.end], part.cte)
-        j = judge(payload, part.content_type, part.filename, policy)
+        j = judge_all_readings(payload, part, policy)
         attachments.append(Attachment(
             part=part, data=payload, sha256=hashlib.sha256(payload).hexdigest(), judgement=j,
             verdict=j.verdict, reason=j.reason,
             wire_size=part.end - (part.delim_start if part.delim_start is not None else part.start),
         ))
     forged = bool(rw.drop_fields(data, root, OUR_HEADERS))
-    return Analysis(data, root, attachments, scan.root_header(data, root, "message-id"), forged, containers)
+    return Analysis(data, root, attachments, scan.root_header(data, root, "message-id"), forged, containers,
+                    ambiguities)
 
 
 def plan(an: Analysis, policy: PlanPolicy) -> Rejection | None:
@@ -124,7 +140,7 @@ def projected_size(an: Analysis) -> int:
 def render(an: Analysis) -> bytes:
     """The rewritten message body (without our trace headers)."""
     changed = an.changed
-    if not changed and not an.forged_headers:
+    if not changed and not an.forged_headers and not an.ambiguities:
         return an.data
     notice_text = notice_html = None
     if changed:

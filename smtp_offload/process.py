@@ -98,12 +98,21 @@ class Processor:
         self.log = log
         self.breaker = CircuitBreaker(cfg.policy.breaker_failures, cfg.policy.breaker_cooldown_seconds, log)
         self.inspect_policy = inspect_policy(cfg)
+        p = cfg.policy
+        self.mime_limits = scan.Limits(max_depth=p.max_mime_depth, max_parts=p.max_mime_parts,
+                                       max_header_bytes=p.max_header_bytes, max_params=p.max_header_params,
+                                       max_encoded_words=p.max_encoded_words)
         self.plan_policy = plan_policy(cfg)
 
     def evaluate(self, data: bytes) -> tuple[Analysis, Rejection | None]:
         if self.cfg.server.bare_newlines == "reject" and has_bare_newlines(data):
             raise PermanentError(BARE_NEWLINES, code=554, status="5.5.2")
-        an = analyse(normalize_line_endings(data), self.inspect_policy)
+        try:
+            an = analyse(normalize_line_endings(data), self.inspect_policy, self.mime_limits)
+        except scan.MimeError as exc:
+            raise PermanentError(f"Message structure refused: {exc}", code=550, status="5.6.0") from None
+        if an.ambiguities and self.cfg.policy.on_ambiguous_mime == "reject":
+            raise PermanentError(f"Ambiguous MIME structure: {an.ambiguities[0]}", code=550, status="5.6.0")
         return an, plan(an, self.plan_policy)
 
     def decide(self, data: bytes) -> Analysis:

@@ -194,3 +194,25 @@ def test_sigterm_drains_and_exits_zero(proxy, sink):
     assert proxy.send(clean())[0] == 250
     assert proxy.stop() == 0
     assert proxy.events("stopped")
+
+
+def test_strict_envelope_addresses(proxy, sink):
+    import socket as _socket
+
+    with _socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO c.test\r\n")
+        line = f.readline()
+        while line[3:4] == b"-":
+            line = f.readline()
+        for bad in (b"MAIL FROM:<a\x00b@sender.test>", b"MAIL FROM:<@relay.test:a@sender.test>"):
+            s.sendall(bad + b"\r\n")
+            assert f.readline().startswith(b"553 5.1.3"), bad
+        s.sendall(b"MAIL FROM:<a@sender.test>\r\n")
+        assert f.readline().startswith(b"250")
+        for bad in (b"RCPT TO:<@relay.test:support@example.com>", b"RCPT TO:<support\x00@example.com>",
+                    b"RCPT TO:<support@example.com\x7f>"):
+            s.sendall(bad + b"\r\n")
+            assert f.readline()[:1] == b"5", bad
+    assert sink.messages == []

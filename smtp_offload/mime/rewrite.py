@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import urllib.parse
 from dataclasses import dataclass
 
 from ..model import Part
@@ -104,8 +105,47 @@ def text_part_with_notice(data: bytes, part: Part, notice: str, html: bool) -> b
     if cte != part.cte:
         drop.add("content-transfer-encoding")
         extra += f"Content-Transfer-Encoding: {cte}\r\n".encode("ascii")
-    head = b"".join(data[s:e] for n, s, e in header_fields(data, part.start, part.header_end) if n not in drop)
+    head = b"".join(data[s:e] for n, s, e in unique_fields(data, part) if n not in drop)
     return head + extra + CRLF + codec.encode(raw, cte)
+
+
+_SINGLE = ("content-type", "content-disposition", "content-transfer-encoding")
+
+
+def unique_fields(data: bytes, part: Part) -> list[tuple[str, int, int]]:
+    """Header fields with later duplicates of the content headers dropped: the first one is
+    the one we read, so it is the one every later reader must see."""
+    seen: set[str] = set()
+    out = []
+    for n, s, e in header_fields(data, part.start, part.header_end):
+        if n in _SINGLE:
+            if n in seen:
+                continue
+            seen.add(n)
+        out.append((n, s, e))
+    return out
+
+
+def _rfc2231(value: str) -> str:
+    return "UTF-8''" + urllib.parse.quote(value, safe="")
+
+
+def canonical_headers(data: bytes, part: Part) -> bytes:
+    """The part's header block in one unambiguous form: one of each content header and,
+    when its name parameters disagreed, only our reading of the name (RFC 2231)."""
+    fields = unique_fields(data, part)
+    if len(part.names) <= 1:
+        return b"".join(data[s:e] for _, s, e in fields)
+    out = [data[s:e] for n, s, e in fields if n not in ("content-type", "content-disposition")]
+    params = "".join(f'; {k}="{v}"' for k, v in part.params.items()
+                     if k not in ("name", "charset", "boundary") and v.isascii() and '"' not in v and "\\" not in v)
+    if "charset" in part.params and part.params["charset"].isascii():
+        params = f'; charset="{part.params["charset"]}"' + params
+    name = part.filename or ""
+    out.append(f"Content-Type: {part.content_type}{params};\r\n\tname*={_rfc2231(name)}\r\n".encode("ascii"))
+    out.append(f"Content-Disposition: {part.disposition or 'attachment'};\r\n\tfilename*={_rfc2231(name)}\r\n"
+               .encode("ascii"))
+    return b"".join(out)
 
 
 def new_text_part(notice: str) -> bytes:
@@ -134,19 +174,62 @@ PLACEHOLDER = "The file this message carried was removed by the mail gateway; se
 
 def rewrite(data: bytes, root: Part, removed: list[Part], notice_text: str | None,
             notice_html: str | None, drop_root_fields: tuple[str, ...] = ()) -> bytes:
-    """Remove `removed` parts, put the notice into the body, drop the named root header fields."""
+    """Remove `removed` parts, put the notice into the body, drop the named root header
+    fields, and rebuild ambiguous parts into the one form we judged."""
     gone = _collapse(root, {p.path for p in removed})
     if root.path in gone:  # nothing but attachments: the notice becomes the whole body
         return _as_text_entity(data, root, notice_text or "", drop_root_fields)
-    edits = drop_fields(data, root, drop_root_fields)
+    edits = _notice_edits(data, root, gone, notice_text, notice_html or notice_text) if notice_text else []
+    edits += _rebuild_edits(data, root, gone, drop_root_fields, {e.start for e in edits})
+    if not root.ambiguities:
+        edits += drop_fields(data, root, drop_root_fields)
     for p in _topmost(root, gone):
         if p.delim_start is not None:
             edits.append(Edit(p.delim_start, p.end, b""))
         else:  # the body of an attached message: keep that message, say where its content went
             edits.append(Edit(p.start, p.end, _as_text_entity(data, p, PLACEHOLDER, ())))
-    if notice_text:
-        edits += _notice_edits(data, root, gone, notice_text, notice_html or notice_text)
     return apply(data, edits)
+
+
+def _rebuild_edits(data: bytes, root: Part, gone: set[str], drop_root: tuple[str, ...],
+                   replaced: set[int]) -> list[Edit]:
+    """Canonical headers for ambiguous parts we keep (a part replaced for the notice is
+    rebuilt there already), and the missing close delimiter of unclosed multiparts."""
+    edits = []
+    for p in _kept(root, gone):
+        if p.ambiguities and p.start not in replaced:
+            head = canonical_headers(data, p)
+            if p is root and drop_root:
+                head = b"".join(ln for ln in _split_fields(head) if not _dropped(_field_name(ln), drop_root))
+            edits.append(Edit(p.start, p.header_end, head))
+    # Innermost first: unclosed multiparts nested at the end of another close at the same offset.
+    for p in reversed(list(_kept(root, gone))):
+        if p.unclosed:
+            boundary = p.params["boundary"].encode("utf-8", "surrogateescape")
+            edits.append(Edit(p.end, p.end, CRLF + b"--" + boundary + b"--" + CRLF))
+    return edits
+
+
+def _kept(part: Part, gone: set[str]):
+    if part.path in gone:
+        return
+    yield part
+    for c in part.children:
+        yield from _kept(c, gone)
+
+
+def _split_fields(block: bytes) -> list[bytes]:
+    fields: list[bytes] = []
+    for line in block.split(CRLF)[:-1]:
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line + CRLF
+        else:
+            fields.append(line + CRLF)
+    return fields
+
+
+def _field_name(field: bytes) -> str:
+    return field.split(b":", 1)[0].strip().decode("latin-1").lower()
 
 
 def _collapse(part: Part, gone: set[str]) -> set[str]:

@@ -14,16 +14,31 @@ import email.header
 import email.parser
 import email.policy
 import email.utils
+from dataclasses import dataclass
 
 from ..model import Part
 
-MAX_DEPTH = 50  # deeper nesting is treated as an opaque leaf, never recursed into
 CRLF = b"\r\n"
 _header_parser = email.parser.HeaderParser(policy=email.policy.compat32)
 
 
-def parse(data: bytes) -> Part:
-    return _entity(data, 0, len(data), "", 0, False, "text/plain")
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on the work one message may cause (config: policy.max_mime_*)."""
+
+    max_depth: int = 30
+    max_parts: int = 1000
+    max_header_bytes: int = 512 * 1024  # one entity's header block
+    max_params: int = 64  # parameters in one Content-Type / Content-Disposition
+    max_encoded_words: int = 64  # RFC 2047 words we would decode in one of those headers
+
+
+class MimeError(ValueError):
+    """The structure cannot be read one way only, or exceeds a limit: refuse the message."""
+
+
+def parse(data: bytes, limits: Limits = Limits()) -> Part:
+    return _Scanner(data, limits).entity(0, len(data), "", 0, False, "text/plain")
 
 
 def header_end(data: bytes, start: int, end: int) -> tuple[int, int]:
@@ -67,46 +82,113 @@ def _clean(value) -> str:
     return _decode_words(str(value)).replace("\r", "").replace("\n", "").replace("\x00", "")
 
 
-def _entity(data: bytes, start: int, end: int, path: str, depth: int, in_message: bool, default_type: str) -> Part:
-    hend, bstart = header_end(data, start, end)
-    msg = headers(data, start, hend)
-    ctype = (msg.get_content_type() if msg.get("content-type") else default_type).lower()
-    params: dict[str, str] = {}
-    for key, val in (msg.get_params(header="content-type") or [])[1:]:
-        params.setdefault(key.lower(), _clean(val))
-    disp_raw = msg.get("content-disposition")
-    disposition = str(disp_raw).split(";", 1)[0].strip().lower() or None if disp_raw else None
-    filename = msg.get_filename()
-    if filename is None:
-        filename = msg.get_param("name", header="content-type")
-    filename = _clean(filename).strip() if filename is not None else None
-    cte = str(msg.get("content-transfer-encoding", "7bit")).strip().lower() or "7bit"
-    part = Part(
-        path=path, start=start, end=end, header_end=hend, body_start=bstart, body_end=end,
-        content_type=ctype, params=params, disposition=disposition, filename=filename or None,
-        cte=cte, in_message=in_message,
-    )
-    if filename == "" and disposition is None:
-        part.disposition = "attachment"
-    if depth >= MAX_DEPTH:
+_CONTENT_HEADERS = ("content-type", "content-disposition", "content-transfer-encoding")
+
+
+class _Scanner:
+    def __init__(self, data: bytes, limits: Limits):
+        self.data = data
+        self.limits = limits
+        self.parts = 0
+
+    def entity(self, start: int, end: int, path: str, depth: int, in_message: bool, default_type: str) -> Part:
+        data, lim = self.data, self.limits
+        self.parts += 1
+        if self.parts > lim.max_parts:
+            raise MimeError(f"more than {lim.max_parts} MIME parts")
+        if depth > lim.max_depth:
+            raise MimeError(f"MIME parts nested deeper than {lim.max_depth} levels")
+        hend, bstart = header_end(data, start, end)
+        if hend - start > lim.max_header_bytes:
+            raise MimeError(f"a header block larger than {lim.max_header_bytes} bytes")
+        msg = headers(data, start, hend)
+        notes = [f"duplicate {h} headers" for h in _CONTENT_HEADERS if len(msg.get_all(h) or ()) > 1]
+        for h in ("content-type", "content-disposition"):
+            raw = msg.get(h)
+            if raw is not None and str(raw).count("=?") > lim.max_encoded_words:
+                raise MimeError(f"more than {lim.max_encoded_words} encoded-words in {h}")
+        ct_params = msg.get_params(header="content-type") or []
+        cd_params = msg.get_params(header="content-disposition") or []
+        if max(len(ct_params), len(cd_params)) > lim.max_params + 1:
+            raise MimeError(f"more than {lim.max_params} parameters in a header")
+        ctype = (msg.get_content_type() if msg.get("content-type") else default_type).lower()
+        params: dict[str, str] = {}
+        for key, val in ct_params[1:]:
+            key, val = key.lower(), _clean(val)
+            if key == "boundary" and params.get(key, val) != val:
+                raise MimeError("conflicting boundary parameters")
+            params.setdefault(key, val)
+        names = _names(cd_params[1:], "filename") + _names(ct_params[1:], "name")
+        distinct = list(dict.fromkeys(n for n in names if n))
+        if len(distinct) > 1:
+            notes.append("conflicting file names")
+        disp_raw = msg.get("content-disposition")
+        disposition = (str(disp_raw).split(";", 1)[0].strip().lower() or None) if disp_raw else None
+        cte = str(msg.get("content-transfer-encoding", "7bit")).strip().lower() or "7bit"
+        part = Part(
+            path=path, start=start, end=end, header_end=hend, body_start=bstart, body_end=end,
+            content_type=ctype, params=params, disposition=disposition,
+            filename=distinct[0] if distinct else None, cte=cte, in_message=in_message,
+            names=distinct, ambiguities=notes,
+        )
+        if names and not distinct and disposition is None:  # name="" still claims to be a file
+            part.disposition = "attachment"
+        if ctype.startswith("multipart/") and params.get("boundary"):
+            child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
+            boundary = params["boundary"].encode("utf-8", "surrogateescape")
+            found, closed = split_multipart(data, bstart, end, boundary)
+            if not found:
+                # No delimiter: every strict reader sees no parts (a leaf). A line that only
+                # starts like one ("--boundaryXYZ") is a delimiter to lenient readers: two readings.
+                if _near_miss(data, bstart, end, b"--" + boundary):
+                    raise MimeError(f"multipart part {path or 'body'} has only malformed boundary lines")
+                return part
+            part.unclosed = not closed
+            for i, (cstart, cend, dstart) in enumerate(found):
+                cpath = f"{path}.{i + 1}" if path else str(i + 1)
+                child = self.entity(cstart, cend, cpath, depth + 1, in_message, child_default)
+                child.delim_start = dstart
+                part.children.append(child)
+        elif ctype == "message/rfc822" and cte in ("7bit", "8bit", "binary") and bstart < end:
+            # An attached message is a container: judge the files inside it, not the message as a file.
+            inner = self.entity(bstart, end, f"{path}.1" if path else "1", depth + 1, True, "text/plain")
+            part.children.append(inner)
         return part
-    if ctype.startswith("multipart/") and params.get("boundary"):
-        child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
-        boundary = params["boundary"].encode("utf-8", "surrogateescape")
-        for i, (cstart, cend, dstart) in enumerate(split_multipart(data, bstart, end, boundary)):
-            cpath = f"{path}.{i + 1}" if path else str(i + 1)
-            child = _entity(data, cstart, cend, cpath, depth + 1, in_message, child_default)
-            child.delim_start = dstart
-            part.children.append(child)
-    elif ctype == "message/rfc822" and cte in ("7bit", "8bit", "binary") and bstart < end:
-        # An attached message is a container: judge the files inside it, not the message as a file.
-        inner = _entity(data, bstart, end, f"{path}.1" if path else "1", depth + 1, True, "text/plain")
-        part.children.append(inner)
-    return part
 
 
-def split_multipart(data: bytes, body_start: int, end: int, boundary: bytes) -> list[tuple[int, int, int]]:
-    """(start, end, delimiter start) of each body part between body_start and end.
+def _near_miss(data: bytes, start: int, end: int, delim: bytes) -> bool:
+    """Is there a line that starts with the delimiter but has more after it?"""
+    pos = start
+    while (i := data.find(delim, pos, end)) >= 0:
+        pos = i + 1
+        if i != start and data[i - 2:i] != CRLF:
+            continue
+        eol = data.find(CRLF, i, end)
+        rest = data[i + len(delim):end if eol < 0 else eol]
+        if rest.rstrip(b" \t") not in (b"", b"--"):
+            return True
+    return False
+
+
+def _names(params: list, key: str) -> list[str]:
+    """Every value a name parameter has, decoded both as RFC 2231 says and as clients that
+    decode encoded-words in quoted strings show it: each is a reading someone will see."""
+    out = []
+    for k, v in params:
+        if k.lower() != key:
+            continue
+        raw = email.utils.collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v)
+        raw = raw.replace("\r", "").replace("\n", "").replace("\x00", "").strip()
+        out.append(_decode_words(raw))
+        if raw != out[-1]:
+            out.append(raw)
+    return out
+
+
+def split_multipart(data: bytes, body_start: int, end: int,
+                    boundary: bytes) -> tuple[list[tuple[int, int, int]], bool]:
+    """(start, end, delimiter start) of each body part between body_start and end, and
+    whether the close delimiter was there.
 
     A delimiter is "--boundary" at the start of a line, followed only by optional white
     space (or "--" for the close delimiter). The CRLF before a delimiter belongs to it
@@ -137,12 +219,12 @@ def split_multipart(data: bytes, body_start: int, end: int, boundary: bytes) -> 
             out.append((cur[0], dstart, cur[1]))
             cur = None
         if closing:
-            break
+            return out, True
         cur = (min(line_end + 2, end), dstart)
         pos = cur[0]
     if cur is not None:
         out.append((cur[0], end, cur[1]))
-    return out
+    return out, False
 
 
 def root_header(data: bytes, root: Part, name: str) -> str | None:

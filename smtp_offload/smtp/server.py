@@ -107,6 +107,15 @@ class GatewaySMTP(SMTP):
             self.transport.write(b"421 4.4.2 Message took too long to arrive, closing\r\n")
             self.transport.close()
 
+    # -- envelope addresses ----------------------------------------------------
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """Strict envelope addresses: no control characters (NUL, CR, LF, DEL...) and no
+        source routes (<@relay:user@host>, obsolete since RFC 5321 and only useful to abuse
+        a relay). aiosmtpd answers a None address with 553 5.1.3."""
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in arg) or arg.lstrip().startswith("<@"):
+            return None, None
+        return super()._getaddr(arg)
+
     # -- DATA with a byte budget --------------------------------------------
     def _declared_size(self) -> int | None:
         for opt in self.envelope.mail_options if self.envelope else ():
