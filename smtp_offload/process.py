@@ -123,7 +123,9 @@ class Processor:
         return an
 
     async def process(self, data: bytes, envelope: Envelope | None = None) -> Outcome:
-        an = self.decide(data)
+        # Parsing and rewriting are CPU work in a worker thread: a hostile message may be slow,
+        # but it never holds the event loop that every other session shares.
+        an = await asyncio.to_thread(self.decide, data)
         wanted = [a for a in an.attachments if a.verdict is Verdict.OFFLOAD]
         stored, failed = await self._offload(an, wanted, envelope) if wanted else ([], [])
         keep_inline = self.cfg.policy.on_storage_failure == "keep"
@@ -131,7 +133,7 @@ class Processor:
             a.offload_failed = True
             if keep_inline:
                 a.verdict, a.reason = Verdict.KEEP, "offload failed; kept in the message"
-        message = render(an)
+        message = await asyncio.to_thread(render, an)
         if failed and keep_inline and len(message) > self.cfg.downstream.max_message_bytes:
             await self.discard(stored)
             raise TemporaryError(STORAGE_DOWN, code=451, status="4.3.0")
