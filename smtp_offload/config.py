@@ -74,6 +74,12 @@ class PolicyConfig:
     blocked_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS))
     allowed_types: list[str] = field(default_factory=list)  # empty = no allow-list
     storage_timeout: float = 120.0  # budget for storing all files of one message
+    # Hidden carriers (README, Security model): Outlook winmail.dat, message/partial fragments,
+    # encrypted mail, uuencoded files inside body text.
+    on_tnef: str = "strip"  # "keep" | "strip" | "reject"
+    on_partial: str = "reject"  # "keep" | "reject"
+    on_encrypted: str = "keep"  # "keep" | "reject"
+    on_uuencode: str = "inspect"  # "inspect" (a bad file refuses the message) | "keep"
     # MIME that parsers read differently (duplicate content headers, conflicting names, a
     # missing closing boundary): "rebuild" into the one form we judged, or "reject" (550 5.6.0).
     on_ambiguous_mime: str = "rebuild"
@@ -283,6 +289,10 @@ def validate(cfg: Config) -> None:
         _choice(f"policy.{key}", getattr(p, key), ACTIONS)
     _choice("policy.on_storage_failure", p.on_storage_failure, ("keep", "strip"))
     _choice("policy.on_ambiguous_mime", p.on_ambiguous_mime, ("rebuild", "reject"))
+    _choice("policy.on_tnef", p.on_tnef, ("keep", "strip", "reject"))
+    _choice("policy.on_partial", p.on_partial, ("keep", "reject"))
+    _choice("policy.on_encrypted", p.on_encrypted, ("keep", "reject"))
+    _choice("policy.on_uuencode", p.on_uuencode, ("inspect", "keep"))
     for key in ("max_mime_depth", "max_mime_parts", "max_header_bytes", "max_header_params", "max_encoded_words"):
         _positive(f"policy.{key}", getattr(p, key))
     _choice("storage.backend", cfg.storage.backend, ("local", "s3"))

@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from . import carriers
 from .inspect import InspectPolicy, judge
 from .mime import rewrite as rw
 from .mime import scan
 from .mime.codec import decode
-from .model import Attachment, Part, Verdict
+from .model import Attachment, Judgement, Part, Verdict
 from .notice import render as render_notice
 
+TNEF_REASON = "an Outlook winmail.dat container whose files cannot be inspected; ask the sender to resend in plain format"
 OUR_HEADERS = ("x-smtp-offload*",)  # incoming copies are forgeries: dropped before we add ours
 NOTICE_BUDGET = 2048  # bytes reserved for the notice text and HTML, plus ...
 NOTICE_PER_FILE = 1024  # ... this much per changed file (name, link, HTML twice)
@@ -29,6 +31,10 @@ class PlanPolicy:
     max_message_bytes: int  # the downstream's limit, counted on the wire
     max_attachments: int
     actions: dict[Verdict, str]  # EMPTY/SPOOFED/BLOCKED -> "strip" | "reject"
+    on_tnef: str = "strip"  # "keep" | "strip" | "reject"   (see carriers.py)
+    on_partial: str = "reject"  # "keep" | "reject"
+    on_encrypted: str = "keep"  # "keep" | "reject"
+    on_uuencode: str = "inspect"  # "inspect" | "keep"
 
 
 @dataclass
@@ -38,6 +44,9 @@ class Analysis:
     attachments: list[Attachment]
     message_id: str | None
     forged_headers: bool = False
+    partial: bool = False  # message/partial somewhere
+    encrypted: bool = False  # multipart/encrypted or S/MIME enveloped data somewhere
+    uuencoded: list[tuple[str, Judgement]] = field(default_factory=list)  # files inside body text
     containers: int = 0  # attached messages, which the platform counts as one attachment each
     ambiguities: list[str] = field(default_factory=list)  # rebuilt into one reading by render()
 
@@ -48,13 +57,12 @@ class Analysis:
 
 @dataclass(frozen=True)
 class Rejection:
-    attachment: Attachment
+    text: str  # for the sender: ASCII, one line
 
-    @property
-    def text(self) -> str:
-        a = self.attachment
-        name = "".join(c if 32 <= ord(c) < 127 else "?" for c in a.name)[:80]
-        return f'Attachment "{name}" refused: {a.reason}'
+    @classmethod
+    def of(cls, what: str, name: str, reason: str) -> "Rejection":
+        safe = "".join(c if 32 <= ord(c) < 127 else "?" for c in name)[:80]
+        return cls(f'{what} "{safe}" refused: {reason}')
 
 
 def has_bare_newlines(data: bytes) -> bool:
@@ -87,12 +95,19 @@ def analyse(data: bytes, policy: InspectPolicy, limits: scan.Limits = scan.Limit
     attachments: list[Attachment] = []
     containers = 0
     ambiguities: list[str] = []
+    flags = {"partial": False, "encrypted": False}
+    uuencoded: list[tuple[str, Judgement]] = []
     for part in root.walk():
         ambiguities += [f"part {part.path or 'header'}: {n}" for n in part.ambiguities]
         if part.unclosed:
             ambiguities.append(f"part {part.path or 'body'}: missing closing boundary")
         if part.content_type == "message/rfc822" and part.children and not part.in_message:
             containers += 1
+        flags["partial"] |= carriers.is_partial(part)
+        flags["encrypted"] |= carriers.is_encrypted(part)
+        if part.content_type == "text/plain" and not part.is_attachment and not part.children:
+            body = decode(data[part.body_start:part.end], part.cte)
+            uuencoded += [(n, judge(d, None, n, policy)) for n, d in carriers.uuencoded_files(body)]
         if not part.is_attachment:
             continue
         payload = decode(data[part.body_start:part.end], part.cte)
@@ -103,16 +118,29 @@ def analyse(data: bytes, policy: InspectPolicy, limits: scan.Limits = scan.Limit
             wire_size=part.end - (part.delim_start if part.delim_start is not None else part.start),
         ))
     forged = bool(rw.drop_fields(data, root, OUR_HEADERS))
-    return Analysis(data, root, attachments, scan.root_header(data, root, "message-id"), forged, containers,
-                    ambiguities)
+    return Analysis(data, root, attachments, scan.root_header(data, root, "message-id"), forged_headers=forged,
+                    containers=containers, ambiguities=ambiguities, uuencoded=uuencoded, **flags)
 
 
 def plan(an: Analysis, policy: PlanPolicy) -> Rejection | None:
     """Set each attachment's final verdict. Returns a Rejection when policy refuses the message."""
+    if an.partial and policy.on_partial == "reject":
+        return Rejection("Fragmented messages (message/partial) cannot be inspected and are not accepted")
+    if an.encrypted and policy.on_encrypted == "reject":
+        return Rejection("Encrypted messages cannot be inspected and are not accepted")
+    if policy.on_uuencode == "inspect":
+        for name, j in an.uuencoded:
+            if j.verdict is not Verdict.KEEP:
+                return Rejection.of("File uuencoded in the message text", name, j.reason)
     for a in an.attachments:
+        if a.verdict is Verdict.KEEP and policy.on_tnef != "keep" and carriers.is_tnef(a.part):
+            a.verdict, a.reason = Verdict.BLOCKED, TNEF_REASON
+            if policy.on_tnef == "reject":
+                return Rejection.of("Attachment", a.name, a.reason)
+            continue
         if a.verdict in (Verdict.EMPTY, Verdict.SPOOFED, Verdict.BLOCKED):
             if policy.actions[a.verdict] == "reject":
-                return Rejection(a)
+                return Rejection.of("Attachment", a.name, a.reason)
         elif len(a.data) > policy.offload_over_bytes:
             a.verdict, a.reason = Verdict.OFFLOAD, "larger than the offload threshold"
     # The planner: offload more, largest first, until the message fits the downstream's limits.

@@ -44,6 +44,7 @@ def plan_policy(cfg: Config) -> PlanPolicy:
         offload_over_bytes=p.offload_over_bytes, max_message_bytes=d.max_message_bytes,
         max_attachments=d.max_attachments,
         actions={Verdict.EMPTY: p.on_empty, Verdict.SPOOFED: p.on_spoofed, Verdict.BLOCKED: p.on_blocked},
+        on_tnef=p.on_tnef, on_partial=p.on_partial, on_encrypted=p.on_encrypted, on_uuencode=p.on_uuencode,
     )
 
 
