@@ -72,3 +72,47 @@ def test_corpus_message(path, processor):
         whole, body = raw[a.part.start:a.part.end], raw[a.part.body_start:a.part.end]
         assert any((out[p.body_start:p.end] == body) if a.part.ambiguities else (out[p.start:p.end] == whole)
                    for p in after.values())
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    from conftest import Proxy, Sink
+
+    sink = Sink()
+    proxy = Proxy(tmp_path_factory.mktemp("corpus"), sink.port,
+                  {"policy": {"offload_over_bytes": 200_000}}).start()
+    yield proxy, sink
+    proxy.stop()
+    sink.stop()
+
+
+@pytest.mark.skipif(not FILES, reason="no corpus (../shared/corpora and CPython's test data absent)")
+def test_whole_corpus_through_the_running_proxy(live, processor):
+    """Every real-world message ends in a well-formed reply; whatever is relayed parses as one
+    reading, carries only CRLF, and contains no part the policy removed."""
+    import smtplib
+
+    proxy, sink = live
+    outcomes = {}
+    for path in FILES:
+        before = len(sink.messages)
+        with proxy.client() as c:
+            c.ehlo("corpus.test")
+            c.mail("corpus@sender.test")
+            assert c.rcpt("support@example.com")[0] == 250
+            try:
+                # as a sending MTA would put it on the wire: CRLF line ends (files on disk have LF)
+                code, reply = c.data(normalize_line_endings(path.read_bytes()))
+            except smtplib.SMTPDataError as exc:
+                code, reply = exc.smtp_code, exc.smtp_error
+        assert code in (250, 550, 552) and reply[:1] in b"245" and reply[1:2] == b".", (path.name, code, reply)
+        outcomes[path.name] = code
+        if code != 250:
+            assert len(sink.messages) == before
+            continue
+        got = sink.messages[-1].content
+        assert got.count(b"\r") == got.count(b"\r\n") == got.count(b"\n") and b"\x00" not in got
+        again, _ = processor.evaluate(got)
+        assert again.ambiguities == []
+        assert all(a.verdict is Verdict.KEEP for a in again.attachments), path.name
+    assert list(outcomes.values()).count(250) >= len(FILES) - 3  # refusals are the rare hostile ones
