@@ -14,6 +14,7 @@ from .links.secret import load_secrets
 from .links.server import LinkServer
 from .process import Processor
 from .relay import Downstream
+from .relay.pool import DownstreamPool
 from .smtp.handler import Handler
 from .errors import StartupError, StorageError
 from .smtp.server import TOO_MANY, GatewaySMTP, Limits, Refuse
@@ -41,6 +42,7 @@ class App:
         self.hostname = cfg.server.hostname or socket.getfqdn()
         self.smtp_server: asyncio.base_events.Server | None = None
         self.link_server: LinkServer | None = None
+        self.pool: DownstreamPool | None = None
         s = cfg.server
         self.limits = Limits(max_sessions=s.max_sessions, max_inflight_bytes=s.max_inflight_bytes,
                              data_timeout=s.data_timeout)
@@ -51,8 +53,9 @@ class App:
         store = open_store(cfg)
         await check_store(cfg, store, self.log)
         processor = self.processor_class(cfg, store, secret, self.log)
-        handler = Handler(cfg, processor, lambda: Downstream(cfg.downstream, cfg.downstream.helo_name or self.hostname),
-                          self.log, self.hostname)
+        self.pool = DownstreamPool(lambda: Downstream(cfg.downstream, cfg.downstream.helo_name or self.hostname),
+                                   cfg.downstream.pool_size, cfg.downstream.pool_idle_seconds)
+        handler = Handler(cfg, processor, self.pool, self.log, self.hostname)
         tls = _tls_context(cfg)
         loop = asyncio.get_running_loop()
 
@@ -96,6 +99,8 @@ class App:
             for p in list(self.limits.sessions):
                 if p.transport is not None:
                     p.transport.abort()
+        if self.pool is not None:
+            self.pool.close()
         if self.link_server is not None:
             await self.link_server.stop()
         self.log.info("stopped")

@@ -61,6 +61,8 @@ class DownstreamConfig:
     connect_timeout: float = 30.0
     command_timeout: float = 120.0
     data_timeout: float = 600.0
+    pool_size: int = 16  # idle connections kept for the next sessions (0: connect per session)
+    pool_idle_seconds: float = 30.0  # kept no longer than this (below the downstream's idle timeout)
 
 
 @dataclass
@@ -265,6 +267,7 @@ def validate(cfg: Config) -> None:
         ("downstream.max_message_bytes", d.max_message_bytes), ("downstream.max_attachments", d.max_attachments),
         ("downstream.connect_timeout", d.connect_timeout), ("downstream.command_timeout", d.command_timeout),
         ("downstream.data_timeout", d.data_timeout), ("policy.offload_over_bytes", p.offload_over_bytes),
+        ("downstream.pool_idle_seconds", d.pool_idle_seconds),
         ("policy.storage_timeout", p.storage_timeout), ("links.ttl_seconds", links.ttl_seconds),
         ("policy.breaker_failures", p.breaker_failures), ("policy.breaker_cooldown_seconds", p.breaker_cooldown_seconds),
     ):
@@ -280,6 +283,8 @@ def validate(cfg: Config) -> None:
         val = getattr(s, key)
         if val and not Path(val).is_file():
             raise ConfigError(f"server.{key}: file not found: {val}")
+    if d.pool_size < 0:
+        raise ConfigError(f"downstream.pool_size: must be 0 or more, got {d.pool_size}")
     if d.port > 65535:
         raise ConfigError(f"downstream.port: not a port number: {d.port}")
     if not d.host:

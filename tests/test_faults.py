@@ -206,3 +206,19 @@ def test_sighup_is_logged_not_fatal(proxy, sink):
     proxy.proc.send_signal(1)
     _wait_for(lambda: proxy.events("sighup_ignored"))
     assert proxy.send(clean())[0] == 250
+
+
+def test_downstream_connections_are_pooled_and_stale_ones_replaced(make_proxy):
+    rec = FaultyServer("record")
+    try:
+        proxy = make_proxy(downstream_port=rec.port)
+        for _ in range(3):  # three client sessions, one after the other
+            assert proxy.send(clean())[0] == 250
+        assert rec.connections == 1 and len(rec.data_blocks) == 3
+        for c in rec._conns:  # the downstream drops its idle connections
+            c.shutdown(socket.SHUT_RDWR)
+        time.sleep(0.2)
+        assert proxy.send(clean())[0] == 250  # the stale pooled connection is replaced, not reported
+        assert rec.connections == 2 and len(rec.data_blocks) == 4
+    finally:
+        rec.stop()

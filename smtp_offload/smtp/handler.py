@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ..config import Config
 from ..errors import PermanentError, TemporaryError
 from ..model import Envelope
 from ..process import Processor
 from ..relay import Downstream, Reply
+from ..relay.pool import DownstreamPool
 from ..trace import decision_headers, received
 from .policy import check_recipient
 
@@ -29,10 +30,10 @@ def _downstream_reply(reply: Reply) -> str:
 
 
 class Handler:
-    def __init__(self, cfg: Config, processor: Processor, downstream: Callable[[], Downstream], log, hostname: str):
+    def __init__(self, cfg: Config, processor: Processor, pool: DownstreamPool, log, hostname: str):
         self.cfg = cfg
         self.processor = processor
-        self.new_downstream = downstream
+        self.pool = pool
         self.log = log
         self.hostname = hostname
         self.accepted = tuple(d.lower().rstrip(".") for d in cfg.server.accepted_domains)
@@ -45,14 +46,16 @@ class Handler:
     def session_closed(self, session) -> None:
         ds = getattr(session, "downstream", None)
         if ds is not None:
-            ds.close()
             session.downstream = None
+            self.pool.put(ds)  # kept only when no transaction is open on it
 
     async def handle_QUIT(self, server, session, envelope) -> str:
         ds = getattr(session, "downstream", None)
         if ds is not None:
             session.downstream = None
-            await ds.quit()
+            if ds.txn is not None:
+                await ds.rset()
+            self.pool.put(ds)
         return "221 2.0.0 Bye"
 
     async def handle_RSET(self, server, session, envelope) -> str:
@@ -85,7 +88,7 @@ class Handler:
         try:
             ds = getattr(session, "downstream", None)
             if ds is None:
-                ds = session.downstream = self.new_downstream()
+                ds = session.downstream = self.pool.get()
             if ds.txn is None:
                 reply = await self._downstream_mail(ds, envelope)
                 if reply is not None:
