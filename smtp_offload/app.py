@@ -35,8 +35,9 @@ def _tls_context(cfg: Config) -> ssl.SSLContext | None:
 
 
 class App:
-    def __init__(self, cfg: Config, log, processor_class: type[Processor] = Processor):
+    def __init__(self, cfg: Config, log, processor_class: type[Processor] = Processor, reuse_port: bool = False):
         self.cfg = cfg
+        self.reuse_port = reuse_port  # several worker processes share the listening ports
         self.processor_class = processor_class
         self.log = log
         self.hostname = cfg.server.hostname or socket.getfqdn()
@@ -73,9 +74,10 @@ class App:
 
         self.link_server = LinkServer(store, secret, cfg.links, log=self.log)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
-        await self.link_server.start(lhost, lport)
+        await self.link_server.start(lhost, lport, reuse_port=self.reuse_port)
         host, port = parse_hostport("server.listen", cfg.server.listen)
-        self.smtp_server = await loop.create_server(factory, host, port, reuse_address=True)
+        self.smtp_server = await loop.create_server(factory, host, port, reuse_address=True,
+                                                    reuse_port=self.reuse_port or None)
         self.log.info("started", smtp=cfg.server.listen, links=cfg.links.listen, config=cfg.source,
                       downstream=f"{cfg.downstream.host}:{cfg.downstream.port}", version=__version__,
                       storage=describe_store(cfg))
@@ -133,8 +135,8 @@ async def check_store(cfg: Config, store: Store, log) -> None:
                                 "possibly long before links.ttl_seconds; use links.mode = \"redirect\"")
 
 
-async def serve(cfg: Config, log) -> int:
-    app = App(cfg, log)
+async def serve(cfg: Config, log, reuse_port: bool = False) -> int:
+    app = App(cfg, log, reuse_port=reuse_port)
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -147,3 +149,63 @@ async def serve(cfg: Config, log) -> int:
     await stop.wait()
     await app.stop()
     return 0
+
+
+def run(cfg: Config, log) -> int:
+    """Serve in this process, or with server.workers > 1 in that many forked workers sharing
+    the ports (SO_REUSEPORT: the kernel spreads connections). The parent creates the link
+    secret before forking, so every worker signs and verifies with the same one; it passes
+    SIGTERM/SIGINT on, restarts a worker that died (not more than once a second), and
+    exits 0 after all workers drained."""
+    import os
+    import time
+
+    if cfg.server.workers <= 1:
+        return asyncio.run(serve(cfg, log))
+    load_secrets(cfg.links, log)
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: a full proxy of its own
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            code = 1
+            try:
+                code = asyncio.run(serve(cfg, log.bind(worker=index), reuse_port=True))
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def forward(signum, frame) -> None:
+        nonlocal stopping
+        stopping = stopping or signum in (signal.SIGTERM, signal.SIGINT)
+        for pid in list(children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for i in range(cfg.server.workers):
+        spawn(i)
+    log.info("workers_started", workers=cfg.server.workers, pids=sorted(children))
+    status = 0
+    while children:
+        try:
+            pid, wstatus = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, None)
+        code = os.waitstatus_to_exitcode(wstatus)
+        if index is None:
+            continue
+        if stopping:
+            status = status or (code if code > 0 else 0)
+            continue
+        log.error("worker_died", worker=index, pid=pid, exit=code)
+        time.sleep(1)
+        spawn(index)
+    return status

@@ -22,12 +22,12 @@ def _load(path: str | None) -> config_mod.Config:
 
 
 def cmd_serve(args) -> int:
-    from .app import serve
+    from .app import run
 
     cfg = _load(args.config)
     log_mod.configure(cfg.log.format, cfg.log.level)
     try:
-        return asyncio.run(serve(cfg, log_mod.get()))
+        return run(cfg, log_mod.get())
     except ConfigError as exc:
         print(f"smtp-offload: config error: {exc}", file=sys.stderr)
         return 2

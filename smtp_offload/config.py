@@ -40,6 +40,7 @@ class ServerConfig:
     max_sessions: int = 500  # more concurrent connections get 421 4.3.2
     max_inflight_bytes: int = 1024 * 1024 * 1024  # message bytes arriving or processed at once (451 4.3.2 past it)
     drain_seconds: float = 60.0  # on SIGTERM, how long messages in flight may take to finish
+    workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each a full proxy
     smtputf8: bool = True
     # Bare CR or LF in DATA (like Postfix's smtpd_forbid_bare_newline): "normalize" turns them
     # into CRLF before anything is judged; "reject" refuses the message with 554 5.5.2.
@@ -264,6 +265,7 @@ def validate(cfg: Config) -> None:
         ("server.idle_timeout", s.idle_timeout), ("downstream.port", d.port),
         ("server.data_timeout", s.data_timeout), ("server.max_sessions", s.max_sessions),
         ("server.max_inflight_bytes", s.max_inflight_bytes), ("server.drain_seconds", s.drain_seconds),
+        ("server.workers", s.workers),
         ("downstream.max_message_bytes", d.max_message_bytes), ("downstream.max_attachments", d.max_attachments),
         ("downstream.connect_timeout", d.connect_timeout), ("downstream.command_timeout", d.command_timeout),
         ("downstream.data_timeout", d.data_timeout), ("policy.offload_over_bytes", p.offload_over_bytes),

@@ -222,3 +222,17 @@ def test_downstream_connections_are_pooled_and_stale_ones_replaced(make_proxy):
         assert rec.connections == 2 and len(rec.data_blocks) == 4
     finally:
         rec.stop()
+
+
+def test_workers_share_the_ports_and_drain_together(make_proxy, sink):
+    proxy = make_proxy({"server": {"workers": 2}})
+    (ev,) = [e for e in proxy.events("workers_started")]
+    assert len(ev["pids"]) == 2
+    for i in range(20):
+        assert proxy.send(message(text(f"message {i}\r\n")))[0] == 250
+    handled_by = {e.get("worker") for e in proxy.events("message")}
+    assert handled_by == {0, 1} and len(sink.messages) == 20  # the kernel spread them (p(all on one) ~ 2e-6)
+    # a link minted by one worker is served by any: they share the secret file
+    secret = (proxy.tmp / "link-secret").read_text()
+    assert len(proxy.events("link_secret_generated")) == 1 and secret
+    assert proxy.stop() == 0

@@ -67,7 +67,7 @@ class LinkServer:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
         if self._runner is not None:
             raise RuntimeError("LinkServer already started")
         # No access log: request lines carry the token, i.e. the bearer credential.
@@ -75,7 +75,7 @@ class LinkServer:
         runner = web.AppRunner(self._app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         except BaseException:
             await runner.cleanup()
             raise
