@@ -228,6 +228,7 @@ def test_workers_share_the_ports_and_drain_together(make_proxy, sink):
     proxy = make_proxy({"server": {"workers": 2}})
     (ev,) = [e for e in proxy.events("workers_started")]
     assert len(ev["pids"]) == 2
+    _wait_for(lambda: len(proxy.events("started")) == 2)  # both listen before the load starts
     for i in range(20):
         assert proxy.send(message(text(f"message {i}\r\n")))[0] == 250
     handled_by = {e.get("worker") for e in proxy.events("message")}
