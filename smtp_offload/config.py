@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .inspect import tables as inspect_tables
 
 ACTIONS = ("strip", "reject")
-DEFAULT_BLOCKED_EXTENSIONS = (
-    "exe", "scr", "com", "pif", "cpl", "msi", "msp", "bat", "cmd", "ps1", "psm1", "vbs", "vbe",
-    "js", "jse", "wsf", "wsh", "hta", "lnk", "jar", "reg", "sh", "dll", "sys", "apk", "app",
-)
+# Keys of [policy] handed to inspect.InspectPolicy under the same names.
+INSPECT_KEYS = ("suspicious_names", "block_active_content", "on_unknown", "on_polyglot", "on_encrypted_archive",
+                "on_macros", "on_archive_limit", "archive_max_entries", "archive_max_depth",
+                "archive_max_total_bytes", "archive_max_ratio", "archive_max_inflate_bytes")
 SECRET_ENV = "SMTP_OFFLOAD_LINK_SECRET"
 API_KEYS_ENV = "SMTP_OFFLOAD_API_KEYS"
 
@@ -73,9 +74,23 @@ class PolicyConfig:
     on_spoofed: str = "strip"
     on_blocked: str = "strip"
     on_storage_failure: str = "keep"  # "keep" (fail open) | "strip" (remove with a notice)
-    blocked_types: list[str] = field(default_factory=lambda: ["executable"])
-    blocked_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_BLOCKED_EXTENSIONS))
+    # Blocked whatever they are called: categories ("executable", "disk-image", "onenote",
+    # "archive") or detected MIME types.
+    blocked_types: list[str] = field(default_factory=lambda: sorted(inspect_tables.DEFAULT_BLOCKED_TYPES))
+    blocked_extensions: list[str] = field(default_factory=lambda: sorted(inspect_tables.DEFAULT_BLOCKED_EXTENSIONS))
     allowed_types: list[str] = field(default_factory=list)  # empty = no allow-list
+    suspicious_names: bool = True  # bidi controls, double extensions, CLSID names, paths... -> spoofed
+    block_active_content: bool = True  # HTML/SVG with script -> blocked
+    on_unknown: str = "keep"  # bytes nothing recognises: "keep" | "block"
+    on_polyglot: str = "block"  # a PDF or image that is also a ZIP
+    on_encrypted_archive: str = "keep"  # cannot be looked into
+    on_macros: str = "keep"  # macro-enabled Office files (a .docx with macros is spoofed regardless)
+    on_archive_limit: str = "block"  # an archive past a bound below
+    archive_max_entries: int = 10_000
+    archive_max_depth: int = 3
+    archive_max_total_bytes: int = 1 << 30
+    archive_max_ratio: float = 200.0
+    archive_max_inflate_bytes: int = 8 << 20  # most bytes decompressed to judge one attachment
     storage_timeout: float = 120.0  # budget for storing all files of one message
     # Hidden carriers (README, Security model): Outlook winmail.dat, message/partial fragments,
     # encrypted mail, uuencoded files inside body text.
@@ -296,6 +311,11 @@ def validate(cfg: Config) -> None:
         _choice(f"policy.{key}", getattr(p, key), ACTIONS)
     _choice("policy.on_storage_failure", p.on_storage_failure, ("keep", "strip"))
     _choice("policy.on_ambiguous_mime", p.on_ambiguous_mime, ("rebuild", "reject"))
+    for key in ("on_unknown", "on_polyglot", "on_encrypted_archive", "on_macros", "on_archive_limit"):
+        _choice(f"policy.{key}", getattr(p, key), ("keep", "block"))
+    for key in ("archive_max_entries", "archive_max_depth", "archive_max_total_bytes", "archive_max_ratio",
+                "archive_max_inflate_bytes"):
+        _positive(f"policy.{key}", getattr(p, key))
     _choice("policy.on_tnef", p.on_tnef, ("keep", "strip", "reject"))
     _choice("policy.on_partial", p.on_partial, ("keep", "reject"))
     _choice("policy.on_encrypted", p.on_encrypted, ("keep", "reject"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import time
 
+from .inspect import safe_display_name
 from .model import Attachment, Verdict
 
 HEADING = "This message was changed by the mail gateway before delivery:"
@@ -26,7 +27,8 @@ def when(ts: int) -> str:
 
 def _line(a: Attachment) -> tuple[str, str | None]:
     """(sentence, link or None) for one changed attachment."""
-    what = f'"{a.name}" ({human_size(len(a.data))}, {a.judgement.detected_type})'
+    # The name as a person may safely see it: no bidi tricks, control characters or paths.
+    what = f'"{safe_display_name(a.name)}" ({human_size(len(a.data))}, {a.judgement.detected_type})'
     if a.verdict is Verdict.OFFLOAD and a.link:
         return (f"{what} was too large to deliver as an attachment. "
                 f"Download it until {when(a.link_expires or 0)}:"), a.link

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .breaker import CircuitBreaker
-from .config import Config
+from .config import INSPECT_KEYS, Config
 from .errors import PermanentError, StorageError, TemporaryError
 from .inspect import InspectPolicy
 from .links import link_url
@@ -31,11 +31,8 @@ STORAGE_DOWN = "Attachment storage is unavailable and the message is too large t
 
 def inspect_policy(cfg: Config) -> InspectPolicy:
     p = cfg.policy
-    return InspectPolicy(
-        blocked_types=frozenset(t.lower() for t in p.blocked_types),
-        blocked_extensions=frozenset(e.lower().lstrip(".") for e in p.blocked_extensions),
-        allowed_types=frozenset(t.lower() for t in p.allowed_types) or None,
-    )
+    return InspectPolicy(blocked_types=p.blocked_types, blocked_extensions=p.blocked_extensions,
+                         allowed_types=p.allowed_types or None, **{k: getattr(p, k) for k in INSPECT_KEYS})
 
 
 def plan_policy(cfg: Config) -> PlanPolicy:

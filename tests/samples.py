@@ -8,15 +8,21 @@ code tested against them behaves as it would on real attachments.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 import struct
 import zipfile
 import zlib
 
+# Cheap, argument-free builders (tests call each of these twice). The bombs
+# (zip_bomb, overlap_zip) and raw_zip take arguments and are left out.
 __all__ = [
     "pdf", "big_pdf", "png", "jpeg", "gif", "zip_file", "docx", "xlsx", "pptx",
     "odt", "epub", "ole", "pe_exe", "elf", "macho", "macho_fat", "java_class",
     "shell_script", "text", "csv", "ics", "vcard",
+    "docm", "ole_with_vba", "lnk", "iso", "onenote", "vhdx", "vhd", "fat_image", "dmg",
+    "encrypted_zip",
 ]
 
 
@@ -440,3 +446,163 @@ def vcard() -> bytes:
         b"BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Alice Example\r\nN:Example;Alice;;;\r\n"
         b"EMAIL;TYPE=INTERNET:alice@example.com\r\nTEL;TYPE=CELL:+1-555-0100\r\nEND:VCARD\r\n"
     )
+
+
+# --- Hostile and risky files (tests/test_inspect_hostile.py) ------------------
+
+def docm() -> bytes:
+    """docx() plus a VBA project: what Word saves as .docm (macro-enabled)."""
+    with zipfile.ZipFile(io.BytesIO(docx())) as zf:
+        members = [(i.filename, zf.read(i)) for i in zf.infolist()]
+    members[0] = ("[Content_Types].xml", _content_types(
+        b'<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>'
+        b'<Override PartName="/word/document.xml" ContentType="application/'
+        b'vnd.ms-word.document.macroEnabled.main+xml"/>'))
+    return _zip(members + [("word/vbaProject.bin", ole_with_vba())])
+
+
+def ole_with_vba() -> bytes:
+    """ole() whose directory also holds a "_VBA_PROJECT" stream entry (a .doc with macros)."""
+    data = bytearray(ole())
+    entry = 2 * 512 + 128  # second directory entry, after the root
+    name = "_VBA_PROJECT".encode("utf-16-le") + b"\x00\x00"
+    data[entry:entry + len(name)] = name
+    struct.pack_into("<HBB", data, entry + 64, len(name), 2, 1)  # stream, black
+    struct.pack_into("<I", data, 2 * 512 + 76, 1)  # root's child -> entry 1
+    return bytes(data)
+
+
+def lnk() -> bytes:
+    """A Windows shortcut header: size 0x4C and the ShellLink CLSID, then empty fields."""
+    return bytes.fromhex("4c0000000114020000000000c000000000000046") + b"\x00" * 56
+
+
+def iso() -> bytes:
+    """An ISO 9660 image: 32 KiB system area, a primary volume descriptor, a terminator."""
+    pvd = bytearray(2048)
+    pvd[0:7] = b"\x01CD001\x01"
+    pvd[8:40] = b"LINUX".ljust(32)
+    pvd[40:72] = b"INVOICE_2024".ljust(32)
+    terminator = b"\xffCD001\x01".ljust(2048, b"\x00")
+    return bytes(0x8000) + bytes(pvd) + terminator
+
+
+def onenote() -> bytes:
+    """A OneNote section header: the file-format GUID, then zeros."""
+    return bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3") + bytes(1008)
+
+
+def vhdx() -> bytes:
+    return b"vhdxfile" + "smtp-offload tests".encode("utf-16-le") + bytes(1000)
+
+
+def vhd() -> bytes:
+    """A fixed VHD: the raw disk, then a 512-byte "conectix" footer."""
+    footer = (b"conectix" + struct.pack(">II", 2, 0x10000)).ljust(512, b"\x00")
+    return bytes(4096) + footer
+
+
+def dmg() -> bytes:
+    """An Apple disk image: data, then the 512-byte UDIF "koly" trailer."""
+    return bytes(4096) + (b"koly" + struct.pack(">II", 4, 512)).ljust(512, b"\x00")
+
+
+def fat_image() -> bytes:
+    """A FAT12 floppy image's boot sector (what a .img usually is), padded to 4 KiB."""
+    boot = bytearray(512)
+    boot[0:3] = b"\xeb\x3c\x90"
+    boot[3:11] = b"MSDOS5.0"
+    struct.pack_into("<HBHBHHBHHH", boot, 11, 512, 1, 1, 2, 224, 2880, 0xF0, 9, 18, 2)
+    boot[0x36:0x3E] = b"FAT12   "
+    boot[510:512] = b"\x55\xaa"
+    return bytes(boot) + bytes(4096 - 512)
+
+
+def raw_zip(members: list[dict], prefix: bytes = b"") -> bytes:
+    """A ZIP written field by field, for the malformed archives zipfile will not write.
+
+    Each member is a dict with "name" and "data" (the uncompressed bytes) and
+    optionally: "method" (0 stored or 8 deflated, the default), "flags" (0x800,
+    a UTF-8 name, by default; bit 0 marks it encrypted), "payload" (the
+    compressed bytes, instead of compressing "data"), "usize"/"crc" (what the
+    headers declare, instead of the truth), "local_name" (a local header that
+    disagrees with the directory), "cd_extra" (a central directory extra
+    field), "same_as" (the index of an earlier member whose local header and
+    data this directory entry reuses: an overlap), "unlisted" (a local entry
+    the directory does not list). `prefix` goes before the archive, whose
+    offsets then count from its own start, as in an appended ZIP.
+    """
+    body, central, written = bytearray(), bytearray(), []
+    for m in members:
+        if "same_as" in m:
+            ref = written[m["same_as"]]
+            name = m.get("name", ref["name"]).encode()
+            offset, payload, flags, method, crc, usize = (ref[k] for k in ("offset", "payload", "flags",
+                                                                            "method", "crc", "usize"))
+        else:
+            data, method, flags = m.get("data", b""), m.get("method", 8), m.get("flags", 0x800)
+            payload = m.get("payload")
+            if payload is None:
+                payload = _deflate(data) if method == 8 else data
+            crc, usize = m.get("crc", zlib.crc32(data)), m.get("usize", len(data))
+            name, local_name = m["name"].encode(), m.get("local_name", m["name"]).encode()
+            offset = len(body)
+            body += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, flags, method, 0, 0x21, crc,
+                                len(payload), usize, len(local_name), 0) + local_name + payload
+        written.append({"name": m.get("name", ""), "offset": offset, "payload": payload, "flags": flags,
+                        "method": method, "crc": crc, "usize": usize})
+        if m.get("unlisted"):
+            continue
+        extra = m.get("cd_extra", b"")
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, flags, method, 0, 0x21, crc,
+                               len(payload), usize, len(name), len(extra), 0, 0, 0, 0o644 << 16, offset)
+        central += name + extra
+    count = sum(1 for m in members if not m.get("unlisted"))
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, count, count, len(central), len(body), 0)
+    return prefix + bytes(body) + bytes(central) + end
+
+
+def _deflate(data: bytes) -> bytes:
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return co.compress(data) + co.flush()
+
+
+def encrypted_zip() -> bytes:
+    """A ZipCrypto-encrypted member (flag bit 0): 12-byte header plus ciphertext, stored."""
+    secret = b"quarterly numbers\n"
+    cipher = hashlib.sha256(b"not really encrypted").digest()[:12 + len(secret)]
+    return raw_zip([{"name": "numbers.xlsx", "method": 0, "flags": 0x801, "data": secret,
+                     "payload": cipher}])
+
+
+_MIB = 1 << 20
+
+
+@functools.lru_cache(maxsize=None)
+def zip_bomb(size: int = 1 << 30, declared: int | None = None) -> bytes:
+    """One member of `size` zero bytes, deflated to about a thousandth: a real zip bomb.
+
+    Built without compressing a gigabyte: after a full flush a deflate stream
+    restarts from scratch, so a MiB of zeros compresses to the same block
+    every time and the stream is that block repeated. `declared` is the size
+    the headers claim (the truth by default; smaller is a bomb that lies).
+    """
+    co = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = co.compress(bytes(_MIB)) + co.flush(zlib.Z_FULL_FLUSH)
+    whole, rest = divmod(size, _MIB)
+    payload = block * whole + co.compress(bytes(rest)) + co.flush()
+    crc = 0
+    for _ in range(whole):
+        crc = zlib.crc32(bytes(_MIB), crc)
+    crc = zlib.crc32(bytes(rest), crc)
+    return raw_zip([{"name": "zeros.bin", "payload": payload, "crc": crc,
+                     "usize": size if declared is None else declared}])
+
+
+def overlap_zip(copies: int = 100, size: int = 16 * _MIB) -> bytes:
+    """The overlap bomb: `copies` directory entries all pointing at one deflated member.
+
+    Each entry looks like an honest member of `size` zero bytes; together they
+    expand to copies * size from a file of a few KiB.
+    """
+    return raw_zip([{"name": "data.bin", "data": bytes(size)}] + [{"same_as": 0}] * (copies - 1))

@@ -6,46 +6,32 @@ with what sniff() found. A claim can be confirmed, contradicted, or
 uncheckable (a type we know nothing about, or bytes we do not recognise);
 only a contradiction makes a file SPOOFED. Guessing would strip legitimate
 attachments, which mail admins rightly hate more than a missed mislabel.
+
+What a file *is* outranks what it is called, so within each verdict the
+content reasons come first: BLOCKED by type, by extension, for active
+content, macros, what an archive holds, a polyglot reading, unknown bytes;
+then SPOOFED by a contradicted claim, by an archive member's name or path,
+and last by a file name built to deceive (names.py).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 
 from ..model import Judgement, Verdict
+from . import archive as A
 from . import tables as T
-from .sniff import sniff
+from . import zipfmt
+from .active import find_active
+from .names import double_extension, file_extension, name_problem
+from .policy import InspectPolicy
+from .sniff import ole_has_vba, sniff, text_encoding
 
+__all__ = ["InspectPolicy", "judge", "consistent", "declared_base", "file_extension"]
 
-def _items(value) -> list[str]:
-    # A lone string would otherwise be iterated character by character.
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _norm_type(t: str) -> str:
-    t = t.strip().lower()
-    return T.ALIASES.get(t, t)
-
-
-@dataclass(frozen=True)
-class InspectPolicy:
-    # Detected MIME types ("application/zip"), families ("image/*") or
-    # categories ("executable", "archive") that are refused whatever their name.
-    blocked_types: frozenset[str] = frozenset({"executable"})
-    # Lower-case, no dot. Refused whatever the content.
-    blocked_extensions: frozenset[str] = T.DEFAULT_BLOCKED_EXTENSIONS
-    # When set, only these detected types (same syntax as blocked_types) pass.
-    allowed_types: frozenset[str] | None = None
-
-    def __post_init__(self) -> None:
-        # Config files hand us lists, mixed case and ".exe": normalise once here.
-        object.__setattr__(self, "blocked_types", frozenset(_norm_type(t) for t in _items(self.blocked_types)))
-        object.__setattr__(self, "blocked_extensions", frozenset(
-            e.strip().lower().lstrip(".") for e in _items(self.blocked_extensions)))
-        if self.allowed_types is not None:
-            object.__setattr__(self, "allowed_types",
-                               frozenset(_norm_type(t) for t in _items(self.allowed_types)))
+# Claims under which a browser renders text as markup, whatever the bytes start with.
+_MARKUP_CLAIMS = frozenset({T.HTML, T.SVG, "application/xhtml+xml"})
+_MARKUP_EXTS = frozenset("html htm xhtml xht shtml svg mht mhtml".split())
 
 
 def judge(
@@ -68,10 +54,10 @@ def judge(
     ext = file_extension(filename)
     ext_claim = T.EXTENSIONS.get(ext) if ext else None
     what = _name(detected)
+    bare = _bare(what)
 
     # BLOCKED: what it is outranks what it is called.
     if _matches_any(detected, policy.blocked_types, strict=True):
-        bare = _bare(what)
         for claim, label in ((declared_claim, declared), (ext_claim, f".{ext} file")):
             if claim and consistent(detected, claim) is False:
                 disguise = _bare(T.NAMES[claim]) if claim in T.NAMES else label
@@ -80,9 +66,26 @@ def judge(
             return verdict(Verdict.BLOCKED, f"executable files are not accepted ({bare})")
         return verdict(Verdict.BLOCKED, f"files of this type are not accepted ({bare})")
     if ext and ext in policy.blocked_extensions:
-        return verdict(Verdict.BLOCKED, f"files with the .{ext} extension are not accepted")
+        double = double_extension(filename) if policy.suspicious_names else None
+        shown = f" (double extension .{double[0]}.{double[1]})" if double else ""
+        return verdict(Verdict.BLOCKED, f"files with the .{ext} extension are not accepted{shown}")
     if policy.allowed_types is not None and not _matches_any(detected, policy.allowed_types, strict=False):
         return verdict(Verdict.BLOCKED, f"content is {what}, which is not an accepted file type")
+    if policy.block_active_content and (detected in (T.HTML, T.SVG) or (
+            detected == T.TEXT and (declared_claim in _MARKUP_CLAIMS or ext in _MARKUP_EXTS))):
+        feature = find_active(data, text_encoding(data))
+        if feature:
+            kind = "SVG image" if T.SVG in (detected, declared_claim, ext_claim) else "HTML document"
+            return verdict(Verdict.BLOCKED, f"{kind} with active content is not accepted ({feature})")
+    if policy.on_macros == "block" and (
+            detected in T.MACRO_OOXML or (detected == T.OLE and ole_has_vba(data))):
+        return verdict(Verdict.BLOCKED, f"Office documents with macros are not accepted ({bare})")
+    report, mode = _look_inside(data, detected, policy)
+    refusal = _archive_refusal(report, mode, what, policy)
+    if refusal:
+        return verdict(Verdict.BLOCKED, refusal)
+    if policy.on_unknown == "block" and detected == T.OCTET:
+        return verdict(Verdict.BLOCKED, "content is unrecognised binary data, which is not accepted")
 
     # SPOOFED: a checkable claim contradicted by the bytes.
     if declared_claim and consistent(detected, declared_claim) is False:
@@ -90,11 +93,65 @@ def judge(
         return verdict(Verdict.SPOOFED, f"content is {what} but it was declared as {shown}")
     if ext_claim and consistent(detected, ext_claim) is False:
         return verdict(Verdict.SPOOFED, f"content is {what} but the file name ends in .{ext}")
+    if mode == "archive":
+        kinds = (A.ESCAPE, A.SPOOF, A.NAME) if policy.suspicious_names else (A.ESCAPE, A.SPOOF)
+        found = next((f for k in kinds for f in report.findings if f.kind == k), None)
+        if found:
+            return verdict(Verdict.SPOOFED, found.reason)
+    problem = name_problem(filename) if policy.suspicious_names else None
+    if problem:
+        return verdict(Verdict.SPOOFED, problem.detail)
 
+    note = ""
+    if mode == "archive" and report.encrypted:
+        note = " (encrypted members not inspected)"
+    elif mode == "archive" and report.first(A.LIMIT):
+        note = " (archive not fully inspected)"
     confirmed = any(c and consistent(detected, c) for c in (declared_claim, ext_claim))
     if confirmed:
-        return verdict(Verdict.KEEP, f"content is {what}, consistent with how it is labelled")
-    return verdict(Verdict.KEEP, f"content is {what}; nothing contradicts its type or name")
+        return verdict(Verdict.KEEP, f"content is {what}, consistent with how it is labelled{note}")
+    return verdict(Verdict.KEEP, f"content is {what}; nothing contradicts its type or name{note}")
+
+
+def _look_inside(data: bytes, detected: str, policy: InspectPolicy) -> tuple[A.Report | None, str | None]:
+    """Inspect the ZIP archive that `data` is or carries, and say how to read the findings.
+
+    "archive": the file is an archive (or unknown bytes with one inside, which
+    unzip tools open all the same): every finding counts. "polyglot": a PDF
+    or image that is also an archive, a classic way to slip one past a
+    gateway. "host": anything else with an archive inside (an Outlook .msg
+    holding a zip, say): only what the archive holds counts, because its
+    structure is at the mercy of the host's own layout.
+    """
+    if detected in T.ZIP_CONTAINERS:
+        return A.inspect(data, policy), "archive"
+    if detected in (T.TEXT, T.HTML, T.SVG):
+        return None, None
+    d = zipfmt.locate(data)
+    if d is None or d.count == 0:
+        return None, None
+    report = A.inspect(data, policy, whole=False)
+    if detected == T.OCTET:
+        return report, "archive"
+    return report, "polyglot" if detected == T.PDF or detected.startswith("image/") else "host"
+
+
+def _archive_refusal(report: A.Report | None, mode: str | None, what: str, policy: InspectPolicy) -> str | None:
+    if report is None:
+        return None
+    if mode != "archive":
+        found = report.first(A.BLOCKED)
+        if found:
+            return "hidden " + found.reason
+        if mode == "polyglot" and policy.on_polyglot == "block":
+            return f"file is both {what} and a ZIP archive"
+        return None
+    kinds = [A.MALFORMED, A.BLOCKED]
+    kinds += [A.LIMIT] if policy.on_archive_limit == "block" else []
+    kinds += [A.ENCRYPTED] if policy.on_encrypted_archive == "block" else []
+    kinds += [A.MACRO] if policy.on_macros == "block" else []
+    found = next((f for k in kinds for f in report.findings if f.kind == k), None)
+    return found.reason if found else None
 
 
 def consistent(detected: str, claim: str) -> bool | None:
@@ -107,6 +164,8 @@ def consistent(detected: str, claim: str) -> bool | None:
     claim = T.ALIASES.get(claim, claim)
     if claim == detected or claim in T.ACCEPTS.get(detected, ()):
         return True
+    if detected in (T.HTML, T.SVG):
+        return consistent(T.TEXT, claim)  # markup is text, and Office opens HTML saved as .doc/.xls
     text_claim = T.is_text_claim(claim)
     if detected == T.TEXT:
         # Office happily opens CSV, HTML and RTF saved as .xls/.doc, and
@@ -131,20 +190,6 @@ def declared_base(declared_type: str | None) -> str | None:
     base = declared_type.split(";", 1)[0].strip().lower()
     base = base.split()[0] if base else base  # "image/png name=a.png" (missing ';')
     return base if base.count("/") == 1 and not base.startswith("/") and not base.endswith("/") else None
-
-
-def file_extension(filename: str | None) -> str | None:
-    """Lower-case extension of the base name, as Windows would see it."""
-    if not filename:
-        return None
-    # Windows drops trailing dots and spaces ("evil.exe. " opens as evil.exe);
-    # a trailing separator is dropped too, in case a client sanitises it away.
-    path = filename.replace("\\", "/").rstrip("/. \t\r\n\x00")
-    base = path.rsplit("/", 1)[-1].rstrip(". \t\r\n\x00")
-    if "." not in base:
-        return None
-    ext = base.rsplit(".", 1)[1].strip().lower()
-    return ext or None
 
 
 # --- helpers --------------------------------------------------------------------

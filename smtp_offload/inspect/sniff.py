@@ -3,21 +3,22 @@
 `filetype` covers the common media and archive formats by magic number. The
 structural checks here come first because they cover what it gets wrong for
 our purpose: it calls any "MZ" prefix a Windows executable, misses Mach-O,
-scripts, OLE2 without a known first stream, PDFs with a leading preamble, and
-only looks at the first few zip members to tell Office documents apart.
+scripts, OLE2 without a known first stream, PDFs with a leading preamble,
+disk images, OneNote, HTML and SVG, and only looks at the first few zip
+members to tell Office documents apart (or macro-enabled ones from the rest).
 """
 
 from __future__ import annotations
 
 import codecs
-import io
 import re
 import struct
-import zipfile
 
 import filetype
 
 from . import tables as T
+from . import zipfmt
+from .active import markup
 
 _HEAD = 8192  # what filetype and the header checks look at
 _TEXT_HEAD = 64 * 1024  # text plausibility: start of the file ...
@@ -39,7 +40,8 @@ _ODF_TYPES = {
     "application/vnd.oasis.opendocument.presentation-template",
 }
 _ZIP_EXT = {T.DOCX: "docx", T.XLSX: "xlsx", T.PPTX: "pptx", T.ODT: "odt", T.ODS: "ods",
-            T.ODP: "odp", T.ODG: "odg", T.EPUB: "epub", T.JAR: "jar", T.ZIP: "zip"}
+            T.ODP: "odp", T.ODG: "odg", T.EPUB: "epub", T.JAR: "jar", T.ZIP: "zip",
+            T.DOCM: "docm", T.XLSM: "xlsm", T.PPTM: "pptm"}
 
 
 def sniff(data: bytes) -> tuple[str, str | None]:
@@ -47,7 +49,11 @@ def sniff(data: bytes) -> tuple[str, str | None]:
     if not data:
         return T.EMPTY, None
     head = data[:_HEAD]
-    for check in (_ole, _windows_exe, _elf, _mach_o_or_java, _lnk, _shebang, _pdf_at_start, _zip):
+    # Executables first: a file that is a program at offset 0 is a program,
+    # whatever else it also is. Then disk images, whose signature sits at 32 KiB
+    # behind a system area that may hold anything (a PDF header, a zip).
+    for check in (_ole, _windows_exe, _elf, _mach_o_or_java, _lnk, _disk_image, _onenote,
+                  _shebang, _pdf_at_start, _zip):
         found = check(data, head)
         if found:
             return found
@@ -65,7 +71,13 @@ def sniff(data: bytes) -> tuple[str, str | None]:
     found = _pdf_after_preamble(data, head)
     if found:
         return found
-    if looks_like_text(data):
+    encoding = text_encoding(data)
+    if encoding:
+        kind = markup(data[:2048].decode(encoding, "replace"))
+        if kind == "html":
+            return T.HTML, "html"
+        if kind == "svg":
+            return T.SVG, "svg"
         return T.TEXT, "txt"
     return weak or (T.OCTET, None)
 
@@ -129,6 +141,39 @@ def _lnk(data: bytes, head: bytes) -> tuple[str, str | None] | None:
     return (T.LNK, "lnk") if head.startswith(_LNK_MAGIC) else None
 
 
+# ISO 9660 ("CD001") and UDF ("BEA01", "NSR0x") volume descriptors follow a
+# 32 KiB system area, in the first, second or third 2 KiB sector after it.
+_VOLUME_IDS = (b"CD001", b"BEA01", b"NSR02", b"NSR03")
+_DMG_TRAILER = b"koly" + struct.pack(">II", 4, 512)  # UDIF "koly" block: version 4, 512 bytes
+
+
+def _disk_image(data: bytes, head: bytes) -> tuple[str, str | None] | None:
+    if any(data[at:at + 5] in _VOLUME_IDS for at in (0x8001, 0x8801, 0x9001)):
+        return T.ISO, "iso"
+    # Binary fields follow both magics (a UTF-16 creator, big-endian numbers):
+    # requiring a NUL among them keeps a note that starts with the word as text.
+    if head.startswith(b"vhdxfile") and b"\x00" in head[8:16]:
+        return T.VHDX, "vhdx"
+    # Dynamic VHDs copy their footer to the start; fixed ones only have it at the end.
+    for footer in (head[:16], data[-512:-496], data[-511:-495]):
+        if footer.startswith(b"conectix") and b"\x00" in footer[8:]:
+            return T.VHD, "vhd"
+    if len(data) >= 512 and data[-512:-500] == _DMG_TRAILER:
+        return T.DMG, "dmg"
+    # A volume boot sector: a jump, the 55 AA signature and a file system name.
+    if len(head) >= 512 and head[510:512] == b"\x55\xaa" and head[0] in (0xEB, 0xE9) and (
+            head[3:11] in (b"NTFS    ", b"EXFAT   ") or head[0x36:0x39] == b"FAT" or head[0x52:0x57] == b"FAT32"):
+        return T.DISK, "img"
+    return None
+
+
+_ONENOTE_MAGIC = bytes.fromhex("e4525c7b8cd8a74daeb15378d02996d3")
+
+
+def _onenote(data: bytes, head: bytes) -> tuple[str, str | None] | None:
+    return (T.ONENOTE, "one") if head.startswith(_ONENOTE_MAGIC) else None
+
+
 _INTERPRETERS = [
     (re.compile(r"(ba|da|z|k|c|tc|a|fi|mk)?sh"), T.SHELL, "sh"),
     (re.compile(r"python[0-9.]*"), "text/x-python", "py"),
@@ -174,33 +219,31 @@ def _zip(data: bytes, head: bytes) -> tuple[str, str | None] | None:
     return mime, _ZIP_EXT.get(mime)
 
 
+_LIST_CAP = 10_000  # names enough to classify; archive.py enforces the real limits
+
+
 def _zip_members(data: bytes) -> tuple[list[str], bytes]:
-    """Member names and the ODF/EPUB "mimetype" member, as far as readable."""
+    """Member names and the ODF/EPUB "mimetype" member, as far as readable.
+
+    Names only: judging what the members are is archive.py's job. A damaged
+    or truncated archive is listed from its local headers, as 7-Zip would.
+    """
+    d = zipfmt.locate(data)
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            names = zf.namelist()
-            mimetype = b""
-            if "mimetype" in names and zf.getinfo("mimetype").file_size <= 200:
-                mimetype = zf.read("mimetype")
-            return names, mimetype
-    except Exception:  # noqa: BLE001 - any malformed zip: fall back to local headers
-        pass
-    # Truncated or odd archives: walk the local file headers in the first bytes.
-    names, mimetype, pos = [], b"", 0
-    head = data[:_TEXT_HEAD]
-    while len(names) < 64:
-        pos = head.find(b"PK\x03\x04", pos)
-        if pos < 0 or pos + 30 > len(head):
-            break
-        method, = struct.unpack_from("<H", head, pos + 8)
-        size, name_len, extra_len = struct.unpack_from("<IHH", head, pos + 22)
-        name = head[pos + 30:pos + 30 + name_len].decode("utf-8", "replace")
-        names.append(name)
-        body = pos + 30 + name_len + extra_len
-        if name == "mimetype" and method == 0 and size <= 200:
-            mimetype = head[body:body + size]
-        pos = body
-    return names, mimetype
+        members = zipfmt.read_members(data, d, _LIST_CAP) if d else None
+    except zipfmt.Malformed:
+        members = None
+    if members is None:
+        members = zipfmt.local_members(data[:_TEXT_HEAD], 64)
+    mimetype = b""
+    m = next((m for m in members if m.name == "mimetype"), None)
+    if m is not None and m.method == 0 and 0 <= m.csize <= 200:
+        at = zipfmt.data_offset(data, m)
+        mimetype = data[at:at + m.csize] if at >= 0 else b""
+    return [m.name for m in members], mimetype
+
+
+_MACRO_VARIANT = {T.DOCX: T.DOCM, T.XLSX: T.XLSM, T.PPTX: T.PPTM}
 
 
 def _classify_zip(names: list[str], mimetype: bytes) -> str:
@@ -211,10 +254,34 @@ def _classify_zip(names: list[str], mimetype: bytes) -> str:
         prefixes = {n.split("/", 1)[0] for n in names if "/" in n}
         for prefix, mime in (("word", T.DOCX), ("xl", T.XLSX), ("ppt", T.PPTX)):
             if prefix in prefixes:
+                # A VBA project or Excel 4.0 macro sheets make it the macro-enabled
+                # variant, whatever the package's content types claim.
+                lowered = [n.lower() for n in names]
+                if any(n.endswith("vbaproject.bin") or "/macrosheets/" in n for n in lowered):
+                    return _MACRO_VARIANT[mime]
                 return mime
     if "META-INF/MANIFEST.MF" in names and any(n.endswith(".class") for n in names):
         return T.JAR
     return T.ZIP
+
+
+_VBA_NAME = "_VBA_PROJECT".encode("utf-16-le")
+
+
+def ole_has_vba(data: bytes) -> bool:
+    """Does this OLE2 file hold a VBA project (a .doc/.xls/.ppt with macros)?
+
+    Directory entries are 128 bytes, in sectors that are multiples of 512
+    bytes, and start with their UTF-16 name: an entry named "_VBA_PROJECT"
+    (or "_VBA_PROJECT_CUR") at a 128-byte boundary is the project, not a
+    document that merely mentions it.
+    """
+    at = data.find(_VBA_NAME)
+    while at >= 0:
+        if at % 128 == 0:
+            return True
+        at = data.find(_VBA_NAME, at + 1)
+    return False
 
 
 # --- Text ---------------------------------------------------------------------
@@ -262,12 +329,17 @@ def _text_encoding(head: bytes) -> str | None:
 
 def looks_like_text(data: bytes) -> bool:
     """True when `data` is plausibly a text file in some common encoding."""
+    return text_encoding(data) is not None
+
+
+def text_encoding(data: bytes) -> str | None:
+    """The encoding under which all of `data` plausibly reads as text, or None."""
     head = data[:_TEXT_HEAD]
     encoding = _text_encoding(head)
     if encoding is None:
-        return False
+        return None
     if len(data) <= _TEXT_HEAD:
-        return True
+        return encoding
     # Check the end too: start at a code-unit boundary so the decoder is in step.
     start = len(data) - _TEXT_TAIL
     unit = 4 if encoding.startswith("utf-32") else 2 if encoding.startswith("utf-16") else 1
@@ -278,4 +350,4 @@ def looks_like_text(data: bytes) -> bool:
         while skip < 3 and skip < len(tail) and 0x80 <= tail[skip] < 0xC0:
             skip += 1  # we landed inside a multi-byte character
         tail = tail[skip:]
-    return _decodes_as_text(tail, encoding)
+    return encoding if _decodes_as_text(tail, encoding) else None

@@ -29,6 +29,16 @@ JAR = "application/java-archive"
 LNK = "application/x-ms-shortcut"
 SHELL = "text/x-shellscript"
 SCRIPT = "text/x-script"
+HTML = "text/html"
+SVG = "image/svg+xml"
+ONENOTE = "application/onenote"
+# Disk images: Windows mounts them on a double-click, and files inside lose the
+# "downloaded from the internet" mark, which is why malware ships in them.
+ISO = "application/x-iso9660-image"  # ISO 9660 and UDF discs
+VHD = "application/x-vhd"
+VHDX = "application/x-vhdx"
+DMG = "application/x-apple-diskimage"
+DISK = "application/x-raw-disk-image"  # a FAT/NTFS/exFAT volume (.img)
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -38,6 +48,11 @@ ODS = "application/vnd.oasis.opendocument.spreadsheet"
 ODP = "application/vnd.oasis.opendocument.presentation"
 ODG = "application/vnd.oasis.opendocument.graphics"
 EPUB = "application/epub+zip"
+# OOXML carrying a VBA project or Excel 4.0 macro sheets: sniff() tells these
+# apart from their macro-free twins, which Office refuses to hold macros.
+DOCM = "application/vnd.ms-word.document.macroenabled.12"
+XLSM = "application/vnd.ms-excel.sheet.macroenabled.12"
+PPTM = "application/vnd.ms-powerpoint.presentation.macroenabled.12"
 
 # Declared types that say "I don't know": they claim nothing about the bytes.
 NO_CLAIM = frozenset({
@@ -161,6 +176,15 @@ OLE_FAMILY = WORD | EXCEL | POWERPOINT | {
 }
 ODF = frozenset({ODT, ODS, ODP, ODG})
 OOXML = frozenset({DOCX, XLSX, PPTX})
+MACRO_OOXML = frozenset({DOCM, XLSM, PPTM})
+# Claims that promise "no macros": contradicted by a document that has them.
+MACRO_FREE = frozenset({
+    DOCX, XLSX, PPTX,
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.template",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.template",
+    "application/vnd.openxmlformats-officedocument.presentationml.slideshow",
+    "application/vnd.openxmlformats-officedocument.presentationml.template",
+})
 # Types that are zip archives underneath: a zip claim never contradicts them.
 ZIP_BASED = (WORD | EXCEL | POWERPOINT | ODF | {EPUB, JAR, ZIP}) - {
     "application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
@@ -204,6 +228,7 @@ _GROUPS = [
     {ODT, "application/vnd.oasis.opendocument.text-template"},
     {ODS, "application/vnd.oasis.opendocument.spreadsheet-template"},
     {ODP, "application/vnd.oasis.opendocument.presentation-template"},
+    {ISO, DISK},  # ".img" files are as often ISO 9660 discs as raw volumes
 ]
 
 ACCEPTS: dict[str, frozenset[str]] = {}
@@ -216,6 +241,9 @@ ACCEPTS[OLE] = OLE_FAMILY
 ACCEPTS[DOCX] = WORD | {ZIP}
 ACCEPTS[XLSX] = EXCEL | {ZIP}
 ACCEPTS[PPTX] = POWERPOINT | {ZIP}
+ACCEPTS[DOCM] = (WORD - MACRO_FREE) | {ZIP}
+ACCEPTS[XLSM] = (EXCEL - MACRO_FREE) | {ZIP}
+ACCEPTS[PPTM] = (POWERPOINT - MACRO_FREE) | {ZIP}
 for _t in ODF | {EPUB, JAR}:
     ACCEPTS[_t] = ACCEPTS.get(_t, frozenset({_t})) | {ZIP}
 ACCEPTS["application/rtf"] = WORD  # Word saves and opens RTF under .doc
@@ -266,7 +294,8 @@ _EXT_GROUPS: dict[str, str] = {
     "application/vnd.oasis.opendocument.presentation-template": "otp",
     EPUB: "epub",
     PE: "exe dll sys scr cpl ocx drv efi", MSI: "msi msp mst", JAVA_CLASS: "class", JAR: "jar",
-    LNK: "lnk", ELF: "elf so", SHELL: "sh bash zsh ksh csh", "text/x-python": "py",
+    LNK: "lnk", ELF: "elf so", ONENOTE: "one", ISO: "iso", DISK: "img", VHD: "vhd",
+    VHDX: "vhdx", DMG: "dmg", SHELL: "sh bash zsh ksh csh", "text/x-python": "py",
     "text/x-perl": "pl pm", "text/x-ruby": "rb", "text/javascript": "js mjs",
     # text formats
     TEXT: "txt text log ini cfg conf nfo properties diff patch tex",
@@ -295,6 +324,17 @@ CATEGORIES: dict[str, frozenset[str]] = {
         "application/x-brotli", "application/x-rpm", "application/x-deb",
         "application/x-unix-archive",
     }),
+    "disk-image": frozenset({ISO, VHD, VHDX, DMG, DISK}),
+    # OneNote notebooks embed files that open on a click: a 2023 malware favourite.
+    "onenote": frozenset({ONENOTE}),
+}
+# What InspectPolicy blocks by content unless configured otherwise.
+DEFAULT_BLOCKED_TYPES = frozenset({"executable", "disk-image", "onenote"})
+# Detected types that are ZIP archives underneath (what archive.inspect reads).
+ZIP_CONTAINERS = frozenset({ZIP, JAR, EPUB, DOCX, XLSX, PPTX, DOCM, XLSM, PPTM}) | ODF | {
+    "application/vnd.oasis.opendocument.text-template",
+    "application/vnd.oasis.opendocument.spreadsheet-template",
+    "application/vnd.oasis.opendocument.presentation-template",
 }
 # Scripts are text: a script named .txt is blocked, but not "disguised".
 for _t in SCRIPTS:
@@ -305,6 +345,7 @@ DEFAULT_BLOCKED_EXTENSIONS = frozenset("""
     exe scr com pif bat cmd ps1 psm1 ps1xml psc1 msh vbs vbe vb js jse wsf wsh wsc ws sct
     hta msi msp mst msix msixbundle appx appxbundle lnk cpl jar reg sh scf inf chm hlp msc
     gadget application appref-ms url xll settingcontent-ms library-ms shb shs pcd mde ade adp
+    iso img vhd vhdx
 """.split())
 
 # --- Human names (with article) for reasons ------------------------------------
@@ -333,6 +374,10 @@ NAMES: dict[str, str] = {
     PE: "a Windows executable", ELF: "an ELF executable", MACHO: "a Mach-O executable",
     MSI: "a Windows Installer package", JAVA_CLASS: "a Java class file", JAR: "a Java archive",
     LNK: "a Windows shortcut", SHELL: "a shell script", SCRIPT: "a script",
+    ONENOTE: "a OneNote notebook", ISO: "an ISO disk image", VHD: "a virtual hard disk image",
+    VHDX: "a virtual hard disk image", DMG: "an Apple disk image", DISK: "a disk image",
+    DOCM: "a macro-enabled Word document", XLSM: "a macro-enabled Excel workbook",
+    PPTM: "a macro-enabled PowerPoint presentation",
     "text/x-python": "a Python script", "text/x-perl": "a Perl script", "text/x-ruby": "a Ruby script",
     "text/javascript": "a JavaScript file", "application/x-httpd-php": "a PHP script",
     TEXT: "plain text", "text/csv": "a CSV file", "text/html": "an HTML document",
@@ -341,6 +386,14 @@ NAMES: dict[str, str] = {
     "application/xml": "an XML file",
     OCTET: "unrecognised binary data", EMPTY: "an empty file",
 }
+
+# The last extension of a "double extension" name (invoice.pdf.exe) that makes
+# it a disguise: things Windows runs or mounts, scripts, and HTML (the usual
+# lure for HTML smuggling: "invoice.pdf.html").
+RISKY_EXTENSIONS = DEFAULT_BLOCKED_EXTENSIONS | frozenset(
+    ext for ext, mime in EXTENSIONS.items()
+    if mime in CATEGORIES["executable"] | CATEGORIES["disk-image"] | CATEGORIES["onenote"]
+) | frozenset("py pyw php html htm xhtml shtml".split())
 
 # Claims sniff() can check: a contradiction with one of these means something.
 KNOWN_TYPES = frozenset(NAMES) | frozenset(ACCEPTS) | frozenset(EXTENSIONS.values())

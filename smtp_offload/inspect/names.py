@@ -1,0 +1,126 @@
+"""A file name is data, never a path: spot names built to deceive; make any name safe to show.
+
+Senders control the name completely. The tricks here are old and still work
+because Windows Explorer and mail clients render names faithfully: a
+right-to-left override shows "invoice\\u202Efdp.exe" as "invoiceexe.pdf",
+"invoice.pdf.exe" shows as "invoice.pdf" when extensions are hidden, Windows
+drops trailing dots and spaces ("evil.exe." runs as evil.exe), and a CLSID
+extension makes Explorer open the file with whatever handler that class names.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from . import tables as T
+
+MAX_NAME = 255  # what NTFS and most file systems accept for one name
+DISPLAY_MAX = 200
+
+# Bidirectional embeddings, overrides, isolates and marks: they reorder how
+# the name is displayed without changing what the system acts on.
+BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+_CLSID = re.compile(r"\{[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}\}")
+_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
+
+
+@dataclass(frozen=True)
+class NameProblem:
+    label: str  # short, to append to another reason: "double extension .pdf.exe"
+    detail: str  # a whole reason: "file name has a double extension ..."
+
+
+def name_problem(name: str | None) -> NameProblem | None:
+    """The first deception found in `name`, or None for an honest-looking name."""
+    if not name:
+        return None
+    bidi = next((c for c in name if c in BIDI), None)
+    if bidi:
+        code = f"U+{ord(bidi):04X}"
+        return NameProblem(f"bidirectional control {code}",
+                           f"file name contains a bidirectional text control ({code}) that can disguise its extension")
+    if any(unicodedata.category(c) == "Cc" for c in name):
+        return NameProblem("control characters", "file name contains control characters (such as NUL, CR or LF)")
+    if escapes(name):
+        return NameProblem("a path", "file name contains a path (a drive, a root folder or ../)")
+    clsid = _CLSID.search(name)
+    if clsid:
+        return NameProblem("a class ID", f"file name contains a Windows class ID {clsid.group(0)}, "
+                                         "which hides its real type")
+    double = double_extension(name)
+    if double:
+        mid, last = double
+        return NameProblem(f"double extension .{mid}.{last}",
+                           f"double extension: a .{last} file made to look like a .{mid} file")
+    if name != name.rstrip(". "):
+        return NameProblem("trailing dot or space", "file name ends in a dot or space, which Windows silently drops")
+    if len(name) > MAX_NAME:
+        return NameProblem("too long", f"file name is too long ({len(name)} characters)")
+    return None
+
+
+def escapes(name: str) -> bool:
+    """Would `name`, used as a path, leave the folder it is saved in?
+
+    A slash inside a name is tolerated ("</b> & co.pdf" is a real attachment
+    name, and every client keeps only the last part); a root, a drive, a UNC
+    share or a ".." component is an attempt to write elsewhere.
+    """
+    path = name.replace("\\", "/")
+    return path.startswith("/") or bool(_DRIVE.match(name)) or ".." in path.split("/")
+
+
+def double_extension(name: str) -> tuple[str, str] | None:
+    """("pdf", "exe") for "invoice.pdf.exe": a known type's extension hiding a risky one."""
+    base = re.split(r"[\\/]", name)[-1].rstrip(". ")  # as Windows will see it
+    parts = base.split(".")
+    if len(parts) < 3:
+        return None
+    # Padding before the last dot ("invoice.pdf          .exe") is the same trick.
+    mid, last = parts[-2].strip().lower(), parts[-1].strip().lower()
+    # "jquery.min.js" or "setup.x64.exe" only look double: the middle part is no file type.
+    if last in T.RISKY_EXTENSIONS and mid in T.EXTENSIONS:
+        return mid, last
+    return None
+
+
+def safe_display_name(name: str | None) -> str:
+    """`name` made safe to show in a notice or a log line: "" when nothing is left.
+
+    Controls and line breaks become spaces, invisible format characters
+    (bidi controls, zero-width characters) go, only the last path part is
+    kept, whitespace is collapsed, and long names keep their start and their
+    extension (the part a reader must see) around an ellipsis.
+    """
+    if not name:
+        return ""
+    out = []
+    for c in name:
+        cat = unicodedata.category(c)
+        if cat in ("Cc", "Zl", "Zp"):
+            out.append(" ")
+        elif cat == "Cs":
+            out.append("\ufffd")  # a lone surrogate cannot be encoded for a log line
+        elif cat != "Cf":
+            out.append(c)
+    parts = [p for p in re.split(r"[\\/]", "".join(out)) if p.strip()]
+    shown = " ".join(parts[-1].split()) if parts else ""
+    if len(shown) > DISPLAY_MAX:
+        shown = shown[:150] + "\u2026" + shown[-(DISPLAY_MAX - 151):]
+    return shown
+
+
+def file_extension(filename: str | None) -> str | None:
+    """Lower-case extension of the base name, as Windows would see it."""
+    if not filename:
+        return None
+    # Windows drops trailing dots and spaces ("evil.exe. " opens as evil.exe);
+    # a trailing separator is dropped too, in case a client sanitises it away.
+    path = filename.replace("\\", "/").rstrip("/. \t\r\n\x00")
+    base = path.rsplit("/", 1)[-1].rstrip(". \t\r\n\x00")
+    if "." not in base:
+        return None
+    ext = base.rsplit(".", 1)[1].strip().lower()
+    return ext or None

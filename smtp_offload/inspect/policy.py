@@ -1,0 +1,75 @@
+"""What an administrator may decide about attachments. Every field has a safe default.
+
+Lives apart from rules.py so that archive.py can read the limits without an
+import cycle. Config files hand us lists, mixed case and ".exe": everything is
+normalised once, here, and nonsense values fail at start-up, not per message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import tables as T
+
+KEEP_OR_BLOCK = ("keep", "block")
+
+
+def _items(value) -> list[str]:
+    # A lone string would otherwise be iterated character by character.
+    return [value] if isinstance(value, str) else list(value)
+
+
+def norm_type(t: str) -> str:
+    t = t.strip().lower()
+    return T.ALIASES.get(t, t)
+
+
+@dataclass(frozen=True)
+class InspectPolicy:
+    # Detected MIME types ("application/zip"), families ("image/*") or
+    # categories ("executable", "disk-image", "onenote", "archive") that are
+    # refused whatever their name. Members of ZIP archives are checked against
+    # the categories listed here too (not against MIME types or families).
+    blocked_types: frozenset[str] = T.DEFAULT_BLOCKED_TYPES
+    # Lower-case, no dot. Refused whatever the content, also inside archives.
+    blocked_extensions: frozenset[str] = T.DEFAULT_BLOCKED_EXTENSIONS
+    # When set, only these detected types (same syntax as blocked_types) pass.
+    allowed_types: frozenset[str] | None = None
+
+    # File names built to deceive (bidi controls, double extensions, trailing
+    # dots, CLSIDs, control characters, paths, > 255 chars) are SPOOFED.
+    suspicious_names: bool = True
+    # HTML/SVG with scripts, event handlers or javascript: URLs are BLOCKED.
+    block_active_content: bool = True
+    # Bytes we cannot identify: "keep" (they are not evidence of anything) or "block".
+    on_unknown: str = "keep"
+    # A PDF or image that is also a ZIP archive (read as either): "block" or "keep".
+    on_polyglot: str = "block"
+    # A ZIP with encrypted members, which cannot be inspected: "keep" or "block".
+    on_encrypted_archive: str = "keep"
+    # Office documents with macros (VBA, Excel 4.0 sheets): "keep" or "block".
+    # A macro-free label (.docx, .xlsx ...) on a document with macros is SPOOFED either way.
+    on_macros: str = "keep"
+    # An archive beyond the limits below cannot be fully inspected: "block" or "keep".
+    on_archive_limit: str = "block"
+    archive_max_entries: int = 10_000  # members, counted across nested archives
+    archive_max_depth: int = 3  # a zip in a zip in a zip is depth 3
+    archive_max_total_bytes: int = 1 << 30  # declared uncompressed size, all members and levels
+    archive_max_ratio: float = 200.0  # uncompressed : compressed, per member and in total
+    # Work bound: bytes decompressed to inspect one attachment, all members and levels.
+    archive_max_inflate_bytes: int = 8 << 20
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "blocked_types", frozenset(norm_type(t) for t in _items(self.blocked_types)))
+        object.__setattr__(self, "blocked_extensions", frozenset(
+            e.strip().lower().lstrip(".") for e in _items(self.blocked_extensions)))
+        if self.allowed_types is not None:
+            object.__setattr__(self, "allowed_types",
+                               frozenset(norm_type(t) for t in _items(self.allowed_types)))
+        for key in ("on_unknown", "on_polyglot", "on_encrypted_archive", "on_macros", "on_archive_limit"):
+            if getattr(self, key) not in KEEP_OR_BLOCK:
+                raise ValueError(f"InspectPolicy.{key} must be 'keep' or 'block', not {getattr(self, key)!r}")
+        for key in ("archive_max_entries", "archive_max_depth", "archive_max_total_bytes",
+                    "archive_max_ratio", "archive_max_inflate_bytes"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"InspectPolicy.{key} must be positive, not {getattr(self, key)!r}")
