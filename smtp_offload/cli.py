@@ -99,6 +99,34 @@ def cmd_links(args) -> int:
     return run(args, _load(args.config))
 
 
+def cmd_send_samples(args) -> int:
+    from .harness import send_samples
+
+    sink = None
+    if args.sink:
+        from .config import parse_hostport
+        from .smtp.sink import RecordingSink
+
+        try:
+            host, port = parse_hostport("--sink", args.sink)
+        except ConfigError as exc:
+            print(f"smtp-offload: {exc}", file=sys.stderr)
+            return 2
+        sink = RecordingSink(host, port)
+        sink.start()
+        print(f"recording sink on {args.sink}: point the proxy's downstream.host/port at it",
+              file=sys.stderr if args.json else sys.stdout)
+    try:
+        rows = send_samples(args.server, args.to, args.sender, sink, scale=args.scale,
+                            out=sys.stderr if args.json else sys.stdout)
+    finally:
+        if sink is not None:
+            sink.stop()
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    return 0 if all(r["code"] for r in rows) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smtp-offload", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     for q in links.choices.values():
         q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
         q.set_defaults(key=None, ttl=None, token_id=None)
+    p = sub.add_parser("send-samples", help="send a set of realistic sample messages to a running proxy")
+    p.add_argument("--server", default="127.0.0.1:2525", help="the proxy's SMTP address (host:port)")
+    p.add_argument("--to", default="support@localhost", help="recipient (in one of the proxy's accepted domains)")
+    p.add_argument("--from", dest="sender", default="samples@smtp-offload.test", help="envelope sender")
+    p.add_argument("--sink", metavar="HOST:PORT",
+                   help="start a recording SMTP server here and show the proxy's decisions read back from it")
+    p.add_argument("--scale", type=float, default=1.0, help="shrink the big files (e.g. 0.1)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_send_samples)
     args = parser.parse_args(argv)
     return args.func(args)
 
