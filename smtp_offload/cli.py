@@ -36,9 +36,33 @@ def cmd_serve(args) -> int:
         return 1
 
 
+def summary(cfg: config_mod.Config) -> str:
+    """The effective config in a few readable lines (no secrets)."""
+    s, d, p, st, ln = cfg.server, cfg.downstream, cfg.policy, cfg.storage, cfg.links
+    storage = (f"S3 bucket {st.s3.bucket}, prefix {st.s3.prefix}" + (f" at {st.s3.endpoint_url}" if st.s3.endpoint_url
+               else "") + (f", encryption {st.s3.sse}" if st.s3.sse else "")) if st.backend == "s3" \
+        else f"local directory {st.local.path}"
+    secret = "from the environment/config" if ln.secret else f"file {ln.secret_file}"
+    return "\n".join([
+        f"  SMTP        {s.listen} for {', '.join(s.accepted_domains)}; up to {human_size(s.max_message_bytes)}, "
+        f"{s.max_recipients} recipients, {s.max_sessions} sessions" + (", STARTTLS" if s.tls_cert else "")
+        + (" (required)" if s.require_tls else "") + (f", {s.workers} workers" if s.workers > 1 else ""),
+        f"  downstream  {d.host}:{d.port} (TLS {d.tls}); fits {human_size(d.max_message_bytes)} and "
+        f"{d.max_attachments} attachments",
+        f"  files       offloaded above {human_size(p.offload_over_bytes)}; empty: {p.on_empty}, spoofed: "
+        f"{p.on_spoofed}, blocked: {p.on_blocked} ({', '.join(p.blocked_types)}); storage failure: "
+        f"{p.on_storage_failure}",
+        f"  storage     {storage}",
+        f"  links       {ln.mode} mode at {ln.base_url}, valid {ln.ttl_seconds // 3600} h; secret: {secret}"
+        + (f"; API enabled ({len(ln.api_keys)} key(s))" if ln.api_keys else ""),
+        f"  logs        {cfg.log.format}, level {cfg.log.level}",
+    ])
+
+
 def cmd_check_config(args) -> int:
     cfg = _load(args.config)
     print(f"{cfg.source}: ok")
+    print(summary(cfg))
     if cfg.storage.backend == "s3" and not args.offline:
         from .app import describe_store
         from .storage import open_store

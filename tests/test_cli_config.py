@@ -35,7 +35,8 @@ def test_embedded_default_matches_config_default_toml():
 def test_example_config_is_valid(tmp_path):
     r = run("check-config", "--config", str(ROOT / "config" / "smtp-offload.example.toml"), "--show", "--offline")
     assert r.returncode == 0, r.stderr
-    shown = json.loads(r.stdout.split("\n", 1)[1])
+    assert "S3 bucket acme-contact-center-attachments" in r.stdout  # the readable summary
+    shown = json.loads(r.stdout[r.stdout.index("\n{") + 1:])
     assert shown["links"]["secret"] in ("", "********")
 
 
