@@ -114,3 +114,24 @@ def test_first_start_generates_secret_file(proxy):
     (ev,) = proxy.events("link_secret_generated")
     assert ev["path"] == str(secret)
     assert secret.read_text().strip() not in proxy.log_path.read_text()
+
+
+def _keys(obj, prefix=""):
+    import dataclasses
+
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("internal"):
+            continue
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _keys(value, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}"
+
+
+def test_readme_config_reference_covers_every_key():
+    """The README's reference names every key the code accepts, so the two cannot drift."""
+    readme = (ROOT / "README.md").read_text()
+    reference = readme[readme.index("## Configuration reference"):]
+    missing = [k for k in _keys(config_mod.Config()) if f"`{k}`" not in reference]
+    assert not missing, f"keys missing from the README's configuration reference: {missing}"
