@@ -26,3 +26,9 @@ system-deps:
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
+
+# Benchmark: receiver, baselines and proxy on loopback, same load for each; prints a table and
+# writes bench/results/<date>.json (about 3 minutes). BENCH_ARGS="--quick" for a ~20 s run.
+.PHONY: bench
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)

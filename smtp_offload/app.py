@@ -8,10 +8,12 @@ import socket
 import ssl
 from pathlib import Path
 
-from . import __version__
+from . import __version__, sdnotify
 from .config import Config, parse_hostport
+from .auth import Authenticator
 from .links.secret import load_secrets
 from .links.server import LinkServer
+from .metrics import Metrics, Readiness, downstream_probe
 from .process import Processor
 from .relay import Downstream
 from .relay.pool import DownstreamPool
@@ -35,10 +37,14 @@ def _tls_context(cfg: Config) -> ssl.SSLContext | None:
 
 
 class App:
-    def __init__(self, cfg: Config, log, processor_class: type[Processor] = Processor, reuse_port: bool = False):
+    def __init__(self, cfg: Config, log, processor_class: type[Processor] = Processor, reuse_port: bool = False,
+                 worker: int | None = None,
+                 resolver=None):
         self.cfg = cfg
         self.reuse_port = reuse_port  # several worker processes share the listening ports
+        self.worker = worker  # this worker's index with server.workers > 1
         self.processor_class = processor_class
+        self.resolver = resolver  # async DNS TXT lookup for DKIM (tests pass their own)
         self.log = log
         self.hostname = cfg.server.hostname or socket.getfqdn()
         self.smtp_server: asyncio.base_events.Server | None = None
@@ -47,22 +53,26 @@ class App:
         s = cfg.server
         self.limits = Limits(max_sessions=s.max_sessions, max_inflight_bytes=s.max_inflight_bytes,
                              data_timeout=s.data_timeout)
+        self.metrics = Metrics()  # this process's registry, served at /metrics
+        self.metrics.watch_limits(self.limits)
 
     async def start(self) -> None:
         cfg = self.cfg
         secret = load_secrets(cfg.links, self.log)
         store = open_store(cfg)
         await check_store(cfg, store, self.log)
-        processor = self.processor_class(cfg, store, secret, self.log)
+        processor = self.processor_class(cfg, store, secret, self.log, metrics=self.metrics)
         self.pool = DownstreamPool(lambda: Downstream(cfg.downstream, cfg.downstream.helo_name or self.hostname),
                                    cfg.downstream.pool_size, cfg.downstream.pool_idle_seconds)
-        handler = Handler(cfg, processor, self.pool, self.log, self.hostname)
+        handler = Handler(cfg, processor, self.pool, self.log, self.hostname, metrics=self.metrics,
+                          auth=Authenticator(cfg.auth, self.hostname, self.resolver))
         tls = _tls_context(cfg)
         loop = asyncio.get_running_loop()
 
         def factory() -> GatewaySMTP | Refuse:
             if len(self.limits.sessions) >= self.limits.max_sessions:
                 self.log.warning("session_refused", reason="max_sessions", sessions=len(self.limits.sessions))
+                self.metrics.refused("max_sessions")
                 return Refuse(TOO_MANY)
             return GatewaySMTP(
                 handler, limits=self.limits, line_length_limit=cfg.server.max_line_length,
@@ -70,11 +80,18 @@ class App:
                 data_size_limit=cfg.server.max_message_bytes, enable_SMTPUTF8=cfg.server.smtputf8,
                 hostname=self.hostname, ident=f"smtp-offload {__version__}", tls_context=tls,
                 require_starttls=cfg.server.require_tls, timeout=cfg.server.idle_timeout, loop=loop,
+                metrics=self.metrics,
+                proxy_protocol_timeout=cfg.server.proxy_protocol_timeout if cfg.server.proxy_protocol else None,
             )
 
-        self.link_server = LinkServer(store, secret, cfg.links, log=self.log)
+        readiness = Readiness(store, downstream_probe(cfg.downstream, cfg.downstream.helo_name or self.hostname),
+                              log=self.log, draining=lambda: self.limits.draining)
+        self.link_server = LinkServer(store, secret, cfg.links, log=self.log, metrics=self.metrics,
+                                      readiness=readiness)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
-        await self.link_server.start(lhost, lport, reuse_port=self.reuse_port)
+        own_port = cfg.links.worker_port_base + self.worker if self.worker is not None and \
+            cfg.links.worker_port_base else None
+        await self.link_server.start(lhost, lport, reuse_port=self.reuse_port, own_port=own_port)
         host, port = parse_hostport("server.listen", cfg.server.listen)
         self.smtp_server = await loop.create_server(factory, host, port, reuse_address=True,
                                                     reuse_port=self.reuse_port or None)
@@ -135,8 +152,8 @@ async def check_store(cfg: Config, store: Store, log) -> None:
                                 "possibly long before links.ttl_seconds; use links.mode = \"redirect\"")
 
 
-async def serve(cfg: Config, log, reuse_port: bool = False) -> int:
-    app = App(cfg, log, reuse_port=reuse_port)
+async def serve(cfg: Config, log, reuse_port: bool = False, worker: int | None = None) -> int:
+    app = App(cfg, log, reuse_port=reuse_port, worker=worker)
     await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -146,9 +163,19 @@ async def serve(cfg: Config, log, reuse_port: bool = False) -> int:
     # sessions; a drained restart (systemctl restart) is safe and quick, so SIGHUP only says so.
     loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
         "sighup_ignored", message="configuration is read at start only; restart to apply changes"))
+    summary = _summary(cfg)
+    sdnotify.ready(summary)  # both listeners are up (a worker tells its parent; see sdnotify)
+    pings = asyncio.ensure_future(sdnotify.keepalive(lambda: f"{len(app.limits.sessions)} sessions; {summary}"))
     await stop.wait()
+    sdnotify.stopping(f"draining {len(app.limits.sessions)} sessions")
     await app.stop()
+    pings.cancel()
     return 0
+
+
+def _summary(cfg: Config) -> str:
+    return (f"SMTP {cfg.server.listen} -> {cfg.downstream.host}:{cfg.downstream.port}, "
+            f"links {cfg.links.listen}")
 
 
 def run(cfg: Config, log) -> int:
@@ -165,22 +192,29 @@ def run(cfg: Config, log) -> int:
     load_secrets(cfg.links, log)
     children: dict[int, int] = {}
     stopping = False
+    # systemd hears from this process only: READY=1 once every worker is up, WATCHDOG=1 while
+    # every worker's loop pings it (sdnotify.Workers; all no-ops without NOTIFY_SOCKET).
+    notifier = sdnotify.Workers(cfg.server.workers, _summary(cfg))
 
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker: a full proxy of its own
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+            notifier.in_worker()
             code = 1
             try:
-                code = asyncio.run(serve(cfg, log.bind(worker=index), reuse_port=True))
+                code = asyncio.run(serve(cfg, log.bind(worker=index), reuse_port=True, worker=index))
             finally:
                 os._exit(code)
         children[pid] = index
+        notifier.add(pid)
 
     def forward(signum, frame) -> None:
         nonlocal stopping
         stopping = stopping or signum in (signal.SIGTERM, signal.SIGINT)
+        if stopping:
+            notifier.stop()
         for pid in list(children):
             try:
                 os.kill(pid, signum)
@@ -195,7 +229,7 @@ def run(cfg: Config, log) -> int:
     status = 0
     while children:
         try:
-            pid, wstatus = os.wait()
+            pid, wstatus = notifier.wait()  # os.wait(), serving the workers' notifications meanwhile
         except ChildProcessError:
             break
         index = children.pop(pid, None)

@@ -49,6 +49,12 @@ class ServerConfig:
     tls_cert: str = ""
     tls_key: str = ""
     require_tls: bool = False
+    # PROXY protocol (v1 or v2) from a load balancer (HAProxy send-proxy, AWS NLB...): every
+    # connection must start with its header, which gives the real client address. Only
+    # enable it when every connection comes through the load balancer: anyone who can
+    # reach the port directly could claim any address.
+    proxy_protocol: bool = False
+    proxy_protocol_timeout: float = 5.0  # seconds for the header to arrive, else the connection is closed
 
 
 @dataclass
@@ -92,6 +98,7 @@ class PolicyConfig:
     archive_max_ratio: float = 200.0
     archive_max_inflate_bytes: int = 8 << 20  # most bytes decompressed to judge one attachment
     storage_timeout: float = 120.0  # budget for storing all files of one message
+    on_signed: str = "rewrite"  # DKIM-signed mail: "rewrite" (then ARC-seal) or "skip" (relay untouched)
     # Hidden carriers (README, Security model): Outlook winmail.dat, message/partial fragments,
     # encrypted mail, uuencoded files inside body text.
     on_tnef: str = "strip"  # "keep" | "strip" | "reject"
@@ -158,6 +165,27 @@ class LinksConfig:
     secret_file: str = "var/link-secret"
     # Bearer keys for the refresh/revoke API; empty disables it. Env: SMTP_OFFLOAD_API_KEYS (comma-separated).
     api_keys: list[str] = field(default_factory=list)
+    # With server.workers > 1, worker i also serves this app (/metrics, /readyz...) on the
+    # links.listen host at port worker_port_base + i, so each worker can be scraped; the
+    # shared port reaches an arbitrary worker. 0 = off.
+    worker_port_base: int = 0
+
+
+@dataclass
+class ArcConfig:
+    enabled: bool = False
+    selector: str = ""
+    domain: str = ""  # the ADMD the downstream must trust (see README)
+    private_key_file: str = ""  # PEM RSA key; the public key is published at <selector>._domainkey.<domain>
+    seal_unchanged: bool = False  # also seal messages the proxy did not change
+
+
+@dataclass
+class AuthConfig:
+    authserv_id: str = ""  # in Authentication-Results and ARC; empty: server.hostname
+    verify_dkim: bool = True
+    dns_timeout: float = 5.0  # budget for all DNS lookups of one message; past it: temperror
+    arc: ArcConfig = field(default_factory=ArcConfig)
 
 
 @dataclass
@@ -173,6 +201,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = field(default="<embedded default>", metadata={"internal": True})
 
@@ -280,7 +309,7 @@ def validate(cfg: Config) -> None:
         ("server.idle_timeout", s.idle_timeout), ("downstream.port", d.port),
         ("server.data_timeout", s.data_timeout), ("server.max_sessions", s.max_sessions),
         ("server.max_inflight_bytes", s.max_inflight_bytes), ("server.drain_seconds", s.drain_seconds),
-        ("server.workers", s.workers),
+        ("server.workers", s.workers), ("server.proxy_protocol_timeout", s.proxy_protocol_timeout),
         ("downstream.max_message_bytes", d.max_message_bytes), ("downstream.max_attachments", d.max_attachments),
         ("downstream.connect_timeout", d.connect_timeout), ("downstream.command_timeout", d.command_timeout),
         ("downstream.data_timeout", d.data_timeout), ("policy.offload_over_bytes", p.offload_over_bytes),
@@ -317,6 +346,12 @@ def validate(cfg: Config) -> None:
                 "archive_max_inflate_bytes"):
         _positive(f"policy.{key}", getattr(p, key))
     _choice("policy.on_tnef", p.on_tnef, ("keep", "strip", "reject"))
+    _choice("policy.on_signed", p.on_signed, ("rewrite", "skip"))
+    _positive("auth.dns_timeout", cfg.auth.dns_timeout)
+    if cfg.auth.arc.enabled:
+        from .auth import load_arc_key  # reads and parses the key: a broken key stops the start
+
+        load_arc_key(cfg.auth)
     _choice("policy.on_partial", p.on_partial, ("keep", "reject"))
     _choice("policy.on_encrypted", p.on_encrypted, ("keep", "reject"))
     _choice("policy.on_uuencode", p.on_uuencode, ("inspect", "keep"))
@@ -342,6 +377,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"links.api_keys[{i}]: must be at least 24 characters")
     _choice("links.mode", links.mode, ("redirect", "presigned"))
     _positive("links.click_ttl_seconds", links.click_ttl_seconds)
+    if not 0 <= links.worker_port_base <= 65535 - s.workers + 1:
+        raise ConfigError(f"links.worker_port_base: must be 0 (off) or a port number, got {links.worker_port_base}")
     if links.mode == "presigned":
         if cfg.storage.backend != "s3":
             raise ConfigError('links.mode: "presigned" needs storage.backend = "s3"')

@@ -97,6 +97,7 @@ def analyse(data: bytes, policy: InspectPolicy, limits: scan.Limits = scan.Limit
     ambiguities: list[str] = []
     flags = {"partial": False, "encrypted": False}
     uuencoded: list[tuple[str, Judgement]] = []
+    view = memoryview(data)  # slices of it are not copies
     for part in root.walk():
         ambiguities += [f"part {part.path or 'header'}: {n}" for n in part.ambiguities]
         if part.unclosed:
@@ -106,11 +107,11 @@ def analyse(data: bytes, policy: InspectPolicy, limits: scan.Limits = scan.Limit
         flags["partial"] |= carriers.is_partial(part)
         flags["encrypted"] |= carriers.is_encrypted(part)
         if part.content_type == "text/plain" and not part.is_attachment and not part.children:
-            body = decode(data[part.body_start:part.end], part.cte)
+            body = decode(view[part.body_start:part.end], part.cte)
             uuencoded += [(n, judge(d, None, n, policy)) for n, d in carriers.uuencoded_files(body)]
         if not part.is_attachment:
             continue
-        payload = decode(data[part.body_start:part.end], part.cte)
+        payload = decode(view[part.body_start:part.end], part.cte)
         j = judge_all_readings(payload, part, policy)
         attachments.append(Attachment(
             part=part, data=payload, sha256=hashlib.sha256(payload).hexdigest(), judgement=j,

@@ -19,12 +19,14 @@ from .errors import PermanentError, StorageError, TemporaryError
 from .inspect import InspectPolicy
 from .links import link_url
 from .links.tokens import new_grant, sign
+from .metrics import Metrics
 from .mime import scan
 from .model import Attachment, Envelope, Verdict
 from .pipeline import (Analysis, PlanPolicy, Rejection, analyse, has_bare_newlines, normalize_line_endings, plan,
                        render)
 from .storage.base import Store, StoredObject, make_key
 
+INLINE_BYTES = 256 * 1024  # messages below this are parsed on the event loop
 BARE_NEWLINES = "Message has bare CR or LF line endings; lines must end with CRLF (RFC 5321 2.3.8)"
 STORAGE_DOWN = "Attachment storage is unavailable and the message is too large to deliver without it; try again later"
 
@@ -89,12 +91,15 @@ class _ObjectContext:
 
 
 class Processor:
-    def __init__(self, cfg: Config, store: Store | None, secret: list[bytes] | None, log):
+    def __init__(self, cfg: Config, store: Store | None, secret: list[bytes] | None, log,
+                 metrics: Metrics | None = None):
         self.cfg = cfg
         self.store = store
         self.secrets = secret  # [signing secret, *old secrets] (links.secret.load_secrets)
         self.log = log
+        self.metrics = metrics or Metrics()
         self.breaker = CircuitBreaker(cfg.policy.breaker_failures, cfg.policy.breaker_cooldown_seconds, log)
+        self.metrics.watch_breaker(self.breaker)
         self.inspect_policy = inspect_policy(cfg)
         p = cfg.policy
         self.mime_limits = scan.Limits(max_depth=p.max_mime_depth, max_parts=p.max_mime_parts,
@@ -117,13 +122,16 @@ class Processor:
         """analyse + plan; raises PermanentError when policy rejects the message."""
         an, rejection = self.evaluate(data)
         if rejection is not None:
+            self.metrics.attachments(an.attachments)
             raise PermanentError(rejection.text, code=550, status="5.7.1")
         return an
 
     async def process(self, data: bytes, envelope: Envelope | None = None) -> Outcome:
-        # Parsing and rewriting are CPU work in a worker thread: a hostile message may be slow,
-        # but it never holds the event loop that every other session shares.
-        an = await asyncio.to_thread(self.decide, data)
+        # Parsing and rewriting a big message is CPU work for a worker thread, so it never holds
+        # the event loop every other session shares; a small one (bounded by the structure
+        # limits) is done inline: handing it to a thread would cost more than the work.
+        inline = len(data) < INLINE_BYTES
+        an = self.decide(data) if inline else await asyncio.to_thread(self.decide, data)
         wanted = [a for a in an.attachments if a.verdict is Verdict.OFFLOAD]
         stored, failed = await self._offload(an, wanted, envelope) if wanted else ([], [])
         keep_inline = self.cfg.policy.on_storage_failure == "keep"
@@ -131,7 +139,8 @@ class Processor:
             a.offload_failed = True
             if keep_inline:
                 a.verdict, a.reason = Verdict.KEEP, "offload failed; kept in the message"
-        message = await asyncio.to_thread(render, an)
+        self.metrics.attachments(an.attachments)
+        message = render(an) if inline else await asyncio.to_thread(render, an)
         if failed and keep_inline and len(message) > self.cfg.downstream.max_message_bytes:
             await self.discard(stored)
             raise TemporaryError(STORAGE_DOWN, code=451, status="4.3.0")
@@ -175,9 +184,17 @@ class Processor:
             seed = "\0".join((ctx.message_id, a.sha256, a.name, a.part.path, ctx.tenant or ""))
             unique = hashlib.sha256(seed.encode("utf-8", "surrogateescape")).hexdigest()[:32]
         key = make_key(a.name, ctx.day, prefix=self.store.key_prefix, tenant=ctx.tenant, unique=unique)
-        obj = await self.store.put(a.data, StoredObject(
-            key=key, size=len(a.data), sha256=a.sha256, content_type=a.judgement.detected_type, filename=a.name,
-            message_id=ctx.message_id, sender=ctx.sender, date=ctx.received, tenant=ctx.tenant))
+        started, result = time.monotonic(), "error"
+        try:
+            obj = await self.store.put(a.data, StoredObject(
+                key=key, size=len(a.data), sha256=a.sha256, content_type=a.judgement.detected_type, filename=a.name,
+                message_id=ctx.message_id, sender=ctx.sender, date=ctx.received, tenant=ctx.tenant))
+            result = "ok"
+        except asyncio.CancelledError:  # policy.storage_timeout ran out
+            result = "timeout"
+            raise
+        finally:
+            self.metrics.storage_put(time.monotonic() - started, result, len(a.data))
         links = self.cfg.links
         a.storage_key = obj.key
         if links.mode == "presigned":  # the store's own URL goes into the mail; nothing to sign

@@ -146,6 +146,8 @@ class Proxy:
             "links": {"listen": f"127.0.0.1:{self.links_port}", "base_url": f"http://127.0.0.1:{self.links_port}",
                       "secret_file": str(tmp / "link-secret")},
             "log": {"format": "json"},
+            # No DNS from tests (only loopback is reachable): DKIM is tested in-process with a resolver.
+            "auth": {"verify_dkim": False},
         }
         for section, values in (overrides or {}).items():
             sections.setdefault(section, {}).update(values)

@@ -122,3 +122,28 @@ def test_wire_to_the_downstream_is_canonical(make_proxy):
         assert all(ln.startswith(b"..") for ln in lines if ln.startswith(b"."))
     finally:
         rec.stop()
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 4, 5])
+def test_terminator_split_across_reads(proxy, sink, split):
+    """The end of data arriving in pieces (as slow links deliver it) is still found exactly once."""
+    import time
+
+    with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=20) as s:
+        f = s.makefile("rb")
+        f.readline()
+        for cmd in (b"EHLO c.test", b"MAIL FROM:<a@sender.test>", b"RCPT TO:<support@example.com>", b"DATA"):
+            s.sendall(cmd + b"\r\n")
+            line = f.readline()
+            while line[3:4] == b"-":
+                line = f.readline()
+        body = message(text("line\r\n.dot line\r\n"))
+        s.sendall(body[:-2])
+        time.sleep(0.05)
+        ending = body[-2:] + b".\r\nQUIT\r\n"
+        for piece in (ending[:split], ending[split:]):
+            s.sendall(piece)
+            time.sleep(0.05)
+        assert f.readline().startswith(b"250")
+        assert f.readline().startswith(b"221")
+    assert len(sink.messages) == 1 and sink.messages[0].content.endswith(b"line\r\ndot line\r\n")

@@ -6,7 +6,10 @@ Routes:
                                 themselves when the store cannot presign (local store).
                                 HEAD is answered 405 by aiohttp: it would have to mint.
   /api/v1/links/...             refresh / revoke / show, see links.api
-  GET      /healthz             "ok"
+  GET      /healthz             "ok": the process is alive
+  GET      /readyz              200 when storage and the downstream answer, else 503 (JSON
+                                says which); probed at most every few seconds (metrics.Readiness)
+  GET      /metrics             Prometheus text format (metrics.Metrics); this process only
 
 Mail-security scanners (Safe Links, Mimecast, Proofpoint) fetch every URL in a message on
 delivery, so nothing here consumes or counts a link: expiry and revocation alone end it.
@@ -27,6 +30,7 @@ from smtp_offload.errors import StorageError
 from smtp_offload.links import api, pages
 from smtp_offload.links.service import Gone, LinkService, Revoked
 from smtp_offload.links.tokens import BadToken, ExpiredToken, Grant
+from smtp_offload.metrics import CONTENT_TYPE_LATEST
 from smtp_offload.storage.base import Store, StoredObject, content_disposition
 
 _COMMON_HEADERS = {
@@ -47,14 +51,24 @@ _MAX_USER_AGENT = 300  # it is client-chosen; bound what goes into the log
 
 _SERVICE = web.AppKey("service", LinkService)
 _LOG = web.AppKey("log", Any)
+_METRICS = web.AppKey("metrics", Any)
+_READINESS = web.AppKey("readiness", Any)
 
 
-def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any) -> web.Application:
-    """The aiohttp application; `secrets` = [signing secret, *old secrets] (see load_secrets)."""
+def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
+             metrics: Any = None, readiness: Any = None) -> web.Application:
+    """The aiohttp application; `secrets` = [signing secret, *old secrets] (see load_secrets);
+    `metrics` (metrics.Metrics) adds /metrics, `readiness` (metrics.Readiness) adds /readyz."""
     app = web.Application(client_max_size=api.MAX_BODY_BYTES)  # the API's JSON is the only request body
     service = LinkService(store, secrets, cfg_links)
     app[_SERVICE], app[_LOG] = service, log
     app.router.add_get("/healthz", _healthz)
+    if metrics is not None:
+        app[_METRICS] = metrics
+        app.router.add_get("/metrics", _metrics)
+    if readiness is not None:
+        app[_READINESS] = readiness
+        app.router.add_get("/readyz", _readyz)
     app.router.add_get("/f/{token}", _landing)  # add_get also answers HEAD
     app.router.add_get("/f/{token}/download", _download, allow_head=False)
     api.add_routes(app, service, cfg_links.api_keys, log)
@@ -62,12 +76,15 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
 
 
 class LinkServer:
-    def __init__(self, store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any) -> None:
-        self._app = make_app(store, secrets, cfg_links, log=log)
+    def __init__(self, store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
+                 metrics: Any = None, readiness: Any = None) -> None:
+        self._app = make_app(store, secrets, cfg_links, log=log, metrics=metrics, readiness=readiness)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
-    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+    async def start(self, host: str, port: int, *, reuse_port: bool = False, own_port: int | None = None) -> None:
+        """Listen on host:port (shared by the workers with reuse_port) and, with `own_port`,
+        on host:own_port too: this worker's own address, for /metrics and /readyz."""
         if self._runner is not None:
             raise RuntimeError("LinkServer already started")
         # No access log: request lines carry the token, i.e. the bearer credential.
@@ -76,6 +93,8 @@ class LinkServer:
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+            if own_port:
+                await web.TCPSite(runner, host, own_port).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -96,6 +115,15 @@ class LinkServer:
 
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    ready, body = await request.app[_READINESS].check()
+    return web.json_response(body, status=200 if ready else 503, headers={"Cache-Control": "no-store"})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[_METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 class _Audit:

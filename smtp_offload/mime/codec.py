@@ -9,11 +9,12 @@ import re
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
 
 
-def decode(body: bytes, cte: str) -> bytes:
+def decode(body: bytes | memoryview, cte: str) -> bytes:
     """Decode a transfer-encoded body leniently, as mail clients do.
 
     Malformed base64 (bad padding, stray characters) is decoded as far as it goes rather
-    than rejected: we must judge the bytes a recipient's client would show.
+    than rejected: we must judge the bytes a recipient's client would show. A memoryview
+    of the message avoids copying a large encoded body before decoding it.
     """
     if cte == "base64":
         try:
@@ -24,7 +25,7 @@ def decode(body: bytes, cte: str) -> bytes:
             return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
     if cte == "quoted-printable":
         return binascii.a2b_qp(body)
-    return body
+    return bytes(body)
 
 
 def encode(data: bytes, cte: str) -> bytes:

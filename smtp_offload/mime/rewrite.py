@@ -136,15 +136,22 @@ def canonical_headers(data: bytes, part: Part) -> bytes:
     fields = unique_fields(data, part)
     if len(part.names) <= 1:
         return b"".join(data[s:e] for _, s, e in fields)
-    out = [data[s:e] for n, s, e in fields if n not in ("content-type", "content-disposition")]
     params = "".join(f'; {k}="{v}"' for k, v in part.params.items()
-                     if k not in ("name", "charset", "boundary") and v.isascii() and '"' not in v and "\\" not in v)
+                     if k not in ("name", "charset") and v.isascii() and '"' not in v and "\\" not in v)
     if "charset" in part.params and part.params["charset"].isascii():
         params = f'; charset="{part.params["charset"]}"' + params
     name = part.filename or ""
-    out.append(f"Content-Type: {part.content_type}{params};\r\n\tname*={_rfc2231(name)}\r\n".encode("ascii"))
-    out.append(f"Content-Disposition: {part.disposition or 'attachment'};\r\n\tfilename*={_rfc2231(name)}\r\n"
-               .encode("ascii"))
+    canonical = (f"Content-Type: {part.content_type}{params};\r\n\tname*={_rfc2231(name)}\r\n"
+                 f"Content-Disposition: {part.disposition or 'attachment'};\r\n\tfilename*={_rfc2231(name)}\r\n"
+                 ).encode("ascii")
+    out = []
+    for n, s, e in fields:  # the canonical pair goes where the first of them was: order matters to parsers
+        if n in ("content-type", "content-disposition"):
+            if canonical:
+                out.append(canonical)
+                canonical = b""
+            continue
+        out.append(data[s:e])
     return b"".join(out)
 
 

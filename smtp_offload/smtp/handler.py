@@ -6,12 +6,16 @@ any doubt is a 4xx, so the sender keeps the mail and retries.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from ..config import Config
+from ..auth import Authenticator, SealError, strip_forged
 from ..errors import PermanentError, TemporaryError
+from ..metrics import Metrics, reply_class
 from ..model import Envelope
 from ..process import Processor
 from ..relay import Downstream, Reply
@@ -22,6 +26,16 @@ from .policy import check_recipient
 INTERNAL = "451 4.3.0 Internal error; try again later"
 
 
+def client_ip(session) -> str | None:
+    """The client's address: the one the load balancer's PROXY header named when there is
+    one (server.proxy_protocol), else the TCP peer. Everything that logs or records the
+    client uses this, never session.peer directly."""
+    proxied = getattr(session, "proxy_data", None)
+    if proxied and isinstance(proxied.src_addr, (IPv4Address, IPv6Address)):
+        return str(proxied.src_addr)
+    return session.peer[0] if session.peer else None
+
+
 def _downstream_reply(reply: Reply) -> str:
     # A 421 from the downstream closes *its* session, not ours: the sender just retries.
     if reply.code == 421:
@@ -30,8 +44,11 @@ def _downstream_reply(reply: Reply) -> str:
 
 
 class Handler:
-    def __init__(self, cfg: Config, processor: Processor, pool: DownstreamPool, log, hostname: str):
+    def __init__(self, cfg: Config, processor: Processor, pool: DownstreamPool, log, hostname: str,
+                 metrics: Metrics | None = None, auth: Authenticator | None = None):
         self.cfg = cfg
+        self.auth = auth or Authenticator(cfg.auth, hostname)
+        self.metrics = metrics or Metrics()
         self.processor = processor
         self.pool = pool
         self.log = log
@@ -43,7 +60,21 @@ class Handler:
         session.host_name = hostname
         return responses[:-1] + ["250-ENHANCEDSTATUSCODES"] + responses[-1:]
 
+    async def handle_PROXY(self, server, session, envelope, proxy_data) -> bool:
+        """A valid PROXY header (aiosmtpd closes the connection on a malformed one before
+        asking). UNKNOWN (v1) or LOCAL (v2) carries no address: the load balancer's own
+        connection, e.g. a health check; the TCP peer is the client then."""
+        return bool(proxy_data)
+
     def session_closed(self, session) -> None:
+        proxied = getattr(session, "proxy_data", None)
+        if self.cfg.server.proxy_protocol and not proxied:  # closed without a valid PROXY header
+            peer = session.peer[0] if session.peer else None
+            if proxied is None:  # nothing, or too late (a load balancer's plain TCP check looks like this)
+                self.log.info("proxy_refused", peer=peer, error="no PROXY header")
+            else:
+                self.log.warning("proxy_refused", peer=peer, error=proxied.error or "malformed PROXY header")
+            self.metrics.refused("proxy_header")
         ds = getattr(session, "downstream", None)
         if ds is not None:
             session.downstream = None
@@ -79,11 +110,12 @@ class Handler:
 
     async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.cfg.server.max_recipients:
+            self.metrics.refused("too_many_recipients")
             return "452 4.5.3 Too many recipients"
         refusal = check_recipient(address, self.accepted)
         if refusal:
-            self.log.info("rcpt_refused", client=session.peer[0] if session.peer else None, rcpt=address,
-                          reply=refusal)
+            self.log.info("rcpt_refused", client=client_ip(session), rcpt=address, reply=refusal)
+            self.metrics.refused("relay_denied")
             return refusal
         try:
             ds = getattr(session, "downstream", None)
@@ -95,7 +127,7 @@ class Handler:
                     return reply
             reply = await ds.rcpt(address)
         except TemporaryError as exc:
-            self.log.warning("downstream_unavailable", client=session.peer[0] if session.peer else None,
+            self.log.warning("downstream_unavailable", client=client_ip(session),
                              rcpt=address, reply=exc.reply, detail=exc.detail)
             return exc.reply
         if reply.ok:
@@ -122,7 +154,7 @@ class Handler:
         started = time.monotonic()
         queue_id = secrets.token_hex(5).upper()
         info: dict[str, Any] = {
-            "queue_id": queue_id, "client": session.peer[0] if session.peer else None,
+            "queue_id": queue_id, "client": client_ip(session),
             "helo": session.host_name, "sender": envelope.mail_from, "recipients": list(envelope.rcpt_tos),
             "size": len(envelope.original_content or b""),
         }
@@ -137,15 +169,20 @@ class Handler:
                 reply, extra = INTERNAL, {"outcome": "failed"}
         info.update(extra)
         self.log.info("message", reply=reply, ms=round((time.monotonic() - started) * 1000), **info)
+        self.metrics.message(info.get("outcome", "failed"), reply)
         return reply
 
     async def _deliver(self, server, session, envelope, queue_id: str) -> tuple[str, dict]:
         ds: Downstream | None = getattr(session, "downstream", None)
         if ds is None or ds.txn is None:
             return "451 4.3.0 Downstream transaction lost; try again later", {"outcome": "deferred"}
+        data = strip_forged(envelope.original_content, self.auth)
+        dkim_results = await self.auth.verify(data)
+        if dkim_results and self.cfg.policy.on_signed == "skip":
+            return await self._relay_untouched(ds, session, envelope, queue_id, data, dkim_results)
         try:
-            outcome = await self.processor.process(envelope.original_content, Envelope(
-                client_ip=session.peer[0] if session.peer else "", helo=session.host_name or "",
+            outcome = await self.processor.process(data, Envelope(
+                client_ip=client_ip(session) or "", helo=session.host_name or "",
                 mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
                 rcpt_tos=tuple(envelope.rcpt_tos), mail_options=tuple(envelope.mail_options),
                 smtputf8=envelope.smtp_utf8))
@@ -155,17 +192,18 @@ class Handler:
             return exc.reply, {"outcome": kind}
         an = outcome.analysis
         self._log_attachments(an.attachments, queue_id)
-        proto = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP") + \
-            ("S" if session.ssl else "")
-        trace = received(helo=session.host_name or "", client_ip=session.peer[0] if session.peer else "unknown",
-                         hostname=self.hostname, protocol=proto, queue_id=queue_id,
-                         recipients=tuple(envelope.rcpt_tos))
+        trace = self._received(session, envelope, queue_id) + self.auth.results_header(dkim_results)
         trace += decision_headers(an.attachments, queue_id, outcome.changed)
         if outcome.storage_failed:
             trace += b"X-Smtp-Offload-Warning: offload failed; attachments kept in the message\r\n" \
                 if self.cfg.policy.on_storage_failure == "keep" else \
                 b"X-Smtp-Offload-Warning: offload failed; attachments removed\r\n"
         message = trace + outcome.message
+        if self.auth.arc_key is not None and (outcome.changed or self.cfg.auth.arc.seal_unchanged):
+            try:
+                message = await asyncio.to_thread(self.auth.seal, message) + message
+            except SealError as exc:  # a message dkimpy cannot canonicalise: relay it unsealed
+                self.log.warning("arc_seal_failed", queue_id=queue_id, error=str(exc)[:200])
         extra = {"message_id": an.message_id, "size_out": len(message), "changed": outcome.changed,
                  "attachments": len(an.attachments)}
         if not message.isascii() and not ds.supports("8bitmime") and not envelope.smtp_utf8:
@@ -173,16 +211,38 @@ class Handler:
             await self.processor.discard(outcome.stored)
             return ("554 5.6.3 Message has 8-bit content the destination cannot accept",
                     {**extra, "outcome": "rejected"})
+        sent = time.monotonic()
         try:
             reply = await ds.data(message)
         except TemporaryError as exc:
+            self.metrics.downstream_data(time.monotonic() - sent, "error")
             await self.processor.discard(outcome.stored)
             return exc.reply, {**extra, "outcome": "deferred", "detail": exc.detail}
+        self.metrics.downstream_data(time.monotonic() - sent, reply_class(reply.code))
         if not reply.ok:
             await self.processor.discard(outcome.stored)
             return _downstream_reply(reply), {**extra, "outcome": "deferred" if reply.code < 500 else "rejected"}
         text = f"250 2.0.0 Ok: queued as {queue_id}"
         return text, {**extra, "outcome": "relayed", "downstream_reply": str(reply)[:200]}
+
+    def _received(self, session, envelope, queue_id: str) -> bytes:
+        proto = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP") + \
+            ("S" if session.ssl else "")
+        return received(helo=session.host_name or "", client_ip=client_ip(session) or "unknown",
+                        hostname=self.hostname, protocol=proto, queue_id=queue_id,
+                        recipients=tuple(envelope.rcpt_tos))
+
+    async def _relay_untouched(self, ds, session, envelope, queue_id: str, data: bytes, dkim_results) -> tuple[str, dict]:
+        """policy.on_signed = "skip": a DKIM-signed message goes on uninspected and unchanged."""
+        head = self._received(session, envelope, queue_id) + self.auth.results_header(dkim_results)
+        head += b"X-Smtp-Offload: v=1; id=" + queue_id.encode() + b"; action=skipped-signed\r\n"
+        try:
+            reply = await ds.data(head + data)
+        except TemporaryError as exc:
+            return exc.reply, {"outcome": "deferred", "detail": exc.detail}
+        if not reply.ok:
+            return _downstream_reply(reply), {"outcome": "deferred" if reply.code < 500 else "rejected"}
+        return f"250 2.0.0 Ok: queued as {queue_id}", {"outcome": "relayed", "skipped": "dkim-signed"}
 
     def _log_attachments(self, attachments, queue_id: str) -> None:
         for a in attachments:

@@ -11,6 +11,9 @@
 - Drain: on shutdown idle sessions get 421 at once; a session with a message arriving or
   being processed gets its reply first, then 421.
 - Every reply gets an enhanced status code.
+- PROXY protocol (with proxy_protocol_timeout): the header must arrive within that time,
+  however it trickles in, and it survives STARTTLS (aiosmtpd starts a new session then).
+- Refusals are counted by reason when a metrics object is given.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from .replies import enhance
 BUSY = "451 4.3.2 System busy, try again later"
 _CHUNK = 256 * 1024
 _TERMINATOR = b"\r\n.\r\n"
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:\s+(.*?))?\s*$")
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
 
@@ -66,14 +71,18 @@ class Refuse(asyncio.Protocol):
 
 
 class GatewaySMTP(SMTP):
-    def __init__(self, handler: Any, *, limits: Limits, line_length_limit: int, default_reserve: int, **kwargs: Any):
+    def __init__(self, handler: Any, *, limits: Limits, line_length_limit: int, default_reserve: int,
+                 metrics: Any = None, **kwargs: Any):
         # The StreamReader limit is taken from this attribute inside SMTP.__init__.
         self.line_length_limit = line_length_limit + 1  # + the transparency dot
         # A line is what lies between line feeds (bare ones too: they become line ends later);
-        # with CRLF + the transparency dot a line may take limit + 3 bytes on the wire.
-        self._long_line = re.compile(rb"[^\n]{%d}" % (line_length_limit + 3))
+        # with CR and the transparency dot a line may take limit + 2 bytes before its LF.
+        # The pattern starts at a line feed so the search costs about one pass, not one per byte.
+        self._max_line = line_length_limit + 2
+        self._long_line = re.compile(rb"\n[^\n]{%d}" % (self._max_line + 1))
         self.limits = limits
         self.default_reserve = default_reserve
+        self.metrics = metrics  # smtp_offload.metrics.Metrics, or None
         self._busy = 0
         self._receiving = False
         self._data_deadline: asyncio.TimerHandle | None = None
@@ -91,8 +100,13 @@ class GatewaySMTP(SMTP):
             if not self._busy and self.transport is not None:
                 self._reset_timeout()
 
+    def _refused(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.refused(reason)
+
     def data_received(self, data: bytes) -> None:
-        if self._timeout_handle is not None and not self._busy:
+        # Bytes re-arm the idle timer, but not the PROXY header's deadline.
+        if self._timeout_handle is not None and not self._busy and not self._awaiting_proxy:
             self._reset_timeout()
         super().data_received(data)
 
@@ -107,9 +121,14 @@ class GatewaySMTP(SMTP):
             self._data_deadline.cancel()
             self._data_deadline = None
 
+    @property
+    def _awaiting_proxy(self) -> bool:
+        return self._proxy_timeout is not None and self.session is not None and self.session.proxy_data is None
+
     def _data_too_slow(self) -> None:
         self._data_deadline = None
         if not self._busy and self.transport is not None:
+            self._refused("data_timeout")
             self.transport.write(b"421 4.4.2 Message took too long to arrive, closing\r\n")
             self.transport.close()
 
@@ -120,6 +139,11 @@ class GatewaySMTP(SMTP):
         a relay). aiosmtpd answers a None address with 553 5.1.3."""
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in arg) or arg.lstrip().startswith("<@"):
             return None, None
+        # Fast path for the everyday "<dot-atom@domain> PARAMS" (aiosmtpd's parser builds a
+        # class per call); anything else - quoting, UTF-8, the null path - goes the full way.
+        m = _PLAIN_ADDRESS.match(arg)
+        if m:
+            return m.group(1), m.group(2) or ""
         return super()._getaddr(arg)
 
     # -- DATA with a byte budget --------------------------------------------
@@ -140,10 +164,12 @@ class GatewaySMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         if self.limits.draining:
+            self._refused("shutting_down")
             await self.push("421 4.3.2 Service shutting down, try again later")
             return
         reserved = self.limits.reserve(self._declared_size() or self.default_reserve)
         if reserved is None:
+            self._refused("busy")
             await self.push(BUSY)
             return
         try:
@@ -156,6 +182,7 @@ class GatewaySMTP(SMTP):
                 self._receiving = False
                 self._cancel_data_deadline()
             if problem:
+                self._refused("line_too_long" if problem.startswith("500") else "too_big")
                 self._set_post_data_state()
                 await self.push(problem)
                 return
@@ -173,44 +200,57 @@ class GatewaySMTP(SMTP):
         times faster for big messages), with aiosmtpd's semantics kept exactly: only
         CRLF.CRLF ends the data (a bare CR or LF never does), the first dot of every line is
         removed, and an over-long line or an over-size message is read to its end and then
-        refused. Bytes the client sent after the terminator are given back to the reader."""
-        buf = bytearray()
-        checked = 0  # buf[:checked] has been searched for the terminator and long lines
-        total = 0
+        refused. Bytes the client sent after the terminator are given back to the reader.
+        Chunks are joined once at the end, so the message is held at most twice, briefly."""
+        chunks: list[bytes] = []
+        kept = 0  # bytes in chunks
+        tail = b"\r\n"  # the end of what came before: at the start, a line begins
+        line = 0  # length of the line still open at the end of the last chunk
         problem: str | None = None
         limit = self.data_size_limit
         while True:
             chunk = await self._reader.read(_CHUNK)
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
-            total += len(chunk)
-            buf += chunk
-            if total == len(buf) and buf.startswith(b".\r\n"):  # an empty message
-                end, after = 0, 3
-            else:
-                i = buf.find(_TERMINATOR, max(0, checked - 4))
-                end, after = (i + 2, i + 5) if i >= 0 else (-1, -1)
-            scan_to = end if end >= 0 else len(buf)
+            window = tail + chunk
+            i = window.find(_TERMINATOR)
+            if i >= 0:
+                cut = i + 2 - len(tail)  # where the content ends, relative to this chunk
+                leftover = window[i + 5:]
+                chunk = chunk[:cut] if cut >= 0 else b""
+                if cut < 0 and chunks:  # the terminator began in the previous chunk
+                    chunks[-1] = chunks[-1][:cut]
+                    kept += cut
             if problem is None:
-                line_start = buf.rfind(b"\n", 0, checked) + 1
-                if self._long_line.search(buf, line_start, scan_to):
-                    problem = "500 Line too long (see RFC5321 4.5.3.1.6)"
-                elif limit and total - (len(buf) - scan_to) > limit:
-                    problem = "552 Error: Too much mail data"
-            if end >= 0:
-                leftover = bytes(buf[after:])
+                problem = self._check_lines(chunk, line)
+                nl = chunk.rfind(b"\n")
+                line = line + len(chunk) if nl < 0 else len(chunk) - nl - 1
+            if problem is None and limit and kept + len(chunk) > limit:
+                problem = "552 Error: Too much mail data"
+            if problem is None:
+                chunks.append(chunk)
+                kept += len(chunk)
+            else:
+                chunks.clear()  # read on to the terminator, keep nothing
+            if i >= 0:
                 if leftover:  # pipelined commands: they belong to the command loop
                     self._reader._buffer[0:0] = leftover  # type: ignore[attr-defined]
                 if problem:
                     return b"", problem
-                content = bytes(buf[:end])
-                del buf
+                content = b"".join(chunks)
+                chunks.clear()
                 if content.startswith(b"."):
                     content = content[1:]
                 return content.replace(b"\r\n.", b"\r\n"), None
-            if problem:
-                del buf[:-4]  # keep only what the terminator could start with
-            checked = len(buf)
+            tail = window[-4:]
+
+    def _check_lines(self, chunk: bytes, open_line: int) -> str | None:
+        """A line (up to a line feed) longer than the limit, in this chunk or continued into it."""
+        first = chunk.find(b"\n")
+        head = len(chunk) if first < 0 else first
+        if open_line + head > self._max_line or (first >= 0 and self._long_line.search(chunk, first)):
+            return "500 Line too long (see RFC5321 4.5.3.1.6)"
+        return None
 
     # -- replies and lifecycle ------------------------------------------------
     async def push(self, status: Any) -> None:
@@ -221,7 +261,11 @@ class GatewaySMTP(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.transport is None:  # not the STARTTLS re-entry
             self.limits.sessions.add(self)
+        # STARTTLS starts a new session: the client is still the one the PROXY header named.
+        proxy_data = self.session.proxy_data if self.session is not None else None
         super().connection_made(transport)
+        if proxy_data is not None:
+            self.session.proxy_data = proxy_data
 
     def connection_lost(self, error: Exception | None) -> None:
         self.limits.sessions.discard(self)

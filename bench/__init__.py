@@ -1,0 +1,1 @@
+"""smtp-offload benchmark: `python -m bench` (see bench/README.md)."""

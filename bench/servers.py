@@ -1,0 +1,94 @@
+"""The bench's own SMTP servers, each meant to run as its own process.
+
+    python -m bench.servers discard     --listen 127.0.0.1:PORT
+    python -m bench.servers sink        --listen 127.0.0.1:PORT       (receiver when smtp-sink is missing)
+    python -m bench.servers passthrough --listen 127.0.0.1:PORT --downstream 127.0.0.1:PORT
+
+discard/sink: aiosmtpd that accepts every message and throws it away (the best an
+aiosmtpd-based proxy can do). passthrough: aiosmtpd -> aiosmtplib with no parsing at
+all; every message opens a NEW downstream connection, sends `envelope.original_content`
+with the envelope's sender and recipients and returns the downstream's own reply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP
+
+
+class DiscardHandler:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 2.0.0 Ok: discarded"
+
+
+class PassthroughHandler:
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+
+    async def handle_DATA(self, server, session, envelope):
+        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, start_tls=False, use_tls=False,
+                                 timeout=120, local_hostname="passthrough.bench")
+        try:
+            await client.connect()
+            try:
+                await client.ehlo()
+                await client.mail(envelope.mail_from)
+                for rcpt in envelope.rcpt_tos:
+                    await client.rcpt(rcpt)
+                resp = await client.data(envelope.original_content)
+                return f"{resp.code} {resp.message}"
+            finally:
+                try:
+                    await client.quit()
+                except aiosmtplib.SMTPException:
+                    client.close()
+        except aiosmtplib.SMTPResponseException as exc:
+            code = exc.code if 400 <= exc.code < 600 else 451
+            return f"{code} {exc.message}"
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return f"451 4.4.1 downstream failed: {type(exc).__name__}"
+
+
+def _hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+async def serve(handler, listen: str) -> None:
+    host, port = _hostport(listen)
+    loop = asyncio.get_running_loop()
+
+    def factory():
+        # No size limit (aiosmtpd's default is 32 MiB: the 36 MB message must get through).
+        return SMTP(handler, data_size_limit=None, enable_SMTPUTF8=True, hostname="bench.test",
+                    ident="bench", loop=loop)
+
+    server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.servers")
+    ap.add_argument("kind", choices=["discard", "sink", "passthrough"])
+    ap.add_argument("--listen", required=True)
+    ap.add_argument("--downstream", help="host:port (passthrough)")
+    args = ap.parse_args(argv)
+    if args.kind == "passthrough":
+        if not args.downstream:
+            ap.error("passthrough needs --downstream")
+        handler = PassthroughHandler(*_hostport(args.downstream))
+    else:
+        handler = DiscardHandler()
+    asyncio.run(serve(handler, args.listen))
+
+
+if __name__ == "__main__":
+    main()

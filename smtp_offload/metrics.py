@@ -1,0 +1,180 @@
+"""Operations: Prometheus metrics and the readiness check, both served by the link server
+(GET /metrics, GET /readyz).
+
+Metrics live in a registry owned by the App (one per process), never in prometheus-client's
+global one, and are reached through a `Metrics` object passed to whoever counts, so the
+SMTP and processing code only says what happened: `metrics.message("relayed", reply)`.
+
+With `server.workers > 1` every worker is its own process with its own registry: scrape
+each worker on its own port (`links.worker_port_base`), not the shared link port, which
+the kernel hands to an arbitrary worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any, Awaitable, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the link server)
+from prometheus_client import ProcessCollector
+
+from .model import Verdict
+
+PREFIX = "smtp_offload_"
+BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+REFUSAL_REASONS = ("max_sessions", "busy", "shutting_down", "data_timeout", "too_big", "line_too_long",
+                   "relay_denied", "too_many_recipients", "proxy_header")
+_STORAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_DOWNSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+def reply_class(reply: str | int) -> str:
+    """'250 2.0.0 Ok' or 250 -> '2xx'."""
+    first = str(reply)[:1]
+    return f"{first}xx" if first in ("2", "4", "5") else "other"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)  # process_* : memory, CPU, open file descriptors of this process
+        self._messages = Counter(
+            PREFIX + "messages", "Messages that reached the end of DATA, by outcome "
+            "(relayed|rejected|deferred|failed) and the class of the reply sent to the client.",
+            ["outcome", "reply_class"], registry=r)
+        self._attachments = Counter(
+            PREFIX + "attachments", "Attachments judged, by final verdict (keep|offload|empty|spoofed|blocked); "
+            "includes those of messages refused by policy.", ["verdict"], registry=r)
+        self._offloaded_bytes = Counter(
+            PREFIX + "offloaded_bytes", "Decoded attachment bytes written to storage.", registry=r)
+        self._storage = Histogram(
+            PREFIX + "storage_put_seconds", "Time to store one offloaded file, by result (ok|error|timeout).",
+            ["result"], buckets=_STORAGE_BUCKETS, registry=r)
+        self._downstream = Histogram(
+            PREFIX + "downstream_data_seconds", "Time from sending a message to the downstream to its "
+            "final reply, by reply class (2xx|4xx|5xx, or error when no reply came).",
+            ["result"], buckets=_DOWNSTREAM_BUCKETS, registry=r)
+        self._breaker = Gauge(
+            PREFIX + "storage_breaker_state", "Storage circuit breaker: 0 closed, 1 half-open, 2 open.", registry=r)
+        self._sessions = Gauge(PREFIX + "smtp_sessions", "SMTP sessions open now.", registry=r)
+        self._in_flight = Gauge(
+            PREFIX + "messages_in_flight", "Messages arriving (DATA) or being processed and relayed now.", registry=r)
+        self._inflight_bytes = Gauge(
+            PREFIX + "inflight_bytes", "Message bytes reserved from server.max_inflight_bytes now.", registry=r)
+        self._refusals = Counter(
+            PREFIX + "refusals", "Connections, recipients or messages refused before processing, by reason.",
+            ["reason"], registry=r)
+        # Series that exist from the start read 0 instead of being absent.
+        for outcome, cls in (("relayed", "2xx"), ("rejected", "5xx"), ("deferred", "4xx"), ("failed", "4xx")):
+            self._messages.labels(outcome, cls)
+        for v in Verdict:
+            self._attachments.labels(v.value)
+        for reason in REFUSAL_REASONS:
+            self._refusals.labels(reason)
+        self._breaker.set(0)
+
+    # -- what the SMTP side and the processor report -----------------------------
+    def message(self, outcome: str, reply: str) -> None:
+        self._messages.labels(outcome, reply_class(reply)).inc()
+
+    def attachments(self, attachments: Iterable[Any]) -> None:
+        for a in attachments:
+            self._attachments.labels(a.verdict.value).inc()
+
+    def storage_put(self, seconds: float, result: str, size: int = 0) -> None:
+        self._storage.labels(result).observe(seconds)
+        if result == "ok":
+            self._offloaded_bytes.inc(size)
+
+    def downstream_data(self, seconds: float, result: str) -> None:
+        self._downstream.labels(result).observe(seconds)
+
+    def refused(self, reason: str) -> None:
+        self._refusals.labels(reason).inc()
+
+    def breaker_changed(self, state: str) -> None:
+        self._breaker.set(BREAKER_STATES.get(state, 2))
+
+    def watch_breaker(self, breaker: Any) -> None:
+        self.breaker_changed(breaker.state)
+        breaker.on_change.append(self.breaker_changed)
+
+    def watch_limits(self, limits: Any) -> None:
+        """Gauges read from the process-wide session limits at scrape time."""
+        self._sessions.set_function(lambda: len(limits.sessions))
+        self._in_flight.set_function(lambda: sum(1 for p in list(limits.sessions) if p.in_flight))
+        self._inflight_bytes.set_function(lambda: limits.inflight_bytes)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Readiness:
+    """Can this instance take mail now? Storage (`store.check()`) and the downstream (connect,
+    greeting, EHLO, QUIT) are probed concurrently, each within `budget` seconds. The answer
+    is kept `cache_seconds` and concurrent requests share one probe, so a load balancer (or
+    anyone else) polling /readyz never multiplies the load on the dependencies."""
+
+    def __init__(self, store: Any, downstream_probe: Callable[[], Awaitable[None]], *, log: Any = None,
+                 draining: Callable[[], bool] = lambda: False, budget: float = 2.0, cache_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.downstream_probe = downstream_probe
+        self.log = log
+        self.draining = draining
+        self.budget = budget
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._result: tuple[bool, dict[str, str]] | None = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def check(self) -> tuple[bool, dict[str, str]]:
+        """(ready, body): body = {"status": "ready"|"not ready"|"draining",
+        "storage": "ok"|"failed"|"timeout", "downstream": ...}; no internals."""
+        if self.draining():
+            return False, {"status": "draining"}
+        async with self._lock:
+            if self._result is None or self.clock() - self._at >= self.cache_seconds:
+                (storage, s_detail), (downstream, d_detail) = await asyncio.gather(
+                    self._probe(self.store.check), self._probe(self.downstream_probe))
+                checks = {"storage": storage, "downstream": downstream}
+                ready = storage == downstream == "ok"
+                was = self._result[1] if self._result is not None else {"storage": "ok", "downstream": "ok"}
+                self._result, self._at = (ready, checks), self.clock()
+                if self.log is not None and checks != was:  # log changes only, with what failed
+                    details = {k: v for k, v in (("storage_detail", s_detail), ("downstream_detail", d_detail)) if v}
+                    (self.log.info if ready else self.log.warning)("readiness", ready=ready, **checks, **details)
+            ready, checks = self._result
+        return ready, {"status": "ready" if ready else "not ready", **checks}
+
+    async def _probe(self, probe: Callable[[], Awaitable[None]]) -> tuple[str, str | None]:
+        try:
+            await asyncio.wait_for(probe(), self.budget)
+        except asyncio.TimeoutError:
+            return "timeout", f"no answer within {self.budget:g} s"
+        except Exception as exc:  # any failure means "not ready"; the detail goes to the log only
+            return "failed", (getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}")[:300]
+        return "ok", None
+
+
+def downstream_probe(cfg: Any, helo: str, budget: float = 2.0) -> Callable[[], Awaitable[None]]:
+    """A probe using the relay's own connection code: connect, greeting, EHLO (STARTTLS as
+    configured), QUIT, every step bounded by `budget`."""
+    from .relay import Downstream
+
+    quick = dataclasses.replace(cfg, connect_timeout=min(cfg.connect_timeout, budget),
+                                command_timeout=min(cfg.command_timeout, budget))
+
+    async def probe() -> None:
+        ds = Downstream(quick, helo)
+        try:
+            await ds.open()
+            await ds.quit()
+        finally:
+            ds.close()
+
+    return probe

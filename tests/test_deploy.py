@@ -1,0 +1,400 @@
+"""Operations: the sd_notify protocol as systemd sees it (a real AF_UNIX datagram socket as
+NOTIFY_SOCKET, the proxy as a real process), the unit file checked by `systemd-analyze
+verify`, the production config and the tmpfiles retention rule."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from smtp_offload import sdnotify
+
+DEPLOY = ROOT / "deploy"
+UNIT = DEPLOY / "smtp-offload.service"
+INSTALLED_BIN = "/opt/smtp-offload/venv/bin/smtp-offload"  # where the unit expects the entry point
+
+
+# --- a NOTIFY_SOCKET that records what arrives, with the sender's pid ----------------------
+
+class NotifySocket:
+    """systemd's side: an AF_UNIX datagram socket with SO_PASSCRED, so that every message
+    carries the sender's pid (as systemd checks it for NotifyAccess=main)."""
+
+    def __init__(self, abstract: bool = False):
+        self.dir = Path(tempfile.mkdtemp(prefix="sdn-"))  # short: sun_path holds 108 bytes
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        if abstract:
+            name = f"smtp-offload-test-{os.getpid()}-{time.monotonic_ns()}"
+            self.sock.bind("\0" + name)
+            self.env_value = "@" + name
+        else:
+            path = self.dir / "notify"
+            self.sock.bind(str(path))
+            self.env_value = str(path)
+        self.messages: list[tuple[int, list[str]]] = []  # (sender pid, lines)
+
+    def receive(self, timeout: float) -> None:
+        """Collect whatever arrives within `timeout` seconds (at least one poll)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data, anc, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except (socket.timeout, BlockingIOError):
+                return
+            pid = -1
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    pid = struct.unpack("iII", payload[:12])[0]
+            self.messages.append((pid, data.decode().split("\n")))
+            if time.monotonic() >= deadline:
+                return
+
+    def wait_for(self, line: str, count: int = 1, timeout: float = 30.0) -> list[tuple[int, list[str]]]:
+        """Receive until `count` messages holding `line` arrived; return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.with_line(line)
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{count} x {line!r} not received in {timeout:.0f} s; got {self.messages}")
+            self.receive(0.2)
+
+    def with_line(self, line: str) -> list[tuple[int, list[str]]]:
+        return [m for m in self.messages if line in m[1]]
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def notify_socket():
+    s = NotifySocket()
+    yield s
+    s.close()
+
+
+# --- sdnotify, in this process ------------------------------------------------------------
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_notify_sends_one_datagram_per_call(monkeypatch, abstract):
+    s = NotifySocket(abstract=abstract)
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", s.env_value)
+        assert sdnotify.enabled()
+        assert sdnotify.ready("up\nand running")
+        assert sdnotify.status("42 sessions")
+        assert sdnotify.watchdog()
+        assert sdnotify.stopping()
+        s.receive(0.5)
+        assert [lines for _, lines in s.messages] == [
+            ["READY=1", "STATUS=up and running"], ["STATUS=42 sessions"], ["WATCHDOG=1"], ["STOPPING=1"]]
+        assert {pid for pid, _ in s.messages} == {os.getpid()}
+    finally:
+        s.close()
+
+
+def test_everything_is_a_no_op_without_notify_socket(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    assert not sdnotify.enabled()
+    assert sdnotify.ready() is False and sdnotify.watchdog() is False and sdnotify.stopping() is False
+    assert sdnotify.watchdog_interval() is None
+    monkeypatch.setenv("NOTIFY_SOCKET", "/nonexistent/notify")  # a socket that is gone: still no exception
+    assert sdnotify.ready() is False
+
+
+def test_watchdog_interval(monkeypatch, notify_socket):
+    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.env_value)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert sdnotify.watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    assert sdnotify.watchdog_interval() == 30.0
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    assert sdnotify.watchdog_interval() == 30.0
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))  # meant for another process
+    assert sdnotify.watchdog_interval() is None
+    monkeypatch.setenv("WATCHDOG_PID", "")
+    for bad in ("0", "-5", "soon", ""):
+        monkeypatch.setenv("WATCHDOG_USEC", bad)
+        assert sdnotify.watchdog_interval() is None
+
+
+# --- the proxy under a NOTIFY_SOCKET ------------------------------------------------------
+
+WATCHDOG_ENV = {"WATCHDOG_USEC": "2000000"}  # 2 s: pings every second
+
+
+def test_single_process_ready_watchdog_stopping(make_proxy, notify_socket):
+    proxy = make_proxy(env={"NOTIFY_SOCKET": notify_socket.env_value, **WATCHDOG_ENV})
+    (ready,) = notify_socket.wait_for("READY=1")
+    # Sent after both listeners were up (make_proxy waited for both ports; READY follows "started").
+    assert proxy.events("started")
+    assert any(line.startswith("STATUS=SMTP 127.0.0.1:") for line in ready[1]), ready
+    notify_socket.wait_for("WATCHDOG=1", count=4, timeout=30)  # repeatedly, from the event loop
+    assert all(any(x.startswith("STATUS=") and "sessions" in x for x in lines)
+               for _, lines in notify_socket.with_line("WATCHDOG=1"))
+    assert notify_socket.with_line("STOPPING=1") == []
+
+    proxy.proc.send_signal(signal.SIGTERM)
+    notify_socket.wait_for("STOPPING=1")
+    assert proxy.proc.wait(30) == 0
+    notify_socket.receive(0.2)
+    # NotifyAccess=main: every message came from the process systemd started.
+    assert {pid for pid, _ in notify_socket.messages} == {proxy.proc.pid}
+    assert len(notify_socket.with_line("READY=1")) == 1
+    assert proxy.stop() == 0
+
+
+def test_no_watchdog_pings_without_watchdog_usec(make_proxy, notify_socket):
+    proxy = make_proxy(env={"NOTIFY_SOCKET": notify_socket.env_value, "WATCHDOG_USEC": ""})
+    notify_socket.wait_for("READY=1")
+    notify_socket.receive(1.5)
+    assert notify_socket.with_line("WATCHDOG=1") == []
+    assert proxy.stop() == 0
+    notify_socket.receive(0.5)
+    assert notify_socket.with_line("STOPPING=1")
+
+
+def worker_pids(proxy) -> list[int]:
+    """The pids of the first workers, from the parent's `workers_started` log event."""
+    (ev,) = proxy.events("workers_started")
+    return ev["pids"]
+
+
+def test_workers_parent_speaks_for_all_and_a_frozen_worker_stops_the_pings(make_proxy, notify_socket):
+    proxy = make_proxy({"server": {"workers": 2}}, env={"NOTIFY_SOCKET": notify_socket.env_value, **WATCHDOG_ENV})
+    (ready,) = notify_socket.wait_for("READY=1")
+    assert ready[0] == proxy.proc.pid  # the parent, not a worker (NotifyAccess=main)
+    assert len(proxy.events("started")) == 2, "READY=1 before every worker had its listeners up"
+    assert any(line.startswith("STATUS=2/2 workers up; SMTP 127.0.0.1:") for line in ready[1]), ready
+    notify_socket.wait_for("WATCHDOG=1", count=3, timeout=30)
+
+    workers = worker_pids(proxy)
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGSTOP)  # one frozen worker; the other one keeps pinging its parent
+    try:
+        # The parent goes silent: find a stretch of 3 s (1.5 watchdog intervals) without a ping.
+        deadline = time.monotonic() + 30
+        while True:
+            before = len(notify_socket.with_line("WATCHDOG=1"))
+            notify_socket.receive(3.0)
+            if len(notify_socket.with_line("WATCHDOG=1")) == before:
+                break
+            assert time.monotonic() < deadline, "the parent kept pinging for a frozen worker"
+        silent = len(notify_socket.with_line("WATCHDOG=1"))
+        notify_socket.receive(2.0)
+        assert len(notify_socket.with_line("WATCHDOG=1")) == silent  # and stays silent
+    finally:
+        os.kill(workers[0], signal.SIGCONT)
+    notify_socket.wait_for("WATCHDOG=1", count=silent + 2, timeout=30)  # thawed: pings again
+
+    proxy.proc.send_signal(signal.SIGTERM)
+    notify_socket.wait_for("STOPPING=1")
+    assert proxy.proc.wait(30) == 0
+    notify_socket.receive(0.2)
+    assert {pid for pid, _ in notify_socket.messages} == {proxy.proc.pid}
+    assert len(notify_socket.with_line("READY=1")) == 1
+    assert proxy.stop() == 0
+
+
+def test_workers_ready_waits_for_every_worker_and_a_respawn_is_reported(make_proxy, notify_socket):
+    proxy = make_proxy({"server": {"workers": 2}}, env={"NOTIFY_SOCKET": notify_socket.env_value})
+    notify_socket.wait_for("READY=1")
+    workers = worker_pids(proxy)
+    assert len(workers) == 2
+    os.kill(workers[1], signal.SIGKILL)  # the parent restarts it and says so in STATUS
+    notify_socket.wait_for("STATUS=1/2 workers up; " + _summary_tail(notify_socket), timeout=30)
+    notify_socket.wait_for("STATUS=2/2 workers up; " + _summary_tail(notify_socket), count=2, timeout=30)
+    assert len(notify_socket.with_line("READY=1")) == 1  # READY is said once
+    assert notify_socket.with_line("WATCHDOG=1") == []  # no WATCHDOG_USEC, no pings
+    assert proxy.stop() == 0
+
+
+def _summary_tail(s: NotifySocket) -> str:
+    (ready,) = s.with_line("READY=1")
+    status = next(x for x in ready[1] if x.startswith("STATUS="))
+    return status.split("; ", 1)[1]
+
+
+# --- the unit file --------------------------------------------------------------------------
+
+def unit_directives(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_unit_declares_notify_watchdog_and_sandbox():
+    d = unit_directives(UNIT.read_text())
+    single = {k: v[-1] for k, v in d.items()}
+    expected = {
+        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30", "Restart": "on-failure",
+        "DynamicUser": "yes", "StateDirectory": "smtp-offload", "ProtectSystem": "strict",
+        "NoNewPrivileges": "yes", "CapabilityBoundingSet": "CAP_NET_BIND_SERVICE",
+        "AmbientCapabilities": "CAP_NET_BIND_SERVICE", "WorkingDirectory": "/var/lib/smtp-offload",
+        "KillSignal": "SIGTERM",
+    }
+    assert {k: single.get(k) for k in expected} == expected
+    assert "ExecReload" not in d  # SIGHUP is only logged; see README "Failure behaviour"
+    assert "ReadWritePaths" not in d  # the state directory is the only writable place
+    assert "AF_UNIX" in single["RestrictAddressFamilies"].split()  # the notify socket
+    assert d["ExecStart"] == [f"{INSTALLED_BIN} serve --config /etc/smtp-offload/smtp-offload.toml"]
+    # The drain must finish before systemd's stop timeout: TimeoutStopSec > server.drain_seconds.
+    import tomllib
+    prod = tomllib.loads((DEPLOY / "smtp-offload.toml").read_text())
+    assert float(single["TimeoutStopSec"]) > prod["server"]["drain_seconds"]
+
+
+def systemd_analyze() -> str:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd; scripts/system-deps installs it)")
+    return tool
+
+
+def entry_point() -> str:
+    """The installed `smtp-offload` console script of the Python running the tests."""
+    for candidate in (Path(sys.executable).parent / "smtp-offload", shutil.which("smtp-offload")):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.skip("the smtp-offload entry point is not installed (pip install -e .)")
+
+
+def verify_copy(tmp_path: Path) -> Path:
+    """The unit copied verbatim, plus a drop-in that points ExecStartPre=/ExecStart= at the
+    entry point installed here: `verify` insists that the binaries exist, and
+    /opt/smtp-offload/venv is the production path. Every other line is the file as shipped."""
+    unit = tmp_path / UNIT.name
+    shutil.copyfile(UNIT, unit)
+    binary = entry_point()
+    dropin = tmp_path / f"{UNIT.name}.d"
+    dropin.mkdir()
+    lines = ["[Service]"]
+    for key, values in unit_directives(UNIT.read_text()).items():
+        if key in ("ExecStartPre", "ExecStart"):
+            assert all(v.startswith(INSTALLED_BIN + " ") for v in values), values
+            lines.append(f"{key}=")  # reset, then the same commands with the local path
+            lines += [f"{key}={binary}{v[len(INSTALLED_BIN):]}" for v in values]
+    (dropin / "10-test-paths.conf").write_text("\n".join(lines) + "\n")
+    return unit
+
+
+def test_systemd_analyze_verify_passes(tmp_path):
+    tool = systemd_analyze()
+    unit = verify_copy(tmp_path)
+    proc = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    mine = [line for line in (proc.stderr + proc.stdout).splitlines() if "smtp-offload" in line]
+    assert proc.returncode == 0 and mine == [], proc.stderr
+    # The drop-in was read (a wrong path there fails): what passed is the unit with its sandbox.
+    (tmp_path / f"{UNIT.name}.d" / "20-check.conf").write_text("[Service]\nExecStart=\nExecStart=/nonexistent/x\n")
+    bad = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "/nonexistent/x" in bad.stderr
+
+
+def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path):
+    """The check above can fail: an unknown key is a warning (exit 0), which we refuse too."""
+    tool = systemd_analyze()
+    unit = verify_copy(tmp_path)
+    unit.write_text(unit.read_text().replace("Type=notify", "Type=notify\nWatchdogSecs=30"))
+    proc = subprocess.run([tool, "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
+    assert any("smtp-offload" in line and "WatchdogSecs" in line for line in proc.stderr.splitlines()), proc.stderr
+
+
+def test_systemd_analyze_security_score(tmp_path):
+    """Printed for the record (`pytest -s`), not asserted beyond "it ran"."""
+    tool = systemd_analyze()
+    unit = verify_copy(tmp_path)
+    proc = subprocess.run([tool, "security", "--offline=true", "--no-pager", str(unit)], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0 and "offline" in proc.stderr:
+        pytest.skip("this systemd-analyze has no --offline security mode")
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+ \S+)", proc.stdout)
+    print(f"\nsystemd-analyze security {UNIT.name}: {score.group(1) if score else proc.stdout[-300:]}")
+    assert score, proc.stdout + proc.stderr
+
+
+# --- the production config and the retention rule --------------------------------------------
+
+SHIPPED_CONFIGS = ["smtp-offload.toml", "postfix/content-filter/smtp-offload.toml", "postfix/relay/smtp-offload.toml"]
+
+
+@pytest.mark.parametrize("name", SHIPPED_CONFIGS)
+def test_shipped_configs_are_valid_for_the_unit(name):
+    import tomllib
+
+    path = DEPLOY / name
+    proc = subprocess.run([sys.executable, "-m", "smtp_offload", "check-config", "--offline", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    cfg = tomllib.loads(path.read_text())
+    assert cfg["server"]["listen"] == ("0.0.0.0:25" if name == "smtp-offload.toml" else "127.0.0.1:10025")
+    assert cfg["storage"]["local"]["path"] == "/var/lib/smtp-offload/store"
+    assert cfg["links"]["secret_file"] == "/var/lib/smtp-offload/link-secret"
+    # Both inside the unit's state directory, the only place ProtectSystem=strict leaves writable.
+    state = "/var/lib/" + unit_directives(UNIT.read_text())["StateDirectory"][0] + "/"
+    assert cfg["storage"]["local"]["path"].startswith(state) and cfg["links"]["secret_file"].startswith(state)
+
+
+def test_tmpfiles_retention_removes_old_files_only(tmp_path):
+    tool = shutil.which("systemd-tmpfiles")
+    if tool is None:
+        pytest.skip("systemd-tmpfiles is not installed (Debian package systemd)")
+    store = tmp_path / "var/lib/private/smtp-offload/store"
+    old = store / "2020/01/01/abc"
+    new = store / "2099/01/01/def"
+    for d in (old, new, store / ".revoked"):
+        d.mkdir(parents=True)
+    (old / "contract.pdf").write_bytes(b"old")
+    (old / ".contract.pdf.meta.json").write_text("{}")
+    (new / "scan.pdf").write_bytes(b"new")
+    (store / ".revoked" / "tok1").write_text("")
+    long_ago = time.time() - 90 * 86400
+    for p in [store / ".revoked" / "tok1", *sorted(old.parents[2].rglob("*"), reverse=True), old.parents[2]]:
+        os.utime(p, (long_ago, long_ago))
+    proc = subprocess.run([tool, "--clean", f"--root={tmp_path}", str(DEPLOY / "smtp-offload.tmpfiles")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not (store / "2020").exists()  # the old file, its sidecar and the emptied date directories
+    assert (new / "scan.pdf").read_bytes() == b"new"
+    assert (store / ".revoked" / "tok1").exists()  # revocations are kept
+
+
+@pytest.mark.parametrize("arrangement", ["content-filter", "relay"])
+def test_postfix_and_proxy_limits_agree(arrangement):
+    """deploy/postfix: the proxy takes whatever Postfix queued (size, recipients per delivery)
+    and the transport waits longer than the proxy may take to answer the final dot."""
+    import tomllib
+
+    d = DEPLOY / "postfix" / arrangement
+    main = dict(line.split(" = ", 1) for line in (d / "main.cf").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    cfg = tomllib.loads((d / "smtp-offload.toml").read_text())
+    assert cfg["server"]["max_message_bytes"] >= int(main["message_size_limit"]) + 2**20
+    assert cfg["server"]["max_recipients"] >= int(main["smtp-offload_destination_recipient_limit"])
+    master = (d / "master.cf").read_text()
+    done = int(re.search(r"-o smtp_data_done_timeout=(\d+)s", master).group(1))
+    policy, downstream = cfg.get("policy", {}), cfg.get("downstream", {})
+    assert done > policy.get("storage_timeout", 120) + downstream.get("data_timeout", 600)
+    assert re.search(r"^smtp-offload\s+unix\s+-\s+-\s+n\s+-\s+10\s+smtp$", master, re.M)

@@ -1,0 +1,225 @@
+"""GET /metrics and GET /readyz on the link server, against the proxy process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import samples
+from conftest import Sink, free_port, wait_port
+from mail import attachment, message, multipart, text
+
+
+def get(url: str) -> tuple[int, dict, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=15) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class Scrape:
+    def __init__(self, port: int):
+        status, headers, body = get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        self.families = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        self.samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                        for f in self.families.values() for s in f.samples}
+
+    def __call__(self, name: str, **labels: str) -> float:
+        return self.samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def scrape_until(port: int, ok, timeout: float = 5.0) -> Scrape:
+    deadline = time.monotonic() + timeout
+    while True:
+        m = Scrape(port)
+        if ok(m) or time.monotonic() > deadline:
+            return m
+        time.sleep(0.05)
+
+
+def with_attachment(size: int = 60_000) -> tuple[bytes, bytes]:
+    data = samples.big_pdf(size)
+    return message(multipart(text(), attachment(data, "a.pdf", "application/pdf"))), data
+
+
+def test_counters_and_histograms_follow_the_messages(make_proxy, sink):
+    proxy = make_proxy({"policy": {"offload_over_bytes": 10_000, "on_blocked": "reject"}})
+    assert proxy.send(message(text()))[0] == 250  # clean
+    msg, data = with_attachment()
+    assert proxy.send(msg)[0] == 250  # one file offloaded
+    exe = message(multipart(text(), attachment(samples.pe_exe(), "setup.exe", "application/octet-stream")))
+    assert proxy.send(exe)[0] == 550  # policy: reject
+    sink.handler.data_reply = "451 4.3.0 Downstream busy"
+    assert proxy.send(message(text()))[0] == 451  # deferred by the downstream
+    sink.handler.data_reply = None
+    with proxy.client() as c:  # a relay attempt
+        c.ehlo("client.test")
+        c.mail("a@sender.test")
+        assert c.rcpt("someone@elsewhere.test")[0] == 550
+
+    held = proxy.client()  # one session open while scraping
+    held.ehlo("client.test")
+    try:
+        m = scrape_until(proxy.links_port, lambda m: m("smtp_offload_smtp_sessions") == 1)
+        assert m("smtp_offload_smtp_sessions") == 1
+        assert m("smtp_offload_messages_in_flight") == 0
+        assert m("smtp_offload_inflight_bytes") == 0
+    finally:
+        held.quit()
+
+    assert m("smtp_offload_messages_total", outcome="relayed", reply_class="2xx") == 2
+    assert m("smtp_offload_messages_total", outcome="rejected", reply_class="5xx") == 1
+    assert m("smtp_offload_messages_total", outcome="deferred", reply_class="4xx") == 1
+    assert m("smtp_offload_messages_total", outcome="failed", reply_class="4xx") == 0
+    assert m("smtp_offload_attachments_total", verdict="offload") == 1
+    assert m("smtp_offload_attachments_total", verdict="blocked") == 1
+    assert m("smtp_offload_attachments_total", verdict="keep") == 0
+    assert m("smtp_offload_offloaded_bytes_total") == len(data)
+    assert m("smtp_offload_storage_put_seconds_count", result="ok") == 1
+    assert m("smtp_offload_storage_put_seconds_count", result="error") == 0
+    assert 0 < m("smtp_offload_storage_put_seconds_sum", result="ok") < 10
+    assert m("smtp_offload_storage_put_seconds_bucket", result="ok", le="+Inf") == 1
+    assert m("smtp_offload_downstream_data_seconds_count", result="2xx") == 2
+    assert m("smtp_offload_downstream_data_seconds_count", result="4xx") == 1
+    assert m("smtp_offload_storage_breaker_state") == 0
+    assert m("smtp_offload_refusals_total", reason="relay_denied") == 1
+    assert m("smtp_offload_refusals_total", reason="max_sessions") == 0
+    # every family of ours has HELP text and the prefix; the process's own are there too
+    ours = [f for name, f in m.families.items() if name.startswith("smtp_offload_") and not name.endswith("_created")]
+    assert {f.name: f.type for f in ours} == {
+        "smtp_offload_messages": "counter", "smtp_offload_attachments": "counter",
+        "smtp_offload_offloaded_bytes": "counter", "smtp_offload_refusals": "counter",
+        "smtp_offload_storage_put_seconds": "histogram", "smtp_offload_downstream_data_seconds": "histogram",
+        "smtp_offload_storage_breaker_state": "gauge", "smtp_offload_smtp_sessions": "gauge",
+        "smtp_offload_messages_in_flight": "gauge", "smtp_offload_inflight_bytes": "gauge"}
+    assert all(f.documentation for f in ours)
+    assert m("process_open_fds") > 0
+
+
+def test_refusals_by_reason(make_proxy, sink):
+    proxy = make_proxy({"server": {"max_sessions": 1, "max_recipients": 1}})
+    with proxy.client() as c:
+        c.ehlo("client.test")
+        with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as s:
+            assert s.makefile("rb").readline().startswith(b"421 4.3.2")
+        c.mail("a@sender.test")
+        assert c.rcpt("a@example.com")[0] == 250
+        assert c.rcpt("b@example.com")[0] == 452
+    m = Scrape(proxy.links_port)
+    assert m("smtp_offload_refusals_total", reason="max_sessions") == 1
+    assert m("smtp_offload_refusals_total", reason="too_many_recipients") == 1
+
+
+def test_breaker_gauge_opens_after_storage_failures(make_proxy, sink, s3server):
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxy = make_proxy({"storage": {"backend": "s3"},
+                        "storage.s3": {"bucket": "any-bucket", "endpoint_url": dead, "region": "us-east-1",
+                                       "connect_timeout": 1},
+                        "policy": {"offload_over_bytes": 10_000, "breaker_failures": 2,
+                                   "breaker_cooldown_seconds": 3600}})
+    assert Scrape(proxy.links_port)("smtp_offload_storage_breaker_state") == 0
+    assert proxy.send(with_attachment()[0])[0] == 250
+    assert Scrape(proxy.links_port)("smtp_offload_storage_breaker_state") == 0  # one failure: still closed
+    assert proxy.send(with_attachment()[0])[0] == 250
+    m = Scrape(proxy.links_port)
+    assert m("smtp_offload_storage_breaker_state") == 2  # open
+    assert m("smtp_offload_storage_put_seconds_count", result="error") == 2
+    assert m("smtp_offload_offloaded_bytes_total") == 0
+    assert proxy.send(with_attachment()[0])[0] == 250  # fails fast: no put attempted
+    m = Scrape(proxy.links_port)
+    assert m("smtp_offload_storage_put_seconds_count", result="error") == 2
+    assert m("smtp_offload_attachments_total", verdict="keep") == 3  # failed open, kept inline
+    assert m("smtp_offload_messages_total", outcome="relayed", reply_class="2xx") == 3
+
+
+def readyz(proxy) -> tuple[int, dict]:
+    status, headers, body = get(f"http://127.0.0.1:{proxy.links_port}/readyz")
+    assert headers["Content-Type"].startswith("application/json")
+    return status, json.loads(body)
+
+
+def test_readyz_200_and_cached(make_proxy, sink):
+    probes = []
+
+    async def handle_EHLO(server, session, envelope, hostname, responses):
+        probes.append(hostname)
+        session.host_name = hostname
+        return responses
+
+    sink.handler.handle_EHLO = handle_EHLO  # counts the downstream probes
+    proxy = make_proxy()
+    for _ in range(5):
+        assert readyz(proxy) == (200, {"status": "ready", "storage": "ok", "downstream": "ok"})
+    assert probes == ["mx.test"]  # five requests, one probe: the answer is cached
+    status, _, body = get(f"http://127.0.0.1:{proxy.links_port}/healthz")
+    assert (status, body) == (200, b"ok")
+
+
+def test_readyz_503_names_the_downstream(make_proxy):
+    down = Sink()
+    proxy = make_proxy(downstream_port=down.port)
+    down.stop()
+    status, body = readyz(proxy)
+    assert status == 503
+    assert body["status"] == "not ready" and body["storage"] == "ok" and body["downstream"] != "ok"
+    (ev,) = proxy.events("readiness")
+    assert ev["ready"] is False and ev["downstream_detail"]
+
+
+def test_readyz_503_names_storage(make_proxy, sink):
+    proxy = make_proxy()
+    shutil.rmtree(proxy.store)
+    status, body = readyz(proxy)
+    assert status == 503
+    assert body == {"status": "not ready", "storage": "failed", "downstream": "ok"}
+    assert str(proxy.store) not in json.dumps(body)  # no internals in the answer
+
+
+def test_readyz_503_names_storage_that_hangs(make_proxy, sink, s3server):
+    port = free_port()
+    proxy = make_proxy({"storage": {"backend": "s3"},
+                        "storage.s3": {"bucket": "any-bucket", "region": "us-east-1",
+                                       "endpoint_url": f"http://127.0.0.1:{port}",
+                                       "connect_timeout": 1, "read_timeout": 5}})
+    # now the S3 endpoint accepts connections and never answers: the probe's budget ends it
+    with socket.socket() as hang:
+        hang.bind(("127.0.0.1", port))
+        hang.listen(16)
+        started = time.monotonic()
+        status, body = readyz(proxy)
+        assert time.monotonic() - started < 4  # the probe's 2 s budget, not boto's timeouts and retries
+        assert status == 503 and body["storage"] == "timeout" and body["downstream"] == "ok"
+
+
+def _two_free_ports() -> int:
+    for _ in range(50):
+        base = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", base + 1))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+def test_each_worker_has_its_own_metrics_port(make_proxy, sink):
+    base = _two_free_ports()
+    proxy = make_proxy({"server": {"workers": 2}, "links": {"worker_port_base": base}})
+    for port in (base, base + 1):
+        wait_port(port)
+    for _ in range(4):
+        assert proxy.send(message(text()))[0] == 250
+    counts = [Scrape(port)("smtp_offload_messages_total", outcome="relayed", reply_class="2xx")
+              for port in (base, base + 1)]
+    assert sum(counts) == 4  # each worker counts its own messages; together they add up
+    assert get(f"http://127.0.0.1:{base + 1}/readyz")[0] == 200
