@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import ssl
@@ -178,13 +179,26 @@ def _summary(cfg: Config) -> str:
             f"links {cfg.links.listen}")
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to send this worker SIGTERM when the supervising process dies, however it
+    dies (even SIGKILL): a worker must never outlive its supervisor and keep the port."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the supervisor's own SIGTERM forwarding still applies
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def run(cfg: Config, log) -> int:
     """Serve in this process, or with server.workers > 1 in that many forked workers sharing
     the ports (SO_REUSEPORT: the kernel spreads connections). The parent creates the link
     secret before forking, so every worker signs and verifies with the same one; it passes
     SIGTERM/SIGINT on, restarts a worker that died (not more than once a second), and
     exits 0 after all workers drained."""
-    import os
     import time
 
     if cfg.server.workers <= 1:
@@ -201,6 +215,7 @@ def run(cfg: Config, log) -> int:
         if pid == 0:  # the worker: a full proxy of its own
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
+            _die_with_parent()
             notifier.in_worker()
             code = 1
             try:

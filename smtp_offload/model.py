@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Verdict(str, enum.Enum):
@@ -66,6 +67,7 @@ class Part:
     names: list[str] = field(default_factory=list)  # every file name a reader may see (first = ours)
     ambiguities: list[str] = field(default_factory=list)  # header readings that differ between parsers
     unclosed: bool = False  # a multipart whose close delimiter is missing
+    header_fields: Any = field(default=None, repr=False, compare=False)  # parsed headers (top level only)
 
     @property
     def is_multipart(self) -> bool:

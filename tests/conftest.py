@@ -10,7 +10,6 @@ import smtplib
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,11 +159,13 @@ class Proxy:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SMTP_OFFLOAD_LINK_SECRET", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "smtp_offload", "serve", "--config", str(self.config)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env)
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
+                                     start_new_session=True)  # its own group: nothing it forks outlives the test
         try:
             wait_port(self.smtp_port, self.proc)
             wait_port(self.links_port, self.proc)
         except (RuntimeError, TimeoutError) as exc:
+            self.stop()
             raise RuntimeError(f"{exc}; proxy output:\n{self.log_path.read_text(errors='replace')[-3000:]}") from None
         return self
 
@@ -178,6 +179,11 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # any worker left behind
+            except (ProcessLookupError, PermissionError):
+                pass
         self._log.close()
         return self.proc.returncode if self.proc else None
 
@@ -275,3 +281,42 @@ def make_proxy(tmp_path, sink):
 @pytest.fixture
 def proxy(make_proxy) -> Proxy:
     return make_proxy()
+
+
+class RawSession:
+    """An SMTP client that writes exactly the bytes it is given (smtplib would fix them up)."""
+
+    def __init__(self, port: int, timeout: float = 20):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.file.readline()
+
+    def reply(self) -> bytes:
+        """The last line of the next (possibly multi-line) reply."""
+        line = self.file.readline()
+        while line[3:4] == b"-":
+            line = self.file.readline()
+        return line
+
+    def command(self, line: bytes) -> bytes:
+        self.sock.sendall(line + b"\r\n")
+        return self.reply()
+
+    def start_data(self, mail: bytes = b"MAIL FROM:<a@sender.test>",
+                   rcpt: bytes = b"RCPT TO:<support@example.com>") -> bytes:
+        """EHLO, MAIL, RCPT, DATA; returns the reply to DATA (354 when all went well)."""
+        for cmd in (b"EHLO client.test", mail, rcpt, b"DATA"):
+            line = self.command(cmd)
+        return line
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "RawSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

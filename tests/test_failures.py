@@ -11,7 +11,7 @@ import aiosmtplib
 import pytest
 
 import samples
-from conftest import Sink
+from conftest import RawSession, Sink
 from mail import attachment, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload import log as log_mod
@@ -108,21 +108,14 @@ def test_slow_client_is_not_cut_off_by_idle_timeout(make_proxy, sink):
     idle timeout must still arrive, as long as bytes keep coming."""
     proxy = make_proxy({"server": {"idle_timeout": 1}})
     msg = message(multipart(text(), attachment(samples.big_pdf(60_000), "a.pdf", "application/pdf")))
-    with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as s:
-        f = s.makefile("rb")
-        f.readline()
-        for cmd in (b"EHLO c.test", b"MAIL FROM:<a@sender.test>", b"RCPT TO:<b@example.com>", b"DATA"):
-            s.sendall(cmd + b"\r\n")
-            line = f.readline()
-            while line[3:4] == b"-":
-                line = f.readline()
-        assert line.startswith(b"354")
+    with RawSession(proxy.smtp_port) as s:
+        assert s.start_data().startswith(b"354")
         step = len(msg) // 6
         for i in range(0, len(msg), step):  # about 3 s in all, never 1 s without a byte
-            s.sendall(msg[i:i + step])
+            s.send(msg[i:i + step])
             time.sleep(0.5)
-        s.sendall(b"\r\n.\r\n")
-        assert f.readline().startswith(b"250 2.0.0")
+        s.send(b"\r\n.\r\n")
+        assert s.reply().startswith(b"250 2.0.0")
     assert len(sink.messages) == 1
 
 

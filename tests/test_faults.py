@@ -12,7 +12,7 @@ import time
 import pytest
 
 import samples
-from conftest import free_port
+from conftest import RawSession, free_port
 from faulty import FaultyServer
 from mail import attachment, message, multipart, text
 from test_attachments import attachment_payloads
@@ -115,15 +115,9 @@ def test_session_limit_answers_421(make_proxy, sink):
 
 def test_inflight_byte_budget_answers_451_to_data(make_proxy, sink):
     proxy = make_proxy({"server": {"max_inflight_bytes": 1_000_000}})
-    holder = socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10)
-    f = holder.makefile("rb")
-    f.readline()
-    for cmd in (b"EHLO c.test", b"MAIL FROM:<a@sender.test> SIZE=1000000", b"RCPT TO:<b@example.com>", b"DATA"):
-        holder.sendall(cmd + b"\r\n")
-        line = f.readline()
-        while line[3:4] == b"-":
-            line = f.readline()
-    assert line.startswith(b"354")  # this session holds the whole budget while its DATA arrives
+    holder = RawSession(proxy.smtp_port)
+    # this session holds the whole budget while its DATA arrives
+    assert holder.start_data(mail=b"MAIL FROM:<a@sender.test> SIZE=1000000").startswith(b"354")
     try:
         with proxy.client() as c:
             c.ehlo("client.test")
@@ -132,24 +126,18 @@ def test_inflight_byte_budget_answers_451_to_data(make_proxy, sink):
             code, reply = c.docmd("DATA")
             assert code == 451 and reply.startswith(b"4.3.2")
     finally:
-        holder.sendall(clean() + b".\r\n")
-        assert f.readline().startswith(b"250")
+        holder.send(clean() + b".\r\n")
+        assert holder.reply().startswith(b"250")
         holder.close()
     assert proxy.send(clean())[0] == 250
 
 
 def test_data_deadline_closes_a_trickling_client(make_proxy, sink):
     proxy = make_proxy({"server": {"data_timeout": 1, "idle_timeout": 30}})
-    with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as s:
-        f = s.makefile("rb")
-        f.readline()
-        for cmd in (b"EHLO c.test", b"MAIL FROM:<a@sender.test>", b"RCPT TO:<b@example.com>", b"DATA"):
-            s.sendall(cmd + b"\r\n")
-            line = f.readline()
-            while line[3:4] == b"-":
-                line = f.readline()
-        s.sendall(b"Subject: slow\r\n")
-        assert f.readline().startswith(b"421 4.4.2")
+    with RawSession(proxy.smtp_port) as s:
+        assert s.start_data().startswith(b"354")
+        s.send(b"Subject: slow\r\n")
+        assert s.reply().startswith(b"421 4.4.2")
     assert sink.messages == []
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import smtplib
 
 import pytest
 
@@ -197,22 +196,14 @@ def test_sigterm_drains_and_exits_zero(proxy, sink):
 
 
 def test_strict_envelope_addresses(proxy, sink):
-    import socket as _socket
+    from conftest import RawSession
 
-    with _socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=10) as s:
-        f = s.makefile("rb")
-        f.readline()
-        s.sendall(b"EHLO c.test\r\n")
-        line = f.readline()
-        while line[3:4] == b"-":
-            line = f.readline()
+    with RawSession(proxy.smtp_port) as s:
+        s.command(b"EHLO c.test")
         for bad in (b"MAIL FROM:<a\x00b@sender.test>", b"MAIL FROM:<@relay.test:a@sender.test>"):
-            s.sendall(bad + b"\r\n")
-            assert f.readline().startswith(b"553 5.1.3"), bad
-        s.sendall(b"MAIL FROM:<a@sender.test>\r\n")
-        assert f.readline().startswith(b"250")
+            assert s.command(bad).startswith(b"553 5.1.3"), bad
+        assert s.command(b"MAIL FROM:<a@sender.test>").startswith(b"250")
         for bad in (b"RCPT TO:<@relay.test:support@example.com>", b"RCPT TO:<support\x00@example.com>",
                     b"RCPT TO:<support@example.com\x7f>"):
-            s.sendall(bad + b"\r\n")
-            assert f.readline()[:1] == b"5", bad
+            assert s.command(bad)[:1] == b"5", bad
     assert sink.messages == []

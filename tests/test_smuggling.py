@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from conftest import RawSession
 from faulty import FaultyServer
 
 from mail import message, text
@@ -18,23 +19,10 @@ LOOKALIKES = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r", b"\r.\r"
 
 def session(port: int, data: bytes) -> list[bytes]:
     """Send a whole dialogue in one write after DATA; return the replies that follow."""
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
-        f = s.makefile("rb")
-        f.readline()
-        for cmd in (b"EHLO client.test", b"MAIL FROM:<a@sender.test>", b"RCPT TO:<support@example.com>", b"DATA"):
-            s.sendall(cmd + b"\r\n")
-            line = f.readline()
-            while line[3:4] == b"-":
-                line = f.readline()
-        assert line.startswith(b"354")
-        s.sendall(data)
-        s.sendall(b"QUIT\r\n")
-        replies = []
-        while True:
-            line = f.readline()
-            if not line:
-                return replies
-            replies.append(line)
+    with RawSession(port) as s:
+        assert s.start_data().startswith(b"354")
+        s.send(data + b"QUIT\r\n")
+        return list(iter(s.file.readline, b""))
 
 
 def assert_clean_transport(content: bytes) -> None:
@@ -129,21 +117,15 @@ def test_terminator_split_across_reads(proxy, sink, split):
     """The end of data arriving in pieces (as slow links deliver it) is still found exactly once."""
     import time
 
-    with socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=20) as s:
-        f = s.makefile("rb")
-        f.readline()
-        for cmd in (b"EHLO c.test", b"MAIL FROM:<a@sender.test>", b"RCPT TO:<support@example.com>", b"DATA"):
-            s.sendall(cmd + b"\r\n")
-            line = f.readline()
-            while line[3:4] == b"-":
-                line = f.readline()
+    with RawSession(proxy.smtp_port) as s:
+        assert s.start_data().startswith(b"354")
         body = message(text("line\r\n.dot line\r\n"))
-        s.sendall(body[:-2])
+        s.send(body[:-2])
         time.sleep(0.05)
         ending = body[-2:] + b".\r\nQUIT\r\n"
         for piece in (ending[:split], ending[split:]):
-            s.sendall(piece)
+            s.send(piece)
             time.sleep(0.05)
-        assert f.readline().startswith(b"250")
-        assert f.readline().startswith(b"221")
+        assert s.reply().startswith(b"250")
+        assert s.reply().startswith(b"221")
     assert len(sink.messages) == 1 and sink.messages[0].content.endswith(b"line\r\ndot line\r\n")

@@ -131,6 +131,8 @@ class _Scanner:
             filename=distinct[0] if distinct else None, cte=cte, in_message=in_message,
             names=distinct, ambiguities=notes,
         )
+        if not path:
+            part.header_fields = msg  # the top-level headers: Message-ID, Date... read from here later
         if names and not distinct and disposition is None:  # name="" still claims to be a file
             part.disposition = "attachment"
         if ctype.startswith("multipart/") and params.get("boundary"):
@@ -228,5 +230,7 @@ def split_multipart(data: bytes, body_start: int, end: int,
 
 
 def root_header(data: bytes, root: Part, name: str) -> str | None:
-    value = headers(data, root.start, root.header_end).get(name)
+    """A top-level header's value (parsed once, when the structure was scanned)."""
+    msg = root.header_fields if root.header_fields is not None else headers(data, root.start, root.header_end)
+    value = msg.get(name)
     return None if value is None else str(value).strip()
