@@ -29,6 +29,8 @@ from aiosmtpd.smtp import MISSING, SMTP
 from .replies import enhance
 
 BUSY = "451 4.3.2 System busy, try again later"
+TOO_MUCH = "552 5.3.4 Message size exceeds fixed maximum message size"
+LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"  # a protocol refusal, not an internal error
 _CHUNK = 256 * 1024
 _TERMINATOR = b"\r\n.\r\n"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -158,7 +160,7 @@ class GatewaySMTP(SMTP):
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         if not (self.envelope and self.envelope.rcpt_tos):
-            await self.push("503 Error: need RCPT command")
+            await self.push("503 5.5.1 Need RCPT command")
             return
         if arg:
             await self.push("501 Syntax: DATA")
@@ -226,7 +228,7 @@ class GatewaySMTP(SMTP):
                 nl = chunk.rfind(b"\n")
                 line = line + len(chunk) if nl < 0 else len(chunk) - nl - 1
             if problem is None and limit and kept + len(chunk) > limit:
-                problem = "552 Error: Too much mail data"
+                problem = TOO_MUCH
             if problem is None:
                 chunks.append(chunk)
                 kept += len(chunk)
@@ -249,7 +251,7 @@ class GatewaySMTP(SMTP):
         first = chunk.find(b"\n")
         head = len(chunk) if first < 0 else first
         if open_line + head > self._max_line or (first >= 0 and self._long_line.search(chunk, first)):
-            return "500 Line too long (see RFC5321 4.5.3.1.6)"
+            return LINE_TOO_LONG
         return None
 
     # -- replies and lifecycle ------------------------------------------------
