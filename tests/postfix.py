@@ -5,6 +5,7 @@ where Postfix's relayhost points)."""
 from __future__ import annotations
 
 import collections
+import email.utils
 import json
 import os
 import re
@@ -15,11 +16,14 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from conftest import Proxy, free_port, wait_port
+from mail import attachment, multipart, text
 
 POSTFIX = Path("/usr/sbin/postfix")
 T = TypeVar("T")
@@ -338,3 +342,74 @@ def proxy_on_ports(tmp: Path, downstream_port: int, smtp_port: int, links_port: 
     p = Proxy(tmp, downstream_port, merged, env)
     p.smtp_port, p.links_port = smtp_port, links_port
     return p
+
+# --- Messages sent through Postfix and counted downstream (shared by the Postfix tests) ---
+
+@dataclass
+class Sent:
+    message_id: str
+    raw: bytes
+    big: dict[str, bytes] = field(default_factory=dict)  # over the threshold: to be offloaded
+    small: dict[str, bytes] = field(default_factory=dict)  # kept inline
+    queue_id: str = ""  # Postfix's, once it logged the message
+
+
+def compose(tag: str, big: dict[str, bytes] | None = None, small: dict[str, bytes] | None = None,
+            subject: str = "Postfix relay test") -> Sent:
+    mid = f"<{tag}.{uuid.uuid4().hex}@sender.test>"
+    big, small = big or {}, small or {}
+    files = [attachment(d, n, "application/pdf" if n.endswith(".pdf") else "image/png")
+             for n, d in {**big, **small}.items()]
+    body = multipart(text(), *files) if files else text(f"Hello,\r\nplain message {tag}.\r\n")
+    headers = [("From", "Customer <customer@sender.test>"), ("To", "support@example.com"),
+               ("Subject", f"{subject} {tag}"), ("Date", email.utils.formatdate()),
+               ("Message-ID", mid), ("MIME-Version", "1.0")]
+    raw = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + body
+    return Sent(mid, raw, big, small)
+
+
+def submit_all(mta: Postfix, sent: list[Sent]) -> None:
+    for s in sent:
+        mta.submit(s.raw)
+    ids = wait_for(lambda: (q := mta.queue_ids()) and all(s.message_id in q for s in sent) and q,
+                   "Postfix to log every submitted message", timeout=30, diagnose=mta.diagnose)
+    for s in sent:
+        s.queue_id = ids[s.message_id]
+
+
+_MID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.I | re.M)
+
+
+def message_id(content: bytes) -> str:
+    head = content.split(b"\r\n\r\n", 1)[0]
+    (mid,) = _MID.findall(head)
+    return mid.decode()
+
+
+def arrivals(sink) -> collections.Counter:
+    """How often each Message-ID arrived downstream."""
+    return collections.Counter(message_id(m.content) for m in sink.messages)
+
+
+def received(sink, s: Sent):
+    """The one downstream copy of `s` (the sink's record: content, envelope)."""
+    (got,) = [m for m in sink.messages if message_id(m.content) == s.message_id]
+    return got
+
+
+def deliver_all(mta: Postfix, sink, sent: list[Sent], timeout: float = 60.0) -> None:
+    """Flush Postfix (about once a second) until every message arrived downstream and
+    Postfix's queue is empty: nothing is left that could still arrive a second time."""
+    wanted = {s.message_id for s in sent}
+    last_flush = [0.0]
+
+    def done() -> bool:
+        if wanted <= set(arrivals(sink)) and not mta.queue():
+            return True
+        if time.monotonic() - last_flush[0] >= 1.0:
+            mta.flush()
+            last_flush[0] = time.monotonic()
+        return False
+
+    wait_for(done, "every message downstream and an empty Postfix queue", timeout=timeout,
+             diagnose=lambda: f"arrived: {dict(arrivals(sink))}\n{mta.diagnose()}")

@@ -9,19 +9,14 @@ two, and the tests flush its queue while they wait, so a retry never waits for a
 from __future__ import annotations
 
 import collections
-import email.utils
 import hashlib
-import re
-import time
-import uuid
-from dataclasses import dataclass, field
 
 import pytest
 
 import samples
 from conftest import AWS_ENV, free_port
-from mail import attachment, multipart, text
-from postfix import HangingS3, Postfix, postfix_unavailable, proxy_on_ports, wait_for
+from postfix import (HangingS3, Postfix, Sent, arrivals, compose, deliver_all, postfix_unavailable,
+                     proxy_on_ports, received, submit_all, wait_for)
 from test_attachments import LINK, attachment_payloads, body_text
 from test_s3_e2e import get
 
@@ -81,74 +76,6 @@ def s3_storage(endpoint: str, bucket: str, **s3) -> dict[str, dict]:
 
 
 # --- messages --------------------------------------------------------------------------
-
-@dataclass
-class Sent:
-    message_id: str
-    raw: bytes
-    big: dict[str, bytes] = field(default_factory=dict)  # over the threshold: to be offloaded
-    small: dict[str, bytes] = field(default_factory=dict)  # kept inline
-    queue_id: str = ""  # Postfix's, once it logged the message
-
-
-def compose(tag: str, big: dict[str, bytes] | None = None, small: dict[str, bytes] | None = None) -> Sent:
-    mid = f"<{tag}.{uuid.uuid4().hex}@sender.test>"
-    big, small = big or {}, small or {}
-    files = [attachment(d, n, "application/pdf" if n.endswith(".pdf") else "image/png")
-             for n, d in {**big, **small}.items()]
-    body = multipart(text(), *files) if files else text(f"Hello,\r\nplain message {tag}.\r\n")
-    headers = [("From", "Customer <customer@sender.test>"), ("To", "support@example.com"),
-               ("Subject", f"Postfix relay test {tag}"), ("Date", email.utils.formatdate()),
-               ("Message-ID", mid), ("MIME-Version", "1.0")]
-    raw = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + body
-    return Sent(mid, raw, big, small)
-
-
-def submit_all(mta: Postfix, sent: list[Sent]) -> None:
-    for s in sent:
-        mta.submit(s.raw)
-    ids = wait_for(lambda: (q := mta.queue_ids()) and all(s.message_id in q for s in sent) and q,
-                   "Postfix to log every submitted message", timeout=30, diagnose=mta.diagnose)
-    for s in sent:
-        s.queue_id = ids[s.message_id]
-
-
-_MID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.I | re.M)
-
-
-def message_id(content: bytes) -> str:
-    head = content.split(b"\r\n\r\n", 1)[0]
-    (mid,) = _MID.findall(head)
-    return mid.decode()
-
-
-def arrivals(sink) -> collections.Counter:
-    """How often each Message-ID arrived downstream."""
-    return collections.Counter(message_id(m.content) for m in sink.messages)
-
-
-def received(sink, s: Sent) -> bytes:
-    (got,) = [m.content for m in sink.messages if message_id(m.content) == s.message_id]
-    return got
-
-
-def deliver_all(mta: Postfix, sink, sent: list[Sent], timeout: float = 60.0) -> None:
-    """Flush Postfix (about once a second) until every message arrived downstream and
-    Postfix's queue is empty: nothing is left that could still arrive a second time."""
-    wanted = {s.message_id for s in sent}
-    last_flush = [0.0]
-
-    def done() -> bool:
-        if wanted <= set(arrivals(sink)) and not mta.queue():
-            return True
-        if time.monotonic() - last_flush[0] >= 1.0:
-            mta.flush()
-            last_flush[0] = time.monotonic()
-        return False
-
-    wait_for(done, "every message downstream and an empty Postfix queue", timeout=timeout,
-             diagnose=lambda: f"arrived: {dict(arrivals(sink))}\n{mta.diagnose()}")
-
 
 def assert_exactly_once(mta: Postfix, sink, sent: list[Sent]) -> None:
     assert arrivals(sink) == collections.Counter({s.message_id: 1 for s in sent})
@@ -229,9 +156,9 @@ def test_sigkill_mid_data_then_restart_delivers_every_message_once(mta, proxies,
 
         assert_exactly_once(mta, sink, sent)
         for s in big:
-            assert_offloaded(received(sink, s), s)
+            assert_offloaded(received(sink, s).content, s)
         for s in plain:
-            got = received(sink, s)
+            got = received(sink, s).content
             assert got.endswith(s.raw) and attachment_payloads(got) == s.small
         keys = [k for k in s3server.keys(bucket) if "/." not in k]
         assert len(keys) == sum(len(s.big) for s in big)
@@ -264,9 +191,9 @@ def test_downstream_451_for_a_while_then_every_message_once(mta, proxies, sink):
     deliver_all(mta, sink, sent)
 
     assert_exactly_once(mta, sink, sent)
-    assert_offloaded(received(sink, sent[1]), sent[1])
+    assert_offloaded(received(sink, sent[1]).content, sent[1])
     for s in (sent[0], sent[2], sent[3]):
-        assert received(sink, s).endswith(s.raw)
+        assert received(sink, s).content.endswith(s.raw)
     # Every refused attempt deleted what it had stored: one copy of the one big file is left.
     stored = [p for p in proxy.store.rglob("*") if p.is_file()
               and not any(part.startswith(".") for part in p.relative_to(proxy.store).parts)]
@@ -289,9 +216,9 @@ def test_storage_down_keeps_attachments_inline_with_a_warning(mta, proxies, sink
 
     assert_exactly_once(mta, sink, sent)
     for s in (sent[0], sent[2]):
-        got = received(sink, s)
+        got = received(sink, s).content
         assert attachment_payloads(got) == {**s.big, **s.small}
         assert b"X-Smtp-Offload-Warning: offload failed; attachments kept in the message" in got
         assert b"offload=failed" in got and not LINK.search(got)
-    plain = received(sink, sent[1])
+    plain = received(sink, sent[1]).content
     assert b"X-Smtp-Offload-Warning" not in plain and plain.endswith(sent[1].raw)

@@ -13,21 +13,17 @@ deploy/postfix/content-filter/smtp-offload.toml less its host paths and ports.
 from __future__ import annotations
 
 import collections
-import email.utils
 import hashlib
 import re
 import smtplib
-import time
 import tomllib
-import uuid
-from dataclasses import dataclass, field
 
 import pytest
 
 import samples
 from conftest import ROOT, free_port, wait_port
-from mail import attachment, multipart, text
-from postfix import MASTER_CF, Postfix, postfix_unavailable, wait_for
+from postfix import MASTER_CF, Postfix, Sent, arrivals, deliver_all, postfix_unavailable, received
+from postfix import compose as _compose
 from test_attachments import LINK, attachment_payloads, body_text
 from test_s3_e2e import get
 
@@ -174,61 +170,13 @@ def chain(make_proxy, sink):
 
 # --- messages and waiting ------------------------------------------------------------------
 
-@dataclass
-class Sent:
-    message_id: str
-    raw: bytes
-    big: dict[str, bytes] = field(default_factory=dict)
-    small: dict[str, bytes] = field(default_factory=dict)
-
-
-def compose(tag: str, big: dict[str, bytes] | None = None, small: dict[str, bytes] | None = None) -> Sent:
-    mid = f"<{tag}.{uuid.uuid4().hex}@sender.test>"
-    big, small = big or {}, small or {}
-    files = [attachment(d, n, "application/pdf" if n.endswith(".pdf") else "image/png")
-             for n, d in {**big, **small}.items()]
-    body = multipart(text(), *files) if files else text(f"Hello,\r\nplain message {tag}.\r\n")
-    headers = [("From", "Customer <customer@sender.test>"), ("To", "support@example.com"),
-               ("Subject", f"Content filter test {tag}"), ("Date", email.utils.formatdate()),
-               ("Message-ID", mid), ("MIME-Version", "1.0")]
-    return Sent(mid, b"".join(f"{k}: {v}\r\n".encode() for k, v in headers) + body, big, small)
-
-
-_MID = re.compile(rb"^Message-ID:[ \t]*(<[^>\r\n]+>)", re.I | re.M)
 _QUEUED = re.compile(r": (?P<qid>[0-9A-F]{6,}): message-id=(?P<mid><[^>]*>)$")
 _DELIVERY = re.compile(r": (?P<qid>[0-9A-F]{6,}): to=<(?P<rcpt>[^>]*)>, relay=(?P<relay>[^,]+), "
                        r".*?status=(?P<status>\w+) \((?P<text>.*)\)$")
 
 
-def arrivals(sink) -> collections.Counter:
-    out = collections.Counter()
-    for m in sink.messages:
-        (mid,) = _MID.findall(m.content.split(b"\r\n\r\n", 1)[0])
-        out[mid.decode()] += 1
-    return out
-
-
-def received(sink, s: Sent):
-    (got,) = [m for m in sink.messages if s.message_id.encode() in m.content.split(b"\r\n\r\n", 1)[0]]
-    return got
-
-
-def deliver(pf: Postfix, sink, sent: list[Sent], timeout: float = 60.0) -> None:
-    """Flush Postfix (about once a second) until every message arrived at the sink and the
-    queue is empty: nothing is left that could still arrive a second time."""
-    wanted = {s.message_id for s in sent}
-    last_flush = [0.0]
-
-    def done() -> bool:
-        if wanted <= set(arrivals(sink)) and not pf.queue():
-            return True
-        if time.monotonic() - last_flush[0] >= 1.0:
-            pf.flush()
-            last_flush[0] = time.monotonic()
-        return False
-
-    wait_for(done, "every message at the sink and an empty Postfix queue", timeout=timeout,
-             diagnose=lambda: f"arrived: {dict(arrivals(sink))}\n{pf.diagnose()}\n{pf.services()}")
+def compose(tag: str, big: dict[str, bytes] | None = None, small: dict[str, bytes] | None = None) -> Sent:
+    return _compose(tag, big, small, subject="Content filter test")
 
 
 def hops(pf: Postfix, s: Sent) -> list[tuple[str, set[tuple[str, str, str]]]]:
@@ -282,7 +230,7 @@ def test_oversized_attachment_offloaded_through_the_content_filter(chain, sink):
     s = compose("filter-big", big={"contract.pdf": big}, small={"logo.png": samples.png()})
     rcpts = ["support@example.com", "sales@example.com"]
     pf.submit_to(s.raw, rcpts)
-    deliver(pf, sink, [s])
+    deliver_all(pf, sink, [s])
 
     assert_filtered_once(pf, proxy, sink, s, rcpts)
     got = received(sink, s).content
@@ -305,7 +253,7 @@ def test_plain_message_passes_unchanged_apart_from_headers(chain, sink):
     pf, proxy = chain
     s = compose("filter-plain")
     pf.submit_to(s.raw, ["support@example.com"])
-    deliver(pf, sink, [s])
+    deliver_all(pf, sink, [s])
 
     assert_filtered_once(pf, proxy, sink, s, ["support@example.com"])
     got = received(sink, s).content
@@ -326,7 +274,7 @@ def test_many_messages_each_exactly_once(chain, sink):
             else compose(f"burst-{i}") for i in range(8)]
     for s in sent:
         pf.submit_to(s.raw, ["support@example.com"])
-    deliver(pf, sink, sent, timeout=90)
+    deliver_all(pf, sink, sent, timeout=90)
     assert arrivals(sink) == collections.Counter({s.message_id: 1 for s in sent})
     for s in sent:
         got = received(sink, s).content
@@ -349,7 +297,7 @@ def test_relay_arrangement_routes_the_domain_through_the_proxy_to_the_platform(m
         s = compose("relay-big", big={"contract.pdf": big})
         rcpts = ["support@contact.example.com"]
         pf.submit_to(s.raw, rcpts)
-        deliver(pf, sink, [s])
+        deliver_all(pf, sink, [s])
 
         assert arrivals(sink)[s.message_id] == 1
         ((qid, delivered),) = hops(pf, s)  # queued once, delivered to the proxy by the transport
