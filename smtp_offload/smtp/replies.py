@@ -1,7 +1,7 @@
 """Every reply the sender sees carries an enhanced status code (RFC 3463), ours or aiosmtpd's.
 
-aiosmtpd's built-in replies ("552 Error: Too much mail data", "503 Error: need MAIL
-command", ...) have none; `enhance()` gives them one without touching the replies our
+aiosmtpd's built-in replies ("503 Error: need MAIL command", its SIZE refusal, ...)
+have none; `enhance()` gives them one without touching the replies our
 handler already wrote.
 """
 
@@ -13,13 +13,10 @@ _HAS_STATUS = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
 _SPECIFIC = {
     "552 Error: message size exceeds fixed maximum message size":
         "552 5.3.4 Message size exceeds fixed maximum message size",
-    "552 Error: Too much mail data": "552 5.3.4 Message size exceeds fixed maximum message size",
     "503 Error: nested MAIL command": "503 5.5.1 Nested MAIL command",
     "503 Error: need MAIL command": "503 5.5.1 Need MAIL command",
-    "503 Error: need RCPT command": "503 5.5.1 Need RCPT command",
     "503 Error: send HELO first": "503 5.5.1 Send HELO first",
     "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
-    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
 }
 _DEFAULT_STATUS = {
     "250": "2.0.0", "251": "2.1.5", "252": "2.5.0", "221": "2.0.0",
