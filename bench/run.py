@@ -26,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 
+from smtp_offload.config import dump_sections
+
 from .procs import ROOT, Child, Children, CpuWatch, RssSampler, cpu_seconds, free_port, tree
 
 PY = sys.executable
@@ -43,16 +45,8 @@ class BenchTimeout(Exception):
 
 # --- configuration -------------------------------------------------------------
 
-def toml_value(v) -> str:
-    return str(v).lower() if isinstance(v, bool) else json.dumps(v)
-
-
 def write_toml(path: Path, sections: dict[str, dict]) -> Path:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(dump_sections(sections))
     return path
 
 

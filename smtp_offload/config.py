@@ -9,9 +9,9 @@ The dataclass defaults below ARE the embedded default configuration
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,6 +404,20 @@ def _validate_s3(s3: S3StorageConfig) -> None:
         raise ConfigError("storage.s3.multipart_threshold: must be at least storage.s3.part_size")
     for key in ("max_concurrent_uploads", "connect_timeout", "read_timeout"):
         _positive(f"storage.s3.{key}", getattr(s3, key))
+
+
+def toml_value(value: typing.Any) -> str:
+    """A scalar or list of scalars as TOML (JSON's strings, numbers and lists are TOML too)."""
+    return str(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+
+def dump_sections(sections: dict[str, dict[str, typing.Any]]) -> str:
+    """`{"server": {"listen": ...}, "storage.s3": {...}}` as a TOML document."""
+    lines = []
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
 
 
 def as_dict(cfg: Config) -> dict:

@@ -18,6 +18,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
+from smtp_offload.config import dump_sections
+
 
 class LenientSMTP(SMTP):
     line_length_limit = 100_000  # the sink records whatever arrives; the proxy's limits are under test
@@ -114,17 +116,17 @@ def sink():
     s.stop()
 
 
-def toml_value(v) -> str:
-    return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
-
-
 def write_config(path: Path, sections: dict[str, dict]) -> Path:
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(dump_sections(sections))
     return path
+
+
+def dead_s3(**policy) -> dict[str, dict]:
+    """Overrides for S3 storage on a port nobody listens on (credentials: the s3server fixture)."""
+    return {"storage": {"backend": "s3"},
+            "storage.s3": {"bucket": "any-bucket", "endpoint_url": f"http://127.0.0.1:{free_port()}",
+                           "region": "us-east-1", "connect_timeout": 1},
+            "policy": {"offload_over_bytes": 10_000, **policy}}
 
 
 class Proxy:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import samples
-from conftest import RawSession, free_port
+from conftest import RawSession, dead_s3
 from faulty import FaultyServer
 from mail import attachment, message, multipart, text
 from test_attachments import attachment_payloads
@@ -83,12 +83,7 @@ def test_hanging_storage_costs_its_budget_then_fails_open(make_proxy, sink, faul
 
 
 def test_storage_breaker_opens_and_fails_fast(make_proxy, sink, s3server):
-    dead = f"http://127.0.0.1:{free_port()}"
-    proxy = make_proxy({"storage": {"backend": "s3"},
-                        "storage.s3": {"bucket": "any-bucket", "endpoint_url": dead, "region": "us-east-1",
-                                       "connect_timeout": 1},
-                        "policy": {"offload_over_bytes": 10_000, "breaker_failures": 2,
-                                   "breaker_cooldown_seconds": 3600}})
+    proxy = make_proxy(dead_s3(breaker_failures=2, breaker_cooldown_seconds=3600))
     for _ in range(4):
         assert proxy.send(with_attachment()[0])[0] == 250
     errors = [e["error"] for e in proxy.events("offload_failed")]

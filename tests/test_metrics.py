@@ -9,11 +9,10 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import samples
-from conftest import Sink, free_port, wait_port
+from conftest import Sink, dead_s3, free_port, wait_port
 from mail import attachment, message, multipart, text
 
 
@@ -120,12 +119,7 @@ def test_refusals_by_reason(make_proxy, sink):
 
 
 def test_breaker_gauge_opens_after_storage_failures(make_proxy, sink, s3server):
-    dead = f"http://127.0.0.1:{free_port()}"
-    proxy = make_proxy({"storage": {"backend": "s3"},
-                        "storage.s3": {"bucket": "any-bucket", "endpoint_url": dead, "region": "us-east-1",
-                                       "connect_timeout": 1},
-                        "policy": {"offload_over_bytes": 10_000, "breaker_failures": 2,
-                                   "breaker_cooldown_seconds": 3600}})
+    proxy = make_proxy(dead_s3(breaker_failures=2, breaker_cooldown_seconds=3600))
     assert Scrape(proxy.links_port)("smtp_offload_storage_breaker_state") == 0
     assert proxy.send(with_attachment()[0])[0] == 250
     assert Scrape(proxy.links_port)("smtp_offload_storage_breaker_state") == 0  # one failure: still closed
