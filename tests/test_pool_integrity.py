@@ -7,9 +7,12 @@ The downstream is tests/scripted.py: every reply names what it answers (`rcpt:<a
 
 from __future__ import annotations
 
+import ssl
+import subprocess
+
 import pytest
 
-from conftest import RawSession
+from conftest import RawSession, Sink, SinkHandler
 from mail import message, text
 from scripted import TAG, Act, ScriptedDownstream
 
@@ -71,6 +74,10 @@ def hang_up_while(proxy, ds: ScriptedDownstream, name: str, waiting_for: str) ->
         s.send(f"RCPT TO:<{rcpt}>\r\n".encode())
         ds.wait_for(lambda: ds.saw(f"RCPT TO:<{rcpt}>".encode()) if waiting_for == "rcpt"
                     else ds.saw(f"MAIL FROM:<{sender}>".encode()), f"the proxy's {waiting_for}")
+    elif waiting_for == "rset":
+        assert s.command(f"RCPT TO:<{rcpt}>".encode()).startswith(b"250")
+        s.send(b"RSET\r\n")
+        ds.wait_for(lambda: ds.saw(b"RSET"), "the proxy's RSET")
     else:
         assert s.command(f"RCPT TO:<{rcpt}>".encode()).startswith(b"250")
         assert s.command(b"DATA").startswith(b"354")
@@ -82,14 +89,14 @@ def hang_up_while(proxy, ds: ScriptedDownstream, name: str, waiting_for: str) ->
     s.close()
 
 
-@pytest.mark.parametrize("waiting_for", ["mail", "rcpt", "data", "dot"])
+@pytest.mark.parametrize("waiting_for", ["mail", "rcpt", "rset", "data", "dot"])
 def test_client_hanging_up_mid_command_leaves_no_reply_for_the_next_session(make_proxy, scripted, waiting_for):
     """The downstream answers the first session's command only once the next command on the
     same connection arrives: a pooled connection would hand that answer to the next session
     (its RCPT got the previous sender's reply, its DATA a 250 for nothing sent)."""
-    verb, arg = {"mail": ("MAIL", "gone@sender.test"), "rcpt": ("RCPT", "gone@example.com"),
+    verb, arg = {"mail": ("MAIL", "gone@sender.test"), "rcpt": ("RCPT", "gone@example.com"), "rset": ("RSET", ""),
                  "data": ("DATA", "gone@sender.test"), "dot": ("DOT", "TOKEN-gone")}[waiting_for]
-    ds = scripted(lambda conn, v, a: Act("defer") if (v, a) == (verb, arg) else Act())
+    ds = scripted(lambda conn, v, a: Act("defer") if (v, a) == (verb, arg) and conn.n == 1 else Act())
     proxy = start(make_proxy, ds)
     hang_up_while(proxy, ds, "gone", waiting_for)
     for name in ("next", "then"):
@@ -161,6 +168,34 @@ def test_pool_does_not_hand_out_a_connection_with_unread_bytes(make_proxy, scrip
     assert own_session(proxy, ds, "second").startswith(b"250 ")
     assert len(ds.conns) == 2
     ds.wait_for(lambda: ds.conns[0].closed, "the tainted connection to be closed")
+
+
+def test_pooled_connection_over_starttls_is_checked_and_reused(make_proxy, tmp_path):
+    """The reply counter sees the bytes through the TLS layer too: over a downstream that
+    requires STARTTLS, messages pass and one connection serves every session."""
+    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+                    "/CN=downstream.test", "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(crt), str(key))
+    peers: list[tuple[str, int]] = []
+
+    class PeerHandler(SinkHandler):
+        async def handle_DATA(self, server, session, envelope):
+            peers.append(session.peer)
+            assert session.ssl is not None
+            return await super().handle_DATA(server, session, envelope)
+
+    tls_sink = Sink(tls_context=ctx, require_starttls=True)
+    tls_sink.controller.handler = tls_sink.handler = PeerHandler()
+    try:
+        proxy = make_proxy({"downstream": {"tls": "required", "tls_verify": False}}, downstream_port=tls_sink.port)
+        for i in range(3):
+            assert proxy.send(token_message(f"TOKEN-tls{i}"))[0] == 250
+    finally:
+        tls_sink.stop()
+    assert [b"TOKEN-tls%d" % i in m.content for i, m in enumerate(tls_sink.messages)] == [True] * 3
+    assert len(set(peers)) == 1
 
 
 # -- pure functions ---------------------------------------------------------------

@@ -78,7 +78,7 @@ class Handler:
         ds = getattr(session, "downstream", None)
         if ds is not None:
             session.downstream = None
-            self.pool.put(ds)  # kept only when no transaction is open on it
+            self.pool.put(ds)  # kept only when provably idle: a reply still due closes it
 
     async def handle_QUIT(self, server, session, envelope) -> str:
         ds = getattr(session, "downstream", None)
