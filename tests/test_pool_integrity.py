@@ -220,6 +220,9 @@ def test_reply_counter_counts_replies_however_the_bytes_are_cut():
     assert (c.replies, c.mid_line) == (1, True)
     c.feed(b"0-more\r\n")
     assert (c.replies, c.mid_line) == (1, False)
+    c = ReplyCounter()
+    c.feed(b"ab\n-x\n\n")  # short lines are no continuation, whatever follows them
+    assert c.replies == 3
 
 
 def test_data_block_stuffs_dots_and_ends_lines():

@@ -90,7 +90,7 @@ class ReplyCounter:
     def feed(self, data: bytes) -> None:
         start = 0
         while (nl := data.find(b"\n", start)) >= 0:
-            head = (self._head + data[start:start + 4])[:4]
+            head = (self._head + data[start:min(start + 4, nl + 1)])[:4]
             if head[3:4] != b"-":
                 self.replies += 1
             self._head = b""
@@ -181,6 +181,7 @@ class Downstream:
             raise
         protocol = smtp.protocol
         if protocol is None:
+            smtp.close()
             raise _fail(aiosmtplib.SMTPServerDisconnected("Connection lost after EHLO"))
         # Bytes that came with the greeting or EHLO reply and were not part of it: aiosmtplib
         # would read them as the reply to our next command. `_buffer` is its parse buffer,
@@ -228,6 +229,8 @@ class Downstream:
             self.close()
             raise _protocol_error(f"more than one reply to one command (first: {resp.code})")
         self._busy = False
+        if resp.code == 421:  # the downstream is closing this connection: never hand it on
+            self.close()
         return resp
 
     async def _command(self, *args: bytes, default_status: str) -> Reply:
