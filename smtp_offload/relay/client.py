@@ -5,6 +5,15 @@ downstream's verdict goes back to the sender, so no recipient is ever silently d
 Commands are written with `execute_command` on purpose: aiosmtplib's `mail()`/`rcpt()`
 re-parse addresses with `email.utils.parseaddr`, which must not decide where mail goes
 (and would turn the null reverse-path into something else). The envelope is sent verbatim.
+
+A connection outlives the session that opened it (relay.pool), so it must never carry a
+reply into the next session: a reply read for the wrong command is how a sender gets
+someone else's `554`, or a `250` for a message nobody sent. Hence, like Postfix's smtp
+client, a connection is reused only when it is provably idle — no command in flight and
+every byte the downstream sent read as the reply to a command we sent. Any interruption
+(the client gone, a timeout, a cancellation) closes it, and a reply that breaks the
+protocol (`250` to DATA, a reply nobody asked for, bytes that are no SMTP reply) gives
+the sender `451 4.4.2` and closes it too.
 """
 
 from __future__ import annotations
@@ -12,8 +21,10 @@ from __future__ import annotations
 import re
 import ssl
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 import aiosmtplib
+from aiosmtplib import SMTPResponse
 
 from ..config import DownstreamConfig
 from ..errors import TemporaryError
@@ -47,10 +58,58 @@ class Reply:
 
 
 UNAVAILABLE = "Downstream mail server unavailable; try again later"
+PROTOCOL_ERROR = "Downstream protocol error; try again later"
 
 
 def _fail(exc: BaseException) -> TemporaryError:
     return TemporaryError(UNAVAILABLE, code=451, status="4.4.1", detail=f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _protocol_error(detail: str) -> TemporaryError:
+    return TemporaryError(PROTOCOL_ERROR, code=451, status="4.4.2", detail=detail[:300])
+
+
+class ReplyCounter:
+    """Counts the complete replies in the bytes a downstream sends, as they arrive.
+
+    aiosmtplib drops bytes that arrive while no command waits for a reply, and keeps
+    bytes that came with a reply for the next command: either way a reply nobody asked
+    for would go unnoticed, or be read as the answer to the next command. Counting every
+    reply on the wire, whatever aiosmtplib does with it, tells whether each command got
+    exactly one. A line is the last of its reply unless its fourth byte is "-" (the rule
+    aiosmtplib parses by, bare LF included)."""
+
+    def __init__(self) -> None:
+        self.replies = 0
+        self._head = b""  # the first bytes (at most 4) of a line not yet ended
+
+    @property
+    def mid_line(self) -> bool:
+        return bool(self._head)
+
+    def feed(self, data: bytes) -> None:
+        start = 0
+        while (nl := data.find(b"\n", start)) >= 0:
+            head = (self._head + data[start:min(start + 4, nl + 1)])[:4]
+            if head[3:4] != b"-":
+                self.replies += 1
+            self._head = b""
+            start = nl + 1
+        if start < len(data):
+            self._head = (self._head + data[start:start + 4])[:4]
+
+
+_LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _data_block(message: bytes) -> bytes:
+    """The message as it goes on the wire after DATA: CRLF line ends, dot-stuffed, with the
+    final dot (what aiosmtplib's data() does; we send it ourselves to check the 354 first)."""
+    message = _LINE_ENDS.sub(b"\r\n", message)
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    return _LEADING_DOT.sub(b"..", message) + b".\r\n"
 
 
 def _addr(address: str) -> bytes:
@@ -70,10 +129,24 @@ class Downstream:
         self.local_hostname = local_hostname
         self.smtp: aiosmtplib.SMTP | None = None
         self.txn: Transaction | None = None
+        self._counter = ReplyCounter()
+        self._asked = 0  # replies asked for on this connection (since EHLO)
+        self._busy = False  # a command is in flight: its reply is not read yet
+        self._verified = False  # the bytes left after EHLO could be checked
 
     @property
     def connected(self) -> bool:
         return self.smtp is not None and self.smtp.is_connected
+
+    @property
+    def idle(self) -> bool:
+        """Provably idle, so safe for another session: connected, no transaction open, no
+        command in flight, and every byte the downstream sent read as a reply we asked for."""
+        return (self.connected and self._verified and self.txn is None and not self._busy
+                and not self._unread())
+
+    def _unread(self) -> bool:
+        return self._counter.replies != self._asked or self._counter.mid_line
 
     def supports(self, extension: str) -> bool:
         return bool(self.smtp and self.smtp.supports_extension(extension))
@@ -95,20 +168,78 @@ class Downstream:
             await smtp.connect(timeout=cfg.connect_timeout)
             if smtp.last_ehlo_response is None and smtp.last_helo_response is None:
                 await smtp.ehlo()
+        except aiosmtplib.SMTPResponseException as exc:
+            smtp.close()
+            if exc.code == aiosmtplib.SMTPStatus.invalid_response:  # bytes that are no SMTP reply
+                raise _protocol_error(f"{type(exc).__name__}: {exc}") from exc
+            raise _fail(exc) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
             smtp.close()
             raise _fail(exc) from exc
+        except BaseException:  # cancelled: nobody will ever close it otherwise
+            smtp.close()
+            raise
+        protocol = smtp.protocol
+        if protocol is None:
+            smtp.close()
+            raise _fail(aiosmtplib.SMTPServerDisconnected("Connection lost after EHLO"))
+        # Bytes that came with the greeting or EHLO reply and were not part of it: aiosmtplib
+        # would read them as the reply to our next command. `_buffer` is its parse buffer,
+        # the one internal read here (aiosmtplib is pinned below 6 in pyproject.toml for it);
+        # should it ever go, the connection still serves this session but is never pooled.
+        leftover = getattr(protocol, "_buffer", None)
+        if leftover:
+            smtp.close()
+            raise _protocol_error("unexpected bytes after the greeting or EHLO reply")
+        self._verified = leftover is not None
+        self._counter, self._asked, self._busy = ReplyCounter(), 0, False
+        counter, received = self._counter, protocol.data_received
+
+        def data_received(data: bytes) -> None:
+            counter.feed(data)
+            received(data)
+
+        # The transport calls the protocol's data_received for every chunk (TLS too: the
+        # SSL layer calls the same attribute), so the counter sees every byte.
+        protocol.data_received = data_received  # type: ignore[method-assign]
         self.smtp = smtp
+
+    async def _exchange(self, send: Callable[[aiosmtplib.SMTP], Awaitable[SMTPResponse]]) -> SMTPResponse:
+        """One command and its reply, on a connection that must end this provably in step
+        with the downstream, or closed."""
+        smtp = self.smtp
+        assert smtp is not None
+        if self._unread():  # something arrived that no command of ours asked for
+            self.close()
+            raise _protocol_error("reply nobody asked for waiting before a command")
+        self._busy = True
+        self._asked += 1
+        try:
+            resp = await send(smtp)
+        except aiosmtplib.SMTPResponseException as exc:  # garbage, an over-long line
+            self.close()
+            raise _protocol_error(f"{type(exc).__name__}: {exc}") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            self.close()
+            raise _fail(exc) from exc
+        except BaseException:  # cancelled (the client went away) or a bug: the reply stays unread
+            self.close()
+            raise
+        if self._unread():  # more than one reply came: which one answered us is anyone's guess
+            self.close()
+            raise _protocol_error(f"more than one reply to one command (first: {resp.code})")
+        self._busy = False
+        if resp.code == 421:  # the downstream is closing this connection: never hand it on
+            self.close()
+        return resp
 
     async def _command(self, *args: bytes, default_status: str) -> Reply:
         if not self.connected:
             await self.open()
-        assert self.smtp is not None
-        try:
-            resp = await self.smtp.execute_command(*args)
-        except (aiosmtplib.SMTPException, OSError) as exc:
+        resp = await self._exchange(lambda smtp: smtp.execute_command(*args))
+        if not (200 <= resp.code < 300 or 400 <= resp.code < 600):
             self.close()
-            raise _fail(exc) from exc
+            raise _protocol_error(f"{resp.code} to {args[0].decode()}")
         return Reply.from_downstream(resp.code, resp.message, default_status)
 
     async def mail(self, sender: str, options: list[str]) -> Reply:
@@ -126,6 +257,10 @@ class Downstream:
         return reply
 
     async def rcpt(self, recipient: str) -> Reply:
+        if self.txn is not None and not self.connected:
+            # The connection went away mid-transaction (downstream timeout, protocol error):
+            # a RCPT alone on a new one would get "503 need MAIL", a 5xx for a good recipient.
+            await self._replay(self.txn)
         reply = await self._command(b"RCPT", b"TO:" + _addr(recipient), default_status="2.1.5")
         if reply.ok and self.txn is not None:
             self.txn.recipients.append(recipient)
@@ -135,9 +270,11 @@ class Downstream:
         self.txn = None
         if self.connected:
             try:
-                await self._command(b"RSET", default_status="2.0.0")
+                reply = await self._command(b"RSET", default_status="2.0.0")
             except TemporaryError:
-                pass
+                return
+            if not reply.ok:  # a transaction may still be open on it: never hand it on
+                self.close()
 
     async def data(self, message: bytes) -> Reply:
         """Send the message for the current transaction and return the downstream's verdict.
@@ -152,16 +289,32 @@ class Downstream:
         self.txn = None
         if not self.connected:
             await self._replay(txn)
-        assert self.smtp is not None
-        try:
-            # aiosmtplib's data path does CRLF line ends, dot-stuffing and the final dot.
-            resp = await self.smtp.data(message, timeout=self.cfg.data_timeout)
-        except aiosmtplib.SMTPResponseException as exc:
-            return Reply.from_downstream(exc.code, exc.message, "5.0.0")
-        except (aiosmtplib.SMTPException, OSError) as exc:
+            self.txn = None
+        # DATA and the message are sent in two steps, not with aiosmtplib's data(): it turns
+        # any reply to DATA other than 354 into an SMTPDataError, a 250 included, which
+        # cannot be told from a 250 to the final dot.
+        start = await self._exchange(lambda smtp: smtp.execute_command(b"DATA"))
+        if 400 <= start.code < 600:  # a refusal, passed on; the transaction may still be open
+            reply = Reply.from_downstream(start.code, start.message, "5.0.0")
+            await self.rset()
+            return reply
+        if start.code != 354:
             self.close()
-            raise _fail(exc) from exc
-        return Reply.from_downstream(resp.code, resp.message, "2.0.0")
+            raise _protocol_error(f"{start.code} to DATA")
+        block = _data_block(message)
+
+        async def send(smtp: aiosmtplib.SMTP) -> SMTPResponse:
+            protocol = smtp.protocol
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            protocol.write(block)
+            return await protocol.read_response(timeout=self.cfg.data_timeout)
+
+        resp = await self._exchange(send)
+        if 200 <= resp.code < 300 or 400 <= resp.code < 600:
+            return Reply.from_downstream(resp.code, resp.message, "2.0.0" if resp.code < 300 else "5.0.0")
+        self.close()
+        raise _protocol_error(f"{resp.code} to the end of the message")
 
     async def _replay(self, txn: Transaction) -> None:
         reply = await self.mail(txn.sender, txn.options)

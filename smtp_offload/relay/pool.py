@@ -2,7 +2,9 @@
 
 Connecting (TCP, greeting, EHLO, maybe STARTTLS) costs more than relaying a small
 message, so a connection whose session ended cleanly goes back to a small pool and the
-next session takes it. A pooled connection that the downstream closed meanwhile is
+next session takes it. Only a provably idle one (Downstream.idle: no transaction, no
+command in flight, no byte unread) is kept or handed out: a reply left on it would answer
+the next session's command. A pooled connection that the downstream closed meanwhile is
 noticed on first use, where Downstream.mail() reconnects once.
 """
 
@@ -27,14 +29,17 @@ class DownstreamPool:
         now = self.clock()
         while self._idle:
             since, ds = self._idle.pop()
-            if now - since < self.idle_seconds and ds.connected:
+            # Checked again on the way out: while it waited, the downstream may have said
+            # something nobody asked for (or hung up), and that must not reach a session.
+            if now - since < self.idle_seconds and ds.idle:
                 return ds
             ds.close()
         return self.factory()
 
     def put(self, ds: Downstream) -> None:
-        """Keep a connection with no transaction open; close anything else."""
-        if ds.txn is None and ds.connected and len(self._idle) < self.size:
+        """Keep a provably idle connection; close anything else (a session that ended while
+        waiting for a reply leaves that reply on its connection)."""
+        if ds.idle and len(self._idle) < self.size:
             self._idle.append((self.clock(), ds))
         else:
             ds.close()

@@ -21,7 +21,7 @@ from ..process import Processor
 from ..relay import Downstream, Reply
 from ..relay.pool import DownstreamPool
 from ..trace import decision_headers, received
-from .policy import check_recipient
+from .policy import check_recipient, check_sender
 
 INTERNAL = "451 4.3.0 Internal error; try again later"
 
@@ -78,7 +78,7 @@ class Handler:
         ds = getattr(session, "downstream", None)
         if ds is not None:
             session.downstream = None
-            self.pool.put(ds)  # kept only when no transaction is open on it
+            self.pool.put(ds)  # kept only when provably idle: a reply still due closes it
 
     async def handle_QUIT(self, server, session, envelope) -> str:
         ds = getattr(session, "downstream", None)
@@ -101,6 +101,11 @@ class Handler:
 
     # -- envelope ---------------------------------------------------------------
     async def handle_MAIL(self, server, session, envelope, address: str, mail_options: list[str]) -> str:
+        refusal = check_sender(address)
+        if refusal:
+            envelope.smtp_utf8 = False  # aiosmtpd set it from this refused command's parameters
+            self.log.info("mail_refused", client=client_ip(session), sender=address, reply=refusal)
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         ds = getattr(session, "downstream", None)

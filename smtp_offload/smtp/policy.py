@@ -15,7 +15,21 @@ def domain_accepted(domain: str, accepted: tuple[str, ...]) -> bool:
     return False
 
 
+def check_sender(address: str) -> str | None:
+    """The reverse-path must be the null path or local@domain (aiosmtpd takes a bare word)."""
+    if address == "<>":
+        return None
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        return "501 5.1.7 Sender address must be user@domain or <>"
+    return None
+
+
 def check_recipient(address: str, accepted: tuple[str, ...]) -> str | None:
+    # RFC 5321 4.5.1: "Postmaster" without a domain (any case) must be accepted: it is this
+    # system's postmaster, and mail for it goes to the downstream's.
+    if address.lower() == "postmaster":
+        return None
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         return "550 5.1.3 Recipient address must be user@domain"
