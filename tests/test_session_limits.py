@@ -62,6 +62,12 @@ def v1(src: str) -> bytes:
     return f"PROXY {family} {src} {dst} 40000 25\r\n".encode()
 
 
+def assert_clean_log(proxy) -> None:
+    """Turning a connection away or cutting it off is not an error: nothing logged as one."""
+    assert not [e for e in proxy.events() if e.get("level") in ("error", "critical")]
+    assert "Traceback" not in proxy.log_path.read_text(errors="replace")
+
+
 def until_greeted(open_session, timeout: float = DEADLINE) -> RawSession:
     """A closed session's slot is freed when the proxy notices the close: retry until then."""
     deadline = time.monotonic() + timeout
@@ -85,6 +91,7 @@ def test_trickled_command_line_is_cut_off(make_proxy, sink):
         assert answer.startswith(b"421 4.4.2"), answer
         assert closed(s)
     assert Scrape(proxy.links_port)("smtp_offload_refusals_total", reason="command_timeout") == 1
+    assert_clean_log(proxy)
 
 
 def test_trickled_greeting_is_cut_off_with_proxy_protocol(make_proxy, sink):
@@ -121,6 +128,7 @@ def test_dialogue_that_never_reaches_data_is_closed(make_proxy, sink):
         assert closed(s)
     assert Scrape(proxy.links_port)("smtp_offload_refusals_total", reason="envelope_timeout") == 1
     assert sink.messages == []
+    assert_clean_log(proxy)
 
 
 def test_envelope_deadline_restarts_after_each_message(make_proxy, sink):
@@ -168,6 +176,7 @@ def test_one_address_cannot_take_every_session(make_proxy, sink):
     assert Scrape(proxy.links_port)("smtp_offload_refusals_total", reason="max_sessions_per_client") >= 1
     (ev, *_) = [e for e in proxy.events("session_refused") if e.get("reason") == "max_sessions_per_client"]
     assert ev["client"] == "127.0.0.1"
+    assert_clean_log(proxy)
 
 
 def test_sessions_are_counted_by_the_proxy_protocol_address(make_proxy, sink):
@@ -196,6 +205,7 @@ def test_sessions_are_counted_by_the_proxy_protocol_address(make_proxy, sink):
             h.close()
     assert Scrape(proxy.links_port)("smtp_offload_refusals_total", reason="max_sessions_per_client") >= 2
     assert proxy.events("proxy_refused") == []  # valid headers: not a PROXY protocol failure
+    assert_clean_log(proxy)
 
 
 # -- the in-flight byte budget charged for real bytes --------------------------------

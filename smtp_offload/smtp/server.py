@@ -186,7 +186,9 @@ class GatewaySMTP(SMTP):
 
     def _command_too_slow(self) -> None:
         self._command_deadline = None
-        if self._busy:  # a message is being processed: its reply comes first, the line can wait
+        # A message being processed has its reply come first; and if we stopped reading (a
+        # client that pipelined past the reader's buffer), the line is late by our doing.
+        if self._busy or getattr(self._reader, "_paused", False):
             self._command_deadline = self.loop.call_later(self.limits.command_timeout, self._command_too_slow)
             return
         self._cut("command_timeout", COMMAND_TOO_SLOW)
