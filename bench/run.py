@@ -151,7 +151,9 @@ class Bench:
         d = self.tmp / f"proxy{self._n}"
         d.mkdir()
         links = free_port()
-        server = {"listen": f"127.0.0.1:{port}", "accepted_domains": ["example.com"], "hostname": "mx.bench"}
+        # max_sessions_per_client off: every load-generator session comes from 127.0.0.1.
+        server = {"listen": f"127.0.0.1:{port}", "accepted_domains": ["example.com"], "hostname": "mx.bench",
+                  "max_sessions_per_client": 0}
         if workers is not None:
             server["workers"] = workers
         sections = {

@@ -53,7 +53,8 @@ class App:
         self.pool: DownstreamPool | None = None
         s = cfg.server
         self.limits = Limits(max_sessions=s.max_sessions, max_inflight_bytes=s.max_inflight_bytes,
-                             data_timeout=s.data_timeout)
+                             data_timeout=s.data_timeout, command_timeout=s.command_timeout,
+                             envelope_timeout=s.envelope_timeout, max_sessions_per_client=s.max_sessions_per_client)
         self.metrics = Metrics()  # this process's registry, served at /metrics
         self.metrics.watch_limits(self.limits)
 
@@ -81,7 +82,7 @@ class App:
                 data_size_limit=cfg.server.max_message_bytes, enable_SMTPUTF8=cfg.server.smtputf8,
                 hostname=self.hostname, ident=f"smtp-offload {__version__}", tls_context=tls,
                 require_starttls=cfg.server.require_tls, timeout=cfg.server.idle_timeout, loop=loop,
-                metrics=self.metrics,
+                metrics=self.metrics, log=self.log,
                 proxy_protocol_timeout=cfg.server.proxy_protocol_timeout if cfg.server.proxy_protocol else None,
             )
 

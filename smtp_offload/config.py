@@ -38,7 +38,13 @@ class ServerConfig:
     max_line_length: int = 8192  # longer DATA lines are refused (RFC 5321 says 1000; real mail is sloppier)
     idle_timeout: float = 300.0  # seconds without a byte from the client (re-armed while DATA flows)
     data_timeout: float = 1800.0  # most seconds one message may take to arrive
+    # Deadlines no byte re-arms (the idle timeout alone lets a trickle hold a session forever):
+    command_timeout: float = 60.0  # one command line, from its first byte to its line end (421 4.4.2)
+    envelope_timeout: float = 300.0  # connect (or end of the last message) until DATA is accepted (421 4.4.2)
     max_sessions: int = 500  # more concurrent connections get 421 4.3.2
+    # Like Postfix's smtpd_client_connection_count_limit (also 50): one address cannot take
+    # every session. 0 = off. IPv6 clients are counted per /64.
+    max_sessions_per_client: int = 50  # more from one address get 421 4.7.0
     max_inflight_bytes: int = 1024 * 1024 * 1024  # message bytes arriving or processed at once (451 4.3.2 past it)
     drain_seconds: float = 60.0  # on SIGTERM, how long messages in flight may take to finish
     workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each a full proxy
@@ -308,6 +314,7 @@ def validate(cfg: Config) -> None:
         ("server.max_message_bytes", s.max_message_bytes), ("server.max_recipients", s.max_recipients),
         ("server.idle_timeout", s.idle_timeout), ("downstream.port", d.port),
         ("server.data_timeout", s.data_timeout), ("server.max_sessions", s.max_sessions),
+        ("server.command_timeout", s.command_timeout), ("server.envelope_timeout", s.envelope_timeout),
         ("server.max_inflight_bytes", s.max_inflight_bytes), ("server.drain_seconds", s.drain_seconds),
         ("server.workers", s.workers), ("server.proxy_protocol_timeout", s.proxy_protocol_timeout),
         ("downstream.max_message_bytes", d.max_message_bytes), ("downstream.max_attachments", d.max_attachments),
@@ -329,6 +336,8 @@ def validate(cfg: Config) -> None:
         val = getattr(s, key)
         if val and not Path(val).is_file():
             raise ConfigError(f"server.{key}: file not found: {val}")
+    if s.max_sessions_per_client < 0:
+        raise ConfigError(f"server.max_sessions_per_client: must be 0 (off) or more, got {s.max_sessions_per_client}")
     if d.pool_size < 0:
         raise ConfigError(f"downstream.pool_size: must be 0 or more, got {d.pool_size}")
     if d.port > 65535:

@@ -92,7 +92,9 @@ def _check(results: dict[int, object], sink, proxy, expected: int) -> None:
 
 
 def _run(make_proxy, sink, sessions: int, per_session: int, seconds: float | None) -> None:
-    proxy = make_proxy({"policy": {"offload_over_bytes": 100_000}, "server": {"max_sessions": sessions + 50}})
+    # Every session comes from 127.0.0.1: the per-address limit would be what is tested.
+    proxy = make_proxy({"policy": {"offload_over_bytes": 100_000},
+                        "server": {"max_sessions": sessions + 50, "max_sessions_per_client": 0}})
     pid = proxy.proc.pid
     warm = asyncio.run(_load(proxy.smtp_port, 20, 2, start=10_000_000))  # imports, caches, pools
     assert all(r == 250 for r in warm.values())

@@ -3,11 +3,18 @@
 - Idle timeout, not per-command timeout: aiosmtpd arms its timer once per command, so a
   slow 30 MB DATA would be cut off mid-transfer; here every received byte re-arms it.
   A separate DATA deadline bounds how long one message may take to arrive.
+- Because bytes re-arm the idle timer, a stranger could trickle one byte at a time and hold a
+  session forever. Two deadlines no byte re-arms close that: one for a whole command line
+  (first byte to its line feed) and one for the dialogue before DATA (from connect, or from
+  the end of the previous message, until DATA is accepted). Past either: 421 4.4.2, closed.
 - While a message is being processed (inspect, store, relay) the timers are held: the work
   has its own budgets, and a fired timer would cancel handle_DATA mid-relay.
-- Backpressure: a session limit (excess connections get 421 4.3.2 and are closed) and a
-  budget of message bytes in flight (DATA gets 451 4.3.2 when it is spent), so memory stays
-  bounded under a burst of large messages.
+- Backpressure: a session limit (excess connections get 421 4.3.2 and are closed), a limit
+  per client address (421 4.7.0; the PROXY header's address when there is one, so it is
+  checked once the header is read), and a budget of message bytes in flight (DATA gets
+  451 4.3.2 when it is spent), so memory stays bounded under a burst of large messages.
+  The budget is charged for the bytes that really arrive, not just the SIZE the client
+  declared: the declared (or default) amount is reserved at DATA and grown as bytes come.
 - Drain: on shutdown idle sessions get 421 at once; a session with a message arriving or
   being processed gets its reply first, then 421.
 - Every reply gets an enhanced status code.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +45,26 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:\s+(.*?))?\s*$")
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
+TOO_MANY_FROM_CLIENT = b"421 4.7.0 Too many connections from your address, try again later\r\n"
+COMMAND_TOO_SLOW = b"421 4.4.2 Command line took too long to arrive, closing connection\r\n"
+ENVELOPE_TOO_SLOW = b"421 4.4.2 Too long without starting a message, closing connection\r\n"
+DATA_TOO_SLOW = b"421 4.4.2 Message took too long to arrive, closing\r\n"
+
+
+def client_key(address: str | None) -> str | None:
+    """What max_sessions_per_client counts by: an IPv4 address, or the /64 of an IPv6 one
+    (one site gets a whole /64, so counting single IPv6 addresses would limit nobody)."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # a dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass
@@ -46,7 +74,11 @@ class Limits:
     max_sessions: int
     max_inflight_bytes: int
     data_timeout: float
+    command_timeout: float = 60.0
+    envelope_timeout: float = 300.0
+    max_sessions_per_client: int = 0  # 0: no limit per client address
     sessions: set = field(default_factory=set)
+    clients: dict[str, int] = field(default_factory=dict)  # client_key -> sessions
     inflight_bytes: int = 0
     draining: bool = False
 
@@ -57,8 +89,30 @@ class Limits:
         self.inflight_bytes += n
         return n
 
+    def grow(self, held: int, n: int) -> bool:
+        """Charge n more bytes to a message already holding `held`. As in reserve(), a message
+        alone in flight may pass the budget (else a message between max_inflight_bytes and
+        max_message_bytes could never be taken)."""
+        if self.inflight_bytes + n > self.max_inflight_bytes and self.inflight_bytes > held:
+            return False
+        self.inflight_bytes += n
+        return True
+
     def release(self, n: int) -> None:
         self.inflight_bytes -= n
+
+    def admit(self, client: str) -> bool:
+        """Count one more session for this client, unless it already has its share."""
+        n = self.clients.get(client, 0)
+        if self.max_sessions_per_client and n >= self.max_sessions_per_client:
+            return False
+        self.clients[client] = n + 1
+        return True
+
+    def leave(self, client: str) -> None:
+        n = self.clients.pop(client, 0) - 1
+        if n > 0:
+            self.clients[client] = n
 
 
 class Refuse(asyncio.Protocol):
@@ -74,7 +128,7 @@ class Refuse(asyncio.Protocol):
 
 class GatewaySMTP(SMTP):
     def __init__(self, handler: Any, *, limits: Limits, line_length_limit: int, default_reserve: int,
-                 metrics: Any = None, **kwargs: Any):
+                 metrics: Any = None, log: Any = None, **kwargs: Any):
         # The StreamReader limit is taken from this attribute inside SMTP.__init__.
         self.line_length_limit = line_length_limit + 1  # + the transparency dot
         # A line is what lies between line feeds (bare ones too: they become line ends later);
@@ -85,9 +139,15 @@ class GatewaySMTP(SMTP):
         self.limits = limits
         self.default_reserve = default_reserve
         self.metrics = metrics  # smtp_offload.metrics.Metrics, or None
+        self.log = log
         self._busy = 0
         self._receiving = False
         self._data_deadline: asyncio.TimerHandle | None = None
+        self._command_deadline: asyncio.TimerHandle | None = None
+        self._envelope_deadline: asyncio.TimerHandle | None = None
+        self._client: str | None = None  # the key this session is counted under in limits.clients
+        self._turned_away = False  # refused in connection_made: aiosmtpd never saw the connection
+        self._charged = 0  # bytes of the in-flight budget held by the message arriving now
         super().__init__(handler, **kwargs)
 
     # -- timers ------------------------------------------------------------
@@ -110,7 +170,52 @@ class GatewaySMTP(SMTP):
         # Bytes re-arm the idle timer, but not the PROXY header's deadline.
         if self._timeout_handle is not None and not self._busy and not self._awaiting_proxy:
             self._reset_timeout()
+        if not self._receiving and not self._awaiting_proxy:
+            self._track_command_line(data)
         super().data_received(data)
+
+    def _track_command_line(self, data: bytes) -> None:
+        """Command bytes (not DATA content): a line feed ends the open line; bytes after the
+        last one open a new line, whose deadline starts now. Lines are what aiosmtpd reads
+        (up to a line feed), so a bare LF ends one here too."""
+        nl = data.rfind(b"\n")
+        if nl >= 0:
+            self._cancel("_command_deadline")
+        if nl < len(data) - 1 and self._command_deadline is None and self.transport is not None:
+            self._command_deadline = self.loop.call_later(self.limits.command_timeout, self._command_too_slow)
+
+    def _command_too_slow(self) -> None:
+        self._command_deadline = None
+        # A message being processed has its reply come first; and if we stopped reading (a
+        # client that pipelined past the reader's buffer), the line is late by our doing.
+        if self._busy or getattr(self._reader, "_paused", False):
+            self._command_deadline = self.loop.call_later(self.limits.command_timeout, self._command_too_slow)
+            return
+        self._cut("command_timeout", COMMAND_TOO_SLOW)
+
+    def _arm_envelope_deadline(self) -> None:
+        self._cancel("_envelope_deadline")
+        if self.transport is not None:
+            self._envelope_deadline = self.loop.call_later(self.limits.envelope_timeout, self._envelope_too_slow)
+
+    def _envelope_too_slow(self) -> None:
+        self._envelope_deadline = None
+        if not self.in_flight:  # a message arriving or processed has its own deadlines
+            self._cut("envelope_timeout", ENVELOPE_TOO_SLOW)
+
+    def _cut(self, reason: str, line: bytes) -> None:
+        """421 and close, from a timer. A command being handled is cancelled with the session
+        (connection_lost cancels aiosmtpd's task), as when the client hangs up."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._refused(reason)
+            self.transport.write(line)
+            self.transport.close()
+
+    def _cancel(self, name: str) -> None:
+        handle = getattr(self, name)
+        if handle is not None:
+            handle.cancel()
+            setattr(self, name, None)
 
     def _timeout_cb(self) -> None:
         if self._busy:
@@ -119,9 +224,7 @@ class GatewaySMTP(SMTP):
         super()._timeout_cb()
 
     def _cancel_data_deadline(self) -> None:
-        if self._data_deadline is not None:
-            self._data_deadline.cancel()
-            self._data_deadline = None
+        self._cancel("_data_deadline")
 
     @property
     def _awaiting_proxy(self) -> bool:
@@ -129,10 +232,8 @@ class GatewaySMTP(SMTP):
 
     def _data_too_slow(self) -> None:
         self._data_deadline = None
-        if not self._busy and self.transport is not None:
-            self._refused("data_timeout")
-            self.transport.write(b"421 4.4.2 Message took too long to arrive, closing\r\n")
-            self.transport.close()
+        if not self._busy:
+            self._cut("data_timeout", DATA_TOO_SLOW)
 
     # -- envelope addresses ----------------------------------------------------
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -174,17 +275,20 @@ class GatewaySMTP(SMTP):
             self._refused("busy")
             await self.push(BUSY)
             return
+        self._charged = reserved
         try:
+            self._cancel("_envelope_deadline")  # DATA is accepted: the DATA deadline takes over
             await self.push("354 End data with <CR><LF>.<CR><LF>")
             self._data_deadline = self.loop.call_later(self.limits.data_timeout, self._data_too_slow)
             self._receiving = True
+            self._cancel("_command_deadline")  # bytes pipelined after DATA were content, not a command
             try:
                 content, problem = await self._read_data()
             finally:
                 self._receiving = False
                 self._cancel_data_deadline()
             if problem:
-                self._refused("line_too_long" if problem.startswith("500") else "too_big")
+                self._refused({"500": "line_too_long", "451": "busy"}.get(problem[:3], "too_big"))
                 self._set_post_data_state()
                 await self.push(problem)
                 return
@@ -193,7 +297,9 @@ class GatewaySMTP(SMTP):
             self._set_post_data_state()
             await self.push("250 OK" if status is MISSING else status)
         finally:
-            self.limits.release(reserved)
+            self.limits.release(self._charged)  # exactly what reserve() and grow() charged
+            self._charged = 0
+            self._arm_envelope_deadline()  # the next message's dialogue starts now
             if self.limits.draining:  # the reply to this message is out: now say goodbye
                 self.shutdown()
 
@@ -203,9 +309,14 @@ class GatewaySMTP(SMTP):
         CRLF.CRLF ends the data (a bare CR or LF never does), the first dot of every line is
         removed, and an over-long line or an over-size message is read to its end and then
         refused. Bytes the client sent after the terminator are given back to the reader.
-        Chunks are joined once at the end, so the message is held at most twice, briefly."""
+        Chunks are joined once at the end, so the message is held at most twice, briefly.
+        Bytes past what was reserved are charged to the in-flight budget as they arrive; when
+        it cannot grow, the message is read to its end, kept nowhere, and refused with
+        451 4.3.2 - like an over-size one, so the session stays in step and the sender
+        simply retries, rather than a 421 that would also drop its other messages."""
         chunks: list[bytes] = []
         kept = 0  # bytes in chunks
+        arrived = 0  # bytes read, as charged to the budget
         tail = b"\r\n"  # the end of what came before: at the start, a line begins
         line = 0  # length of the line still open at the end of the last chunk
         problem: str | None = None
@@ -214,6 +325,12 @@ class GatewaySMTP(SMTP):
             chunk = await self._reader.read(_CHUNK)
             if not chunk:
                 raise ConnectionResetError("connection closed during DATA")
+            arrived += len(chunk)
+            if arrived > self._charged and problem is None:
+                if self.limits.grow(self._charged, arrived - self._charged):
+                    self._charged = arrived
+                else:
+                    problem = BUSY
             window = tail + chunk
             i = window.find(_TERMINATOR)
             if i >= 0:
@@ -261,17 +378,66 @@ class GatewaySMTP(SMTP):
         await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if self.transport is None:  # not the STARTTLS re-entry
+        first = self.transport is None  # not the STARTTLS re-entry
+        if first and self._proxy_timeout is None:  # with PROXY protocol: once the header is read
+            peer = transport.get_extra_info("peername")
+            if not self._admit(peer[0] if peer else None):
+                # Before aiosmtpd sets anything up: nothing of it runs for this connection.
+                self._turned_away = True
+                transport.write(TOO_MANY_FROM_CLIENT)  # type: ignore[attr-defined]
+                transport.close()
+                return
+        if first:
             self.limits.sessions.add(self)
         # STARTTLS starts a new session: the client is still the one the PROXY header named.
         proxy_data = self.session.proxy_data if self.session is not None else None
         super().connection_made(transport)
         if proxy_data is not None:
             self.session.proxy_data = proxy_data
+        if first:
+            self._arm_envelope_deadline()
+        else:  # aiosmtpd discarded the bytes sent before the handshake: no line is open
+            self._cancel("_command_deadline")
+
+    def _admit(self, address: str | None) -> bool:
+        """Count this session for its client address; False (and counted as a refusal) when
+        that address already has server.max_sessions_per_client sessions."""
+        key = client_key(address)
+        if key is None:
+            return True
+        if not self.limits.admit(key):
+            self._refused("max_sessions_per_client")
+            if self.log is not None:
+                self.log.warning("session_refused", reason="max_sessions_per_client", client=address,
+                                 sessions=self.limits.clients.get(key, 0))
+            return False
+        self._client = key
+        return True
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        status = await super()._call_handler_hook(command, *args)
+        if command == "PROXY" and status is not MISSING and status:
+            # The header names the real client: only now can it be counted. UNKNOWN/LOCAL
+            # headers carry no address; the load balancer itself is the client then.
+            src = getattr(args[0], "src_addr", None)
+            address = str(src) if isinstance(src, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else \
+                (self.session.peer[0] if self.session.peer else None)
+            if not self._admit(address):
+                if self.transport is not None:
+                    self.transport.write(TOO_MANY_FROM_CLIENT)
+                return False  # aiosmtpd closes the connection without a greeting
+        return status
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._turned_away:
+            return
+        if self._client is not None:
+            self.limits.leave(self._client)
+            self._client = None
         self.limits.sessions.discard(self)
         self._cancel_data_deadline()
+        self._cancel("_command_deadline")
+        self._cancel("_envelope_deadline")
         closed = getattr(self.event_handler, "session_closed", None)
         if closed is not None and self.session is not None:
             closed(self.session)
