@@ -1,32 +1,49 @@
-"""Authentication on arrival (DKIM, recorded as Authentication-Results) and an ARC seal
-after a rewrite, so a downstream that checks DMARC can still trust what this hop saw.
+"""Authentication on arrival (DKIM and the incoming ARC chain, recorded as
+Authentication-Results) and an ARC seal after a rewrite, so a downstream that checks DMARC
+can still trust what this hop saw.
 
 DNS is looked up first, asynchronously and within one time budget (`auth.dns_timeout`);
 the signature checks then run in a worker thread against those answers only, so a slow
 resolver never holds the event loop and a DNS failure is `temperror`, never a lost or
-refused message. Tests pass their own `resolver` (an async callable name -> TXT).
+refused message. Tests pass their own `resolver` (an async callable name -> TXT), or point
+`auth.dns_servers` at a DNS server of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import dkim
 import dkim.crypto
+import dkim.util
 
-from .config import AuthConfig
+from .config import AuthConfig, PolicyConfig, parse_dns_server
 from .errors import ConfigError
+from .smtp.policy import domain_accepted
 
 Resolver = Callable[[str], Awaitable[str | None]]
-_TAG = re.compile(rb"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
-_UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
+# What may appear as a value in our Authentication-Results: a stray "(" or '"' from a
+# sender's d= would make the field unparseable (dkimpy then finds no arc= result and
+# silently makes no seal). Anything else is shown as "invalid", not trimmed into a name
+# it never was ("pay(pal.com" must not read "paypal.com").
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,253}")
 _SEALED = (b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
            b"content-type", b"content-transfer-encoding")
+_ARC_HEADERS = (b"arc-seal", b"arc-message-signature", b"arc-authentication-results")
 MAX_SIGNATURES = 5  # more are not verified (each one costs a DNS lookup and an RSA check)
+MAX_ARC_SETS = 50  # RFC 8617 4.2.1: i= runs from 1 to 50; a longer chain is failed
+MAX_ARC_KEYS = 10  # distinct keys looked up for one chain (a real chain has a handful of hops)
+
+# dkimpy logs every verification failure at ERROR through stdlib logging; the outcome is
+# recorded in Authentication-Results instead, so its chatter must not reach stderr.
+_DKIMPY_LOG = logging.getLogger("smtp_offload.dkimpy")
+_DKIMPY_LOG.addHandler(logging.NullHandler())
+_DKIMPY_LOG.propagate = False
 
 
 class SealError(Exception):
@@ -37,13 +54,30 @@ class DnsFailure(Exception):
     """The key could not be fetched (timeout, SERVFAIL): a temporary error, not a failure."""
 
 
-async def dns_resolver(name: str, timeout: float) -> str | None:
+def make_dns_resolver(servers: list[str]) -> Any:
+    """A dnspython resolver asking exactly `servers` ("host" or "host:port"); None: the system's."""
+    if not servers:
+        return None
+    import dns.asyncresolver
+    import dns.nameserver
+
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [dns.nameserver.Do53Nameserver(*parse_dns_server(f"auth.dns_servers[{i}]", s))
+                            for i, s in enumerate(servers)]
+    resolver.use_edns(0, 0, 1232)  # a 2048-bit key's TXT record does not fit 512 bytes
+    return resolver
+
+
+async def dns_resolver(name: str, timeout: float, resolver: Any = None) -> str | None:
     import dns.asyncresolver
     import dns.exception
     import dns.resolver
 
     try:
-        answer = await dns.asyncresolver.resolve(name, "TXT", lifetime=timeout)
+        if resolver is None:
+            answer = await dns.asyncresolver.resolve(name, "TXT", lifetime=timeout)
+        else:
+            answer = await resolver.resolve(name, "TXT", lifetime=timeout)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return None
     except dns.exception.DNSException as exc:
@@ -56,6 +90,24 @@ class DkimResult:
     result: str  # pass | fail | neutral | temperror | permerror | none
     domain: str = ""
     selector: str = ""
+    # False with an l= tag: the signature covers only the first bytes of the body, so
+    # anything may have been appended after signing.
+    whole_body: bool = True
+
+
+@dataclass(frozen=True)
+class ArcResult:
+    """The incoming ARC chain, as RFC 8617 5.2 evaluates it."""
+    result: str = "none"  # pass | fail | none
+    instance: int = 0  # the newest set's i= (0: no chain)
+    ams: tuple[str, str] = ("", "")  # d=, s= of the newest ARC-Message-Signature
+    seal: tuple[str, str] = ("", "")  # d=, s= of the newest ARC-Seal
+
+
+@dataclass(frozen=True)
+class AuthResults:
+    dkim: list[DkimResult] = field(default_factory=list)
+    arc: ArcResult = ArcResult()
 
 
 def _header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -71,35 +123,114 @@ def _header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
     return fields
 
 
-def dkim_signatures(data: bytes) -> list[tuple[str, str]]:
-    """(domain, selector) of each DKIM-Signature, top first."""
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    """A signature's tags read exactly as dkimpy reads them (names are case-sensitive: "D=" is
+    not "d="), so the keys we fetch are the ones it will check; {} when it would refuse them."""
+    try:
+        return {k: re.sub(rb"\s+", b"", v) for k, v in dkim.util.parse_tag_value(value).items()}
+    except Exception:
+        return {}
+
+
+def _text(value: bytes) -> str:
+    return value.decode("ascii", "replace")
+
+
+def dkim_signatures(fields: list[tuple[bytes, bytes]]) -> list[tuple[str, str, bool]]:
+    """(domain, selector, covers the whole body) of each DKIM-Signature, top first."""
     out = []
-    for name, value in _header_fields(data):
+    for name, value in fields:
         if name == b"dkim-signature":
-            tags = {k.lower(): re.sub(rb"\s+", b"", v) for k, v in _TAG.findall(value)}
-            out.append((tags.get(b"d", b"").decode("ascii", "replace"), tags.get(b"s", b"").decode("ascii", "replace")))
+            tags = _tags(value)
+            out.append((_text(tags.get(b"d", b"")), _text(tags.get(b"s", b"")), b"l" not in tags))
     return out[:MAX_SIGNATURES]
 
 
+@dataclass
+class _Chain:
+    """What the ARC header fields on arrival claim, before anything is verified."""
+    present: bool = False
+    instance: int = 0
+    keys: set[str] = field(default_factory=set)
+    ams: tuple[str, str] = ("", "")
+    seal: tuple[str, str] = ("", "")
+
+
+def _arc_chain(fields: list[tuple[bytes, bytes]]) -> _Chain:
+    chain = _Chain()
+    sets: dict[int, dict[bytes, dict[bytes, bytes]]] = {}
+    for name, value in fields:
+        if name not in _ARC_HEADERS:
+            continue
+        chain.present = True
+        m = dkim.ARC.INSTANCE_RE.search(b" ".join(value.split()))  # the way dkimpy finds i=
+        if m is None:
+            continue
+        digits = m.group(1).lstrip(b"0") or b"0"
+        tags = _tags(value)
+        sets.setdefault(int(digits) if len(digits) <= 4 else MAX_ARC_SETS + 1, {})[name] = tags
+        if name != b"arc-authentication-results" and tags.get(b"d") and tags.get(b"s"):
+            chain.keys.add(f"{_text(tags[b's'])}._domainkey.{_text(tags[b'd'])}")
+    if sets:
+        chain.instance = max(sets)
+        newest = sets[chain.instance]
+        for attr, header in (("ams", b"arc-message-signature"), ("seal", b"arc-seal")):
+            tags = newest.get(header, {})
+            setattr(chain, attr, (_text(tags.get(b"d", b"")), _text(tags.get(b"s", b""))))
+    return chain
+
+
+def domain_listed(domain: str, listed: list[str]) -> bool:
+    """Exact match, or a subdomain when the entry starts with a dot (".example.com"),
+    case-insensitive: the rule of server.accepted_domains."""
+    return domain_accepted(domain, tuple(e.lower().rstrip(".") for e in listed))
+
+
+def skip_signed(results: AuthResults, policy: PolicyConfig) -> bool:
+    """policy.on_signed = "skip": only a signature that verified, over the whole body, from a
+    domain in policy.skip_signed_domains lets a message through uninspected. Anyone can add
+    a DKIM-Signature header; only the listed domains' keys can make one that passes."""
+    if policy.on_signed != "skip":
+        return False
+    return any(r.result == "pass" and r.whole_body and domain_listed(r.domain, policy.skip_signed_domains)
+               for r in results.dkim)
+
+
 def _clean(value: str) -> str:
-    return _UNPRINTABLE.sub("", value)[:253] or "unknown"
+    if not value:
+        return "unknown"
+    return value if _NAME.fullmatch(value) else "invalid"
 
 
 class Authenticator:
     def __init__(self, cfg: AuthConfig, hostname: str, resolver: Resolver | None = None):
         self.cfg = cfg
-        self.authserv_id = cfg.authserv_id or hostname
+        self.authserv_id = _clean(cfg.authserv_id or hostname)  # the same in our header and in the seal
         self.resolver = resolver
+        self.dns = make_dns_resolver(cfg.dns_servers) if resolver is None else None
         self.arc_key = load_arc_key(cfg) if cfg.arc.enabled else None
 
     # -- verify ---------------------------------------------------------------
-    async def verify(self, data: bytes) -> list[DkimResult]:
-        if not self.cfg.verify_dkim:
-            return []
-        sigs = dkim_signatures(data)
-        if not sigs:
-            return []
-        names = {f"{s}._domainkey.{d}" for d, s in sigs if d and s}
+    async def verify(self, data: bytes) -> AuthResults:
+        # The chain is evaluated whenever it is recorded: with DKIM verification, and always
+        # when we seal, because the seal's cv= must say what the chain was on arrival.
+        if not self.cfg.verify_dkim and self.arc_key is None:
+            return AuthResults()
+        fields = _header_fields(data)
+        sigs = dkim_signatures(fields) if self.cfg.verify_dkim else []
+        chain = _arc_chain(fields)
+        if not sigs and not chain.present:
+            return AuthResults()
+        names = {f"{s}._domainkey.{d}" for d, s, _ in sigs if d and s}
+        verdict = None  # a chain failed before any lookup
+        if chain.instance > MAX_ARC_SETS or len(chain.keys) > MAX_ARC_KEYS:
+            verdict = ArcResult("fail", chain.instance, chain.ams, chain.seal)
+        else:
+            names |= chain.keys
+        records = await self._lookup(names)
+        return await asyncio.to_thread(self._verify_sync, data, sigs, chain, verdict, records)
+
+    async def _lookup(self, names: set[str]) -> dict[str, str | None | DnsFailure]:
         records: dict[str, str | None | DnsFailure] = {}
 
         async def lookup(name: str) -> None:
@@ -107,43 +238,77 @@ class Authenticator:
                 if self.resolver is not None:
                     records[name] = await asyncio.wait_for(self.resolver(name), self.cfg.dns_timeout)
                 else:
-                    records[name] = await dns_resolver(name, self.cfg.dns_timeout)
+                    records[name] = await dns_resolver(name, self.cfg.dns_timeout, self.dns)
             except (asyncio.TimeoutError, DnsFailure) as exc:
                 records[name] = DnsFailure(type(exc).__name__)
 
         await asyncio.gather(*(lookup(n) for n in names))
-        return await asyncio.to_thread(self._verify_sync, data, sigs, records)
+        return records
 
-    def _verify_sync(self, data: bytes, sigs, records) -> list[DkimResult]:
+    def _verify_sync(self, data: bytes, sigs, chain: _Chain, verdict: ArcResult | None, records) -> AuthResults:
         def dnsfunc(name, timeout=5):
             rec = records.get((name.decode() if isinstance(name, bytes) else name).rstrip("."))
             if isinstance(rec, DnsFailure):
                 raise dkim.DnsTimeoutError(str(rec))
             return rec.encode() if rec else None
 
-        out = []
-        d = dkim.DKIM(data, minkey=1024)
-        for i, (domain, selector) in enumerate(sigs):
+        return AuthResults(self._dkim(data, sigs, records, dnsfunc),
+                           verdict or (self._arc(data, chain, dnsfunc) if chain.present else ArcResult()))
+
+    def _dkim(self, data: bytes, sigs, records, dnsfunc) -> list[DkimResult]:
+        out: list[DkimResult] = []
+        if not sigs:
+            return out
+        try:
+            d = dkim.DKIM(data, minkey=1024, logger=_DKIMPY_LOG)
+        except Exception:  # a header block dkimpy cannot parse: no signature on it can be checked
+            return [DkimResult("permerror", domain, selector, whole) for domain, selector, whole in sigs]
+        for i, (domain, selector, whole) in enumerate(sigs):
             name = f"{selector}._domainkey.{domain}"
             if isinstance(records.get(name), DnsFailure):
-                out.append(DkimResult("temperror", domain, selector))
+                out.append(DkimResult("temperror", domain, selector, whole))
                 continue
             try:
+                d.signature_fields = {}  # dkimpy sets it again for the signature it checks
                 ok = d.verify(idx=i, dnsfunc=dnsfunc)
-                out.append(DkimResult("pass" if ok else "fail", domain, selector))
+                # What dkimpy verified, not what we read before: the result must name the
+                # domain whose key made it pass (the skip decision trusts exactly that).
+                sig = d.signature_fields
+                if sig:
+                    domain, selector, whole = _text(sig[b"d"]), _text(sig[b"s"]), b"l" not in sig
+                out.append(DkimResult("pass" if ok and sig else "fail", domain, selector, whole))
             except dkim.DnsTimeoutError:
-                out.append(DkimResult("temperror", domain, selector))
-            except dkim.DKIMException:
-                out.append(DkimResult("permerror", domain, selector))
+                out.append(DkimResult("temperror", domain, selector, whole))
+            except Exception:  # DKIMException, or dkimpy tripping over a hostile header
+                out.append(DkimResult("permerror", domain, selector, whole))
         return out
 
-    def results_header(self, results: list[DkimResult]) -> bytes:
+    def _arc(self, data: bytes, chain: _Chain, dnsfunc) -> ArcResult:
+        # A key that could not be fetched makes its signature fail inside dkimpy: RFC 8617 has
+        # no temporary result for a chain, and one that cannot be checked did not pass.
+        try:
+            cv = dkim.ARC(data, minkey=1024, logger=_DKIMPY_LOG).verify(dnsfunc=dnsfunc)[0]
+        except Exception:  # dkimpy raises more than DKIMException on hostile ARC headers
+            cv = dkim.CV_Fail
+        # None: an earlier sealer already said cv=fail, so the chain ended there (RFC 8617 5.2).
+        result = {dkim.CV_Pass: "pass", dkim.CV_None: "none"}.get(cv, "fail")
+        return ArcResult(result, chain.instance, chain.ams, chain.seal)
+
+    def results_header(self, results: AuthResults) -> bytes:
         """RFC 8601 Authentication-Results for this hop (none when nothing was checked and no
-        ARC seal needs one)."""
+        ARC seal needs one). Its arc= result is what the seal's cv= is made from."""
         if not self.cfg.verify_dkim and self.arc_key is None:
             return b""
-        parts = [f"dkim={r.result} header.d={_clean(r.domain)} header.s={_clean(r.selector)}" for r in results]
-        body = ";\r\n\t".join([_clean(self.authserv_id)] + (parts or ["dkim=none"]))
+        parts = [f"dkim={r.result} header.d={_clean(r.domain)} header.s={_clean(r.selector)}" for r in results.dkim]
+        if not parts:
+            parts = ["dkim=none"]
+        arc = results.arc
+        detail = ""
+        if arc.instance:  # which sets the verdict is about, as a comment (RFC 8601 2.2)
+            detail = f" (i={arc.instance} ams.d={_clean(arc.ams[0])} ams.s={_clean(arc.ams[1])}" \
+                     f" as.d={_clean(arc.seal[0])} as.s={_clean(arc.seal[1])})"
+        parts.append(f"arc={arc.result}{detail}")
+        body = ";\r\n\t".join([self.authserv_id] + parts)
         return f"Authentication-Results: {body}\r\n".encode("ascii")
 
     def is_ours(self, value: bytes) -> bool:
@@ -153,7 +318,9 @@ class Authenticator:
 
     # -- seal -----------------------------------------------------------------
     def seal(self, message: bytes) -> bytes:
-        """The ARC set (AAR, AMS, AS) to prepend; `message` must carry our Authentication-Results."""
+        """The ARC set (AAR, AMS, AS) to prepend; `message` must carry our Authentication-Results.
+        Raises SealError when no set can be made: the caller relays the message unsealed and
+        says so, never silently."""
         arc = self.cfg.arc
         assert self.arc_key is not None
         # The usual identity and content headers, and every one of our decision headers: the
@@ -163,9 +330,14 @@ class Authenticator:
         sign += [n for n in present if n.startswith(b"x-smtp-offload")]
         try:
             lines = dkim.arc_sign(message, arc.selector.encode(), arc.domain.encode(), self.arc_key,
-                                  self.authserv_id.encode(), include_headers=sign, linesep=b"\r\n")
-        except dkim.DKIMException as exc:
-            raise SealError(str(exc)) from exc
+                                  self.authserv_id.encode(), include_headers=sign, linesep=b"\r\n",
+                                  logger=_DKIMPY_LOG)
+        except Exception as exc:  # hostile headers can trip dkimpy in more ways than DKIMException
+            raise SealError(f"{type(exc).__name__}: {exc}") from exc
+        if not lines:
+            # dkimpy ends the chain without a word when it finds no Authentication-Results of
+            # ours, or none with an arc= result for a message that already has a chain.
+            raise SealError("no ARC set made: no usable arc= result in our Authentication-Results")
         return b"".join(lines)
 
 

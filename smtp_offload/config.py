@@ -9,8 +9,10 @@ The dataclass defaults below ARE the embedded default configuration
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -105,6 +107,9 @@ class PolicyConfig:
     archive_max_inflate_bytes: int = 8 << 20  # most bytes decompressed to judge one attachment
     storage_timeout: float = 120.0  # budget for storing all files of one message
     on_signed: str = "rewrite"  # DKIM-signed mail: "rewrite" (then ARC-seal) or "skip" (relay untouched)
+    # With on_signed = "skip", only mail with a passing DKIM signature from one of these
+    # domains skips inspection (".example.com" also takes subdomains); empty: none does.
+    skip_signed_domains: list[str] = field(default_factory=list)
     # Hidden carriers (README, Security model): Outlook winmail.dat, message/partial fragments,
     # encrypted mail, uuencoded files inside body text.
     on_tnef: str = "strip"  # "keep" | "strip" | "reject"
@@ -191,6 +196,7 @@ class AuthConfig:
     authserv_id: str = ""  # in Authentication-Results and ARC; empty: server.hostname
     verify_dkim: bool = True
     dns_timeout: float = 5.0  # budget for all DNS lookups of one message; past it: temperror
+    dns_servers: list[str] = field(default_factory=list)  # "ip" or "ip:port"; empty: the system's resolver
     arc: ArcConfig = field(default_factory=ArcConfig)
 
 
@@ -290,6 +296,26 @@ def parse_hostport(key: str, value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_dns_server(key: str, value: str) -> tuple[str, int]:
+    """"192.0.2.53", "192.0.2.53:5353", "2001:db8::53" or "[2001:db8::53]:5353" -> (ip, port)."""
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                host = ""
+            port = rest[1:]
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        host = ""
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f'{key}: expected an IP address or "ip:port" of a DNS server, got {value!r}')
+    return host, int(port)
+
+
 def _choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
@@ -356,7 +382,18 @@ def validate(cfg: Config) -> None:
         _positive(f"policy.{key}", getattr(p, key))
     _choice("policy.on_tnef", p.on_tnef, ("keep", "strip", "reject"))
     _choice("policy.on_signed", p.on_signed, ("rewrite", "skip"))
+    if p.on_signed == "skip" and not cfg.auth.verify_dkim:
+        # Unverified, any DKIM-Signature header (anyone can write one) would skip inspection.
+        raise ConfigError('policy.on_signed: "skip" needs auth.verify_dkim = true '
+                          "(only a verified signature from policy.skip_signed_domains may skip inspection)")
+    for i, dom in enumerate(p.skip_signed_domains):
+        if not dom.strip(".") or any(c.isspace() or c in "@,;<>" for c in dom):
+            raise ConfigError(f"policy.skip_signed_domains[{i}]: not a domain name: {dom!r}")
     _positive("auth.dns_timeout", cfg.auth.dns_timeout)
+    if cfg.auth.authserv_id and not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.auth.authserv_id):
+        raise ConfigError(f"auth.authserv_id: expected a host name, got {cfg.auth.authserv_id!r}")
+    for i, server in enumerate(cfg.auth.dns_servers):
+        parse_dns_server(f"auth.dns_servers[{i}]", server)
     if cfg.auth.arc.enabled:
         from .auth import load_arc_key  # reads and parses the key: a broken key stops the start
 

@@ -68,6 +68,9 @@ class Metrics:
         self._refusals = Counter(
             PREFIX + "refusals", "Connections, recipients or messages refused before processing, by reason.",
             ["reason"], registry=r)
+        self._arc_seal_failures = Counter(
+            PREFIX + "arc_seal_failures", "Changed messages that could not be ARC-sealed and were relayed "
+            "unsealed (log event arc_seal_failed has the reason).", registry=r)
         # Series that exist from the start read 0 instead of being absent.
         for outcome, cls in (("relayed", "2xx"), ("rejected", "5xx"), ("deferred", "4xx"), ("failed", "4xx")):
             self._messages.labels(outcome, cls)
@@ -92,6 +95,9 @@ class Metrics:
 
     def downstream_data(self, seconds: float, result: str) -> None:
         self._downstream.labels(result).observe(seconds)
+
+    def arc_seal_failed(self) -> None:
+        self._arc_seal_failures.inc()
 
     def refused(self, reason: str) -> None:
         self._refusals.labels(reason).inc()

@@ -13,7 +13,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from ..config import Config
-from ..auth import Authenticator, SealError, strip_forged
+from ..auth import Authenticator, SealError, skip_signed, strip_forged
 from ..errors import PermanentError, TemporaryError
 from ..metrics import Metrics, reply_class
 from ..model import Envelope
@@ -183,7 +183,7 @@ class Handler:
             return "451 4.3.0 Downstream transaction lost; try again later", {"outcome": "deferred"}
         data = strip_forged(envelope.original_content, self.auth)
         dkim_results = await self.auth.verify(data)
-        if dkim_results and self.cfg.policy.on_signed == "skip":
+        if skip_signed(dkim_results, self.cfg.policy):  # a passing signature from a listed domain only
             return await self._relay_untouched(ds, session, envelope, queue_id, data, dkim_results)
         try:
             outcome = await self.processor.process(data, Envelope(
@@ -207,8 +207,9 @@ class Handler:
         if self.auth.arc_key is not None and (outcome.changed or self.cfg.auth.arc.seal_unchanged):
             try:
                 message = await asyncio.to_thread(self.auth.seal, message) + message
-            except SealError as exc:  # a message dkimpy cannot canonicalise: relay it unsealed
+            except SealError as exc:  # no seal could be made: relay it unsealed, loudly
                 self.log.warning("arc_seal_failed", queue_id=queue_id, error=str(exc)[:200])
+                self.metrics.arc_seal_failed()
         extra = {"message_id": an.message_id, "size_out": len(message), "changed": outcome.changed,
                  "attachments": len(an.attachments)}
         if not message.isascii() and not ds.supports("8bitmime") and not envelope.smtp_utf8:
@@ -238,7 +239,8 @@ class Handler:
                         recipients=tuple(envelope.rcpt_tos))
 
     async def _relay_untouched(self, ds, session, envelope, queue_id: str, data: bytes, dkim_results) -> tuple[str, dict]:
-        """policy.on_signed = "skip": a DKIM-signed message goes on uninspected and unchanged."""
+        """policy.on_signed = "skip" and a passing signature from policy.skip_signed_domains:
+        the message goes on uninspected and unchanged."""
         head = self._received(session, envelope, queue_id) + self.auth.results_header(dkim_results)
         head += b"X-Smtp-Offload: v=1; id=" + queue_id.encode() + b"; action=skipped-signed\r\n"
         try:
