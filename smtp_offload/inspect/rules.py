@@ -88,10 +88,17 @@ def judge(
         return verdict(Verdict.BLOCKED, "content is unrecognised binary data, which is not accepted")
 
     # SPOOFED: a checkable claim contradicted by the bytes.
-    if declared_claim and consistent(detected, declared_claim) is False:
+    def contradicted(claim: str | None) -> bool:
+        if not claim or consistent(detected, claim) is not False:
+            return False
+        # Unknown bytes with an archive inside open in a zip tool all the same
+        # (an installer stub, padding before it): a ZIP-based claim holds.
+        return not (mode == "archive" and detected == T.OCTET and consistent(T.ZIP, claim))
+
+    if contradicted(declared_claim):
         shown = declared if len(declared) <= 60 else declared[:57] + "..."  # sender-controlled
         return verdict(Verdict.SPOOFED, f"content is {what} but it was declared as {shown}")
-    if ext_claim and consistent(detected, ext_claim) is False:
+    if contradicted(ext_claim):
         return verdict(Verdict.SPOOFED, f"content is {what} but the file name ends in .{ext}")
     if mode == "archive":
         kinds = (A.ESCAPE, A.SPOOF, A.NAME) if policy.suspicious_names else (A.ESCAPE, A.SPOOF)
@@ -159,7 +166,7 @@ def consistent(detected: str, claim: str) -> bool | None:
 
     True: confirmed. False: contradicted. None: cannot be checked, because the
     claim is a type we cannot recognise or the bytes are unrecognised binary
-    (which only contradicts a claim of text).
+    (which only contradicts a claim of text or of a format with a signature).
     """
     claim = T.ALIASES.get(claim, claim)
     if claim == detected or claim in T.ACCEPTS.get(detected, ()):
@@ -177,7 +184,8 @@ def consistent(detected: str, claim: str) -> bool | None:
     if not (text_claim or _known(claim)):
         return None
     if detected in (T.OCTET, T.EMPTY):
-        return False if text_claim else None
+        # Unrecognised bytes are not text, nor a format that always carries a signature.
+        return False if text_claim or claim in T.SIGNATURE_TYPES else None
     if text_claim and (detected in T.SCRIPTS or detected in ("application/rtf", "application/postscript")):
         return True  # text formats with a signature are still text
     return False
