@@ -22,7 +22,7 @@ from ..model import Judgement, Verdict
 from . import archive as A
 from . import tables as T
 from . import zipfmt
-from .active import find_active
+from .active import find_active, starts_as_xml
 from .names import double_extension, file_extension, name_problem
 from .policy import InspectPolicy
 from .sniff import ole_has_vba, sniff, text_encoding
@@ -32,6 +32,8 @@ __all__ = ["InspectPolicy", "judge", "consistent", "declared_base", "file_extens
 # Claims under which a browser renders text as markup, whatever the bytes start with.
 _MARKUP_CLAIMS = frozenset({T.HTML, T.SVG, "application/xhtml+xml"})
 _MARKUP_EXTS = frozenset("html htm xhtml xht shtml svg mht mhtml".split())
+_XML_CLAIMS = frozenset({"application/xml", "application/xslt+xml"})  # text/xml is an alias
+_XML_EXTS = frozenset("xml xsl xslt".split())
 
 
 def judge(
@@ -71,11 +73,16 @@ def judge(
         return verdict(Verdict.BLOCKED, f"files with the .{ext} extension are not accepted{shown}")
     if policy.allowed_types is not None and not _matches_any(detected, policy.allowed_types, strict=False):
         return verdict(Verdict.BLOCKED, f"content is {what}, which is not an accepted file type")
-    if policy.block_active_content and (detected in (T.HTML, T.SVG) or (
-            detected == T.TEXT and (declared_claim in _MARKUP_CLAIMS or ext in _MARKUP_EXTS))):
-        feature = find_active(data, text_encoding(data))
+    if policy.block_active_content and detected in (T.HTML, T.SVG, T.TEXT):
+        encoding = text_encoding(data)
+        page = detected != T.TEXT or declared_claim in _MARKUP_CLAIMS or ext in _MARKUP_EXTS
+        # XML opens in a browser too; it runs script only in the XHTML or SVG namespace.
+        xml = not page and (declared_claim in _XML_CLAIMS or (declared_claim or "").endswith("+xml")
+                            or ext in _XML_EXTS or starts_as_xml(data, encoding))
+        feature = find_active(data, encoding, xml=xml) if page or xml else None
         if feature:
-            kind = "SVG image" if T.SVG in (detected, declared_claim, ext_claim) else "HTML document"
+            kind = "XML document" if xml else "SVG image" if T.SVG in (detected, declared_claim, ext_claim) \
+                else "HTML document"
             return verdict(Verdict.BLOCKED, f"{kind} with active content is not accepted ({feature})")
     if policy.on_macros == "block" and (
             detected in T.MACRO_OOXML or (detected == T.OLE and ole_has_vba(data))):
