@@ -74,11 +74,12 @@ def judge(
     if policy.allowed_types is not None and not _matches_any(detected, policy.allowed_types, strict=False):
         return verdict(Verdict.BLOCKED, f"content is {what}, which is not an accepted file type")
     if policy.block_active_content and detected in (T.HTML, T.SVG, T.TEXT):
-        encoding = text_encoding(data)
         page = detected != T.TEXT or declared_claim in _MARKUP_CLAIMS or ext in _MARKUP_EXTS
         # XML opens in a browser too; it runs script only in the XHTML or SVG namespace.
         xml = not page and (declared_claim in _XML_CLAIMS or (declared_claim or "").endswith("+xml")
-                            or ext in _XML_EXTS or starts_as_xml(data, encoding))
+                            or ext in _XML_EXTS)
+        encoding = text_encoding(data) if page or xml or b"<" in data[:512] else None
+        xml = xml or (not page and encoding is not None and starts_as_xml(data, encoding))
         feature = find_active(data, encoding, xml=xml) if page or xml else None
         if feature:
             kind = "XML document" if xml else "SVG image" if T.SVG in (detected, declared_claim, ext_claim) \
