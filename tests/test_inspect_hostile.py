@@ -473,8 +473,8 @@ def test_unknown_bytes_with_an_archive_inside_are_judged_as_that_archive():
 # --- unknown bytes ------------------------------------------------------------------
 
 @pytest.mark.parametrize("declared,name", [(None, None), (None, "blob.dat"), ("application/octet-stream", "x.bin"),
-                                           ("image/png", "a.png"), ("application/x-foo", None)])
-def test_unknown_is_kept_by_default_never_spoofed(declared, name):
+                                           ("application/x-foo", None)])
+def test_unknown_is_kept_by_default_when_nothing_contradicts_it(declared, name):
     j = judge(BINARY, declared, name)
     assert j.verdict is KEEP, j.reason
 

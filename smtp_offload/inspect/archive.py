@@ -32,7 +32,7 @@ from .sniff import sniff
 _HEAD = 1024
 # Read further only when the head could be the start of what hides deeper: an
 # ISO (zeros or an MBR before its descriptor at 0x9001) or a PE whose header
-# sits beyond the first KiB.
+# sits beyond the first KiB (as far as its e_lfanew says: see _deeper).
 _DEEP = 40 * 1024
 _CHUNK = 64 * 1024  # compressed bytes handed to a decompressor at a time
 _RATIO_FLOOR = 1 << 20  # a high ratio only matters once a member expands to something big
@@ -170,9 +170,9 @@ class _Run:
             return  # the archive is refused already: spend no more work on it
         head = self.read(buf, m, _HEAD)
         kind, _ = sniff(head)
-        if kind == T.OCTET and len(head) == _HEAD and (
-                head.startswith(b"MZ") or not head.strip(b"\x00") or head[510:512] == b"\x55\xaa"):
-            kind, _ = sniff(self.read(buf, m, _DEEP))
+        deeper = _deeper(head, m.usize) if kind == T.OCTET and len(head) == _HEAD else 0
+        if deeper:
+            kind, _ = sniff(self.read(buf, m, deeper))
         blocked = _blocked_category(kind, p)
         if blocked:
             self.add(BLOCKED, f"archive contains {T.NAMES.get(kind, kind)} ({shown})")
@@ -280,6 +280,19 @@ def _lzma(src: memoryview, want: int):
         return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt]), 4 + props_len
     except lzma.LZMAError:
         return None, 0
+
+
+def _deeper(head: bytes, usize: int) -> int:
+    """How much of a member to read when its unrecognised first KiB may start something deeper (0: nothing)."""
+    if head.startswith(b"MZ"):
+        # The PE signature sits wherever e_lfanew points, which may be far past
+        # _DEEP (the budget still bounds the read); past the member's end it
+        # points at nothing.
+        e_lfanew, = struct.unpack_from("<I", head, 0x3C)
+        if 0 <= usize and e_lfanew + 4 <= usize:
+            return max(_DEEP, min(e_lfanew + 24, usize))
+        return _DEEP
+    return _DEEP if not head.strip(b"\x00") or head[510:512] == b"\x55\xaa" else 0
 
 
 def _blocked_category(kind: str, policy: InspectPolicy) -> bool:

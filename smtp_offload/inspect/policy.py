@@ -39,7 +39,7 @@ class InspectPolicy:
     # File names built to deceive (bidi controls, double extensions, trailing
     # dots, CLSIDs, control characters, paths, > 255 chars) are SPOOFED.
     suspicious_names: bool = True
-    # HTML/SVG with scripts, event handlers or javascript: URLs are BLOCKED.
+    # HTML/SVG (or XML in the XHTML/SVG namespace) with scripts, event handlers or javascript: URLs are BLOCKED.
     block_active_content: bool = True
     # Bytes we cannot identify: "keep" (they are not evidence of anything) or "block".
     on_unknown: str = "keep"

@@ -22,7 +22,7 @@ from ..model import Judgement, Verdict
 from . import archive as A
 from . import tables as T
 from . import zipfmt
-from .active import find_active
+from .active import find_active, starts_as_xml
 from .names import double_extension, file_extension, name_problem
 from .policy import InspectPolicy
 from .sniff import ole_has_vba, sniff, text_encoding
@@ -32,6 +32,8 @@ __all__ = ["InspectPolicy", "judge", "consistent", "declared_base", "file_extens
 # Claims under which a browser renders text as markup, whatever the bytes start with.
 _MARKUP_CLAIMS = frozenset({T.HTML, T.SVG, "application/xhtml+xml"})
 _MARKUP_EXTS = frozenset("html htm xhtml xht shtml svg mht mhtml".split())
+_XML_CLAIMS = frozenset({"application/xml", "application/xslt+xml"})  # text/xml is an alias
+_XML_EXTS = frozenset("xml xsl xslt".split())
 
 
 def judge(
@@ -71,11 +73,17 @@ def judge(
         return verdict(Verdict.BLOCKED, f"files with the .{ext} extension are not accepted{shown}")
     if policy.allowed_types is not None and not _matches_any(detected, policy.allowed_types, strict=False):
         return verdict(Verdict.BLOCKED, f"content is {what}, which is not an accepted file type")
-    if policy.block_active_content and (detected in (T.HTML, T.SVG) or (
-            detected == T.TEXT and (declared_claim in _MARKUP_CLAIMS or ext in _MARKUP_EXTS))):
-        feature = find_active(data, text_encoding(data))
+    if policy.block_active_content and detected in (T.HTML, T.SVG, T.TEXT):
+        page = detected != T.TEXT or declared_claim in _MARKUP_CLAIMS or ext in _MARKUP_EXTS
+        # XML opens in a browser too; it runs script only in the XHTML or SVG namespace.
+        xml = not page and (declared_claim in _XML_CLAIMS or (declared_claim or "").endswith("+xml")
+                            or ext in _XML_EXTS)
+        encoding = text_encoding(data) if page or xml or b"<" in data[:512] else None
+        xml = xml or (not page and encoding is not None and starts_as_xml(data, encoding))
+        feature = find_active(data, encoding, xml=xml) if page or xml else None
         if feature:
-            kind = "SVG image" if T.SVG in (detected, declared_claim, ext_claim) else "HTML document"
+            kind = "XML document" if xml else "SVG image" if T.SVG in (detected, declared_claim, ext_claim) \
+                else "HTML document"
             return verdict(Verdict.BLOCKED, f"{kind} with active content is not accepted ({feature})")
     if policy.on_macros == "block" and (
             detected in T.MACRO_OOXML or (detected == T.OLE and ole_has_vba(data))):
@@ -88,10 +96,17 @@ def judge(
         return verdict(Verdict.BLOCKED, "content is unrecognised binary data, which is not accepted")
 
     # SPOOFED: a checkable claim contradicted by the bytes.
-    if declared_claim and consistent(detected, declared_claim) is False:
+    def contradicted(claim: str | None) -> bool:
+        if not claim or consistent(detected, claim) is not False:
+            return False
+        # Unknown bytes with an archive inside open in a zip tool all the same
+        # (an installer stub, padding before it): a ZIP-based claim holds.
+        return not (mode == "archive" and detected == T.OCTET and consistent(T.ZIP, claim))
+
+    if contradicted(declared_claim):
         shown = declared if len(declared) <= 60 else declared[:57] + "..."  # sender-controlled
         return verdict(Verdict.SPOOFED, f"content is {what} but it was declared as {shown}")
-    if ext_claim and consistent(detected, ext_claim) is False:
+    if contradicted(ext_claim):
         return verdict(Verdict.SPOOFED, f"content is {what} but the file name ends in .{ext}")
     if mode == "archive":
         kinds = (A.ESCAPE, A.SPOOF, A.NAME) if policy.suspicious_names else (A.ESCAPE, A.SPOOF)
@@ -159,7 +174,7 @@ def consistent(detected: str, claim: str) -> bool | None:
 
     True: confirmed. False: contradicted. None: cannot be checked, because the
     claim is a type we cannot recognise or the bytes are unrecognised binary
-    (which only contradicts a claim of text).
+    (which only contradicts a claim of text or of a format with a signature).
     """
     claim = T.ALIASES.get(claim, claim)
     if claim == detected or claim in T.ACCEPTS.get(detected, ()):
@@ -177,7 +192,8 @@ def consistent(detected: str, claim: str) -> bool | None:
     if not (text_claim or _known(claim)):
         return None
     if detected in (T.OCTET, T.EMPTY):
-        return False if text_claim else None
+        # Unrecognised bytes are not text, nor a format that always carries a signature.
+        return False if text_claim or claim in T.SIGNATURE_TYPES else None
     if text_claim and (detected in T.SCRIPTS or detected in ("application/rtf", "application/postscript")):
         return True  # text formats with a signature are still text
     return False

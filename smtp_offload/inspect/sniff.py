@@ -4,8 +4,9 @@
 structural checks here come first because they cover what it gets wrong for
 our purpose: it calls any "MZ" prefix a Windows executable, misses Mach-O,
 scripts, OLE2 without a known first stream, PDFs with a leading preamble,
-disk images, OneNote, HTML and SVG, and only looks at the first few zip
-members to tell Office documents apart (or macro-enabled ones from the rest).
+disk images, OneNote, HTML and SVG, most ISO media brands and BigTIFF, and
+only looks at the first few zip members to tell Office documents apart (or
+macro-enabled ones from the rest).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def sniff(data: bytes) -> tuple[str, str | None]:
     # whatever else it also is. Then disk images, whose signature sits at 32 KiB
     # behind a system area that may hold anything (a PDF header, a zip).
     for check in (_ole, _windows_exe, _elf, _mach_o_or_java, _lnk, _disk_image, _onenote,
-                  _shebang, _pdf_at_start, _zip):
+                  _shebang, _pdf_at_start, _zip, _iso_media, _bigtiff):
         found = check(data, head)
         if found:
             return found
@@ -208,6 +209,46 @@ def _pdf_after_preamble(data: bytes, head: bytes) -> tuple[str, str | None] | No
     at = head.find(b"%PDF-", 0, 1024)
     if at >= 0 and head[at + 5:at + 6].isdigit() and b" obj" in data[:_TEXT_HEAD]:
         return T.PDF, "pdf"
+    return None
+
+
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs",
+                          b"mif1", b"msf1", b"mif2"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+
+
+def _iso_media(data: bytes, head: bytes) -> tuple[str, str | None] | None:
+    # ISO base media files (MP4, M4A, 3GP, HEIC, AVIF) open with an "ftyp" box
+    # naming brands. filetype knows a handful of brands, so an MP4 from a camera
+    # or a HEIF photo from a phone with another one would go unrecognised.
+    if len(head) < 16 or head[4:8] != b"ftyp":
+        return None
+    size = int.from_bytes(head[:4], "big")
+    if not 16 <= size <= 4096 or size % 4:  # four text bytes make a size far above 4096
+        return None
+    major = head[8:12]
+    brands = {head[at:at + 4] for at in range(16, min(size, len(head)), 4)}
+    if major in _AVIF_BRANDS or (major in _HEIF_BRANDS and brands & _AVIF_BRANDS):
+        return "image/avif", "avif"
+    if major in _HEIF_BRANDS:
+        return "image/heic", "heic"
+    if major == b"qt  ":
+        return "video/quicktime", "mov"
+    if major[:3] in (b"M4A", b"M4B", b"M4P"):
+        return "audio/mp4", "m4a"
+    if major[:3] == b"M4V":
+        return "video/x-m4v", "m4v"
+    if major[:3] == b"3g2":
+        return "video/3gpp2", "3g2"
+    if major[:2] == b"3g":
+        return "video/3gpp", "3gp"
+    return "video/mp4", "mp4"
+
+
+def _bigtiff(data: bytes, head: bytes) -> tuple[str, str | None] | None:
+    # TIFF with 64-bit offsets (scanners, microscopes); filetype knows classic TIFF only.
+    if head[:8] in (b"II+\x00\x08\x00\x00\x00", b"MM\x00+\x00\x08\x00\x00"):
+        return "image/tiff", "tif"
     return None
 
 

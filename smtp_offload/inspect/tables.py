@@ -137,12 +137,15 @@ FILETYPE_FIXUPS: dict[str, tuple[str, str]] = {
 }
 
 # filetype matches on a few short, printable magics ("BZh", "ID3", "FWS", the
-# UTF-8 bytes of Greek "βρ" for brotli). When the whole sample reads as text,
-# those matches are coincidences, not files.
+# UTF-8 bytes of Greek "βρ" for brotli, "BM" and "GIF" of a "BMW;..." or "GIF
+# export" text). When the whole sample reads as text, those matches are
+# coincidences, not files: a real one has binary fields (NULs) right after.
 WEAK_FILETYPE = frozenset({
     "application/x-brotli", "audio/mpeg", "audio/aac", "application/x-bzip2",
     "application/x-shockwave-flash", "application/x-google-chrome-extension",
     "application/x-lzip", "application/x-nintendo-nes-rom",
+    "image/bmp", "image/gif", "image/vnd.adobe.photoshop", "image/vnd.dwg", "image/x-xcf",
+    "audio/ogg", "audio/x-flac", "audio/midi", "application/x-sqlite3",
 })
 
 # --- Office families ---------------------------------------------------------
@@ -397,3 +400,53 @@ RISKY_EXTENSIONS = DEFAULT_BLOCKED_EXTENSIONS | frozenset(
 
 # Claims sniff() can check: a contradiction with one of these means something.
 KNOWN_TYPES = frozenset(NAMES) | frozenset(ACCEPTS) | frozenset(EXTENSIONS.values())
+
+# --- Claims the bytes must meet ---------------------------------------------------
+
+# Formats every real file of which carries a signature sniff() recognises (by
+# filetype or a structural check): unrecognised bytes claimed as one of these
+# are not that format ("if you expect a PDF and magic says octet-stream, reject
+# the file"). A wrong entry strips customers' documents, so a format whose
+# signature is optional, weak, or not recognised in all its versions stays
+# out, and its unrecognised bytes stay uncheckable:
+#   audio/mpeg, audio/aac   MP3 without ID3 and raw ADTS are bare frame syncs
+#   video/quicktime         old .mov files start with a moov/mdat atom, no ftyp
+#   video/mpeg              program and transport streams, junk before the pack header
+#   application/msword, application/vnd.ms-excel, application/vnd.ms-powerpoint,
+#   Visio, Publisher, Project   Word 2, BIFF2-4 sheets (still written by report
+#                           generators) and other pre-OLE2 versions are no OLE2 file
+#   image/jpx               filetype knows only the jp2 brand, not jpx/jpf
+#   image/vnd.dwg, image/x-xcf  pre-R10 drawings and version-0 XCF start differently
+#   font/ttf, font/otf      Apple "true" fonts and collections are not recognised
+#   application/x-tar, application/x-lz4, application/dicom, application/postscript,
+#   application/x-shockwave-flash  v7 tar and legacy LZ4 have no magic, DICOM's
+#                           preamble is optional, binary EPS and LZMA SWF are missed
+#   DMG, raw disk images    UDRW images lack the koly block; .img is a dump of anything
+SIGNATURE_TYPES = frozenset({
+    PDF, "application/rtf",
+    # images
+    "image/png", "image/apng", "image/jpeg", "image/gif", "image/webp", "image/tiff", "image/x-canon-cr2",
+    "image/bmp", "image/x-icon", "image/vnd.adobe.photoshop", "image/vnd.ms-photo", "image/heic", "image/avif",
+    # audio and video containers (ISO base media files are told apart by sniff's ftyp check)
+    "video/mp4", "audio/mp4", "video/x-m4v", "video/3gpp", "video/3gpp2", "audio/3gpp", "application/mp4",
+    "audio/ogg", "video/ogg", "application/ogg", "audio/opus", "audio/vorbis",
+    "video/x-matroska", "video/webm", "audio/webm", "audio/x-matroska",
+    "video/x-ms-wmv", "video/x-ms-asf", "audio/x-ms-wma",
+    "audio/x-flac", "audio/x-wav", "audio/amr", "audio/x-aiff", "audio/midi", "video/x-msvideo", "video/x-flv",
+    "font/woff", "font/woff2",
+    # archives and other binary containers
+    ZIP, "application/x-rar-compressed", "application/x-7z-compressed", "application/gzip",
+    "application/x-bzip2", "application/x-xz", "application/zstd", "application/vnd.ms-cab-compressed",
+    "application/x-lzip", "application/x-lzop", "application/x-rpm", "application/x-deb",
+    "application/x-sqlite3", "application/wasm", "application/x-google-chrome-extension",
+    # Office (OOXML is a zip, or OLE2 when password-protected), OpenDocument, EPUB, Java
+    OLE, "application/vnd.ms-outlook", EPUB, JAR, *(MACRO_FREE | MACRO_OOXML), *ODF,
+    "application/vnd.ms-word.template.macroenabled.12", "application/vnd.ms-excel.sheet.binary.macroenabled.12",
+    "application/vnd.ms-excel.template.macroenabled.12", "application/vnd.ms-excel.addin.macroenabled.12",
+    "application/vnd.ms-powerpoint.slideshow.macroenabled.12",
+    "application/vnd.oasis.opendocument.text-template",
+    "application/vnd.oasis.opendocument.spreadsheet-template",
+    "application/vnd.oasis.opendocument.presentation-template",
+    # programs, shortcuts, notebooks and disk images (scripts are text)
+    PE, ELF, MACHO, MSI, JAVA_CLASS, LNK, ONENOTE, ISO, VHD, VHDX,
+})
