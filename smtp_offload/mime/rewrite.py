@@ -8,15 +8,14 @@ copied as it came, so untouched parts keep their exact bytes, folding and encodi
 from __future__ import annotations
 
 import codecs
-import re
 import urllib.parse
 from dataclasses import dataclass
 
 from ..model import Part
 from . import codec
+from .htmlbody import notice_offset
 
 CRLF = b"\r\n"
-_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _CONTENT_FIELDS = {"content-type", "content-transfer-encoding", "content-disposition",
                    "content-description", "content-id", "content-location", "content-md5"}
 
@@ -82,8 +81,7 @@ def text_part_with_notice(data: bytes, part: Part, notice: str, html: bool) -> b
     except (UnicodeDecodeError, ValueError):
         return None
     if html:
-        m = _BODY_TAG.search(text)
-        at = m.end() if m else 0
+        at = notice_offset(text)  # where the body starts, never inside a comment, <style> or <title>
         new_text = text[:at] + notice + text[at:]
     else:
         new_text = notice + text
