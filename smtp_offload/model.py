@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+KNOWN_CTES = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})  # RFC 2045 6.1
+
+
 class Verdict(str, enum.Enum):
     KEEP = "keep"
     EMPTY = "empty"
@@ -60,7 +63,7 @@ class Part:
     params: dict[str, str]  # Content-Type parameters, lower-cased keys, decoded (RFC 2231)
     disposition: str | None  # "attachment" / "inline" / None
     filename: str | None  # from Content-Disposition filename or Content-Type name
-    cte: str  # lower-cased Content-Transfer-Encoding ("7bit" when absent)
+    cte: str  # the Content-Transfer-Encoding mechanism, lower-cased ("7bit" when absent; mime.codec.parse_cte)
     delim_start: int | None = None
     children: list["Part"] = field(default_factory=list)
     in_message: bool = False  # inside an attached message/rfc822
@@ -68,6 +71,12 @@ class Part:
     ambiguities: list[str] = field(default_factory=list)  # header readings that differ between parsers
     unclosed: bool = False  # a multipart whose close delimiter is missing
     header_fields: Any = field(default=None, repr=False, compare=False)  # parsed headers (top level only)
+    cte_header: str | None = None  # the Content-Transfer-Encoding header as written, when there is one
+    renamed: bool = False  # a name was a path and is read as its base name (headers get rebuilt)
+    # A transfer-encoded attached message (message/rfc822 in base64 or quoted-printable): its
+    # decoded bytes and their structure. Offsets in `embedded` point into `embedded_data`.
+    embedded: "Part | None" = field(default=None, repr=False, compare=False)
+    embedded_data: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_multipart(self) -> bool:
@@ -75,11 +84,22 @@ class Part:
 
     @property
     def is_attachment(self) -> bool:
-        """A leaf part that carries a file: a name, or an attachment disposition."""
+        """A leaf part a mail client could show as a file.
+
+        That is a part with a name or an attachment disposition, and also a nameless one that
+        is not text (images, application/*, audio...), an encoded attached message, and any
+        part in a transfer encoding nobody knows (RFC 2049: treat it as application/octet-stream).
+        The message's own text stays body; multiparts and readable attached messages are
+        containers whose parts are judged instead.
+        """
         # message/external-body only points at a file elsewhere: there are no bytes to judge.
         if self.children or self.is_multipart or self.content_type == "message/external-body":
             return False
-        return self.filename is not None or self.disposition == "attachment"
+        if self.filename is not None or self.disposition == "attachment" or self.embedded is not None:
+            return True
+        if self.cte not in KNOWN_CTES:
+            return True
+        return self.content_type.partition("/")[0] not in ("text", "message")
 
     def walk(self):
         yield self
@@ -102,10 +122,15 @@ class Attachment:
     link: str | None = None
     link_expires: int | None = None  # unix time
     offload_failed: bool = False
+    inner: list["Attachment"] = field(default_factory=list)  # files judged inside an encoded attached message
 
     @property
     def name(self) -> str:
-        return self.part.filename or f"part-{self.part.path}"
+        if self.part.filename:
+            return self.part.filename
+        # A nameless part gets its place and, when the bytes tell, an extension to open it with.
+        ext = "eml" if self.part.embedded is not None else self.judgement.detected_ext
+        return f"part-{self.part.path or '0'}" + (f".{ext}" if ext else "")
 
     @property
     def declared_type(self) -> str:

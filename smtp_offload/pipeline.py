@@ -10,11 +10,12 @@ import hashlib
 from dataclasses import dataclass, field
 
 from . import carriers
-from .inspect import InspectPolicy, judge
+from .inspect import InspectPolicy, judge, looks_like_text, safe_display_name
 from .mime import rewrite as rw
 from .mime import scan
 from .mime.codec import decode
-from .model import Attachment, Judgement, Part, Verdict
+from .mime.scan import has_bare_newlines, normalize_line_endings  # noqa: F401  (part of this module's API)
+from .model import KNOWN_CTES, Attachment, Judgement, Part, Verdict
 from .notice import render as render_notice
 
 TNEF_REASON = "an Outlook winmail.dat container whose files cannot be inspected; ask the sender to resend in plain format"
@@ -49,6 +50,7 @@ class Analysis:
     uuencoded: list[tuple[str, Judgement]] = field(default_factory=list)  # files inside body text
     containers: int = 0  # attached messages, which the platform counts as one attachment each
     ambiguities: list[str] = field(default_factory=list)  # rebuilt into one reading by render()
+    renamed: bool = False  # a file name was a path: its part's headers are rebuilt with the base name
 
     @property
     def changed(self) -> list[Attachment]:
@@ -65,62 +67,116 @@ class Rejection:
         return cls(f'{what} "{safe}" refused: {reason}')
 
 
-def has_bare_newlines(data: bytes) -> bool:
-    crlf = data.count(b"\r\n")
-    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
-
-
-def normalize_line_endings(data: bytes) -> bytes:
-    """Bare CR or LF become CRLF and NUL bytes are dropped, so the structure we judge is the
-    one every later hop reads (no end-of-data look-alike survives: see README, Security model)."""
-    if b"\x00" in data:
-        data = data.replace(b"\x00", b"")
-    if not has_bare_newlines(data):
-        return data
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-
-
 _SEVERITY = {Verdict.BLOCKED: 3, Verdict.SPOOFED: 2, Verdict.EMPTY: 1, Verdict.KEEP: 0}
 
 
-def judge_all_readings(payload: bytes, part: Part, policy: InspectPolicy):
+def judge_all_readings(payload: bytes, part: Part, policy: InspectPolicy, with_type: bool = True) -> Judgement:
     """Judge the bytes under every name a reader may see; the worst reading decides."""
-    readings = [judge(payload, part.content_type, n, policy) for n in (part.names or [part.filename])]
+    declared = part.content_type if with_type else None
+    readings = [judge(payload, declared, n, policy) for n in (part.names or [part.filename])]
     return max(readings, key=lambda j: _SEVERITY.get(j.verdict, 0))
+
+
+def _safe_token(value: str) -> str:
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.+") else "?" for c in value)[:40]
+
+
+def judge_part(payload: bytes, part: Part, policy: InspectPolicy) -> Judgement:
+    """Judge a leaf part's decoded bytes, taking its transfer encoding into account."""
+    j = judge_all_readings(payload, part, policy)
+    if part.cte not in KNOWN_CTES:
+        # An encoding nobody knows leaves bytes nobody can read as text (RFC 2049 says: treat the
+        # part as application/octet-stream). Bytes that look like text are some other encoding of
+        # a file we cannot see, so nothing it claims can be confirmed.
+        if j.verdict in (Verdict.KEEP, Verdict.SPOOFED) and looks_like_text(payload):
+            reason = (f'content is in an unknown transfer encoding ("{_safe_token(part.cte)}"), '
+                      "so what it really is cannot be checked")
+            return Judgement(Verdict.SPOOFED, reason, "application/octet-stream")
+    return j
+
+
+def _raw_reading(view: memoryview, part: Part, policy: InspectPolicy) -> Judgement | None:
+    """A Content-Transfer-Encoding header we had to clean up ("base64 (note)", "BASE64;") may be
+    unknown to a stricter client, which then shows the body undecoded: what those bytes are
+    (an executable, say) counts too."""
+    if part.cte not in ("base64", "quoted-printable") or part.cte_header is None \
+            or part.cte_header.strip().lower() == part.cte:
+        return None
+    j = judge(bytes(view[part.body_start:part.end]), None, None, policy)
+    return j if j.verdict is Verdict.BLOCKED else None
+
+
+def _attachment(an: Analysis, view: memoryview, part: Part, policy: InspectPolicy) -> Attachment:
+    payload = decode(view[part.body_start:part.end], part.cte)
+    if part.embedded is not None:
+        j, inner = _judge_message(an, payload, part, policy)
+    else:
+        j, inner = judge_part(payload, part, policy), []
+    raw = _raw_reading(view, part, policy)
+    if raw is not None and _SEVERITY[raw.verdict] > _SEVERITY.get(j.verdict, 0):
+        j = Judgement(raw.verdict, f"{raw.reason} (read undecoded, as a client may read an irregular "
+                      "transfer encoding)", raw.detected_type, raw.detected_ext)
+    return Attachment(
+        part=part, data=payload, sha256=hashlib.sha256(payload).hexdigest(), judgement=j,
+        verdict=j.verdict, reason=j.reason, inner=inner,
+        wire_size=part.end - (part.delim_start if part.delim_start is not None else part.start),
+    )
+
+
+def _judge_message(an: Analysis, payload: bytes, part: Part,
+                   policy: InspectPolicy) -> tuple[Judgement, list[Attachment]]:
+    """An encoded attached message is one unit: what its bytes are (an executable is blocked
+    whatever it is labelled), else the worst file inside it, named in the reason."""
+    assert part.embedded is not None and part.embedded_data is not None
+    # The bytes as a file: only its names are claims (the declared message type is no
+    # promise of plain text: 8-bit and binary parts are legal inside).
+    own = judge_all_readings(payload, part, policy, with_type=False)
+    inner = _survey(an, part.embedded_data, part.embedded, policy)
+    worst = max(inner, key=lambda a: _SEVERITY.get(a.verdict, 0), default=None)
+    if worst is None or _SEVERITY.get(worst.verdict, 0) <= _SEVERITY[own.verdict]:
+        if own.verdict is not Verdict.KEEP:
+            return own, inner
+        return Judgement(Verdict.KEEP, f"an email message; the {len(inner)} file(s) in it were inspected",
+                         own.detected_type, own.detected_ext), inner
+    reason = f'the attached message carries "{safe_display_name(worst.name)}": {worst.reason}'
+    return Judgement(worst.verdict, reason, own.detected_type, own.detected_ext), inner
+
+
+def _survey(an: Analysis, data: bytes, root: Part, policy: InspectPolicy) -> list[Attachment]:
+    """The attachments of one message tree, judged; what else it holds is noted on `an`."""
+    attachments: list[Attachment] = []
+    view = memoryview(data)  # slices of it are not copies
+    for part in root.walk():
+        an.ambiguities += [f"part {part.path or 'header'}: {n}" for n in part.ambiguities]
+        if part.unclosed:
+            an.ambiguities.append(f"part {part.path or 'body'}: missing closing boundary")
+        an.renamed |= part.renamed
+        if part.content_type in scan.MESSAGE_TYPES and part.children and not part.in_message:
+            an.containers += 1
+        an.partial |= carriers.is_partial(part)
+        an.encrypted |= carriers.is_encrypted(part)
+        if part.content_type == "text/plain" and not part.is_attachment and not part.children:
+            body = decode(view[part.body_start:part.end], part.cte)
+            an.uuencoded += [(n, judge(d, None, n, policy)) for n, d in carriers.uuencoded_files(body)]
+        if part.is_attachment:
+            attachments.append(_attachment(an, view, part, policy))
+    return attachments
 
 
 def analyse(data: bytes, policy: InspectPolicy, limits: scan.Limits = scan.Limits()) -> Analysis:
     """Raises scan.MimeError when the structure exceeds a limit or cannot be read one way."""
     root = scan.parse(data, limits)
-    attachments: list[Attachment] = []
-    containers = 0
-    ambiguities: list[str] = []
-    flags = {"partial": False, "encrypted": False}
-    uuencoded: list[tuple[str, Judgement]] = []
-    view = memoryview(data)  # slices of it are not copies
-    for part in root.walk():
-        ambiguities += [f"part {part.path or 'header'}: {n}" for n in part.ambiguities]
-        if part.unclosed:
-            ambiguities.append(f"part {part.path or 'body'}: missing closing boundary")
-        if part.content_type == "message/rfc822" and part.children and not part.in_message:
-            containers += 1
-        flags["partial"] |= carriers.is_partial(part)
-        flags["encrypted"] |= carriers.is_encrypted(part)
-        if part.content_type == "text/plain" and not part.is_attachment and not part.children:
-            body = decode(view[part.body_start:part.end], part.cte)
-            uuencoded += [(n, judge(d, None, n, policy)) for n, d in carriers.uuencoded_files(body)]
-        if not part.is_attachment:
-            continue
-        payload = decode(view[part.body_start:part.end], part.cte)
-        j = judge_all_readings(payload, part, policy)
-        attachments.append(Attachment(
-            part=part, data=payload, sha256=hashlib.sha256(payload).hexdigest(), judgement=j,
-            verdict=j.verdict, reason=j.reason,
-            wire_size=part.end - (part.delim_start if part.delim_start is not None else part.start),
-        ))
-    forged = bool(rw.drop_fields(data, root, OUR_HEADERS))
-    return Analysis(data, root, attachments, scan.root_header(data, root, "message-id"), forged_headers=forged,
-                    containers=containers, ambiguities=ambiguities, uuencoded=uuencoded, **flags)
+    an = Analysis(data, root, [], scan.root_header(data, root, "message-id"))
+    an.attachments = _survey(an, data, root, policy)
+    an.forged_headers = bool(rw.drop_fields(data, root, OUR_HEADERS))
+    return an
+
+
+def inner_files(a: Attachment):
+    """Every file judged inside an encoded attached message, at any depth."""
+    for i in a.inner:
+        yield i
+        yield from inner_files(i)
 
 
 def plan(an: Analysis, policy: PlanPolicy) -> Rejection | None:
@@ -134,6 +190,13 @@ def plan(an: Analysis, policy: PlanPolicy) -> Rejection | None:
             if j.verdict is not Verdict.KEEP:
                 return Rejection.of("File uuencoded in the message text", name, j.reason)
     for a in an.attachments:
+        tnef = next((i for i in inner_files(a) if carriers.is_tnef(i.part)), None)
+        if a.verdict is Verdict.KEEP and tnef is not None and policy.on_tnef != "keep":
+            a.verdict = Verdict.BLOCKED
+            a.reason = f'the attached message carries "{safe_display_name(tnef.name)}": {TNEF_REASON}'
+            if policy.on_tnef == "reject":
+                return Rejection.of("Attachment", a.name, a.reason)
+            continue
         if a.verdict is Verdict.KEEP and policy.on_tnef != "keep" and carriers.is_tnef(a.part):
             a.verdict, a.reason = Verdict.BLOCKED, TNEF_REASON
             if policy.on_tnef == "reject":
@@ -169,7 +232,7 @@ def projected_size(an: Analysis) -> int:
 def render(an: Analysis) -> bytes:
     """The rewritten message body (without our trace headers)."""
     changed = an.changed
-    if not changed and not an.forged_headers and not an.ambiguities:
+    if not changed and not an.forged_headers and not an.ambiguities and not an.renamed:
         return an.data
     notice_text = notice_html = None
     if changed:

@@ -101,14 +101,20 @@ SUSPICIOUS_NAMES = [
     ("crlf", "a\r\nb.pdf", "control characters"),
     ("tab", "a\tb.pdf", "control characters"),
     ("del", "a\x7fb.pdf", "control characters"),
-    ("traversal", "../../etc/passwd", "contains a path"),
-    ("traversal backslash", "..\\..\\a.pdf", "contains a path"),
-    ("absolute", "/etc/passwd", "contains a path"),
-    ("drive", "C:\\Users\\x\\a.pdf", "contains a path"),
-    ("drive slash", "c:/temp/a.pdf", "contains a path"),
-    ("unc", "\\\\server\\share\\a.pdf", "contains a path"),
-    ("dotdot alone", "..", "contains a path"),
+    ("dotdot alone", "..", "ends in a dot or space"),
+    ("path to a bidi name", "C:\\x\\a\u202egpj.pdf", "bidirectional"),
 ]
+
+# A path is disarmed: judged by its base name, never held against the file.
+PATH_NAMES = ["../../etc/passwd", "..\\..\\a.pdf", "/etc/passwd", "C:\\Users\\x\\a.pdf", "c:/temp/a.pdf",
+              "\\\\server\\share\\a.pdf", "C:\\fakepath\\scan.pdf", "../x.pdf"]
+
+
+@pytest.mark.parametrize("name", PATH_NAMES)
+def test_paths_in_names_are_disarmed(name):
+    assert name_problem(name) is None
+    assert judge(samples.pdf(), PDF, name).verdict is KEEP
+    assert judge(samples.pe_exe(), PDF, name).verdict is BLOCKED
 
 
 def _content_for(name: str) -> tuple[bytes, str | None]:

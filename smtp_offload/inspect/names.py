@@ -1,5 +1,10 @@
 """A file name is data, never a path: spot names built to deceive; make any name safe to show.
 
+A path in a name ("C:\\fakepath\\scan.pdf" from a browser upload, "../x.pdf" from a scanner)
+is disarmed rather than held against the file: every client saves only its base name, so
+that is the name we judge, show and relay (disarm). Archive members are another matter:
+there a path is where an unzip tool writes (archive.py).
+
 Senders control the name completely. The tricks here are old and still work
 because Windows Explorer and mail clients render names faithfully: a
 right-to-left override shows "invoice\\u202Efdp.exe" as "invoiceexe.pdf",
@@ -36,6 +41,7 @@ def name_problem(name: str | None) -> NameProblem | None:
     """The first deception found in `name`, or None for an honest-looking name."""
     if not name:
         return None
+    name = disarm(name)  # what a client saves is the base name: judge that
     bidi = next((c for c in name if c in BIDI), None)
     if bidi:
         code = f"U+{ord(bidi):04X}"
@@ -43,8 +49,6 @@ def name_problem(name: str | None) -> NameProblem | None:
                            f"file name contains a bidirectional text control ({code}) that can disguise its extension")
     if any(unicodedata.category(c) == "Cc" for c in name):
         return NameProblem("control characters", "file name contains control characters (such as NUL, CR or LF)")
-    if escapes(name):
-        return NameProblem("a path", "file name contains a path (a drive, a root folder or ../)")
     clsid = _CLSID.search(name)
     if clsid:
         return NameProblem("a class ID", f"file name contains a Windows class ID {clsid.group(0)}, "
@@ -70,6 +74,21 @@ def escapes(name: str) -> bool:
     """
     path = name.replace("\\", "/")
     return path.startswith("/") or bool(_DRIVE.match(name)) or ".." in path.split("/")
+
+
+def base_name(name: str) -> str:
+    """The last non-empty component of `name` read as a Windows or POSIX path."""
+    parts = [p for p in re.split(r"[\\/]", name) if p.strip()]
+    return parts[-1] if parts else ""
+
+
+def disarm(name: str) -> str:
+    """`name` without the path that would take it out of the folder it is saved in.
+
+    Only real paths (a root, a drive, a UNC share, a ".." component) are cut: a slash inside
+    an ordinary name ("</b> & co.pdf") stays as the sender wrote it.
+    """
+    return base_name(name) if escapes(name) else name
 
 
 def double_extension(name: str) -> tuple[str, str] | None:

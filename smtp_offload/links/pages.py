@@ -13,6 +13,7 @@ import html
 from datetime import datetime, timezone
 from urllib.parse import quote
 
+from smtp_offload.inspect.names import disarm
 from smtp_offload.links.tokens import Grant
 from smtp_offload.notice import human_size
 from smtp_offload.storage.base import StoredObject
@@ -72,13 +73,15 @@ def landing(obj: StoredObject, grant: Grant, token: str) -> str:
     details = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
     # Relative, so the page keeps working behind a proxy that mounts us under a path prefix.
     href = html.escape(f"./{quote(token, safe='')}/download", quote=True)
+    # Files stored before names were disarmed may still carry a sender's path: show the base name.
+    name = disarm(obj.filename or "") or "file"
     body = (
-        f"<h1>{html.escape(obj.filename or 'file')}</h1><dl>{details}</dl>"
+        f"<h1>{html.escape(name)}</h1><dl>{details}</dl>"
         f'<a class="button" href="{href}" rel="nofollow noreferrer">Download</a>'
         '<p class="note">This file came with an email and was stored separately because it was too '
         "large for the mailbox. You can open this page as often as you like until the link expires.</p>"
     )
-    return _document(f"Download {obj.filename or 'file'}", body)
+    return _document(f"Download {name}", body)
 
 
 def error(title: str, *paragraphs: str) -> str:

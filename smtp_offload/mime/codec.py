@@ -1,4 +1,4 @@
-"""Content-Transfer-Encoding: decode a part's payload, encode a new one."""
+"""Content-Transfer-Encoding: read the header, decode a part's payload, encode a new one."""
 
 from __future__ import annotations
 
@@ -6,26 +6,73 @@ import base64
 import binascii
 import re
 
-_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]")
+# A "=" pad followed, after anything but alphabet characters, by more base64: a client that
+# keeps decoding past the pad shows bytes that binascii.a2b_base64 (which stops there) drops.
+_PAD_THEN_MORE = re.compile(rb"=[^A-Za-z0-9+/]*[A-Za-z0-9+/]")
+_SEPARATOR = re.compile(r'[\s;,"]')
+
+
+def parse_cte(value: str | None) -> str:
+    """The mechanism a Content-Transfer-Encoding header names, lower-cased ("7bit" when absent).
+
+    RFC 2045 allows comments ("base64 (sent by X)"), and senders add white space, quotes or a
+    trailing ";". Readers take the first token, so we do too; a comment separates tokens
+    ("base(x)64" is no mechanism). Whatever is not a known mechanism is judged as opaque bytes
+    by the caller, which is the safe reading of anything odd.
+    """
+    if value is None:
+        return "7bit"
+    tokens, cur, depth, i = [], [], 0, 0
+    while i < len(value):
+        c = value[i]
+        if depth:
+            if c == "\\":  # quoted-pair inside a comment
+                i += 1
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+        elif c == "(" or _SEPARATOR.match(c):
+            depth = 1 if c == "(" else 0
+            tokens.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    tokens.append("".join(cur))
+    return next((t.lower() for t in tokens if t), "7bit")
 
 
 def decode(body: bytes | memoryview, cte: str) -> bytes:
-    """Decode a transfer-encoded body leniently, as mail clients do.
+    """Decode a transfer-encoded body leniently, as the most lenient mail clients do.
 
-    Malformed base64 (bad padding, stray characters) is decoded as far as it goes rather
-    than rejected: we must judge the bytes a recipient's client would show. A memoryview
-    of the message avoids copying a large encoded body before decoding it.
+    We must judge at least every byte a recipient's client would show, so malformed base64
+    (bad padding, stray characters, a "=" pad in mid-stream followed by more data) is decoded
+    as far as it goes rather than rejected. A memoryview of the message avoids copying a large
+    encoded body before decoding it.
     """
     if cte == "base64":
-        try:
-            return binascii.a2b_base64(body)
-        except binascii.Error:
-            clean = _B64_JUNK.sub(b"", body)
-            clean = clean[: len(clean) - len(clean) % 4] if len(clean) % 4 == 1 else clean
-            return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+        if _PAD_THEN_MORE.search(body) is None:
+            try:
+                return binascii.a2b_base64(body)
+            except binascii.Error:
+                pass
+        return _b64_runs(body)
     if cte == "quoted-printable":
         return binascii.a2b_qp(body)
     return bytes(body)
+
+
+def _b64_runs(body: bytes | memoryview) -> bytes:
+    """Skip characters outside the alphabet and decode each "="-terminated run on its own."""
+    out = []
+    for run in _B64_JUNK.sub(b"", body).split(b"="):
+        if len(run) % 4 == 1:  # a lone trailing character carries no whole byte
+            run = run[:-1]
+        if run:
+            out.append(binascii.a2b_base64(run + b"=" * (-len(run) % 4)))
+    return b"".join(out)
 
 
 def encode(data: bytes, cte: str) -> bytes:

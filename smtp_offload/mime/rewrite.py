@@ -8,15 +8,14 @@ copied as it came, so untouched parts keep their exact bytes, folding and encodi
 from __future__ import annotations
 
 import codecs
-import re
 import urllib.parse
 from dataclasses import dataclass
 
 from ..model import Part
 from . import codec
+from .htmlbody import notice_offset
 
 CRLF = b"\r\n"
-_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 _CONTENT_FIELDS = {"content-type", "content-transfer-encoding", "content-disposition",
                    "content-description", "content-id", "content-location", "content-md5"}
 
@@ -82,8 +81,7 @@ def text_part_with_notice(data: bytes, part: Part, notice: str, html: bool) -> b
     except (UnicodeDecodeError, ValueError):
         return None
     if html:
-        m = _BODY_TAG.search(text)
-        at = m.end() if m else 0
+        at = notice_offset(text)  # where the body starts, never inside a comment, <style> or <title>
         new_text = text[:at] + notice + text[at:]
     else:
         new_text = notice + text
@@ -132,9 +130,9 @@ def _rfc2231(value: str) -> str:
 
 def canonical_headers(data: bytes, part: Part) -> bytes:
     """The part's header block in one unambiguous form: one of each content header and,
-    when its name parameters disagreed, only our reading of the name (RFC 2231)."""
+    when its name parameters disagreed or named a path, only our reading of the name (RFC 2231)."""
     fields = unique_fields(data, part)
-    if len(part.names) <= 1:
+    if len(part.names) <= 1 and not part.renamed:
         return b"".join(data[s:e] for _, s, e in fields)
     params = "".join(f'; {k}="{v}"' for k, v in part.params.items()
                      if k not in ("name", "charset") and v.isascii() and '"' not in v and "\\" not in v)
@@ -188,7 +186,7 @@ def rewrite(data: bytes, root: Part, removed: list[Part], notice_text: str | Non
         return _as_text_entity(data, root, notice_text or "", drop_root_fields)
     edits = _notice_edits(data, root, gone, notice_text, notice_html or notice_text) if notice_text else []
     edits += _rebuild_edits(data, root, gone, drop_root_fields, {e.start for e in edits})
-    if not root.ambiguities:
+    if not root.ambiguities and not root.renamed:  # else its headers are rebuilt without them
         edits += drop_fields(data, root, drop_root_fields)
     for p in _topmost(root, gone):
         if p.delim_start is not None:
@@ -204,17 +202,27 @@ def _rebuild_edits(data: bytes, root: Part, gone: set[str], drop_root: tuple[str
     rebuilt there already), and the missing close delimiter of unclosed multiparts."""
     edits = []
     for p in _kept(root, gone):
-        if p.ambiguities and p.start not in replaced:
+        if (p.ambiguities or p.renamed) and p.start not in replaced:
             head = canonical_headers(data, p)
             if p is root and drop_root:
                 head = b"".join(ln for ln in _split_fields(head) if not _dropped(_field_name(ln), drop_root))
             edits.append(Edit(p.start, p.header_end, head))
+        if p.embedded is not None and p.embedded_data is not None and needs_rebuild(p.embedded):
+            # An encoded attached message is relayed in the one reading we judged, re-encoded.
+            inner = rewrite(p.embedded_data, p.embedded, [], None, None)
+            edits.append(Edit(p.body_start, p.end, codec.encode(inner, p.cte)))
     # Innermost first: unclosed multiparts nested at the end of another close at the same offset.
     for p in reversed(list(_kept(root, gone))):
         if p.unclosed:
             boundary = p.params["boundary"].encode("utf-8", "surrogateescape")
             edits.append(Edit(p.end, p.end, CRLF + b"--" + boundary + b"--" + CRLF))
     return edits
+
+
+def needs_rebuild(root: Part) -> bool:
+    """Does any part of this tree have headers or boundaries we relay rebuilt?"""
+    return any(p.ambiguities or p.unclosed or p.renamed or (p.embedded is not None and needs_rebuild(p.embedded))
+               for p in root.walk())
 
 
 def _kept(part: Part, gone: set[str]):

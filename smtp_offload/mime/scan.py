@@ -16,9 +16,13 @@ import email.policy
 import email.utils
 from dataclasses import dataclass
 
+from ..inspect.names import disarm
 from ..model import Part
+from . import codec
 
 CRLF = b"\r\n"
+# Attached messages (RFC 2046 5.2.1; message/global is RFC 6532's UTF-8 twin): containers.
+MESSAGE_TYPES = ("message/rfc822", "message/global")
 _header_parser = email.parser.HeaderParser(policy=email.policy.compat32)
 
 
@@ -39,6 +43,21 @@ class MimeError(ValueError):
 
 def parse(data: bytes, limits: Limits = Limits()) -> Part:
     return _Scanner(data, limits).entity(0, len(data), "", 0, False, "text/plain")
+
+
+def has_bare_newlines(data: bytes) -> bool:
+    crlf = data.count(b"\r\n")
+    return data.count(b"\r") != crlf or data.count(b"\n") != crlf
+
+
+def normalize_line_endings(data: bytes) -> bytes:
+    """Bare CR or LF become CRLF and NUL bytes are dropped, so the structure we judge is the
+    one every later hop reads (no end-of-data look-alike survives: see README, Security model)."""
+    if b"\x00" in data:
+        data = data.replace(b"\x00", b"")
+    if not has_bare_newlines(data):
+        return data
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def header_end(data: bytes, start: int, end: int) -> tuple[int, int]:
@@ -118,18 +137,21 @@ class _Scanner:
             if key == "boundary" and params.get(key, val) != val:
                 raise MimeError("conflicting boundary parameters")
             params.setdefault(key, val)
-        names = _names(cd_params[1:], "filename") + _names(ct_params[1:], "name")
+        raw_names = _names(cd_params[1:], "filename") + _names(ct_params[1:], "name")
+        names = [disarm(n) for n in raw_names]  # a path is cut to the base name every client saves
         distinct = list(dict.fromkeys(n for n in names if n))
         if len(distinct) > 1:
             notes.append("conflicting file names")
         disp_raw = msg.get("content-disposition")
         disposition = (str(disp_raw).split(";", 1)[0].strip().lower() or None) if disp_raw else None
-        cte = str(msg.get("content-transfer-encoding", "7bit")).strip().lower() or "7bit"
+        cte_header = msg.get("content-transfer-encoding")
+        cte = codec.parse_cte(None if cte_header is None else str(cte_header))
         part = Part(
             path=path, start=start, end=end, header_end=hend, body_start=bstart, body_end=end,
             content_type=ctype, params=params, disposition=disposition,
             filename=distinct[0] if distinct else None, cte=cte, in_message=in_message,
-            names=distinct, ambiguities=notes,
+            names=distinct, ambiguities=notes, renamed=names != raw_names,
+            cte_header=None if cte_header is None else str(cte_header),
         )
         if not path:
             part.header_fields = msg  # the top-level headers: Message-ID, Date... read from here later
@@ -151,10 +173,19 @@ class _Scanner:
                 child = self.entity(cstart, cend, cpath, depth + 1, in_message, child_default)
                 child.delim_start = dstart
                 part.children.append(child)
-        elif ctype == "message/rfc822" and cte in ("7bit", "8bit", "binary") and bstart < end:
+        elif ctype in MESSAGE_TYPES and cte in ("7bit", "8bit", "binary") and bstart < end:
             # An attached message is a container: judge the files inside it, not the message as a file.
             inner = self.entity(bstart, end, f"{path}.1" if path else "1", depth + 1, True, "text/plain")
             part.children.append(inner)
+        elif ctype in MESSAGE_TYPES and cte in ("base64", "quoted-printable") and bstart < end:
+            # Encoded (RFC 2046 forbids it; clients show it all the same): one attachment unit whose
+            # decoded message is scanned within the same limits. Its offsets are its own.
+            part.embedded_data = normalize_line_endings(codec.decode(memoryview(data)[bstart:end], cte))
+            sub = _Scanner(part.embedded_data, lim)
+            sub.parts = self.parts
+            part.embedded = sub.entity(0, len(part.embedded_data), f"{path}.1" if path else "1", depth + 1,
+                                       True, "text/plain")
+            self.parts = sub.parts
         return part
 
 
