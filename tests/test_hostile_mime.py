@@ -152,3 +152,26 @@ def test_reject_policy_for_ambiguous_mime(make_proxy, sink):
     code, reply = proxy.send(raw)
     assert code == 550 and reply.startswith(b"5.6.0") and b"conflicting file names" in reply
     assert sink.messages == []
+
+
+HIDING_LINES = {
+    "space before the colon (RFC 5322 obs-optional)": b"X-Mailer : mailer 1.0",
+    "a junk line": b"this line is no header field",
+    "a control character in a field name": b"X-Bad\x01: x",
+}
+
+
+@pytest.mark.parametrize("case", list(HIDING_LINES))
+def test_header_lines_a_strict_parser_stops_at_hide_nothing(proxy, sink, case):
+    """compat32 ends the header block at a line that is not a well-formed field; mail clients
+    read on and see the Content-Type below it. Our reading must be the lenient one."""
+    raw = message(multipart(text("see attached\r\n"), part(
+        [("Content-Type", "application/octet-stream"),
+         ("Content-Disposition", 'attachment; filename="invoice.pdf"')], samples.pe_exe())))
+    hidden = raw.replace(b"\r\n", b"\r\n" + HIDING_LINES[case] + b"\r\n", 1)
+    assert hidden.index(HIDING_LINES[case]) < hidden.index(b"Content-Type: multipart/mixed")
+    code, _ = proxy.send(hidden)
+    assert code == 250
+    relayed = sink.messages[-1].content
+    assert b64(samples.pe_exe())[:60] not in relayed
+    assert b"verdict=blocked" in relayed

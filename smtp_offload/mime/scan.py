@@ -14,6 +14,7 @@ import email.header
 import email.parser
 import email.policy
 import email.utils
+import re
 from dataclasses import dataclass
 
 from ..inspect.names import disarm
@@ -81,7 +82,25 @@ def headers(data: bytes, start: int, stop: int):
     text = block.decode("utf-8", "replace")
     if text.count("\ufffd") > 3:
         text = block.decode("latin-1")
-    return _header_parser.parsestr(text)
+    return _header_parser.parsestr(_lenient(text))
+
+
+# RFC 5322 4.5.3 (obs-optional) allows white space before the colon: "X-Mailer : x".
+_OBS_NAME = re.compile(r"^([\x21-\x39\x3b-\x7e]+)[ \t]+:", re.MULTILINE)
+_FIELD = re.compile(r"[\x21-\x39\x3b-\x7e]+:|[ \t]|From ")
+
+
+def _lenient(text: str) -> str:
+    """The header block as the most lenient reader sees it. compat32 ends the headers at the
+    first line that is not a well-formed field, and treats the rest as body; mail clients
+    read on. So a sender could hide a Content-Type behind "X-Mailer : x" or a junk line from
+    us but not from the recipient: we read obsolete field names and skip junk lines instead,
+    seeing at least every field a client sees."""
+    text = _OBS_NAME.sub(r"\1:", text)
+    lines = text.split("\r\n")
+    if all(not line or _FIELD.match(line) for line in lines):
+        return text
+    return "\r\n".join(line for line in lines if not line or _FIELD.match(line))
 
 
 def _decode_words(value: str) -> str:
