@@ -154,6 +154,18 @@ def test_unknown_transfer_encoding_is_opaque_never_text(proxy, sink, ctype, name
     assert b64(samples.pdf())[:76] not in got
 
 
+@pytest.mark.parametrize("cte", ["8-bit", "7-Bit", "8bits"])
+def test_identity_encoding_typos_leave_the_text_body_alone(proxy, sink, cte):
+    """Common misspellings of 7bit/8bit name no decoding at all: every reader shows the raw
+    bytes, so the body is text to judge, not an unknown encoding to strip."""
+    body = entity([("Content-Type", "text/plain; charset=utf-8"), ("Content-Transfer-Encoding", cte)],
+                  "Grüße, the order number is 42.\r\n".encode())
+    raw = message(multipart(body, attachment(samples.pdf(), "report.pdf", "application/pdf")))
+    got = relay(proxy, sink, raw)
+    assert [d["verdict"] for d in decisions(got)] == ["keep"]
+    assert got.endswith(raw)  # unchanged, after our trace headers
+
+
 def test_nameless_parts_count_towards_the_attachment_limit(make_proxy, sink):
     proxy = make_proxy({"downstream": {"max_attachments": 2}})
     images = [samples.png() + bytes(i * 100) for i in range(3)]

@@ -31,7 +31,7 @@ EXE = samples.pe_exe()
     ("base64 (comment)", "base64"), ("(comment) base64", "base64"), ("base64(comment)", "base64"),
     ("base64 (nested (comment) \\) here)", "base64"), ("  base64\t", "base64"), ("base64;", "base64"),
     ('"base64"', "base64"), ("Quoted-Printable", "quoted-printable"), ("(only a comment)", "7bit"),
-    ("8BIT", "8bit"), ("x-uuencode", "x-uuencode"),
+    ("8BIT", "8bit"), ("x-uuencode", "x-uuencode"), ("8-bit", "8bit"), ("7-BIT", "7bit"), ("8bits", "8bit"),
     ("base(x)64", "base"),  # a comment separates tokens: "base" is no mechanism, so opaque
     ("base64)", "base64)"),  # a stray parenthesis is no separator: unknown, so opaque
 ])

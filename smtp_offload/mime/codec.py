@@ -41,7 +41,15 @@ def parse_cte(value: str | None) -> str:
             cur.append(c)
         i += 1
     tokens.append("".join(cur))
-    return next((t.lower() for t in tokens if t), "7bit")
+    mechanism = next((t.lower() for t in tokens if t), "7bit")
+    # "8-bit", "7bits": typos of the identity encodings. Every reader shows their raw bytes
+    # (decoded as nothing, or as an opaque file), which is what we judge: no need to call
+    # the sender's text body an unknown encoding and strip it.
+    return _IDENTITY_TYPOS.get(mechanism, mechanism)
+
+
+_IDENTITY_TYPOS = {"7-bit": "7bit", "8-bit": "8bit", "7bits": "7bit", "8bits": "8bit",
+                   "7-bits": "7bit", "8-bits": "8bit"}
 
 
 def decode(body: bytes | memoryview, cte: str) -> bytes:
