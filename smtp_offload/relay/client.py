@@ -208,7 +208,11 @@ class Downstream:
         """One command and its reply, on a connection that must end this provably in step
         with the downstream, or closed."""
         smtp = self.smtp
-        assert smtp is not None
+        if smtp is None:
+            # Closed under us: the session ended (its client hung up) while this command's
+            # coroutine was about to go on, which Python 3.11's wait_for can let happen
+            # instead of delivering the cancellation.
+            raise _fail(aiosmtplib.SMTPServerDisconnected("connection closed by the session"))
         if self._unread():  # something arrived that no command of ours asked for
             self.close()
             raise _protocol_error("reply nobody asked for waiting before a command")

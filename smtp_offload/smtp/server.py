@@ -372,6 +372,15 @@ class GatewaySMTP(SMTP):
         return None
 
     # -- replies and lifecycle ------------------------------------------------
+    async def _handle_client(self) -> None:
+        try:
+            await super()._handle_client()
+        except ConnectionResetError:
+            # aiosmtpd logs the reset (at info) and re-raises it out of the session task,
+            # which asyncio would report as "Task exception was never retrieved" with a
+            # traceback: a client hanging up is not an error of ours.
+            pass
+
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = enhance(status)
