@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -220,3 +223,39 @@ def test_workers_share_the_ports_and_drain_together(make_proxy, sink):
     secret = (proxy.tmp / "link-secret").read_text()
     assert len(proxy.events("link_secret_generated")) == 1 and secret
     assert proxy.stop() == 0
+
+
+def test_workers_write_whole_log_lines(make_proxy, sink):
+    """Both workers write JSON lines to one stdout at the same moments: every line must still be
+    one whole event (a line written in two pieces interleaves with the other worker's)."""
+    proxy = make_proxy({"server": {"workers": 2}})
+    _wait_for(lambda: len(proxy.events("started")) == 2)
+    url = f"http://127.0.0.1:{proxy.links_port}/f/not-a-token"  # each view is one audit line
+
+    def views(n: int) -> None:
+        for _ in range(n):
+            try:
+                urllib.request.urlopen(url, timeout=30)
+            except urllib.error.HTTPError as e:
+                assert e.code == 403
+
+    threads = [threading.Thread(target=views, args=(150,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    _wait_for(lambda: len(proxy.events("link_view")) >= 1200 or _torn_lines(proxy))
+    assert _torn_lines(proxy) == []
+    logged = proxy.events("link_view")
+    assert len(logged) == 1200 and {e["worker"] for e in logged} == {0, 1}
+
+
+def _torn_lines(proxy) -> list[bytes]:
+    out = []
+    for line in proxy.log_path.read_bytes().splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            out.append(line)
+    return out
+
