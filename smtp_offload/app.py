@@ -179,7 +179,7 @@ def _summary(cfg: Config) -> str:
             f"links {cfg.links.listen}")
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Ask Linux to send this worker SIGTERM when the supervising process dies, however it
     dies (even SIGKILL): a worker must never outlive its supervisor and keep the port."""
     import ctypes
@@ -189,8 +189,16 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the supervisor's own SIGTERM forwarding still applies
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    # The parent died before prctl took effect. Compared with the parent's own pid, not with 1:
+    # an orphan goes to the nearest subreaper, and a supervisor that is pid 1 (a container's
+    # entry point) would otherwise see every worker exit at start and respawn it forever.
+    if os.getppid() != parent:
         os._exit(1)
+
+
+# A (re)started worker's time to READY before the watchdog counts its silence: the storage
+# check's budget plus ample room for a loaded machine (sdnotify.Workers).
+WORKER_START_GRACE = START_CHECK_SECONDS + 50.0
 
 
 def run(cfg: Config, log) -> int:
@@ -208,14 +216,15 @@ def run(cfg: Config, log) -> int:
     stopping = False
     # systemd hears from this process only: READY=1 once every worker is up, WATCHDOG=1 while
     # every worker's loop pings it (sdnotify.Workers; all no-ops without NOTIFY_SOCKET).
-    notifier = sdnotify.Workers(cfg.server.workers, _summary(cfg))
+    notifier = sdnotify.Workers(cfg.server.workers, _summary(cfg), start_grace=WORKER_START_GRACE)
 
     def spawn(index: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: a full proxy of its own
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            _die_with_parent()
+            _die_with_parent(parent)
             notifier.in_worker()
             code = 1
             try:

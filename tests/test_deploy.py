@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 from smtp_offload import sdnotify
 
 DEPLOY = ROOT / "deploy"
@@ -227,6 +227,35 @@ def test_workers_ready_waits_for_every_worker_and_a_respawn_is_reported(make_pro
     assert proxy.stop() == 0
 
 
+def test_workers_a_slow_restart_does_not_stop_the_pings(make_proxy, notify_socket, s3server):
+    """A respawned worker pings only once it is up; until then the parent must not count its
+    silence against the watchdog, or systemd kills every healthy worker with it."""
+    s3_port = free_port()  # nobody listens at first: the first workers start at once
+    proxy = make_proxy({"server": {"workers": 2},
+                        "storage": {"backend": "s3"},
+                        "storage.s3": {"bucket": "any-bucket", "region": "us-east-1",
+                                       "endpoint_url": f"http://127.0.0.1:{s3_port}",
+                                       "connect_timeout": 1, "read_timeout": 5}},
+                       env={"NOTIFY_SOCKET": notify_socket.env_value, **WATCHDOG_ENV})
+    notify_socket.wait_for("READY=1")
+    notify_socket.wait_for("WATCHDOG=1", count=2)
+    with socket.socket() as hang:  # now storage accepts and never answers: a start takes
+        hang.bind(("127.0.0.1", s3_port))  # the storage check's whole budget (10 s)
+        hang.listen(16)
+        os.kill(worker_pids(proxy)[1], signal.SIGKILL)
+        tail = _summary_tail(notify_socket)
+        notify_socket.wait_for("STATUS=1/2 workers up; " + tail, timeout=30)
+        (down,) = notify_socket.with_line("STATUS=1/2 workers up; " + tail)
+        notify_socket.wait_for("STATUS=2/2 workers up; " + tail, count=2, timeout=60)
+    events = notify_socket.messages
+    starting = events[events.index(down):events.index(notify_socket.with_line("STATUS=2/2 workers up; " + tail)[1])]
+    # About ten pings (one a second); judged by the 2 s interval alone, the parent fell silent
+    # two seconds after the fork and systemd would have killed the service.
+    assert len([m for m in starting if "WATCHDOG=1" in m[1]]) >= 5, starting
+    assert proxy.events("storage_unavailable_at_start")
+    assert proxy.stop() == 0
+
+
 def _summary_tail(s: NotifySocket) -> str:
     (ready,) = s.with_line("READY=1")
     status = next(x for x in ready[1] if x.startswith("STATUS="))
@@ -398,3 +427,4 @@ def test_postfix_and_proxy_limits_agree(arrangement):
     policy, downstream = cfg.get("policy", {}), cfg.get("downstream", {})
     assert done > policy.get("storage_timeout", 120) + downstream.get("data_timeout", 600)
     assert re.search(r"^smtp-offload\s+unix\s+-\s+-\s+n\s+-\s+10\s+smtp$", master, re.M)
+

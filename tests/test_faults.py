@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import signal
 import smtplib
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 import samples
-from conftest import RawSession, dead_s3
+from conftest import RawSession, dead_s3, missing
 from faulty import FaultyServer
 from mail import attachment, message, multipart, text
 from test_attachments import attachment_payloads
@@ -258,4 +263,33 @@ def _torn_lines(proxy) -> list[bytes]:
         except ValueError:
             out.append(line)
     return out
+
+
+def _pid_namespace() -> tuple[str, ...]:
+    """A command that runs the proxy as pid 1 of a new pid namespace, as a container runs its
+    entry point."""
+    tool = shutil.which("unshare")
+    if tool is None:
+        missing("unshare is not installed (Debian package util-linux)")
+    for cmd in ((tool, "--pid", "--fork", "--kill-child"),
+                (tool, "--user", "--map-root-user", "--pid", "--fork", "--kill-child")):
+        if subprocess.run([*cmd, "true"], capture_output=True, timeout=30).returncode == 0:
+            return cmd
+    missing("no pid namespace can be made here (unshare --pid is not permitted)")
+
+
+def test_workers_run_under_a_supervisor_that_is_pid_1(make_proxy, sink):
+    """A worker checked "is my parent gone?" as getppid() == 1: under a supervisor that is pid 1
+    itself, every worker exited at start and was respawned, once a second, forever."""
+    proxy = make_proxy({"server": {"workers": 2}}, wrapper=_pid_namespace())
+    (child,) = Path(f"/proc/{proxy.proc.pid}/task/{proxy.proc.pid}/children").read_text().split()
+    nspid = next(ln for ln in Path(f"/proc/{child}/status").read_text().splitlines() if ln.startswith("NSpid:"))
+    assert nspid.split()[-1] == "1"  # the premise: the proxy's main process is pid 1 in its namespace
+    _wait_for(lambda: len(proxy.events("started")) == 2)
+    for i in range(6):
+        assert proxy.send(message(text(f"message {i}\r\n")))[0] == 250
+    assert proxy.events("worker_died") == []
+    assert len(proxy.events("started")) == 2
+    os.kill(int(child), signal.SIGTERM)  # unshare does not pass signals on; pid 1 has a handler
+    assert proxy.proc.wait(30) == 0 and len(proxy.events("stopped")) == 2
 
