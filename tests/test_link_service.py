@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -532,3 +534,60 @@ def test_cli_refusals_and_usage(tmp_path: Path) -> None:
     r = _cli("show", "--token", "x", config=bare)
     assert r.returncode == 2 and "missing-secret" in r.stderr
     assert not (tmp_path / "missing-secret").exists()
+
+
+# -- against the proxy process: the API's refusals, the CLI on the links in the mail ---------
+
+
+def _proxy_with_api(make_proxy):
+    return make_proxy({"policy": {"offload_over_bytes": 10_000}, "links": {"api_keys": [API_KEY]}})
+
+
+def _post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={**AUTH, "Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _audited(proxy, count: int) -> list[dict[str, Any]]:
+    """The proxy's link_api events, once `count` of them are in its log."""
+    deadline = time.monotonic() + 20
+    while len(events := proxy.events("link_api")) < count:
+        assert time.monotonic() < deadline, events
+        time.sleep(0.05)
+    return events
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 30_000 + b"]" * 30_000,  # nested past the parser's recursion limit, within MAX_BODY_BYTES
+    b'{"token": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+    b'{"key": {"a": ' * 3_000 + b"1" + b"}" * 3_000 + b"}",
+], ids=["list", "in-a-field", "objects"])
+def test_api_deeply_nested_json_is_400(make_proxy, body: bytes) -> None:
+    proxy = _proxy_with_api(make_proxy)
+    assert len(body) < 64 * 1024
+    for path in ("refresh", "revoke"):
+        status, headers, raw = _post(f"http://127.0.0.1:{proxy.links_port}/api/v1/links/{path}", body)
+        assert status == 400 and headers["Content-Type"].startswith("application/json"), raw[:300]
+        assert json.loads(raw) == {"error": "request body must be a JSON object"}
+    assert [e["status"] for e in _audited(proxy, 2)] == [400, 400]
+    assert proxy.events("link_api_internal_error") == []
+
+
+def test_api_body_over_the_limit_is_413_and_audited_as_sent(make_proxy) -> None:
+    proxy = _proxy_with_api(make_proxy)
+    url = f"http://127.0.0.1:{proxy.links_port}/api/v1/links/refresh"
+    status, headers, raw = _post(url, b"[" * 100_000 + b"]" * 100_000)  # the 100k-deep body of the report
+    assert status == 413 and headers["Content-Type"].startswith("application/json")
+    assert "larger than" in json.loads(raw)["error"]
+    status, _, raw = _post(url, b"{}", headers={"Authorization": "Bearer " + "j" * 32})
+    assert status == 401
+    (big, unauthorized) = _audited(proxy, 2)
+    assert (big["status"], big["level"], big["action"]) == (413, "info", "refresh")
+    assert "larger than" in big["error"]
+    assert unauthorized["status"] == 401
+
