@@ -204,14 +204,18 @@ WORKER_START_GRACE = START_CHECK_SECONDS + 50.0
 def run(cfg: Config, log) -> int:
     """Serve in this process, or with server.workers > 1 in that many forked workers sharing
     the ports (SO_REUSEPORT: the kernel spreads connections). The parent creates the link
-    secret before forking, so every worker signs and verifies with the same one; it passes
-    SIGTERM/SIGINT on, restarts a worker that died (not more than once a second), and
-    exits 0 after all workers drained."""
+    secret (and a local store's directory) before forking, so every worker signs and verifies
+    with the same one; it passes SIGTERM/SIGINT on, restarts a worker that died (not more
+    than once a second), and exits 0 after all workers drained."""
     import time
 
     if cfg.server.workers <= 1:
         return asyncio.run(serve(cfg, log))
     load_secrets(cfg.links, log)
+    if cfg.storage.backend == "local":
+        # Made here, once, like the secret: workers creating the directory at the same moment
+        # race (the loser's mkdir raised FileExistsError and that worker died at start).
+        open_store(cfg)
     children: dict[int, int] = {}
     stopping = False
     # systemd hears from this process only: READY=1 once every worker is up, WATCHDOG=1 while
@@ -229,6 +233,8 @@ def run(cfg: Config, log) -> int:
             code = 1
             try:
                 code = asyncio.run(serve(cfg, log.bind(worker=index), reuse_port=True, worker=index))
+            except Exception as exc:  # os._exit would end the worker without a word of why
+                log.error("worker_failed", worker=index, exc_info=exc)
             finally:
                 os._exit(code)
         children[pid] = index
@@ -265,5 +271,6 @@ def run(cfg: Config, log) -> int:
             continue
         log.error("worker_died", worker=index, pid=pid, exit=code)
         time.sleep(1)
-        spawn(index)
+        if not stopping:  # SIGTERM came during the pause: a worker forked now would never get it
+            spawn(index)
     return status

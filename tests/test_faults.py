@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import samples
-from conftest import RawSession, dead_s3, missing
+from conftest import RawSession, dead_s3, free_port, missing
 from faulty import FaultyServer
 from mail import attachment, message, multipart, text
 from test_attachments import attachment_payloads
@@ -293,3 +293,43 @@ def test_workers_run_under_a_supervisor_that_is_pid_1(make_proxy, sink):
     os.kill(int(child), signal.SIGTERM)  # unshare does not pass signals on; pid 1 has a handler
     assert proxy.proc.wait(30) == 0 and len(proxy.events("stopped")) == 2
 
+
+def test_workers_create_a_new_local_store_without_a_race(make_proxy, sink, tmp_path):
+    """Both workers used to create the store directory themselves, and the one that came
+    second died of FileExistsError (a deep path makes the window wide: it always did)."""
+    deep = tmp_path / "/".join(["d"] * 150) / "store"
+    proxy = make_proxy({"server": {"workers": 2}, "storage.local": {"path": str(deep)}})
+    _wait_for(lambda: len(proxy.events("started")) == 2)
+    assert proxy.events("worker_died") == [] and proxy.events("worker_failed") == []
+    assert deep.is_dir() and deep.stat().st_mode & 0o777 == 0o700
+    assert proxy.stop() == 0
+
+
+def test_a_worker_that_fails_says_why_and_sigterm_ends_its_restarts(make_proxy, sink):
+    """A worker that cannot start logs its exception (os._exit used to end it without a word),
+    and a SIGTERM during the pause before its restart stops the proxy (a worker forked after
+    it never got the signal, and the proxy ran on)."""
+    base = _two_free_ports()
+    with socket.socket() as taken:  # worker 1's own metrics port is in use: it cannot start
+        taken.bind(("127.0.0.1", base + 1))
+        taken.listen(1)
+        proxy = make_proxy({"server": {"workers": 2}, "links": {"worker_port_base": base}})
+        _wait_for(lambda: proxy.events("worker_died"))  # logged right before the pause
+    failed = proxy.events("worker_failed")[0]
+    assert failed["worker"] == 1 and failed["level"] == "error"
+    assert "Traceback" in failed["exception"] and "in use" in failed["exception"]
+    # The port is free now, so a worker 1 forked after the SIGTERM would start and serve on.
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(30) == 0
+
+
+def _two_free_ports() -> int:
+    for _ in range(50):
+        base = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", base + 1))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
