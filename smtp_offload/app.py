@@ -180,7 +180,7 @@ def _summary(cfg: Config) -> str:
             f"links {cfg.links.listen}")
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     """Ask Linux to send this worker SIGTERM when the supervising process dies, however it
     dies (even SIGKILL): a worker must never outlive its supervisor and keep the port."""
     import ctypes
@@ -190,37 +190,52 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the supervisor's own SIGTERM forwarding still applies
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    # The parent died before prctl took effect. Compared with the parent's own pid, not with 1:
+    # an orphan goes to the nearest subreaper, and a supervisor that is pid 1 (a container's
+    # entry point) would otherwise see every worker exit at start and respawn it forever.
+    if os.getppid() != parent:
         os._exit(1)
+
+
+# A (re)started worker's time to READY before the watchdog counts its silence: the storage
+# check's budget plus ample room for a loaded machine (sdnotify.Workers).
+WORKER_START_GRACE = START_CHECK_SECONDS + 50.0
 
 
 def run(cfg: Config, log) -> int:
     """Serve in this process, or with server.workers > 1 in that many forked workers sharing
     the ports (SO_REUSEPORT: the kernel spreads connections). The parent creates the link
-    secret before forking, so every worker signs and verifies with the same one; it passes
-    SIGTERM/SIGINT on, restarts a worker that died (not more than once a second), and
-    exits 0 after all workers drained."""
+    secret (and a local store's directory) before forking, so every worker signs and verifies
+    with the same one; it passes SIGTERM/SIGINT on, restarts a worker that died (not more
+    than once a second), and exits 0 after all workers drained."""
     import time
 
     if cfg.server.workers <= 1:
         return asyncio.run(serve(cfg, log))
     load_secrets(cfg.links, log)
+    if cfg.storage.backend == "local":
+        # Made here, once, like the secret: workers creating the directory at the same moment
+        # race (the loser's mkdir raised FileExistsError and that worker died at start).
+        open_store(cfg)
     children: dict[int, int] = {}
     stopping = False
     # systemd hears from this process only: READY=1 once every worker is up, WATCHDOG=1 while
     # every worker's loop pings it (sdnotify.Workers; all no-ops without NOTIFY_SOCKET).
-    notifier = sdnotify.Workers(cfg.server.workers, _summary(cfg))
+    notifier = sdnotify.Workers(cfg.server.workers, _summary(cfg), start_grace=WORKER_START_GRACE)
 
     def spawn(index: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: a full proxy of its own
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            _die_with_parent()
+            _die_with_parent(parent)
             notifier.in_worker()
             code = 1
             try:
                 code = asyncio.run(serve(cfg, log.bind(worker=index), reuse_port=True, worker=index))
+            except Exception as exc:  # os._exit would end the worker without a word of why
+                log.error("worker_failed", worker=index, exc_info=exc)
             finally:
                 os._exit(code)
         children[pid] = index
@@ -257,5 +272,6 @@ def run(cfg: Config, log) -> int:
             continue
         log.error("worker_died", worker=index, pid=pid, exit=code)
         time.sleep(1)
-        spawn(index)
+        if not stopping:  # SIGTERM came during the pause: a worker forked now would never get it
+            spawn(index)
     return status

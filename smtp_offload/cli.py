@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
+from typing import TYPE_CHECKING
 
 from . import config as config_mod
 from . import log as log_mod
 from .errors import ConfigError, StartupError, StorageError
 from .notice import human_size
+
+if TYPE_CHECKING:
+    from .pipeline import Analysis
 
 
 def _load(path: str | None) -> config_mod.Config:
@@ -78,9 +83,53 @@ def cmd_check_config(args) -> int:
     return 0
 
 
-def cmd_scan(args) -> int:
-    from .pipeline import normalize_line_endings, projected_size
+SCAN_DELIVERABLE, SCAN_REFUSED, SCAN_USAGE = 0, 1, 2  # `scan` exit codes (README, --help)
+SCAN_EPILOG = """\
+A file with CRLF line ends is judged as the bytes that would arrive over SMTP (bare CR or
+LF in it count as bare newlines); a file with LF line ends (as .eml files usually are) is
+converted to CRLF first. The downstream and the storage are assumed to work.
+
+exit status:
+  0  deliverable: the proxy would answer 250 (once the downstream accepts)
+  1  the proxy would refuse the message (the reply is printed, and in --json as "reply")
+  2  usage or config error, unreadable file
+"""
+
+
+def scan_reply(cfg: config_mod.Config, data: bytes) -> tuple[str, Analysis | None]:
+    """The reply the proxy would give to DATA carrying this file, and the analysis when the
+    message got that far. Never raises, whatever the file holds."""
+    from .errors import SmtpReplyError
+    from .pipeline import normalize_line_endings
     from .process import Processor
+    from .smtp.handler import INTERNAL
+    from .smtp.server import LINE_TOO_LONG, TOO_MUCH
+
+    wire = data if b"\r\n" in data else normalize_line_endings(data)
+    if _has_long_line(wire, cfg.server.max_line_length):
+        return LINE_TOO_LONG, None
+    if len(wire) > cfg.server.max_message_bytes:
+        return TOO_MUCH, None
+    try:
+        an, rejection = Processor(cfg, store=None, secret=None, log=None).evaluate(wire)
+    except SmtpReplyError as exc:  # structure limits, bare newlines, ambiguous MIME
+        return exc.reply, None
+    except Exception as exc:  # noqa: BLE001 - the proxy answers a bug with 451, so does the dry run
+        print(f"smtp-offload: internal error while scanning: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return INTERNAL, None
+    if rejection is not None:
+        return f"550 5.7.1 {rejection.text}", an
+    return "250 2.0.0 Ok", an
+
+
+def _has_long_line(wire: bytes, limit: int) -> bool:
+    """As the SMTP reader counts (smtp/server.py): a line holds its CR, and a leading dot is
+    doubled on the wire, so a line may have limit + 2 bytes before its LF."""
+    return re.search(rb"(?:^|\n)(?:\.[^\n]{%d}|[^\n]{%d})" % (limit + 1, limit + 3), wire) is not None
+
+
+def cmd_scan(args) -> int:
+    from .pipeline import projected_size
 
     cfg = _load(args.config)
     try:
@@ -88,23 +137,26 @@ def cmd_scan(args) -> int:
             data = fh.read()
     except OSError as exc:
         print(f"smtp-offload: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    processor = Processor(cfg, store=None, secret=None, log=None)
-    # A file on disk usually has LF line ends: that is not the bare-LF smuggling case.
-    an, rejection = processor.evaluate(normalize_line_endings(data))
-    rejected = f"550 5.7.1 {rejection.text}" if rejection else None
+        return SCAN_USAGE
+    # Names come from the message (and the file name from the disk): any bytes, even lone surrogates.
+    sys.stdout.reconfigure(errors="backslashreplace")
+    reply, an = scan_reply(cfg, data)
+    deliverable = reply.startswith("2")
     rows = [{
         "part": a.part.path or "0", "name": a.name, "declared_type": a.declared_type,
         "detected_type": a.judgement.detected_type, "size": len(a.data), "sha256": a.sha256,
         "verdict": a.verdict.value, "reason": a.reason,
-    } for a in an.attachments]
-    result = {"file": args.file, "message_id": an.message_id, "size": len(an.data),
-              "projected_size": projected_size(an), "rejected": rejected, "attachments": rows}
+    } for a in (an.attachments if an is not None else [])]
+    size = len(an.data) if an is not None else len(data)
+    result = {"file": args.file, "message_id": an.message_id if an is not None else None, "size": size,
+              "projected_size": projected_size(an) if an is not None else None,
+              "rejected": None if deliverable else reply, "attachments": rows, "reply": reply}
+    status = SCAN_DELIVERABLE if deliverable else SCAN_REFUSED
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
-        return 0
-    print(f"{args.file}: {len(rows)} attachment(s), {human_size(len(an.data))}"
-          + (f" -> about {human_size(projected_size(an))} after offload" if an.changed else ""))
+        return status
+    print(f"{args.file}: {len(rows)} attachment(s), {human_size(size)}"
+          + (f" -> about {human_size(projected_size(an))} after offload" if an is not None and an.changed else ""))
     if rows:
         head = ("part", "verdict", "size", "declared", "detected", "name", "reason")
         table = [head] + [(r["part"], r["verdict"], human_size(r["size"]), r["declared_type"], r["detected_type"],
@@ -112,9 +164,8 @@ def cmd_scan(args) -> int:
         widths = [max(len(str(row[i])) for row in table) for i in range(len(head) - 1)]
         for row in table:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) + "  " + str(row[-1]))
-    if rejected:
-        print(f"message would be refused: {rejected}")
-    return 0
+    print(f"reply: {reply}" + ("" if deliverable else " (the message would be refused)"))
+    return status
 
 
 def cmd_links(args) -> int:
@@ -162,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--show", action="store_true", help="print the effective config (secrets masked)")
     p.add_argument("--offline", action="store_true", help="validate the file only; do not contact the storage")
     p.set_defaults(func=cmd_check_config)
-    p = sub.add_parser("scan", help="dry run: print the verdict for every attachment of a message file")
+    p = sub.add_parser("scan", help="dry run: print the verdict for every attachment of a message file",
+                       description="Dry run: the verdict for every attachment, the projected size after\n"
+                                   "offload and the reply the proxy would give. Stores and sends nothing.",
+                       epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="an RFC 5322 message (.eml)")
     p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -170,17 +224,22 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("links", help="refresh, revoke or show a download link")
     p.set_defaults(func=cmd_links)
     links = p.add_subparsers(dest="links_command", required=True)
+    link_help = "the link as it appears in the mail (http://host/f/<token>, with /download, a query or not) or its token"
     q = links.add_parser("refresh", help="a new link to the same file (expired tokens are fine)")
     g = q.add_mutually_exclusive_group(required=True)
-    g.add_argument("--token", help="the token of an existing link (the part after /f/)")
+    g.add_argument("link", nargs="?", metavar="URL-OR-TOKEN", help=link_help)
+    g.add_argument("--token", help="the token of an existing link (the part after /f/), or the whole link")
     g.add_argument("--key", help="the storage key of the file")
     q.add_argument("--ttl", type=int, help="lifetime in seconds (default: links.ttl_seconds)")
     q = links.add_parser("revoke", help="make one link stop working, for every server")
     g = q.add_mutually_exclusive_group(required=True)
-    g.add_argument("--token", help="the token of the link")
+    g.add_argument("link", nargs="?", metavar="URL-OR-TOKEN", help=link_help)
+    g.add_argument("--token", help="the token of the link, or the whole link")
     g.add_argument("--token-id", help="the link's token_id (from the audit log or `links show`)")
     q = links.add_parser("show", help="a link's expiry, revocation and file metadata")
-    q.add_argument("--token", required=True, help="the token of the link")
+    g = q.add_mutually_exclusive_group(required=True)
+    g.add_argument("link", nargs="?", metavar="URL-OR-TOKEN", help=link_help)
+    g.add_argument("--token", help="the token of the link, or the whole link")
     for q in links.choices.values():
         q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
         q.set_defaults(key=None, ttl=None, token_id=None)

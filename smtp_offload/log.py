@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import threading
+from typing import TextIO
 
 import structlog
+
+_LOCK = threading.Lock()  # threads of one process; other processes are kept apart by write()
+
+
+class LineLogger:
+    """Writes each log line with one write() system call.
+
+    structlog's PrintLogger uses print(), which writes the message and then "\\n" separately;
+    forked workers share one stdout, so two workers' lines could interleave into one line
+    that no log reader can parse. One write() of a whole line to an O_APPEND file (a pipe:
+    up to PIPE_BUF bytes) is never split by another process's write."""
+
+    def __init__(self, file: TextIO | None = None) -> None:
+        self._file = file if file is not None else sys.stdout
+
+    def msg(self, message: str) -> None:
+        line = message + "\n"
+        with _LOCK:
+            try:
+                fd = self._file.fileno()
+            except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+                self._file.write(line)  # a stream without a descriptor (a test's capture)
+                self._file.flush()
+                return
+            self._file.flush()  # whatever was printed before keeps its place
+            data = line.encode(getattr(self._file, "encoding", None) or "utf-8", "backslashreplace")
+            while data:  # a short write (a pipe, a signal) continues where it stopped
+                data = data[os.write(fd, data):]
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
 
 
 def configure(fmt: str = "json", level: str = "info") -> None:
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    out = LineLogger(sys.stdout)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -19,7 +53,7 @@ def configure(fmt: str = "json", level: str = "info") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=lambda *args: out,
         cache_logger_on_first_use=False,
     )
     # aiosmtpd logs every command (with addresses) at INFO through stdlib logging: keep only problems.

@@ -141,9 +141,15 @@ class Workers:
 
     Without NOTIFY_SOCKET every method is a plain pass-through (wait() is os.wait())."""
 
-    def __init__(self, count: int, summary: str = ""):
+    def __init__(self, count: int, summary: str = "", start_grace: float = 0.0):
         self.count = count
         self.summary = summary
+        # How long a worker may take from fork to READY=1 before its silence counts against
+        # the watchdog (at least one interval). A respawned worker is not pinging while it
+        # starts; judged by the interval alone, a slow start (a loaded machine, a storage
+        # check that waits for its timeout) would stop the pings and systemd would kill
+        # every healthy worker with it.
+        self.start_grace = start_grace
         self.active = _parent is None and _address() is not None
         self.interval = watchdog_interval() if self.active else None
         self.live: dict[int, int | None] = {}  # pid -> pidfd (None without pidfd_open)
@@ -180,7 +186,7 @@ class Workers:
         except (AttributeError, OSError):
             pass
         self.live[pid] = fd
-        self.last_ping[pid] = time.monotonic()  # a new worker gets one interval to start pinging
+        self.last_ping[pid] = time.monotonic()  # from here it has start_grace (or one interval) to be ready
         self._publish()
 
     def _forget(self, pid: int) -> None:
@@ -229,9 +235,11 @@ class Workers:
         now = time.monotonic()
         if self.interval and self.ready_sent and now >= self.next_ping:
             self.next_ping = now + self.interval / 2
-            # Every worker's loop answered within one interval: otherwise stay silent, and
-            # systemd's watchdog restarts the whole service.
-            if all(now - t <= self.interval for t in self.last_ping.values()):
+            # Every worker's loop answered within one interval (a starting one: within its
+            # start grace): otherwise stay silent, and systemd's watchdog restarts the service.
+            grace = max(self.interval, self.start_grace)
+            if all(now - t <= (self.interval if pid in self.started else grace)
+                   for pid, t in self.last_ping.items()):
                 notify("WATCHDOG=1")
 
     def wait(self) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -37,6 +38,38 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def missing(reason: str, *, module: bool = False) -> NoReturn:
+    """A tool or data set a test needs is absent (Postfix, Chromium, HAProxy, systemd-analyze,
+    openssl, ../shared/corpora): skipped on a workstation, a failure under CI=true, where a
+    skip would hide that the test never ran. `module=True` at module level."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} [CI=true: a missing tool fails the run; scripts/system-deps installs it]",
+                    pytrace=False)
+    pytest.skip(reason, allow_module_level=module)
+
+
+def wait_smtp(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    """Wait until the SMTP port greets, with probes that are over when this returns: each says
+    QUIT and reads to the server's close, so the server no longer counts it (a probe it still
+    counted would take a slot of server.max_sessions from the test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                f = s.makefile("rb")
+                if f.readline().startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    while f.readline():  # 221, then the server's close
+                        pass
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} does not greet")
 
 
 def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
@@ -133,8 +166,9 @@ class Proxy:
     """smtp-offload started as in production: its own process, its own config file."""
 
     def __init__(self, tmp: Path, downstream_port: int, overrides: dict[str, dict] | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()):
         self.extra_env = env or {}
+        self.wrapper = wrapper  # a command the proxy runs under (e.g. unshare), as a supervisor would
         self.smtp_port, self.links_port = free_port(), free_port()
         self.tmp = tmp
         self.store = tmp / "store"
@@ -153,6 +187,7 @@ class Proxy:
         for section, values in (overrides or {}).items():
             sections.setdefault(section, {}).update(values)
         self.config = write_config(tmp / "smtp-offload.toml", sections)
+        self.proxy_protocol = bool(sections["server"].get("proxy_protocol"))
         self.log_path = tmp / "proxy.log"
         self.proc: subprocess.Popen | None = None
 
@@ -160,11 +195,15 @@ class Proxy:
         self._log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SMTP_OFFLOAD_LINK_SECRET", None)
-        self.proc = subprocess.Popen([sys.executable, "-m", "smtp_offload", "serve", "--config", str(self.config)],
+        self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "smtp_offload", "serve",
+                                      "--config", str(self.config)],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
                                      start_new_session=True)  # its own group: nothing it forks outlives the test
         try:
-            wait_port(self.smtp_port, self.proc)
+            if self.proxy_protocol:  # it greets only after a PROXY header: a connection will do
+                wait_port(self.smtp_port, self.proc)
+            else:
+                wait_smtp(self.smtp_port, self.proc)
             wait_port(self.links_port, self.proc)
         except (RuntimeError, TimeoutError) as exc:
             self.stop()
@@ -268,10 +307,10 @@ def make_proxy(tmp_path, sink):
     started: list[Proxy] = []
 
     def make(overrides: dict[str, dict] | None = None, downstream_port: int | None = None,
-             env: dict[str, str] | None = None) -> Proxy:
+             env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()) -> Proxy:
         d = tmp_path / f"p{len(started)}"
         d.mkdir()
-        p = Proxy(d, downstream_port or sink.port, overrides, env).start()
+        p = Proxy(d, downstream_port or sink.port, overrides, env, wrapper).start()
         started.append(p)
         return p
 

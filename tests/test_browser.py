@@ -18,11 +18,17 @@ from pathlib import Path
 import pytest
 import structlog
 
+from conftest import missing
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-    pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver)",
-                allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium_installed() -> None:
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        missing(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver)")
+
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import samples
-from conftest import ROOT, write_config
-from mail import attachment, message, multipart, text
+from conftest import ROOT, RawSession, write_config
+from mail import attachment, b64, entity, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload.errors import ConfigError
 
@@ -135,3 +136,131 @@ def test_readme_config_reference_covers_every_key():
     reference = readme[readme.index("## Configuration reference"):]
     missing = [k for k in _keys(config_mod.Config()) if f"`{k}`" not in reference]
     assert not missing, f"keys missing from the README's configuration reference: {missing}"
+
+
+# -- scan: the proxy's reply, documented exit codes, any input --------------------------------
+
+
+def _nested(depth: int) -> bytes:
+    inner = text()
+    for _ in range(depth):
+        inner = multipart(inner, text())
+    return inner
+
+
+def _ambiguous() -> bytes:
+    named = entity([("Content-Type", 'application/pdf; name="report.exe"'),
+                    ("Content-Disposition", 'attachment; filename="report.pdf"'),
+                    ("Content-Transfer-Encoding", "base64")], b64(samples.pdf()))
+    return message(multipart(text(), named))
+
+
+def _bare_lf() -> bytes:
+    return message(text("a line\nwith a bare line feed\r\n"))  # CRLF line ends, one bare LF
+
+
+SCAN_CASES = {  # name: (config overrides, the message as sent over SMTP, the expected reply's start)
+    "deliverable": ({}, message(multipart(text(), attachment(samples.png(), "logo.png", "image/png"))),
+                    "250 2.0.0"),
+    "too many parts": ({"policy": {"max_mime_parts": 5}}, message(multipart(*[text()] * 8)),
+                       "550 5.6.0 Message structure refused: more than 5 MIME parts"),
+    "nested too deep": ({"policy": {"max_mime_depth": 3}}, message(_nested(6)),
+                        "550 5.6.0 Message structure refused:"),
+    "header block": ({"policy": {"max_header_bytes": 4096}},
+                     message(text(), extra=[(f"X-Filler-{i}", "x" * 60) for i in range(100)]),
+                     "550 5.6.0 Message structure refused:"),
+    "bare newlines": ({"server": {"bare_newlines": "reject"}}, _bare_lf(), "554 5.5.2"),
+    "ambiguous MIME": ({"policy": {"on_ambiguous_mime": "reject"}}, _ambiguous(), "550 5.6.0 Ambiguous MIME"),
+    "blocked file": ({"policy": {"on_blocked": "reject"}},
+                     message(multipart(text(), attachment(samples.pe_exe(), "setup.exe", "application/octet-stream"))),
+                     '550 5.7.1 Attachment "setup.exe" refused:'),
+    # max_line_length counts as the proxy's reader does: the CR, and a leading dot doubled on the wire
+    "longest line": ({"server": {"max_line_length": 1000}}, message(text("y" * 1001 + "\r\n")), "250 2.0.0"),
+    "line too long": ({"server": {"max_line_length": 1000}}, message(text("y" * 1002 + "\r\n")), "500 5.5.2"),
+    "longest dotted line": ({"server": {"max_line_length": 1000}}, message(text("." * 1000 + "\r\n")),
+                            "250 2.0.0"),
+    "dotted line too long": ({"server": {"max_line_length": 1000}}, message(text("." * 1001 + "\r\n")),
+                             "500 5.5.2"),
+    "too big": ({"server": {"max_message_bytes": 50_000}},
+                message(multipart(text(), attachment(samples.big_pdf(60_000), "a.pdf", "application/pdf"))),
+                "552 5.3.4"),
+}
+
+
+def _proxy_reply(proxy, raw: bytes) -> str:
+    """The proxy's reply to exactly these bytes as DATA (smtplib would repair bare newlines)."""
+    assert raw.endswith(b"\r\n") and not raw.startswith(b".")
+    with RawSession(proxy.smtp_port) as s:
+        assert s.start_data().startswith(b"354")
+        s.send(raw.replace(b"\r\n.", b"\r\n..") + b".\r\n")  # dot-stuffed
+        return s.reply().decode().strip()
+
+
+@pytest.mark.parametrize("case", list(SCAN_CASES))
+def test_scan_gives_the_reply_the_proxy_gives(make_proxy, sink, tmp_path, case):
+    overrides, raw, expected = SCAN_CASES[case]
+    proxy = make_proxy(overrides)
+    on_disk = raw if case == "bare newlines" else raw.replace(b"\r\n", b"\n")  # .eml files: LF line ends
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(on_disk)
+    r = run("scan", str(eml), "--config", str(proxy.config), "--json")
+    assert "Traceback" not in r.stderr, r.stderr
+    out = json.loads(r.stdout)
+    assert out["reply"].startswith(expected), out["reply"]
+    assert {"file", "message_id", "size", "projected_size", "rejected", "attachments"} <= set(out)
+    deliverable = expected.startswith("250")
+    assert r.returncode == (0 if deliverable else 1)
+    assert out["rejected"] == (None if deliverable else out["reply"])
+    sent = _proxy_reply(proxy, raw)
+    assert sent.startswith("250 2.0.0 Ok: queued as") if deliverable else sent == out["reply"]
+    text_run = run("scan", str(eml), "--config", str(proxy.config))
+    assert text_run.returncode == r.returncode and f"reply: {out['reply']}" in text_run.stdout
+
+
+def _junk() -> bytes:
+    import random
+
+    return random.Random(11).randbytes(200_000)
+
+
+ODD_FILES = {
+    "binary junk": _junk(),
+    "empty": b"",
+    "only headers": b"Subject: no body, no blank line",
+    "huge header block": b"".join(b"X-H-%d: %s\n" % (i, b"v" * 70) for i in range(20_000)) + b"\nbody\n",
+    "one huge header line": b"Subject: " + b"=?utf-8?q?x?= " * 200_000 + b"\n\nbody\n",
+    "NUL and control bytes": b"Subject: \x00\x01\x02\n\n\x00\x00body\x1b[2J\n",
+    "undecodable names": b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: application/pdf; '
+                         b'name="\xff\xfe\xed.pdf"\nContent-Disposition: attachment; filename="\xc3(\x80.exe"\n'
+                         b"Content-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA\n--b--\n",
+    "unterminated multipart": b'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\nx\n',
+}
+
+
+@pytest.mark.parametrize("name", list(ODD_FILES))
+def test_scan_never_crashes(tmp_path, name):
+    eml = tmp_path / "odd.eml"
+    eml.write_bytes(ODD_FILES[name])
+    for extra in ((), ("--json",)):
+        r = run("scan", str(eml), *extra)
+        assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr[-2000:]
+        reply = json.loads(r.stdout)["reply"] if extra else r.stdout.splitlines()[-1]
+        assert re.match(r"(reply: )?[245]\d\d [245]\.\d+\.\d+ ", reply), reply
+        assert (r.returncode == 0) == (reply.removeprefix("reply: ")[0] == "2")
+
+
+def test_scan_exit_codes_for_usage_and_config_errors(tmp_path):
+    eml = tmp_path / "ok.eml"
+    eml.write_bytes(message(text()))
+    assert run("scan", str(eml)).returncode == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[policy]\non_blocked = \"explode\"\n")
+    r = run("scan", str(eml), "--config", str(bad))
+    assert r.returncode == 2 and "policy.on_blocked" in r.stderr
+    r = run("scan", str(tmp_path))  # a directory
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    assert run("scan").returncode == 2  # argparse: the file is missing
+    r = run("scan", "--help")
+    assert r.returncode == 0 and "exit status" in r.stdout
+    assert all(f"  {code}  " in r.stdout for code in (0, 1, 2))
+    assert "Traceback" not in r.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port, missing
 from smtp_offload import sdnotify
 
 DEPLOY = ROOT / "deploy"
@@ -227,6 +227,35 @@ def test_workers_ready_waits_for_every_worker_and_a_respawn_is_reported(make_pro
     assert proxy.stop() == 0
 
 
+def test_workers_a_slow_restart_does_not_stop_the_pings(make_proxy, notify_socket, s3server):
+    """A respawned worker pings only once it is up; until then the parent must not count its
+    silence against the watchdog, or systemd kills every healthy worker with it."""
+    s3_port = free_port()  # nobody listens at first: the first workers start at once
+    proxy = make_proxy({"server": {"workers": 2},
+                        "storage": {"backend": "s3"},
+                        "storage.s3": {"bucket": "any-bucket", "region": "us-east-1",
+                                       "endpoint_url": f"http://127.0.0.1:{s3_port}",
+                                       "connect_timeout": 1, "read_timeout": 5}},
+                       env={"NOTIFY_SOCKET": notify_socket.env_value, **WATCHDOG_ENV})
+    notify_socket.wait_for("READY=1")
+    notify_socket.wait_for("WATCHDOG=1", count=2)
+    with socket.socket() as hang:  # now storage accepts and never answers: a start takes
+        hang.bind(("127.0.0.1", s3_port))  # the storage check's whole budget (10 s)
+        hang.listen(16)
+        os.kill(worker_pids(proxy)[1], signal.SIGKILL)
+        tail = _summary_tail(notify_socket)
+        notify_socket.wait_for("STATUS=1/2 workers up; " + tail, timeout=30)
+        (down,) = notify_socket.with_line("STATUS=1/2 workers up; " + tail)
+        notify_socket.wait_for("STATUS=2/2 workers up; " + tail, count=2, timeout=60)
+    events = notify_socket.messages
+    starting = events[events.index(down):events.index(notify_socket.with_line("STATUS=2/2 workers up; " + tail)[1])]
+    # About ten pings (one a second); judged by the 2 s interval alone, the parent fell silent
+    # two seconds after the fork and systemd would have killed the service.
+    assert len([m for m in starting if "WATCHDOG=1" in m[1]]) >= 5, starting
+    assert proxy.events("storage_unavailable_at_start")
+    assert proxy.stop() == 0
+
+
 def _summary_tail(s: NotifySocket) -> str:
     (ready,) = s.with_line("READY=1")
     status = next(x for x in ready[1] if x.startswith("STATUS="))
@@ -269,7 +298,7 @@ def test_unit_declares_notify_watchdog_and_sandbox():
 def systemd_analyze() -> str:
     tool = shutil.which("systemd-analyze")
     if tool is None:
-        pytest.skip("systemd-analyze is not installed (Debian package systemd; scripts/system-deps installs it)")
+        missing("systemd-analyze is not installed (Debian package systemd; scripts/system-deps installs it)")
     return tool
 
 
@@ -278,7 +307,7 @@ def entry_point() -> str:
     for candidate in (Path(sys.executable).parent / "smtp-offload", shutil.which("smtp-offload")):
         if candidate and os.access(candidate, os.X_OK):
             return str(candidate)
-    pytest.skip("the smtp-offload entry point is not installed (pip install -e .)")
+    missing("the smtp-offload entry point is not installed (pip install -e .)")
 
 
 def verify_copy(tmp_path: Path) -> Path:
@@ -329,7 +358,7 @@ def test_systemd_analyze_security_score(tmp_path):
     proc = subprocess.run([tool, "security", "--offline=true", "--no-pager", str(unit)], capture_output=True,
                           text=True, timeout=60)
     if proc.returncode != 0 and "offline" in proc.stderr:
-        pytest.skip("this systemd-analyze has no --offline security mode")
+        missing("this systemd-analyze has no --offline security mode (a newer systemd has)")
     score = re.search(r"Overall exposure level for \S+: ([0-9.]+ \S+)", proc.stdout)
     print(f"\nsystemd-analyze security {UNIT.name}: {score.group(1) if score else proc.stdout[-300:]}")
     assert score, proc.stdout + proc.stderr
@@ -360,7 +389,7 @@ def test_shipped_configs_are_valid_for_the_unit(name):
 def test_tmpfiles_retention_removes_old_files_only(tmp_path):
     tool = shutil.which("systemd-tmpfiles")
     if tool is None:
-        pytest.skip("systemd-tmpfiles is not installed (Debian package systemd)")
+        missing("systemd-tmpfiles is not installed (Debian package systemd)")
     store = tmp_path / "var/lib/private/smtp-offload/store"
     old = store / "2020/01/01/abc"
     new = store / "2099/01/01/def"
@@ -398,3 +427,88 @@ def test_postfix_and_proxy_limits_agree(arrangement):
     policy, downstream = cfg.get("policy", {}), cfg.get("downstream", {})
     assert done > policy.get("storage_timeout", 120) + downstream.get("data_timeout", 600)
     assert re.search(r"^smtp-offload\s+unix\s+-\s+-\s+n\s+-\s+10\s+smtp$", master, re.M)
+
+
+# --- a suite to trust: a missing tool under CI=true, scripts/system-deps ---------------------
+
+def test_missing_helper_skips_locally_and_fails_under_ci(monkeypatch):
+    from conftest import missing
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no frobnicator"):
+        missing("no frobnicator")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no frobnicator .*CI=true"):
+        missing("no frobnicator")
+
+
+def _pytest_without_tools(ci: bool) -> subprocess.CompletedProcess:
+    """This suite's systemd-analyze test, in a pytest whose PATH has no system tools."""
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["PATH"] = str(Path(sys.executable).parent)
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                           "tests/test_deploy.py::test_systemd_analyze_verify_passes"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+
+
+def test_a_missing_tool_fails_the_run_under_ci():
+    local = _pytest_without_tools(ci=False)
+    assert local.returncode == 0 and "1 skipped" in local.stdout, local.stdout[-2000:]
+    ci = _pytest_without_tools(ci=True)
+    assert ci.returncode == 1 and "1 failed" in ci.stdout, ci.stdout[-2000:]
+    assert "systemd-analyze is not installed" in ci.stdout and "CI=true" in ci.stdout
+
+
+def test_ci_entry_point_sets_ci():
+    assert re.search(r"^export CI=true$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+SYSTEM_DEPS = ROOT / "scripts" / "system-deps"
+
+
+def _system_deps(tmp_path: Path, uid: int, apt: str | None, ci: bool = False) -> subprocess.CompletedProcess:
+    """scripts/system-deps with a PATH on which openssl, systemd-analyze and python3 are missing,
+    `id -u` answers `uid` and apt-get (when given) behaves as `apt` says: "fail" (install exits
+    100) or "noop" (exits 0 and installs nothing). Nothing on the system is changed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "id").write_text(f"#!/bin/sh\necho {uid}\n")
+    if apt is not None:
+        (bin_dir / "apt-get").write_text(
+            f'#!/bin/sh\necho "$*" >> "{bin_dir / "apt.log"}"\n'
+            + ('[ "$1" = install ] && { echo "E: Unable to locate package" >&2; exit 100; }\n' if apt == "fail" else "")
+            + "exit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+    if ci:
+        env["CI"] = "true"
+    return subprocess.run(["/bin/bash", str(SYSTEM_DEPS)], capture_output=True, text=True, timeout=60, env=env)
+
+
+NEEDED = ("openssl", "python3-venv", "systemd")
+
+
+def test_system_deps_as_root_fails_loudly_when_apt_get_fails(tmp_path):
+    r = _system_deps(tmp_path, 0, "fail")
+    assert r.returncode != 0
+    line = next(ln for ln in r.stderr.splitlines() if ln.startswith("system-deps:"))
+    assert "failed" in line and all(p in line for p in NEEDED), r.stderr
+    assert "install -y -qq --no-install-recommends openssl python3-venv systemd" in (tmp_path / "bin/apt.log").read_text()
+
+
+def test_system_deps_as_root_fails_when_the_install_did_not_provide_the_tools(tmp_path):
+    r = _system_deps(tmp_path, 0, "noop")
+    assert r.returncode != 0
+    assert "still missing" in r.stderr and all(p in r.stderr for p in NEEDED), r.stderr
+
+
+@pytest.mark.parametrize("uid, apt", [(1000, "noop"), (0, None)], ids=["not-root", "no-apt-get"])
+def test_system_deps_that_cannot_install_warns_or_fails_under_ci(tmp_path, uid, apt):
+    r = _system_deps(tmp_path / "local", uid, apt)
+    assert r.returncode == 0 and "please install" in r.stderr and all(p in r.stderr for p in NEEDED), r.stderr
+    r = _system_deps(tmp_path / "ci", uid, apt, ci=True)
+    assert r.returncode != 0 and "CI=true" in r.stderr and all(p in r.stderr for p in NEEDED), r.stderr
+    assert not (tmp_path / "ci/bin/apt.log").exists()  # nothing was attempted

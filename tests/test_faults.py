@@ -4,15 +4,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import signal
 import smtplib
 import socket
+import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 import samples
-from conftest import RawSession, dead_s3
+from conftest import RawSession, dead_s3, free_port, missing
 from faulty import FaultyServer
 from mail import attachment, message, multipart, text
 from test_attachments import attachment_payloads
@@ -220,3 +228,108 @@ def test_workers_share_the_ports_and_drain_together(make_proxy, sink):
     secret = (proxy.tmp / "link-secret").read_text()
     assert len(proxy.events("link_secret_generated")) == 1 and secret
     assert proxy.stop() == 0
+
+
+def test_workers_write_whole_log_lines(make_proxy, sink):
+    """Both workers write JSON lines to one stdout at the same moments: every line must still be
+    one whole event (a line written in two pieces interleaves with the other worker's)."""
+    proxy = make_proxy({"server": {"workers": 2}})
+    _wait_for(lambda: len(proxy.events("started")) == 2)
+    url = f"http://127.0.0.1:{proxy.links_port}/f/not-a-token"  # each view is one audit line
+
+    def views(n: int) -> None:
+        for _ in range(n):
+            try:
+                urllib.request.urlopen(url, timeout=30)
+            except urllib.error.HTTPError as e:
+                assert e.code == 403
+
+    threads = [threading.Thread(target=views, args=(150,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    _wait_for(lambda: len(proxy.events("link_view")) >= 1200 or _torn_lines(proxy))
+    assert _torn_lines(proxy) == []
+    logged = proxy.events("link_view")
+    assert len(logged) == 1200 and {e["worker"] for e in logged} == {0, 1}
+
+
+def _torn_lines(proxy) -> list[bytes]:
+    out = []
+    for line in proxy.log_path.read_bytes().splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            out.append(line)
+    return out
+
+
+def _pid_namespace() -> tuple[str, ...]:
+    """A command that runs the proxy as pid 1 of a new pid namespace, as a container runs its
+    entry point."""
+    tool = shutil.which("unshare")
+    if tool is None:
+        missing("unshare is not installed (Debian package util-linux)")
+    for cmd in ((tool, "--pid", "--fork", "--kill-child"),
+                (tool, "--user", "--map-root-user", "--pid", "--fork", "--kill-child")):
+        if subprocess.run([*cmd, "true"], capture_output=True, timeout=30).returncode == 0:
+            return cmd
+    missing("no pid namespace can be made here (unshare --pid is not permitted)")
+
+
+def test_workers_run_under_a_supervisor_that_is_pid_1(make_proxy, sink):
+    """A worker checked "is my parent gone?" as getppid() == 1: under a supervisor that is pid 1
+    itself, every worker exited at start and was respawned, once a second, forever."""
+    proxy = make_proxy({"server": {"workers": 2}}, wrapper=_pid_namespace())
+    (child,) = Path(f"/proc/{proxy.proc.pid}/task/{proxy.proc.pid}/children").read_text().split()
+    nspid = next(ln for ln in Path(f"/proc/{child}/status").read_text().splitlines() if ln.startswith("NSpid:"))
+    assert nspid.split()[-1] == "1"  # the premise: the proxy's main process is pid 1 in its namespace
+    _wait_for(lambda: len(proxy.events("started")) == 2)
+    for i in range(6):
+        assert proxy.send(message(text(f"message {i}\r\n")))[0] == 250
+    assert proxy.events("worker_died") == []
+    assert len(proxy.events("started")) == 2
+    os.kill(int(child), signal.SIGTERM)  # unshare does not pass signals on; pid 1 has a handler
+    assert proxy.proc.wait(30) == 0 and len(proxy.events("stopped")) == 2
+
+
+def test_workers_create_a_new_local_store_without_a_race(make_proxy, sink, tmp_path):
+    """Both workers used to create the store directory themselves, and the one that came
+    second died of FileExistsError (a deep path makes the window wide: it always did)."""
+    deep = tmp_path / "/".join(["d"] * 150) / "store"
+    proxy = make_proxy({"server": {"workers": 2}, "storage.local": {"path": str(deep)}})
+    _wait_for(lambda: len(proxy.events("started")) == 2)
+    assert proxy.events("worker_died") == [] and proxy.events("worker_failed") == []
+    assert deep.is_dir() and deep.stat().st_mode & 0o777 == 0o700
+    assert proxy.stop() == 0
+
+
+def test_a_worker_that_fails_says_why_and_sigterm_ends_its_restarts(make_proxy, sink):
+    """A worker that cannot start logs its exception (os._exit used to end it without a word),
+    and a SIGTERM during the pause before its restart stops the proxy (a worker forked after
+    it never got the signal, and the proxy ran on)."""
+    base = _two_free_ports()
+    with socket.socket() as taken:  # worker 1's own metrics port is in use: it cannot start
+        taken.bind(("127.0.0.1", base + 1))
+        taken.listen(1)
+        proxy = make_proxy({"server": {"workers": 2}, "links": {"worker_port_base": base}})
+        _wait_for(lambda: proxy.events("worker_died"))  # logged right before the pause
+    failed = proxy.events("worker_failed")[0]
+    assert failed["worker"] == 1 and failed["level"] == "error"
+    assert "Traceback" in failed["exception"] and "in use" in failed["exception"]
+    # The port is free now, so a worker 1 forked after the SIGTERM would start and serve on.
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert proxy.proc.wait(30) == 0
+
+
+def _two_free_ports() -> int:
+    for _ in range(50):
+        base = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", base + 1))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")

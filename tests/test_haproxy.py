@@ -21,7 +21,7 @@ import time
 import pytest
 
 import samples
-from conftest import free_port, wait_port
+from conftest import free_port, missing, wait_port
 from mail import attachment, message, multipart, text
 from test_attachments import LINK, attachment_payloads, fetch
 
@@ -107,7 +107,7 @@ def test_connection_without_a_valid_header_is_closed(make_proxy, sink, first):
 @pytest.fixture(scope="module")
 def cert(tmp_path_factory):
     if not shutil.which("openssl"):
-        pytest.skip("openssl not installed")
+        missing("openssl not installed (Debian package openssl)")
     d = tmp_path_factory.mktemp("tls")
     crt, key = d / "cert.pem", d / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.test",
@@ -136,7 +136,7 @@ def test_client_address_survives_starttls(make_proxy, sink, cert):
 def haproxy(tmp_path):
     exe = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
     if exe is None:
-        pytest.skip("haproxy not installed (scripts/system-deps installs it)")
+        missing("haproxy not installed (scripts/system-deps installs it)")
     started = []
 
     def start(backends: list[int]) -> int:

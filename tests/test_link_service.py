@@ -14,6 +14,8 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,13 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 
+from mail import attachment, message, multipart, text
+from samples import big_pdf as samples_pdf
 from smtp_offload.config import LinksConfig
 from smtp_offload.links import Grant, link_url, new_grant, sign, verify
 from smtp_offload.links.server import LinkServer
 from smtp_offload.storage import LocalStore, StoredObject, make_key
+from test_attachments import LINK, body_text
 
 SECRET = b"n" * 40  # signs
 OLD = b"o" * 40  # verifies only (rotated out)
@@ -532,3 +537,116 @@ def test_cli_refusals_and_usage(tmp_path: Path) -> None:
     r = _cli("show", "--token", "x", config=bare)
     assert r.returncode == 2 and "missing-secret" in r.stderr
     assert not (tmp_path / "missing-secret").exists()
+
+
+# -- against the proxy process: the API's refusals, the CLI on the links in the mail ---------
+
+
+def _proxy_with_api(make_proxy):
+    return make_proxy({"policy": {"offload_over_bytes": 10_000}, "links": {"api_keys": [API_KEY]}})
+
+
+def _post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, data=body, method="POST",
+                                 headers={**AUTH, "Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _audited(proxy, count: int) -> list[dict[str, Any]]:
+    """The proxy's link_api events, once `count` of them are in its log."""
+    deadline = time.monotonic() + 20
+    while len(events := proxy.events("link_api")) < count:
+        assert time.monotonic() < deadline, events
+        time.sleep(0.05)
+    return events
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 30_000 + b"]" * 30_000,  # nested past the parser's recursion limit, within MAX_BODY_BYTES
+    b'{"token": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+    b'{"key": {"a": ' * 3_000 + b"1" + b"}" * 3_000 + b"}",
+], ids=["list", "in-a-field", "objects"])
+def test_api_deeply_nested_json_is_400(make_proxy, body: bytes) -> None:
+    proxy = _proxy_with_api(make_proxy)
+    assert len(body) < 64 * 1024
+    for path in ("refresh", "revoke"):
+        status, headers, raw = _post(f"http://127.0.0.1:{proxy.links_port}/api/v1/links/{path}", body)
+        assert status == 400 and headers["Content-Type"].startswith("application/json"), raw[:300]
+        assert json.loads(raw) == {"error": "request body must be a JSON object"}
+    assert [e["status"] for e in _audited(proxy, 2)] == [400, 400]
+    assert proxy.events("link_api_internal_error") == []
+
+
+def test_api_body_over_the_limit_is_413_and_audited_as_sent(make_proxy) -> None:
+    proxy = _proxy_with_api(make_proxy)
+    url = f"http://127.0.0.1:{proxy.links_port}/api/v1/links/refresh"
+    status, headers, raw = _post(url, b"[" * 100_000 + b"]" * 100_000)  # the 100k-deep body of the report
+    assert status == 413 and headers["Content-Type"].startswith("application/json")
+    assert "larger than" in json.loads(raw)["error"]
+    status, _, raw = _post(url, b"{}", headers={"Authorization": "Bearer " + "j" * 32})
+    assert status == 401
+    (big, unauthorized) = _audited(proxy, 2)
+    assert (big["status"], big["level"], big["action"]) == (413, "info", "refresh")
+    assert "larger than" in big["error"]
+    assert unauthorized["status"] == 401
+
+
+def _offloaded_link(proxy, sink) -> str:
+    data = samples_pdf(60_000)
+    msg = message(multipart(text(), attachment(data, "cli.pdf", "application/pdf")))
+    assert proxy.send(msg)[0] == 250
+    (link,) = set(LINK.findall(body_text(sink.messages[-1].content).encode()))
+    return link.decode()
+
+
+def _cli_proxy(proxy, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smtp_offload", "links", *args, "--config", str(proxy.config)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SMTP_OFFLOAD_LINK_SECRET": ""}, cwd=proxy.tmp)
+
+
+def test_cli_takes_the_link_as_it_appears_in_the_mail(make_proxy, sink) -> None:
+    proxy = _proxy_with_api(make_proxy)
+    url = _offloaded_link(proxy, sink)
+    token = url.rsplit("/f/", 1)[1]
+    for given in (url, url + "/download", url + "?utm_source=mail", url + "/", url + "/download/?x=1#top",
+                  token, f" {url}\n"):
+        r = _cli_proxy(proxy, "show", given)
+        assert r.returncode == 0, (given, r.stderr)
+        shown = json.loads(r.stdout)
+        assert shown["object"]["filename"] == "cli.pdf" and shown["revoked"] is False, given
+    r = _cli_proxy(proxy, "show", "--token", url + "/download")  # --token takes the whole link too
+    assert r.returncode == 0 and json.loads(r.stdout)["token_id"] == shown["token_id"]
+
+    r = _cli_proxy(proxy, "refresh", url + "/download?from=mail", "--ttl", "600")
+    assert r.returncode == 0, r.stderr
+    fresh = json.loads(r.stdout)["url"]
+    assert fresh.startswith(f"http://127.0.0.1:{proxy.links_port}/f/") and fresh != url
+    assert urllib.request.urlopen(fresh + "/download", timeout=30).read().startswith(b"%PDF")
+
+    r = _cli_proxy(proxy, "revoke", url + "/")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"revoked": shown["token_id"]}
+    with pytest.raises(urllib.error.HTTPError) as gone:  # seen by the running link server
+        urllib.request.urlopen(url, timeout=30)
+    assert gone.value.code == 410
+    assert urllib.request.urlopen(fresh, timeout=30).status == 200  # the other link still works
+
+
+def test_cli_link_usage_and_refusals(make_proxy, sink) -> None:
+    proxy = _proxy_with_api(make_proxy)
+    url = _offloaded_link(proxy, sink)
+    r = _cli_proxy(proxy, "show")
+    assert r.returncode == 2 and "URL-OR-TOKEN" in r.stderr
+    r = _cli_proxy(proxy, "show", url, "--token", url)
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+    r = _cli_proxy(proxy, "refresh", url, "--key", "2024/01/01/x/y.pdf")
+    assert r.returncode == 2 and "not allowed with" in r.stderr
+    tampered = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
+    r = _cli_proxy(proxy, "show", tampered + "/download")
+    assert r.returncode == 1 and "not valid" in r.stderr and r.stdout == ""
+    r = _cli_proxy(proxy, "revoke", f"http://127.0.0.1:{proxy.links_port}/f/")
+    assert r.returncode == 1 and "Traceback" not in r.stderr

@@ -14,14 +14,19 @@ import hashlib
 import pytest
 
 import samples
-from conftest import AWS_ENV, free_port
+from conftest import AWS_ENV, free_port, missing
 from postfix import (HangingS3, Postfix, Sent, arrivals, compose, deliver_all, postfix_unavailable,
                      proxy_on_ports, received, submit_all, wait_for)
 from test_attachments import LINK, attachment_payloads, body_text
 from test_s3_e2e import get
 
 _unavailable = postfix_unavailable()
-pytestmark = pytest.mark.skipif(_unavailable is not None, reason=_unavailable or "")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _postfix_available() -> None:  # first of the module's fixtures: before any Postfix is started
+    if _unavailable is not None:
+        missing(_unavailable)
 
 THRESHOLD = 50_000  # policy.offload_over_bytes: every "big" file below is offloaded
 

@@ -21,14 +21,19 @@ import tomllib
 import pytest
 
 import samples
-from conftest import ROOT, free_port, wait_port
+from conftest import ROOT, free_port, wait_port, missing
 from postfix import MASTER_CF, Postfix, Sent, arrivals, deliver_all, postfix_unavailable, received
 from postfix import compose as _compose
 from test_attachments import LINK, attachment_payloads, body_text
 from test_s3_e2e import get
 
 _unavailable = postfix_unavailable()
-pytestmark = pytest.mark.skipif(_unavailable is not None, reason=_unavailable or "")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _postfix_available() -> None:  # first of the module's fixtures: before any Postfix is started
+    if _unavailable is not None:
+        missing(_unavailable)
 
 SNIPPETS = ROOT / "deploy" / "postfix" / "content-filter"
 RELAY_SNIPPETS = ROOT / "deploy" / "postfix" / "relay"

@@ -43,6 +43,14 @@ def add_routes(app: web.Application, service: LinkService, api_keys: Sequence[st
     app.router.add_get("/api/v1/links/show", api.wrap("show", api.show))
 
 
+_HTTP_MESSAGES = {413: f"request body larger than {MAX_BODY_BYTES} bytes"}
+
+
+def _kept_headers(e: web.HTTPException) -> dict[str, str]:
+    # Allow (405) and the like still apply; the body and its type are ours now.
+    return {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(body, status=status, headers={**_HEADERS, **(headers or {})})
 
@@ -69,6 +77,14 @@ class _Api:
                 except _ApiError as e:
                     resp = _json(e.status, {"error": e.message}, e.headers)
                     audit["error"] = e.message
+                except web.HTTPException as e:  # aiohttp's own refusals, e.g. 413 from read()
+                    message = _HTTP_MESSAGES.get(e.status, e.reason)
+                    resp = _json(e.status, {"error": message}, _kept_headers(e))
+                    audit["error"] = message
+                except Exception as e:  # a bug: a JSON 500 and a traceback in our log, not aiohttp's page
+                    self.log.error("link_api_internal_error", action=action, exc_info=e)
+                    resp = _json(500, {"error": "internal error"})
+                    audit["error"] = "internal error"
                 status = resp.status
                 if status == 200:
                     audit.update(token_id=body.get("token_id") or body.get("revoked"), storage_key=body.get("key"))
@@ -94,9 +110,10 @@ class _Api:
 
     @staticmethod
     async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+        raw = await request.read()  # past MAX_BODY_BYTES: aiohttp's 413, answered by wrap()
         try:
-            data = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]] nesting
             raise _ApiError(400, "request body must be a JSON object") from None
         if not isinstance(data, dict):
             raise _ApiError(400, "request body must be a JSON object")

@@ -2,6 +2,7 @@
 
 Runs the same LinkService as the HTTP API against the store the config names, so a
 revocation made here is seen by every running link server (it lives in the store).
+A link is given as it appears in the mail (the whole URL) or as its bare token.
 Output is the API's JSON on stdout; exit 0 on success, 1 when the service refuses
 (bad token, revoked, file gone, storage down), 2 for config problems.
 """
@@ -13,6 +14,7 @@ import asyncio
 import json
 import sys
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -24,12 +26,29 @@ from smtp_offload.links.tokens import BadToken
 from smtp_offload.storage import open_store
 
 
+def token_of(link: str | None) -> str | None:
+    """The token in a link as it appears in the mail — `http://host:port/f/<token>`, maybe with
+    `/download`, a query string, a fragment or a trailing slash — or a bare token as given.
+    Only the path is read (never the host: any server of ours may have minted it)."""
+    if link is None:
+        return None
+    link = link.strip()
+    if "/f/" not in link:
+        return link  # a bare token; a malformed one is the service's to refuse
+    path = urlsplit(link).path if "://" in link else link.split("?", 1)[0].split("#", 1)[0]
+    token = path.rsplit("/f/", 1)[1].strip("/")
+    if token.endswith("/download"):
+        token = token[:-len("/download")]
+    return unquote(token)
+
+
 async def _run(service: LinkService, args: argparse.Namespace) -> dict[str, Any]:
+    token = token_of(args.link if args.link is not None else args.token)
     if args.links_command == "refresh":
-        return (await service.refresh(token=args.token, key=args.key, ttl=args.ttl)).as_json()
+        return (await service.refresh(token=token, key=args.key, ttl=args.ttl)).as_json()
     if args.links_command == "revoke":
-        return {"revoked": await service.revoke(token=args.token, token_id=args.token_id)}
-    return await service.show(args.token)
+        return {"revoked": await service.revoke(token=token, token_id=args.token_id)}
+    return await service.show(token)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
