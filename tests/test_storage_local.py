@@ -217,3 +217,26 @@ def test_make_key_layout_and_uniqueness() -> None:
     assert re.fullmatch(r"2024/03/10/[0-9a-f]{32}/Report\.pdf", k1)
     assert k1 != k2
     assert re.fullmatch(r"\d{4}/\d{2}/\d{2}/[0-9a-f]{32}/file", make_key(""))
+
+
+def _open_store_after(barrier, root: str) -> None:
+    barrier.wait()
+    LocalStore(Path(root))
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Workers, the CLI and a serving proxy may open the same store path at the same moment:
+    whoever creates the directory, the others must not fail on it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(40):
+        root = tmp_path / f"r{round_}" / "deep" / "store"
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_open_store_after, args=(barrier, str(root))) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6, f"round {round_}"
+        assert root.is_dir()

@@ -29,8 +29,11 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         root = Path(root)
         if not root.exists():
-            root.mkdir(mode=_DIR_MODE, parents=True)
-            os.chmod(root, _DIR_MODE)  # mkdir's mode is filtered by the umask
+            try:
+                root.mkdir(mode=_DIR_MODE, parents=True)
+                os.chmod(root, _DIR_MODE)  # mkdir's mode is filtered by the umask
+            except FileExistsError:
+                pass  # another process sharing this store (a worker, a CLI) made it first
         self._root = root.resolve()
 
     @property
