@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from hypothesis import settings
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
@@ -29,6 +30,12 @@ class LenientSMTP(SMTP):
 class SinkController(Controller):
     def factory(self):
         return LenientSMTP(self.handler, **self.SMTP_kwargs)
+
+# Property tests explore at random on a workstation (and remember what failed); under CI they
+# replay the same examples every run, so a red CI is a regression, never the luck of a draw.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT.parent / "shared" / "corpora"
