@@ -192,9 +192,12 @@ def test_two_instances_behind_haproxy(make_proxy, sink, haproxy, tmp_path):
         with smtplib.SMTP("127.0.0.1", front, timeout=30, source_address=(CLIENT, 0)) as c:
             assert c.sendmail("a@sender.test", ["support@example.com"], msg) == {}
 
-    # round robin: both instances handled messages; each logged the real client, not HAProxy
+    # round robin: both instances handled messages; each logged the real client, not HAProxy.
+    # Not exactly 3 each: the readiness probe of HAProxy's port may or may not take a turn
+    # of the round robin (it closes before HAProxy reaches a server), and HAProxy 2.6 then
+    # sometimes gives two connections in a row to one server.
     handled = {"a": a.events("message"), "b": b.events("message")}
-    assert len(handled["a"]) == len(handled["b"]) == 3
+    assert len(handled["a"]) + len(handled["b"]) == 6 and handled["a"] and handled["b"], handled
     assert all(ev["client"] == CLIENT and ev["outcome"] == "relayed" for evs in handled.values() for ev in evs)
     assert len(sink.messages) == 6
     assert all(received_ip(m.content) == CLIENT for m in sink.messages)
@@ -202,7 +205,7 @@ def test_two_instances_behind_haproxy(make_proxy, sink, haproxy, tmp_path):
     # a link minted by A is served by B: same secret, same store
     a_ids = {ev["queue_id"] for ev in handled["a"]}
     from_a = [m for m in sink.messages if queue_id(m.content) in a_ids]
-    assert len(from_a) == 3
+    assert len(from_a) == len(a_ids)
     content = from_a[0].content
     assert attachment_payloads(content) == {}  # offloaded
     (url,) = {u.decode() for u in LINK.findall(content)}
