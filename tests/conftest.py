@@ -57,6 +57,44 @@ def missing(reason: str, *, module: bool = False) -> NoReturn:
     pytest.skip(reason, allow_module_level=module)
 
 
+def two_free_ports() -> int:
+    """A free port whose next port is free too (a base for per-worker ports)."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", base + 1))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def chrome(profile: Path, prefs: dict | None = None, capabilities: dict | None = None):
+    """Debian's Chromium, headless, driven by selenium with an explicit driver path (so
+    selenium-manager never downloads anything) and a fresh profile; missing() without it."""
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        missing(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                f"--user-data-dir={profile}"):
+        opts.add_argument(arg)
+    if prefs:
+        opts.add_experimental_option("prefs", prefs)
+    for name, value in (capabilities or {}).items():
+        opts.set_capability(name, value)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+
+
 def wait_smtp(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
     """Wait until the SMTP port greets, with probes that are over when this returns: each says
     QUIT and reads to the server's close, so the server no longer counts it (a probe it still

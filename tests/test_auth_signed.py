@@ -14,27 +14,18 @@ import urllib.request
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 
 import samples
 from conftest import free_port, write_config
 from dnsstub import DnsStub
+from test_auth import keypair
 from mail import attachment, b64, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload import auth as auth_mod
 from smtp_offload.errors import ConfigError
 
 SIGNED = [b"from", b"to", b"subject", b"date", b"message-id"]
-
-
-def keypair() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
 
 
 KEYS = {name: keypair() for name in ("sender", "other", "trusted", "forwarder", "seal")}

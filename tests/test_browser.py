@@ -18,26 +18,14 @@ from pathlib import Path
 import pytest
 import structlog
 
-from conftest import missing
+from selenium import webdriver
+from selenium.webdriver.common.by import By
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _chromium_installed() -> None:
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        missing(f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian packages chromium, chromium-driver)")
-
-
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-
-from smtp_offload.config import LinksConfig  # noqa: E402
-from smtp_offload.links import Grant, link_url, new_grant, sign  # noqa: E402
-from smtp_offload.links.server import LinkServer  # noqa: E402
-from smtp_offload.storage import LocalStore, StoredObject, make_key  # noqa: E402
+from conftest import chrome
+from smtp_offload.config import LinksConfig
+from smtp_offload.links import Grant, link_url, new_grant, sign
+from smtp_offload.links.server import LinkServer
+from smtp_offload.storage import LocalStore, StoredObject, make_key
 
 SECRET = b"b" * 40
 NAME = "Quarterly <report> & notes.pdf"
@@ -76,20 +64,12 @@ def base(store: LocalStore) -> Iterator[str]:
 
 
 def _browser(tmp_path: Path, downloads: Path, javascript: bool) -> webdriver.Chrome:
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'profile'}"):
-        opts.add_argument(arg)
     prefs = {"download.default_directory": str(downloads), "download.prompt_for_download": False,
              "safebrowsing.enabled": False}
     if not javascript:
         prefs["profile.managed_default_content_settings.javascript"] = 2
-    opts.add_experimental_option("prefs", prefs)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to see CSP violations
-    # An explicit driver path: selenium-manager never downloads anything.
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    # The browser log, to see CSP violations.
+    driver = chrome(tmp_path / "profile", prefs, {"goog:loggingPrefs": {"browser": "ALL"}})
     # Headless Chromium refuses downloads unless told where they may go.
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     # A phone's viewport (desktop windows have a minimum width that is wider than a phone).

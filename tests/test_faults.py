@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import samples
-from conftest import RawSession, dead_s3, free_port, missing
+from conftest import RawSession, dead_s3, free_port, missing, two_free_ports
 from faulty import FaultyServer
 from mail import attachment, message, multipart, text
 from test_attachments import attachment_payloads
@@ -309,7 +309,7 @@ def test_a_worker_that_fails_says_why_and_sigterm_ends_its_restarts(make_proxy, 
     """A worker that cannot start logs its exception (os._exit used to end it without a word),
     and a SIGTERM during the pause before its restart stops the proxy (a worker forked after
     it never got the signal, and the proxy ran on)."""
-    base = _two_free_ports()
+    base = two_free_ports()
     with socket.socket() as taken:  # worker 1's own metrics port is in use: it cannot start
         taken.bind(("127.0.0.1", base + 1))
         taken.listen(1)
@@ -323,13 +323,3 @@ def test_a_worker_that_fails_says_why_and_sigterm_ends_its_restarts(make_proxy, 
     assert proxy.proc.wait(30) == 0
 
 
-def _two_free_ports() -> int:
-    for _ in range(50):
-        base = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", base + 1))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")

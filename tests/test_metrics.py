@@ -12,7 +12,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 import samples
-from conftest import Sink, dead_s3, free_port, wait_port
+from conftest import Sink, dead_s3, free_port, two_free_ports, wait_port
 from mail import attachment, message, multipart, text
 
 
@@ -196,20 +196,10 @@ def test_readyz_503_names_storage_that_hangs(make_proxy, sink, s3server):
         assert status == 503 and body["storage"] == "timeout" and body["downstream"] == "ok"
 
 
-def _two_free_ports() -> int:
-    for _ in range(50):
-        base = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", base + 1))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")
 
 
 def test_each_worker_has_its_own_metrics_port(make_proxy, sink):
-    base = _two_free_ports()
+    base = two_free_ports()
     proxy = make_proxy({"server": {"workers": 2}, "links": {"worker_port_base": base}})
     for port in (base, base + 1):
         wait_port(port)
