@@ -1,0 +1,94 @@
+"""Issue 11, round 2: every reading of a file name a client may see is judged, and names that
+only look odd (one encoded-word, a folded one, an RTL mark) are not held against a real file.
+Also: parameters we cannot re-emit as read never crash a rewrite, and prose that mentions
+"begin 644" is no uuencoded file. End to end through the proxy process, plus unit checks."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import urllib.parse
+
+import pytest
+
+import samples
+from conftest import Proxy, Sink
+from mail import attachment, b64, entity, message, multipart, text
+from smtp_offload.carriers import uuencoded_files
+from smtp_offload.inspect.names import name_problem
+from smtp_offload.mime import scan
+from test_attachments import attachment_payloads, body_text
+from test_inspect_proxy import decisions
+
+JS = b'var s = new ActiveXObject("WScript.Shell");\r\ns.Run("calc");\r\n'
+HEAD = (b"From: Customer <customer@sender.test>\r\nTo: support@example.com\r\nSubject: names\r\n"
+        b"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <names@sender.test>\r\nMIME-Version: 1.0\r\n")
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """One proxy (default config) and its downstream for the tests that need nothing else."""
+    sink = Sink()
+    proxy = Proxy(tmp_path_factory.mktemp("names"), sink.port).start()
+    yield proxy, sink
+    proxy.stop()
+    sink.stop()
+
+
+def relay(live, msg: bytes) -> bytes:
+    proxy, sink = live
+    before = len(sink.messages)
+    code, reply = proxy.send(msg)
+    assert code == 250, reply
+    assert len(sink.messages) == before + 1
+    return sink.messages[-1].content
+
+
+def refused(live, msg: bytes) -> tuple[int, bytes]:
+    proxy, sink = live
+    before = len(sink.messages)
+    code, reply = proxy.send(msg)
+    assert len(sink.messages) == before
+    return code, reply
+
+
+def part(headers: list[tuple[str, str]], data: bytes) -> bytes:
+    return entity(headers + [("Content-Transfer-Encoding", "base64")], b64(data))
+
+
+# --- R1: a parameter that cannot be re-emitted as read never crashes the rewrite -------------
+
+def test_non_ascii_parameter_name_in_the_text_body_does_not_crash_the_notice(live):
+    body = b"Content-Type: text/plain; format=flowed; x\xc3\xa9=1\r\n\r\nHello\r\n"
+    got = relay(live, message(multipart(body, attachment(samples.pe_exe(), "a.exe", "application/octet-stream"))))
+    assert attachment_payloads(got) == {}
+    notice = body_text(got)
+    assert '"a.exe"' in notice and notice.rstrip().endswith("Hello")
+    (plain,) = [p for p in scan.parse(got).walk() if p.content_type == "text/plain"]
+    head = got[plain.start:plain.header_end]
+    assert b'format="flowed"' in head and b"x\xc3\xa9" not in head and head.isascii()
+
+
+@pytest.mark.parametrize("ctype", ["application/pdf; x\u00e9=1", "applicati\u00f3n/pdf", "application/pdf; q=\"a\\\"b\""])
+def test_rebuilt_attachment_headers_are_written_whatever_the_parameters(live, ctype):
+    # Two different names: the headers are rebuilt into one reading, whatever else they carry.
+    pdf = samples.pdf()
+    msg = message(multipart(text(), part([("Content-Type", f'{ctype}; name="a.pdf"'),
+                                          ("Content-Disposition", 'attachment; filename="b.pdf"')], pdf)))
+    got = relay(live, msg)
+    (p,) = [p for p in scan.parse(got).walk() if p.is_attachment]
+    head = got[p.start:p.header_end]
+    assert head.isascii() and b"name*=UTF-8''b.pdf" in head and b"a.pdf" not in head
+    assert attachment_payloads(got) == {"b.pdf": pdf}
+
+
+def test_parameters_are_written_safely():
+    from smtp_offload.mime.rewrite import _param
+    assert _param("format", "flowed") == '; format="flowed"'
+    assert _param("x\u00e9", "1") == ""
+    assert _param("a b", "1") == "" and _param("a;b", "1") == ""
+    assert _param("q", 'a"b\\c') == '; q="a\\"b\\\\c"'
+    assert _param("q", "caf\u00e9") == "; q*=UTF-8''caf%C3%A9"
+    assert _param("q", "a\tb") == "; q*=UTF-8''a%09b"
+
+
