@@ -92,3 +92,52 @@ def test_parameters_are_written_safely():
     assert _param("q", "a\tb") == "; q*=UTF-8''a%09b"
 
 
+# --- F1: prose is no uuencoded file; real blocks still are, however they end -----------------
+
+PROSE = {
+    "begin 644 then end of story": "Hi,\r\nbegin 644 is the mode uuencode writes by default.\r\nend of story.\r\n",
+    "begin 0755 then prose": "Steps:\r\nbegin 0755 /usr/local/bin\r\nthen restart the service\r\nendpoint is ready\r\n",
+    "begin at the very end": "The last line says\r\nbegin 644 nothing\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(PROSE))
+def test_prose_mentioning_uuencode_is_delivered_unchanged(live, case):
+    msg = message(text(PROSE[case]))
+    got = relay(live, msg)
+    assert got.endswith(msg)
+
+
+def uu_lines(data: bytes) -> list[bytes]:
+    return [binascii.b2a_uu(data[i:i + 45]).rstrip(b"\n") for i in range(0, len(data), 45)]
+
+
+# Blocks Thunderbird decodes (mimeunty.cpp ends one at any line starting with "end" in any
+# case, or at the end of the text; its decoder masks every character to 6 bits).
+_SHIFT = bytes(c + 64 if 0x21 <= c <= 0x3f else c for c in range(256))
+UU_BLOCKS = {
+    "standard": lambda ls: b"\r\n".join(ls) + b"\r\n`\r\nend\r\n",
+    "no end line": lambda ls: b"\r\n".join(ls) + b"\r\n",
+    "END cut here": lambda ls: b"\r\n".join(ls) + b"\r\nEND------ Cut Here ------\r\n",
+    "lower-case characters and junk": lambda ls: b"\r\n".join(l[:1] + l[1:].translate(_SHIFT) + b"~~" for l in ls)
+    + b"\r\nend\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(UU_BLOCKS))
+def test_a_uuencoded_executable_is_refused_however_its_block_ends(live, case):
+    block = b"begin 644 invoice.pdf\r\n" + UU_BLOCKS[case](uu_lines(samples.pe_exe()))
+    msg = message(entity([("Content-Type", "text/plain; charset=utf-8")], b"Please run this:\r\n" + block))
+    code, reply = refused(live, msg)
+    assert code == 550 and b"5.7.1" in reply and b"invoice.pdf" in reply
+
+
+def test_uuencoded_files_unit():
+    exe = samples.pe_exe()
+    for case, build in UU_BLOCKS.items():
+        assert uuencoded_files(b"x\r\nbegin 644 a.exe\r\n" + build(uu_lines(exe))) == [("a.exe", exe)], case
+    for prose in PROSE.values():
+        assert all(data for _, data in uuencoded_files(prose.encode()))  # never an empty "file"
+    assert uuencoded_files(PROSE["begin 644 then end of story"].encode()) == []
+
+
