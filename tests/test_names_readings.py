@@ -141,3 +141,36 @@ def test_uuencoded_files_unit():
     assert uuencoded_files(PROSE["begin 644 then end of story"].encode()) == []
 
 
+# --- F4: right-to-left marks are no disguise; overrides are -----------------------------------
+
+def rfc2231(name: str) -> str:
+    return "UTF-8''" + urllib.parse.quote(name, safe="")
+
+
+def test_hebrew_name_with_a_right_to_left_mark_is_kept(live):
+    pdf = samples.pdf()
+    name = "\u200f\u05d3\u05d5\u05d7 \u05db\u05e1\u05e4\u05d9.pdf"
+    msg = message(multipart(text(), part([("Content-Type", f"application/pdf; name*={rfc2231(name)}"),
+                                          ("Content-Disposition", f"attachment; filename*={rfc2231(name)}")], pdf)))
+    got = relay(live, msg)
+    assert got.endswith(msg)
+    assert decisions(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
+
+
+def test_right_to_left_override_still_disguises(live):
+    name = "invoice\u202efdp.exe"
+    msg = message(multipart(text(), part([("Content-Type", f"application/pdf; name*={rfc2231(name)}"),
+                                          ("Content-Disposition", f"attachment; filename*={rfc2231(name)}")],
+                                         samples.pdf())))
+    got = relay(live, msg)
+    assert attachment_payloads(got) == {}
+    ((_, (verdict, _)),) = decisions(got).items()
+    assert verdict in ("blocked", "spoofed")
+
+
+@pytest.mark.parametrize("mark", ["\u200e", "\u200f", "\u061c"])
+def test_marks_are_no_name_problem(mark):
+    assert name_problem(f"{mark}\u05d3\u05d5\u05d7.pdf") is None
+    assert name_problem(f"a{mark}x.pdf") is None
+
+
