@@ -92,6 +92,97 @@ def test_parameters_are_written_safely():
     assert _param("q", "a\tb") == "; q*=UTF-8''a%09b"
 
 
+# --- B1: readings standard parsers and Thunderbird see ---------------------------------------
+
+TRICKY_NAMES = {
+    "quoted-pair": 'filename="invoice.j\\s"',  # RFC 5322: \s is s (compat32 leaves it)
+    "language in an encoded-word": 'filename="=?utf-8*en?Q?report.vbs?="',  # RFC 2231 section 5
+    "unknown charset": 'filename="=?x-unknown?Q?setup.hta?="',  # Thunderbird shows the Q text
+    "unknown charset, B": 'filename="=?x-unknown?B?c2V0dXAuaHRh?="',
+}
+
+
+@pytest.mark.parametrize("case", list(TRICKY_NAMES))
+def test_every_reading_of_a_name_is_judged(live, case):
+    msg = message(multipart(text(), part([("Content-Type", "application/octet-stream"),
+                                          ("Content-Disposition", "attachment; " + TRICKY_NAMES[case])], JS)))
+    got = relay(live, msg)
+    assert attachment_payloads(got) == {} and b64(JS)[:40] not in got
+    ((_, (verdict, reason)),) = decisions(got).items()
+    assert verdict == "blocked" and "extension are not accepted" in reason
+
+
+def test_the_three_readings_in_one_message(live):
+    msg = trio()
+    got = relay(live, msg)
+    assert attachment_payloads(got) == {}
+    assert sorted(v for v, _ in decisions(got).values()) == ["blocked"] * 3
+
+
+def trio() -> bytes:
+    parts = [part([("Content-Type", "application/octet-stream"), ("Content-Disposition", "attachment; " + cd)], JS)
+             for cd in ('filename="invoice.j\\s"', 'filename="=?utf-8*en?Q?report.vbs?="',
+                        'filename="=?x-unknown?Q?setup.hta?="')]
+    return message(multipart(text(), *parts))
+
+
+def names_of(headers: bytes) -> list[str]:
+    return scan.parse(headers + b"\r\nx").names
+
+
+def test_readings_unit():
+    assert names_of(b'Content-Disposition: attachment; filename="invoice.j\\s"\r\n') == ["invoice.j\\s", "invoice.js"]
+    assert names_of(b'Content-Disposition: attachment; filename="=?utf-8*en?Q?report.vbs?="\r\n')[0] == "report.vbs"
+    assert set(names_of(b'Content-Disposition: attachment; filename="=?x-unknown?Q?set=75p.hta?="\r\n')) >= \
+        {"setup.hta", "set=75p.hta", "=?x-unknown?Q?set=75p.hta?="}
+    # The hot path: nothing to read twice.
+    assert names_of(b'Content-Disposition: attachment; filename="report.pdf"\r\n') == ["report.pdf"]
+
+
+# --- B5: names outside filename/name ---------------------------------------------------------
+
+SINGLE_LEAF = {
+    "disposition name": [("Content-Type", "text/plain"),
+                         ("Content-Disposition", 'attachment; filename="invoice.txt"; name="invoice.js"')],
+    "disposition name alone": [("Content-Type", "application/octet-stream"),
+                               ("Content-Disposition", 'attachment; name="invoice.js"')],
+    "Content-Name": [("Content-Type", "application/octet-stream"), ("Content-Disposition", "attachment"),
+                     ("Content-Name", "invoice.js")],
+    "X-Sun-Data-Name": [("Content-Type", "application/octet-stream"), ("X-Sun-Data-Name", "invoice.js")],
+}
+
+
+@pytest.mark.parametrize("case", list(SINGLE_LEAF))
+def test_names_thunderbird_reads_outside_filename_and_name_are_judged(live, case):
+    got = relay(live, HEAD + part(SINGLE_LEAF[case], JS))
+    assert b64(JS)[:40] not in got and JS not in got
+    ((_, (verdict, _)),) = decisions(got).items()
+    assert verdict == "blocked"
+    # The message became its notice: no header but our decision names the file any more.
+    head = got[:got.index(b"\r\n\r\n")].replace(b"\r\n\t", b" ").split(b"\r\n")
+    assert [h for h in head if b"invoice" in h and not h.startswith(b"X-Smtp-Offload-Attachment:")] == []
+
+
+def test_content_name_inside_a_multipart_is_judged(live):
+    msg = message(multipart(text(), part([("Content-Type", "application/octet-stream"),
+                                          ("Content-Name", "=?utf-8?Q?invoice.js?=")], JS)))
+    got = relay(live, msg)
+    assert attachment_payloads(got) == {}
+    assert [v for v, _ in decisions(got).values()] == ["blocked"]
+
+
+def test_a_content_name_that_disagrees_is_dropped_when_the_headers_are_rebuilt(live):
+    pdf = samples.pdf()
+    msg = message(multipart(text(), part([("Content-Type", 'application/pdf; name="a.pdf"'),
+                                          ("Content-Disposition", 'attachment; filename="a.pdf"'),
+                                          ("Content-Name", "b.pdf")], pdf)))
+    got = relay(live, msg)
+    assert attachment_payloads(got) == {"a.pdf": pdf}
+    (p,) = [p for p in scan.parse(got).walk() if p.is_attachment]
+    head = got[p.start:p.header_end]
+    assert b"Content-Name" not in head and b"b.pdf" not in head and p.names == ["a.pdf"]
+
+
 # --- F1: prose is no uuencoded file; real blocks still are, however they end -----------------
 
 PROSE = {
@@ -139,6 +230,67 @@ def test_uuencoded_files_unit():
     for prose in PROSE.values():
         assert all(data for _, data in uuencoded_files(prose.encode()))  # never an empty "file"
     assert uuencoded_files(PROSE["begin 644 then end of story"].encode()) == []
+
+
+# --- F2 / F3: encoded-word names, folded or not, are one name --------------------------------
+
+def test_folded_encoded_word_name_of_a_real_pdf_is_delivered_unchanged(live):
+    pdf = samples.pdf()
+    words = "=?iso-8859-1?Q?=DCbersicht_Rechnungen_2024_Kunde_M=FCller_GmbH_final?=\r\n\t=?iso-8859-1?Q?.pdf?="
+    msg = message(multipart(text(), part([("Content-Type", f'application/pdf;\r\n\tname="{words}"'),
+                                          ("Content-Disposition", f'attachment;\r\n\tfilename="{words}"')], pdf)))
+    got = relay(live, msg)
+    assert got.endswith(msg)
+    name = "\u00dcbersicht Rechnungen 2024 Kunde M\u00fcller GmbH final.pdf"
+    assert decisions(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
+
+
+def test_long_encoded_word_name_of_a_real_pdf_is_delivered_unchanged(live):
+    # 64 characters, 300 encoded: the undecoded reading's length is the encoding's, not the name's.
+    name = "\u898b\u7a4d\u66f8" * 20 + ".pdf"
+    raw = name.encode()
+    words = "\r\n ".join("=?utf-8?B?" + base64.b64encode(raw[i:i + 45]).decode() + "?=" for i in range(0, len(raw), 45))
+    pdf = samples.pdf()
+    msg = message(multipart(text(), part([("Content-Type", f'application/pdf;\r\n name="{words}"'),
+                                          ("Content-Disposition", f'attachment;\r\n filename="{words}"')], pdf)))
+    got = relay(live, msg)
+    assert got.endswith(msg)
+    assert decisions(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
+
+
+OUTLOOK_PDF = [("Content-Type", 'application/pdf; name="=?utf-8?Q?=C3=9Cbersicht.pdf?="'),
+               ("Content-Disposition", 'attachment; filename="=?utf-8?Q?=C3=9Cbersicht.pdf?="')]
+
+
+def test_encoded_word_name_is_no_conflict(live):
+    msg = message(multipart(text(), part(OUTLOOK_PDF, samples.pdf())))
+    got = relay(live, msg)
+    assert got.endswith(msg)  # not rebuilt: a DKIM signature survives
+    assert [v for v, _ in decisions(got).values()] == ["keep"]
+
+
+def test_encoded_word_name_is_accepted_when_ambiguous_mime_is_refused(make_proxy, sink):
+    proxy = make_proxy({"policy": {"on_ambiguous_mime": "reject"}})
+    msg = message(multipart(text(), part(OUTLOOK_PDF, samples.pdf())))
+    code, reply = proxy.send(msg)
+    assert code == 250, reply
+    assert sink.messages[-1].content.endswith(msg)
+    # A real conflict still is one.
+    conflict = message(multipart(text(), part([("Content-Type", 'application/pdf; name="a.pdf"'),
+                                               ("Content-Disposition", 'attachment; filename="b.pdf"')],
+                                              samples.pdf())))
+    code, reply = proxy.send(conflict)
+    assert code == 550 and b"5.6.0" in reply and b"conflicting file names" in reply
+
+
+def test_two_different_names_are_still_rebuilt_into_one(live):
+    pdf = samples.pdf()
+    msg = message(multipart(text(), part([("Content-Type", 'application/pdf; name="=?utf-8?Q?a.pdf?="'),
+                                          ("Content-Disposition", 'attachment; filename="b.pdf"')], pdf)))
+    got = relay(live, msg)
+    (p,) = [p for p in scan.parse(got).walk() if p.is_attachment]
+    head = got[p.start:p.header_end]
+    assert b"filename*=UTF-8''b.pdf" in head and b"name*=UTF-8''b.pdf" in head and b"a.pdf" not in head
 
 
 # --- F4: right-to-left marks are no disguise; overrides are -----------------------------------

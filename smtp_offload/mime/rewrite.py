@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from ..model import Part
 from . import codec
 from .htmlbody import notice_offset
+from .scan import CONFLICTING_NAMES, NAME_HEADERS
 
 CRLF = b"\r\n"
 _CONTENT_FIELDS = {"content-type", "content-transfer-encoding", "content-disposition",
-                   "content-description", "content-id", "content-location", "content-md5"}
+                   "content-description", "content-id", "content-location", "content-md5",
+                   "content-name", "x-sun-data-name"}
 
 
 @dataclass(frozen=True)
@@ -153,9 +155,10 @@ def _mime_type(ctype: str) -> str:
 
 def canonical_headers(data: bytes, part: Part) -> bytes:
     """The part's header block in one unambiguous form: one of each content header and,
-    when its name parameters disagreed or named a path, only our reading of the name (RFC 2231)."""
+    when its places for a name decoded to different names or named a path, only our reading of
+    the name (RFC 2231), with the other places for a name (Content-Name...) left out."""
     fields = unique_fields(data, part)
-    if len(part.names) <= 1 and not part.renamed:
+    if CONFLICTING_NAMES not in part.ambiguities and not part.renamed:
         return b"".join(data[s:e] for _, s, e in fields)
     params = "".join(_param(k, v) for k, v in part.params.items() if k not in ("name", "charset"))
     if "charset" in part.params:
@@ -170,6 +173,8 @@ def canonical_headers(data: bytes, part: Part) -> bytes:
             if canonical:
                 out.append(canonical)
                 canonical = b""
+            continue
+        if n in NAME_HEADERS:
             continue
         out.append(data[s:e])
     return b"".join(out)
