@@ -326,3 +326,14 @@ def test_marks_are_no_name_problem(mark):
     assert name_problem(f"a{mark}x.pdf") is None
 
 
+# --- Found on the way: a boundary is read as written -----------------------------------------
+
+def test_an_encoded_word_boundary_hides_no_part(live):
+    b = "=?utf-8?Q?x?="
+    body = (f"--{b}\r\n".encode() + text() + f"\r\n--{b}\r\n".encode()
+            + attachment(samples.pe_exe(), "a.exe", "application/octet-stream") + f"\r\n--{b}--\r\n".encode())
+    msg = HEAD + f'Content-Type: multipart/mixed; boundary="{b}"\r\n\r\n'.encode() + body
+    got = relay(live, msg)
+    assert attachment_payloads(got) == {}
+    assert [(n, v) for n, (v, _) in decisions(got).items()] == [("a.exe", "blocked")]
+    assert samples.pe_exe() not in got and b64(samples.pe_exe())[:60] not in got

@@ -187,9 +187,12 @@ def _readings(value: str) -> list[str]:
 
 
 def _clean(value) -> str:
+    """A parameter value as the first reader takes it. Encoded-words are not decoded here: RFC
+    2047 forbids them in parameters, and a boundary is always read as written (decoding
+    "=?utf-8?Q?x?=" to "x" would hide every part from us but not from Thunderbird)."""
     if isinstance(value, tuple):  # RFC 2231 (charset, language, value)
         value = email.utils.collapse_rfc2231_value(value)
-    return _decode_words(str(value)).replace("\r", "").replace("\n", "").replace("\x00", "")
+    return _unfold(str(value))
 
 
 _CONTENT_HEADERS = ("content-type", "content-disposition", "content-transfer-encoding")
