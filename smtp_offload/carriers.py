@@ -62,8 +62,8 @@ def _decode_line(line: bytes) -> bytes:
     try:
         return binascii.a2b_uu(line)  # what uuencode writes (the fast path)
     except binascii.Error:
-        count = (line[0] - 32) & 63
-        return binascii.a2b_uu(line[:1 + (count + 2) // 3 * 4].translate(_UU_CHARS))
+        count = (line[0] - 32) & 63  # bytes, six bits per character: (count * 4 + 2) // 3 characters
+        return binascii.a2b_uu(line[:1 + (count * 4 + 2) // 3].translate(_UU_CHARS))
 
 
 def is_tnef(part: Part) -> bool:

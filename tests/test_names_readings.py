@@ -230,6 +230,15 @@ def test_uuencoded_files_unit():
     for prose in PROSE.values():
         assert all(data for _, data in uuencoded_files(prose.encode()))  # never an empty "file"
     assert uuencoded_files(PROSE["begin 644 then end of story"].encode()) == []
+    # Any line at all decodes (a decoder error would be a 451 on every retry), to as many
+    # bytes as its length character says.
+    for first in range(256):
+        for length in range(70):
+            line = bytes([first]) + bytes((first * 7 + i * 13) % 256 for i in range(length))
+            if b"\n" in line or b"\r" in line:
+                continue
+            (_, data), = uuencoded_files(b"begin 644 a\r\n" + line + b"\r\nend\r\n") or [("a", b"")]
+            assert len(data) in (0, (first - 32) & 63), (first, length)
 
 
 # --- F2 / F3: encoded-word names, folded or not, are one name --------------------------------
