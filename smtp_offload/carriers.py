@@ -21,28 +21,49 @@ from .model import Part
 
 _BEGIN = re.compile(rb"^begin [0-7]{3,4} ([^\r\n]+)\r?$", re.MULTILINE)
 MAX_UU_FILES = 20
+# Each byte as the uuencode character a decoder takes it for: value (c - 32) & 63, the way
+# Thunderbird's decoder reads any character (mimeenc.cpp), in the range binascii accepts.
+_UU_CHARS = bytes(32 + ((c - 32) & 63) for c in range(256))
 
 
 def uuencoded_files(text: bytes) -> list[tuple[str, bytes]]:
-    """(name, decoded bytes) of each uuencoded block in a text body."""
+    """(name, decoded bytes) of each uuencoded block in a text body, read as Thunderbird reads
+    it (mimeunty.cpp): a block runs from a "begin 644 name" line to a line starting with "end"
+    in any case or with white space, the next begin line, or the end of the text, and every
+    line in it is decoded, however malformed. A block that decodes to nothing is no file
+    (prose that happens to say "begin 644 ..." and, later, "end of story")."""
     out = []
     for m in _BEGIN.finditer(text):
         if len(out) >= MAX_UU_FILES:
             break
-        end = text.find(b"\nend", m.end())
-        if end < 0:
-            continue
-        data = bytearray()
-        for line in text[m.end():end].split(b"\n"):
-            line = line.rstrip(b"\r")
-            if not line or line in (b"`", b" "):
-                continue
-            try:
-                data += binascii.a2b_uu(line)
-            except binascii.Error:
-                break  # not uuencode after all
-        out.append((m.group(1).decode("utf-8", "replace").strip(), bytes(data)))
+        data = _decode_block(text, m.end())
+        if data:
+            out.append((m.group(1).decode("utf-8", "replace").strip(), data))
     return out
+
+
+def _decode_block(text: bytes, pos: int) -> bytes:
+    data = bytearray()
+    pos = text.find(b"\n", pos) + 1  # the line after the begin line (0: there is none)
+    while 0 < pos < len(text):
+        eol = text.find(b"\n", pos)
+        line = text[pos:len(text) if eol < 0 else eol].rstrip(b"\r")
+        pos = len(text) if eol < 0 else eol + 1
+        if line[:1] in (b" ", b"\t") or line[:3].lower() == b"end" or _BEGIN.match(line):
+            break
+        if line:
+            data += _decode_line(line)
+    return bytes(data)
+
+
+def _decode_line(line: bytes) -> bytes:
+    """One line, decoded the lenient way: the length character says how many bytes; extra
+    characters are ignored and missing ones read as zero bits."""
+    try:
+        return binascii.a2b_uu(line)  # what uuencode writes (the fast path)
+    except binascii.Error:
+        count = (line[0] - 32) & 63  # bytes, six bits per character: (count * 4 + 2) // 3 characters
+        return binascii.a2b_uu(line[:1 + (count * 4 + 2) // 3].translate(_UU_CHARS))
 
 
 def is_tnef(part: Part) -> bool:

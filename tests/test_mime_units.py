@@ -121,7 +121,9 @@ def test_base_name():
 def test_scan_reads_the_base_name_and_marks_the_part_for_rebuilding():
     raw = message(multipart(text(), attachment(samples.pdf(), "C:\\fakepath\\scan.pdf", "application/pdf")))
     part = scan.parse(raw).children[1]
-    assert (part.filename, part.names, part.renamed) == ("scan.pdf", ["scan.pdf"], True)
+    # In a quoted string Thunderbird unescapes every backslash (RFC 5322 quoted-pairs): judged too.
+    assert (part.filename, part.names, part.renamed) == ("scan.pdf", ["scan.pdf", "C:fakepathscan.pdf"], True)
+    assert part.ambiguities == []  # two readings of one name, no conflict
     plain = scan.parse(message(multipart(text(), attachment(samples.pdf(), "scan.pdf", "application/pdf"))))
     assert plain.children[1].renamed is False
 

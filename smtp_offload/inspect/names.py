@@ -24,9 +24,11 @@ from . import tables as T
 MAX_NAME = 255  # what NTFS and most file systems accept for one name
 DISPLAY_MAX = 200
 
-# Bidirectional embeddings, overrides, isolates and marks: they reorder how
-# the name is displayed without changing what the system acts on.
-BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
+# Bidirectional embeddings, overrides and isolates: they reorder how the name is
+# displayed without changing what the system acts on. The marks (LRM U+200E, RLM U+200F,
+# ALM U+061C) are not among them: they are invisible strong characters, common in Hebrew
+# and Arabic names, and cannot move the Latin letters of an extension.
+BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _CLSID = re.compile(r"\{[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}\}")
 _DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 

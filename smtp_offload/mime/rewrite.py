@@ -8,16 +8,19 @@ copied as it came, so untouched parts keep their exact bytes, folding and encodi
 from __future__ import annotations
 
 import codecs
+import re
 import urllib.parse
 from dataclasses import dataclass
 
 from ..model import Part
 from . import codec
 from .htmlbody import notice_offset
+from .scan import CONFLICTING_NAMES, NAME_HEADERS
 
 CRLF = b"\r\n"
 _CONTENT_FIELDS = {"content-type", "content-transfer-encoding", "content-disposition",
-                   "content-description", "content-id", "content-location", "content-md5"}
+                   "content-description", "content-id", "content-location", "content-md5",
+                   "content-name", "x-sun-data-name"}
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,9 @@ def text_part_with_notice(data: bytes, part: Part, notice: str, html: bool) -> b
     extra = b""
     if out_charset != charset or "charset" not in part.params:
         drop.add("content-type")
-        params = "".join(f'; {k}="{v}"' for k, v in part.params.items() if k != "charset" and v.isascii()
-                         and '"' not in v and "\\" not in v)
-        extra += f'Content-Type: {part.content_type}; charset="{out_charset}"{params}\r\n'.encode("ascii")
+        params = "".join(_param(k, v) for k, v in part.params.items() if k != "charset")
+        extra += f"Content-Type: {_mime_type(part.content_type)}{_param('charset', out_charset)}{params}\r\n" \
+            .encode("ascii")
     if cte != part.cte:
         drop.add("content-transfer-encoding")
         extra += f"Content-Transfer-Encoding: {cte}\r\n".encode("ascii")
@@ -125,29 +128,53 @@ def unique_fields(data: bytes, part: Part) -> list[tuple[str, int, int]]:
 
 
 def _rfc2231(value: str) -> str:
-    return "UTF-8''" + urllib.parse.quote(value, safe="")
+    return "UTF-8''" + urllib.parse.quote(value, safe="", errors="replace")
+
+
+# RFC 2045 token: printable ASCII but white space and tspecials.
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
+
+
+def _param(key: str, value: str) -> str:
+    """"; key=value" for a header we write: a quoted string when the value is printable ASCII,
+    else RFC 2231-encoded; nothing when the key is no RFC 2045 token (a non-ASCII name cannot
+    be written, and no reader would have understood it)."""
+    if not _TOKEN.fullmatch(key):
+        return ""
+    if value.isascii() and value.isprintable():
+        return '; %s="%s"' % (key, value.replace("\\", "\\\\").replace('"', '\\"'))
+    return f"; {key}*={_rfc2231(value)}"
+
+
+def _mime_type(ctype: str) -> str:
+    # A type that is no "token/token" cannot be written as it was read; every reader takes an
+    # unknown type for application/octet-stream (RFC 2049), so we write that.
+    top, _, sub = ctype.partition("/")
+    return ctype if _TOKEN.fullmatch(top) and _TOKEN.fullmatch(sub) else "application/octet-stream"
 
 
 def canonical_headers(data: bytes, part: Part) -> bytes:
     """The part's header block in one unambiguous form: one of each content header and,
-    when its name parameters disagreed or named a path, only our reading of the name (RFC 2231)."""
+    when its places for a name decoded to different names or named a path, only our reading of
+    the name (RFC 2231), with the other places for a name (Content-Name...) left out."""
     fields = unique_fields(data, part)
-    if len(part.names) <= 1 and not part.renamed:
+    if CONFLICTING_NAMES not in part.ambiguities and not part.renamed:
         return b"".join(data[s:e] for _, s, e in fields)
-    params = "".join(f'; {k}="{v}"' for k, v in part.params.items()
-                     if k not in ("name", "charset") and v.isascii() and '"' not in v and "\\" not in v)
-    if "charset" in part.params and part.params["charset"].isascii():
-        params = f'; charset="{part.params["charset"]}"' + params
+    params = "".join(_param(k, v) for k, v in part.params.items() if k not in ("name", "charset"))
+    if "charset" in part.params:
+        params = _param("charset", part.params["charset"]) + params
+    disposition = part.disposition if part.disposition and _TOKEN.fullmatch(part.disposition) else "attachment"
     name = part.filename or ""
-    canonical = (f"Content-Type: {part.content_type}{params};\r\n\tname*={_rfc2231(name)}\r\n"
-                 f"Content-Disposition: {part.disposition or 'attachment'};\r\n\tfilename*={_rfc2231(name)}\r\n"
-                 ).encode("ascii")
+    canonical = (f"Content-Type: {_mime_type(part.content_type)}{params};\r\n\tname*={_rfc2231(name)}\r\n"
+                 f"Content-Disposition: {disposition};\r\n\tfilename*={_rfc2231(name)}\r\n").encode("ascii")
     out = []
     for n, s, e in fields:  # the canonical pair goes where the first of them was: order matters to parsers
         if n in ("content-type", "content-disposition"):
             if canonical:
                 out.append(canonical)
                 canonical = b""
+            continue
+        if n in NAME_HEADERS:
             continue
         out.append(data[s:e])
     return b"".join(out)

@@ -17,7 +17,7 @@ import email.utils
 import re
 from dataclasses import dataclass
 
-from ..inspect.names import disarm
+from ..inspect.names import MAX_NAME, disarm
 from ..model import Part
 from . import codec
 
@@ -110,17 +110,94 @@ def _decode_words(value: str) -> str:
         return value
     try:
         return str(email.header.make_header(email.header.decode_header(value)))
-    except Exception:
-        return value
+    except Exception:  # a charset Python does not know ("utf-8*en", "x-unknown"): read on
+        return _lenient_words(value)[0]
+
+
+# An encoded-word (RFC 2047), its charset possibly with an RFC 2231 language ("utf-8*en").
+_WORD = re.compile(r"=\?([^?\s]*)\?([qQbB])\?([^?]*)\?=")
+_WORD_GAP = re.compile(r"(\?=)[ \t]+(?==\?)")  # white space between two adjacent encoded-words
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _lenient_words(value: str) -> tuple[str, str]:
+    """`value` with its encoded-words decoded the lenient way clients do: the language
+    suffix dropped from the charset, text in a charset nobody knows read as Latin-1 (first
+    result) or left as the encoded text, which Thunderbird shows (second result)."""
+    value = _WORD_GAP.sub(r"\1", value)  # white space between encoded-words is no character
+    read, shown, pos = [], [], 0
+    for m in _WORD.finditer(value):
+        read.append(value[pos:m.start()])
+        shown.append(value[pos:m.start()])
+        charset, kind, text = m.group(1).partition("*")[0], m.group(2).lower(), m.group(3)
+        raw = text.encode("utf-8", "replace")
+        if kind == "q":
+            data = _QP_ESCAPE.sub(lambda e: bytes([int(e.group(1), 16)]), raw.replace(b"_", b" "))
+        else:
+            data = codec.decode(raw, "base64")
+        try:
+            word = data.decode(charset, "replace")
+            read.append(word)
+            shown.append(word)
+        except Exception:  # LookupError, or a codec that is no text encoding (idna, hex...)
+            read.append(data.decode("latin-1"))
+            shown.append(text)
+        pos = m.end()
+    read.append(value[pos:])
+    shown.append(value[pos:])
+    return "".join(read), "".join(shown)
+
+
+_FOLD = re.compile(r"\r\n(?=[ \t])")
+
+
+def _unfold(value: str) -> str:
+    """RFC 5322 unfolding: a line break followed by white space is that white space. Any
+    other CR, LF or NUL is dropped: it can only be an artefact."""
+    return _FOLD.sub("", value).replace("\r", "").replace("\n", "").replace("\x00", "")
+
+
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _readings(value: str) -> list[str]:
+    """Every name a client may read from one name value, the decoded one first.
+
+    compat32 unescapes only \\\\ and \\" in a quoted string; RFC 5322 (and Thunderbird, and the
+    email package's default policy) unescape every quoted-pair: "invoice.j\\s" is invoice.js.
+    A client that does not decode encoded-words in a parameter shows them as written; one that
+    does may strip a language from the charset or read an unknown charset byte for byte. Most
+    names have neither a backslash nor an encoded-word: they have only the one reading.
+    """
+    value = _unfold(value).strip()
+    if "\\" not in value and "=?" not in value:
+        return [value]
+    out = []
+    for form in (value, _QUOTED_PAIR.sub(r"\1", value)) if "\\" in value else (value,):
+        out.append(_decode_words(form))
+        if "=?" in form:
+            out += _lenient_words(form)
+            # Undecoded, the white space folding left between two encoded-words is no part of
+            # the name anybody sees (a client shows a space at most): not a control character.
+            # Its length is the encoding's, not the name's: only its end (the extension) counts.
+            out.append(_WORD_GAP.sub(r"\1 ", form)[-MAX_NAME:])
+        else:
+            out.append(form)
+    return list(dict.fromkeys(out))
 
 
 def _clean(value) -> str:
+    """A parameter value as the first reader takes it. Encoded-words are not decoded here: RFC
+    2047 forbids them in parameters, and a boundary is always read as written (decoding
+    "=?utf-8?Q?x?=" to "x" would hide every part from us but not from Thunderbird)."""
     if isinstance(value, tuple):  # RFC 2231 (charset, language, value)
         value = email.utils.collapse_rfc2231_value(value)
-    return _decode_words(str(value)).replace("\r", "").replace("\n", "").replace("\x00", "")
+    return _unfold(str(value))
 
 
 _CONTENT_HEADERS = ("content-type", "content-disposition", "content-transfer-encoding")
+NAME_HEADERS = ("content-name", "x-sun-data-name")  # file names outside the content headers
+CONFLICTING_NAMES = "conflicting file names"
 
 
 class _Scanner:
@@ -141,7 +218,7 @@ class _Scanner:
             raise MimeError(f"a header block larger than {lim.max_header_bytes} bytes")
         msg = headers(data, start, hend)
         notes = [f"duplicate {h} headers" for h in _CONTENT_HEADERS if len(msg.get_all(h) or ()) > 1]
-        for h in ("content-type", "content-disposition"):
+        for h in ("content-type", "content-disposition") + NAME_HEADERS:
             raw = msg.get(h)
             if raw is not None and str(raw).count("=?") > lim.max_encoded_words:
                 raise MimeError(f"more than {lim.max_encoded_words} encoded-words in {h}")
@@ -156,11 +233,16 @@ class _Scanner:
             if key == "boundary" and params.get(key, val) != val:
                 raise MimeError("conflicting boundary parameters")
             params.setdefault(key, val)
-        raw_names = _names(cd_params[1:], "filename") + _names(ct_params[1:], "name")
+        # Where any client takes a file name from, each place with every reading of its value.
+        readings = (_names(cd_params[1:], "filename") + _names(ct_params[1:], "name")
+                    + _names(cd_params[1:], "name") + _header_names(msg))
+        raw_names = [r for rs in readings for r in rs]
         names = [disarm(n) for n in raw_names]  # a path is cut to the base name every client saves
         distinct = list(dict.fromkeys(n for n in names if n))
-        if len(distinct) > 1:
-            notes.append("conflicting file names")
+        # All readings are judged; but the raw and the decoded form of one value are one name:
+        # only two places that decode to different names make the headers ambiguous.
+        if len({disarm(rs[0]) for rs in readings} - {""}) > 1:
+            notes.append(CONFLICTING_NAMES)
         disp_raw = msg.get("content-disposition")
         disposition = (str(disp_raw).split(";", 1)[0].strip().lower() or None) if disp_raw else None
         cte_header = msg.get("content-transfer-encoding")
@@ -222,19 +304,16 @@ def _near_miss(data: bytes, start: int, end: int, delim: bytes) -> bool:
     return False
 
 
-def _names(params: list, key: str) -> list[str]:
-    """Every value a name parameter has, decoded both as RFC 2231 says and as clients that
-    decode encoded-words in quoted strings show it: each is a reading someone will see."""
-    out = []
-    for k, v in params:
-        if k.lower() != key:
-            continue
-        raw = email.utils.collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v)
-        raw = raw.replace("\r", "").replace("\n", "").replace("\x00", "").strip()
-        out.append(_decode_words(raw))
-        if raw != out[-1]:
-            out.append(raw)
-    return out
+def _names(params: list, key: str) -> list[list[str]]:
+    """The readings (see _readings) of every value a name parameter has, RFC 2231 collapsed."""
+    return [_readings(email.utils.collapse_rfc2231_value(v) if isinstance(v, tuple) else str(v))
+            for k, v in params if k.lower() == key]
+
+
+def _header_names(msg) -> list[list[str]]:
+    """The readings of Content-Name and X-Sun-Data-Name: no RFC has them, but Thunderbird names
+    a file after them when no parameter does (mimehdrs.cpp, MimeHeaders_get_name)."""
+    return [_readings(str(v)) for h in NAME_HEADERS for v in msg.get_all(h) or ()]
 
 
 def split_multipart(data: bytes, body_start: int, end: int,
