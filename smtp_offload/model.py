@@ -77,6 +77,12 @@ class Part:
     # decoded bytes and their structure. Offsets in `embedded` point into `embedded_data`.
     embedded: "Part | None" = field(default=None, repr=False, compare=False)
     embedded_data: bytes | None = field(default=None, repr=False, compare=False)
+    # "cms" when `embedded` is the content of an opaque S/MIME signature (mime/cms.py): it cannot
+    # be rebuilt without breaking the signature, and it is no .eml file.
+    wrapper: str | None = None
+    # The Content-Type field to relay instead of the received one, when readers would type the part
+    # differently ("x?multipart/mixed"): ours, the one we judged (mime/scan.py: media_type).
+    type_field: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_multipart(self) -> bool:
@@ -129,7 +135,9 @@ class Attachment:
         if self.part.filename:
             return self.part.filename
         # A nameless part gets its place and, when the bytes tell, an extension to open it with.
-        ext = "eml" if self.part.embedded is not None else self.judgement.detected_ext
+        ext = self.judgement.detected_ext
+        if self.part.embedded is not None:
+            ext = "p7m" if self.part.wrapper == "cms" else "eml"
         return f"part-{self.part.path or '0'}" + (f".{ext}" if ext else "")
 
     @property

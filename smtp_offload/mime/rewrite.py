@@ -103,8 +103,13 @@ def text_part_with_notice(data: bytes, part: Part, notice: str, html: bool) -> b
     if cte != part.cte:
         drop.add("content-transfer-encoding")
         extra += f"Content-Transfer-Encoding: {cte}\r\n".encode("ascii")
-    head = b"".join(data[s:e] for n, s, e in unique_fields(data, part) if n not in drop)
+    head = b"".join(_field(data, part, n, s, e) for n, s, e in unique_fields(data, part) if n not in drop)
     return head + extra + CRLF + codec.encode(raw, cte)
+
+
+def _field(data: bytes, part: Part, name: str, start: int, end: int) -> bytes:
+    """A header field as we relay it: a Content-Type that readers type differently, in our reading."""
+    return part.type_field if name == "content-type" and part.type_field is not None else data[start:end]
 
 
 _SINGLE = ("content-type", "content-disposition", "content-transfer-encoding")
@@ -133,7 +138,7 @@ def canonical_headers(data: bytes, part: Part) -> bytes:
     when its name parameters disagreed or named a path, only our reading of the name (RFC 2231)."""
     fields = unique_fields(data, part)
     if len(part.names) <= 1 and not part.renamed:
-        return b"".join(data[s:e] for _, s, e in fields)
+        return b"".join(_field(data, part, n, s, e) for n, s, e in fields)
     params = "".join(f'; {k}="{v}"' for k, v in part.params.items()
                      if k not in ("name", "charset") and v.isascii() and '"' not in v and "\\" not in v)
     if "charset" in part.params and part.params["charset"].isascii():
@@ -207,7 +212,8 @@ def _rebuild_edits(data: bytes, root: Part, gone: set[str], drop_root: tuple[str
             if p is root and drop_root:
                 head = b"".join(ln for ln in _split_fields(head) if not _dropped(_field_name(ln), drop_root))
             edits.append(Edit(p.start, p.header_end, head))
-        if p.embedded is not None and p.embedded_data is not None and needs_rebuild(p.embedded):
+        if p.embedded is not None and p.embedded_data is not None and p.wrapper is None \
+                and needs_rebuild(p.embedded):  # signed content cannot be rebuilt: pipeline strips it
             # An encoded attached message is relayed in the one reading we judged, re-encoded.
             inner = rewrite(p.embedded_data, p.embedded, [], None, None)
             edits.append(Edit(p.body_start, p.end, codec.encode(inner, p.cte)))
