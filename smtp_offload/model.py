@@ -83,6 +83,10 @@ class Part:
     # The Content-Type field to relay instead of the received one, when readers would type the part
     # differently ("x?multipart/mixed"): ours, the one we judged (mime/scan.py: media_type).
     type_field: bytes | None = field(default=None, repr=False, compare=False)
+    # A text/plain or text/html leaf outside its message's body (after an attachment, say): Outlook
+    # shows it as a file (ATT00001.htm), so it is judged like one (an HTML one always, a plain one
+    # when its bytes are no text); it is neither counted nor offloaded as an attachment.
+    stray: bool = False
 
     @property
     def is_multipart(self) -> bool:
@@ -93,10 +97,10 @@ class Part:
         """A leaf part a mail client could show as a file.
 
         That is a part with a name or an attachment disposition, and also a nameless one that
-        is not text (images, application/*, audio...), an encoded attached message, and any
-        part in a transfer encoding nobody knows (RFC 2049: treat it as application/octet-stream).
-        The message's own text stays body; multiparts and readable attached messages are
-        containers whose parts are judged instead.
+        is not text (images, application/*, audio...), an encoded attached message, any part in
+        a transfer encoding nobody knows (RFC 2049: treat it as application/octet-stream), and an
+        HTML part outside the message's body (`stray`). The message's own text stays body;
+        multiparts and readable attached messages are containers whose parts are judged instead.
         """
         # message/external-body only points at a file elsewhere: there are no bytes to judge.
         if self.children or self.is_multipart or self.content_type == "message/external-body":
@@ -104,6 +108,8 @@ class Part:
         if self.filename is not None or self.disposition == "attachment" or self.embedded is not None:
             return True
         if self.cte not in KNOWN_CTES:
+            return True
+        if self.stray and self.content_type == "text/html":
             return True
         return self.content_type.partition("/")[0] not in ("text", "message")
 

@@ -166,8 +166,13 @@ def _survey(an: Analysis, data: bytes, root: Part, policy: InspectPolicy) -> lis
         an.encrypted |= carriers.is_encrypted(part)
         if part.content_type == "text/plain" and not part.is_attachment and not part.children:
             body = decode(view[part.body_start:part.end], part.cte)
+            if part.stray and not looks_like_text(body):  # not the body, and no text: a file (ATT00001.txt)
+                attachments.append(_attachment(an, view, part, policy))
+                continue
             an.uuencoded += [(n, judge(d, None, n, policy)) for n, d in carriers.uuencoded_files(body)]
         if part.is_attachment:
+            if part.stray and not decode(view[part.body_start:part.end], part.cte).strip():
+                continue  # an empty text part outside the body: there is nothing to open
             attachments.append(_attachment(an, view, part, policy))
     return attachments
 
@@ -223,12 +228,15 @@ def plan(an: Analysis, policy: PlanPolicy) -> Rejection | None:
         a = kept.pop(0)
         if visible_count(an) > policy.max_attachments and a.part.in_message:
             continue  # offloading a file inside an attached message does not lower the count
+        if a.part.stray and projected_size(an) <= policy.max_message_bytes:
+            continue  # a text part outside the body is no attachment to count: offloaded only for size
         a.verdict, a.reason = Verdict.OFFLOAD, "offloaded so the message fits the recipient's limits"
     return None
 
 
 def visible_count(an: Analysis) -> int:
-    return an.containers + sum(1 for a in an.attachments if a.verdict is Verdict.KEEP and not a.part.in_message)
+    return an.containers + sum(1 for a in an.attachments
+                               if a.verdict is Verdict.KEEP and not a.part.in_message and not a.part.stray)
 
 
 def projected_size(an: Analysis) -> int:

@@ -1,6 +1,6 @@
 """Parts and containers a client shows that a strict reading would miss, end to end through the
 proxy: Content-Types read as the most lenient client reads them, message/news and other message/*
-containers, .eml files and opaque S/MIME signed data."""
+containers, .eml files, opaque S/MIME signed data, and text parts outside the message body."""
 
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ import samples
 from conftest import missing
 from mail import attachment, b64, entity, message, multipart, text
 from smtp_offload.mime import cms, scan
-from test_attachments import body_text
+from test_attachments import attachment_payloads, body_text
 from test_mime_leaves import EXE, assert_exe_gone, decisions, relay
+
+SCRIPT_PAGE = b"<html><body><script>var a=document.createElement('a');a.download='invoice.exe';a.click()" \
+              b"</script></body></html>\r\n"
+
 
 def forwarded(*files: bytes, subject: str = "fwd") -> bytes:
     return message(multipart(text("forwarded\r\n"), *files), subject=subject)
@@ -225,6 +229,77 @@ def test_signed_content_that_reads_two_ways_is_stripped_not_rebuilt(proxy, sink,
     assert b64(blob)[:76] not in got
     (d,) = decisions(got)
     assert d["verdict"] == "spoofed" and "can be read more than one way" in d["reason"]
+
+
+# --- B8: text parts outside the message body -----------------------------------------------------
+
+def html_part(body: bytes, disposition: str | None = None) -> bytes:
+    headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Transfer-Encoding", "7bit")]
+    if disposition:
+        headers.append(("Content-Disposition", disposition))
+    return entity(headers, body)
+
+
+@pytest.mark.parametrize("disposition", [None, "inline"])
+def test_html_with_script_after_an_attachment_is_blocked(proxy, sink, disposition):
+    pdf = attachment(samples.pdf(), "invoice.pdf", "application/pdf")
+    got = relay(proxy, sink, message(multipart(text(), pdf, html_part(SCRIPT_PAGE, disposition))))
+    assert b"<script>" not in got
+    assert attachment_payloads(got) == {"invoice.pdf": samples.pdf()}
+    verdicts = [(d["part"], d["verdict"]) for d in decisions(got)]
+    assert verdicts == [("2", "keep"), ("3", "blocked")]
+    notice = body_text(got)
+    assert '"part-3.html"' in notice and "HTML document with active content is not accepted" in notice
+    assert notice.rstrip().endswith("Regards")  # the notice went into the real body
+
+
+def test_harmless_html_after_an_attachment_is_kept_and_not_counted(make_proxy, sink):
+    proxy = make_proxy({"downstream": {"max_attachments": 1}})
+    raw = message(multipart(text(), attachment(samples.pdf(), "invoice.pdf", "application/pdf"),
+                            html_part(b"<p>Sent from my phone</p>\r\n")))
+    got = relay(proxy, sink, raw)
+    assert got.endswith(raw)  # the one real attachment fits the limit: nothing offloaded
+    assert [(d["part"], d["verdict"]) for d in decisions(got)] == [("2", "keep"), ("3", "keep")]
+
+
+def test_the_notice_goes_into_the_real_html_body_not_a_footer(proxy, sink):
+    body = multipart(text("plain body\r\n"), text("<html><body><p>html body</p></body></html>", subtype="html"),
+                     subtype="alternative")
+    footer = html_part(b"<p>footer</p><img src=x onerror=alert(1)>\r\n")
+    got = relay(proxy, sink, message(multipart(body, exe_part("run.exe"), footer)))
+    assert_exe_gone(got)
+    assert b"onerror" not in got
+    assert sorted(d["verdict"] for d in decisions(got)) == ["blocked", "blocked"]
+    html = body_text(got, "html")
+    assert "html body" in html and '"run.exe"' in html.replace("&quot;", '"')
+    assert body_text(got).rstrip().endswith("plain body")
+
+
+def test_apple_mail_text_around_an_inline_attachment_stays_body(proxy, sink):
+    """Apple Mail splits the text around an inline file: the pieces after it are judged, kept
+    when harmless, and the notice goes into the first piece of each alternative."""
+    pdf = attachment(samples.pdf(), "scan.pdf", "application/pdf", disposition="inline")
+    plain = multipart(text("before\r\n"), pdf, text("after\r\n"))
+    html = multipart(text("<html><body>before</body></html>", subtype="html"), pdf,
+                     text("<html><body>after</body></html>", subtype="html"))
+    raw = message(multipart(multipart(plain, html, subtype="alternative"), exe_part("x.exe")))
+    got = relay(proxy, sink, raw)
+    assert_exe_gone(got)
+    verdicts = sorted((d["part"], d["verdict"]) for d in decisions(got))
+    assert verdicts == [("1.1.2", "keep"), ("1.2.2", "keep"), ("1.2.3", "keep"), ("2", "blocked")]
+    assert body_text(got).rstrip().endswith("before") and '"x.exe"' in body_text(got)
+    assert "before" in body_text(got, "html") and '"x.exe"' in body_text(got, "html").replace("&quot;", '"')
+    assert b"<html><body>after</body></html>" in got
+
+
+def test_a_text_plain_part_after_an_attachment_is_judged_when_it_is_no_text(proxy, sink):
+    pdf = attachment(samples.pdf(), "invoice.pdf", "application/pdf")
+    hidden = entity([("Content-Type", "text/plain"), ("Content-Transfer-Encoding", "base64")], b64(EXE))
+    footer = text("-- \r\nACME support\r\n")
+    got = relay(proxy, sink, message(multipart(text(), pdf, hidden, footer)))
+    assert_exe_gone(got)
+    assert [(d["part"], d["verdict"]) for d in decisions(got)] == [("2", "keep"), ("3", "blocked")]
+    assert "ACME support" in got.decode()
 
 
 # --- pure functions ---------------------------------------------------------------------------------

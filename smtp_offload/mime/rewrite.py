@@ -170,7 +170,7 @@ def body_parts(root: Part, removed: set[str]) -> tuple[Part | None, Part | None]
     attached message, not being removed)."""
     plain = html = None
     for p in root.walk():
-        if p.children or p.in_message or p.path in removed or p.is_attachment:
+        if p.children or p.in_message or p.path in removed or p.is_attachment or p.stray:
             continue
         if p.content_type == "text/plain" and plain is None:
             plain = p

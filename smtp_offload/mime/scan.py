@@ -48,7 +48,9 @@ class MimeError(ValueError):
 
 
 def parse(data: bytes, limits: Limits = Limits()) -> Part:
-    return _Scanner(data, limits).entity(0, len(data), "", 0, False, "text/plain")
+    root = _Scanner(data, limits).entity(0, len(data), "", 0, False, "text/plain")
+    _mark_stray_text(root)
+    return root
 
 
 def is_container(ctype: str) -> bool:
@@ -127,6 +129,50 @@ def _retyped_field(data: bytes, start: int, stop: int, ctype: str) -> bytes | No
             i += 1
         return b"Content-Type: " + ctype.encode("ascii") + (raw[i:] if i < len(raw) else CRLF)
     return None
+
+
+def _mark_stray_text(root: Part) -> None:
+    """Mark the text leaves of one message that are not its body (Part.stray).
+
+    The body is the first text/plain and text/html leaf among: the text leaves before the first
+    attachment, the first text leaf at all, and the multipart/alternative around that leaf (where
+    Apple Mail puts text after an inline attachment). A text part after an attachment (a text/html
+    after a PDF in a multipart/mixed) is what Outlook shows as a file, ATT00001.htm. Attached
+    messages are messages of their own, marked when they were read.
+    """
+    if not root.children:
+        return
+    texts: list[tuple[Part, tuple[Part, ...], bool]] = []  # (leaf, alternatives around it, before any file)
+    alts: list[Part] = []
+    seen_file = False
+
+    def visit(p: Part) -> None:
+        nonlocal seen_file
+        if p.children and not p.is_multipart:
+            seen_file = True  # an attached message
+        elif p.children:
+            alt = p.content_type == "multipart/alternative"
+            if alt:
+                alts.append(p)
+            for c in p.children:
+                visit(c)
+            if alt:
+                alts.pop()
+        elif p.content_type in ("text/plain", "text/html") and not p.is_attachment:
+            texts.append((p, tuple(alts), not seen_file))
+        elif p.is_attachment:
+            seen_file = True
+
+    visit(root)
+    if len(texts) < 2:
+        return
+    first, first_alts, _ = texts[0]
+    alt = first_alts[-1] if first_alts else None
+    region = [p for p, a, early in texts if early or p is first or any(x is alt for x in a)]
+    body = [next((p for p in region if p.content_type == t), None) for t in ("text/plain", "text/html")]
+    for p, _, _ in texts:
+        if not any(p is b for b in body):
+            p.stray = True
 
 
 def has_bare_newlines(data: bytes) -> bool:
@@ -285,6 +331,7 @@ class _Scanner:
         elif is_container(ctype) and cte in ("7bit", "8bit", "binary") and bstart < end:
             # An attached message is a container: judge the files inside it, not the message as a file.
             inner = self.entity(bstart, end, f"{path}.1" if path else "1", depth + 1, True, "text/plain")
+            _mark_stray_text(inner)
             part.children.append(inner)
         elif is_container(ctype) and cte in ("base64", "quoted-printable") and bstart < end:
             # Encoded (RFC 2046 forbids it; clients show it all the same): one attachment unit whose
@@ -321,6 +368,7 @@ class _Scanner:
         part.embedded = sub.entity(0, len(part.embedded_data), f"{part.path}.1" if part.path else "1",
                                    depth + 1, True, "text/plain")
         self.parts = sub.parts
+        _mark_stray_text(part.embedded)
 
 
 def _starts_as_message(data: bytes, limits: Limits) -> bool:
