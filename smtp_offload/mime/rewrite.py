@@ -137,8 +137,10 @@ def canonical_headers(data: bytes, part: Part) -> bytes:
     """The part's header block in one unambiguous form: one of each content header and,
     when its name parameters disagreed or named a path, only our reading of the name (RFC 2231)."""
     fields = unique_fields(data, part)
-    if len(part.names) <= 1 and not part.renamed:
+    if part.type_field is not None and len(part.names) <= 1 and not part.renamed:  # only its type
         return b"".join(_field(data, part, n, s, e) for n, s, e in fields)
+    if len(part.names) <= 1 and not part.renamed:
+        return b"".join(data[s:e] for _, s, e in fields)
     params = "".join(f'; {k}="{v}"' for k, v in part.params.items()
                      if k not in ("name", "charset") and v.isascii() and '"' not in v and "\\" not in v)
     if "charset" in part.params and part.params["charset"].isascii():
