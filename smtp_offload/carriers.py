@@ -7,7 +7,9 @@
 - message/partial: a fragment of a message split across several mails, which no hop can
   inspect whole: refused by default (policy.on_partial).
 - multipart/encrypted, application/pkcs7-mime: encrypted content cannot be inspected:
-  "keep" (default) or "reject" by policy.on_encrypted.
+  "keep" (default) or "reject" by policy.on_encrypted. Opaque S/MIME signed data is unwrapped
+  and its content judged like an attached message; a blob that cannot be unwrapped counts as
+  encrypted.
 - multipart/signed: inspected like any other message; a change breaks the sender's
   signature, which the notice and the decision header make visible.
 """
@@ -76,6 +78,7 @@ def is_partial(part: Part) -> bool:
 
 
 def is_encrypted(part: Part) -> bool:
-    smime = part.params.get("smime-type", "").lower()
+    """Content that cannot be inspected: encrypted, or an S/MIME blob we could not unwrap (the
+    content of an opaque signature we could is judged: mime/cms.py)."""
     return part.content_type == "multipart/encrypted" or (
-        part.content_type in ("application/pkcs7-mime", "application/x-pkcs7-mime") and smime != "signed-data")
+        part.content_type in ("application/pkcs7-mime", "application/x-pkcs7-mime") and part.embedded is None)

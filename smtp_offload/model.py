@@ -77,6 +77,16 @@ class Part:
     # decoded bytes and their structure. Offsets in `embedded` point into `embedded_data`.
     embedded: "Part | None" = field(default=None, repr=False, compare=False)
     embedded_data: bytes | None = field(default=None, repr=False, compare=False)
+    # "cms" when `embedded` is the content of an opaque S/MIME signature (mime/cms.py): it cannot
+    # be rebuilt without breaking the signature, and it is no .eml file.
+    wrapper: str | None = None
+    # The Content-Type field to relay instead of the received one, when readers would type the part
+    # differently ("x?multipart/mixed"): ours, the one we judged (mime/scan.py: media_type).
+    type_field: bytes | None = field(default=None, repr=False, compare=False)
+    # A text/plain or text/html leaf outside its message's body (after an attachment, say): Outlook
+    # shows it as a file (ATT00001.htm), so it is judged like one (an HTML one always, a plain one
+    # when its bytes are no text); it is neither counted nor offloaded as an attachment.
+    stray: bool = False
 
     @property
     def is_multipart(self) -> bool:
@@ -87,10 +97,10 @@ class Part:
         """A leaf part a mail client could show as a file.
 
         That is a part with a name or an attachment disposition, and also a nameless one that
-        is not text (images, application/*, audio...), an encoded attached message, and any
-        part in a transfer encoding nobody knows (RFC 2049: treat it as application/octet-stream).
-        The message's own text stays body; multiparts and readable attached messages are
-        containers whose parts are judged instead.
+        is not text (images, application/*, audio...), an encoded attached message, any part in
+        a transfer encoding nobody knows (RFC 2049: treat it as application/octet-stream), and an
+        HTML part outside the message's body (`stray`). The message's own text stays body;
+        multiparts and readable attached messages are containers whose parts are judged instead.
         """
         # message/external-body only points at a file elsewhere: there are no bytes to judge.
         if self.children or self.is_multipart or self.content_type == "message/external-body":
@@ -98,6 +108,8 @@ class Part:
         if self.filename is not None or self.disposition == "attachment" or self.embedded is not None:
             return True
         if self.cte not in KNOWN_CTES:
+            return True
+        if self.stray and self.content_type == "text/html":
             return True
         return self.content_type.partition("/")[0] not in ("text", "message")
 
@@ -129,7 +141,9 @@ class Attachment:
         if self.part.filename:
             return self.part.filename
         # A nameless part gets its place and, when the bytes tell, an extension to open it with.
-        ext = "eml" if self.part.embedded is not None else self.judgement.detected_ext
+        ext = self.judgement.detected_ext
+        if self.part.embedded is not None:
+            ext = "p7m" if self.part.wrapper == "cms" else "eml"
         return f"part-{self.part.path or '0'}" + (f".{ext}" if ext else "")
 
     @property

@@ -125,21 +125,30 @@ def _attachment(an: Analysis, view: memoryview, part: Part, policy: InspectPolic
 
 def _judge_message(an: Analysis, payload: bytes, part: Part,
                    policy: InspectPolicy) -> tuple[Judgement, list[Attachment]]:
-    """An encoded attached message is one unit: what its bytes are (an executable is blocked
-    whatever it is labelled), else the worst file inside it, named in the reason."""
+    """An encoded attached message (or an .eml file, or the content of an opaque S/MIME
+    signature) is one unit: what its bytes are (an executable is blocked whatever it is
+    labelled), else the worst file inside it, named in the reason."""
     assert part.embedded is not None and part.embedded_data is not None
     # The bytes as a file: only its names are claims (the declared message type is no
     # promise of plain text: 8-bit and binary parts are legal inside).
     own = judge_all_readings(payload, part, policy, with_type=False)
     inner = _survey(an, part.embedded_data, part.embedded, policy)
+    signed = part.wrapper == "cms"
     worst = max(inner, key=lambda a: _SEVERITY.get(a.verdict, 0), default=None)
-    if worst is None or _SEVERITY.get(worst.verdict, 0) <= _SEVERITY[own.verdict]:
-        if own.verdict is not Verdict.KEEP:
-            return own, inner
-        return Judgement(Verdict.KEEP, f"an email message; the {len(inner)} file(s) in it were inspected",
-                         own.detected_type, own.detected_ext), inner
-    reason = f'the attached message carries "{safe_display_name(worst.name)}": {worst.reason}'
-    return Judgement(worst.verdict, reason, own.detected_type, own.detected_ext), inner
+    if worst is not None and _SEVERITY.get(worst.verdict, 0) > _SEVERITY[own.verdict]:
+        what = "signed content" if signed else "attached message"
+        reason = f'the {what} carries "{safe_display_name(worst.name)}": {worst.reason}'
+        return Judgement(worst.verdict, reason, own.detected_type, own.detected_ext), inner
+    if own.verdict is not Verdict.KEEP:
+        return own, inner
+    if signed and rw.needs_rebuild(part.embedded):
+        # An encoded message is relayed rebuilt into the one reading we judged; rebuilding
+        # signed content would break its signature, so it cannot be relayed with one reading.
+        return Judgement(Verdict.SPOOFED, "signed content (S/MIME) whose MIME structure can be read more "
+                         "than one way", own.detected_type, own.detected_ext), inner
+    head = "S/MIME signed content (the signature is not verified)" if signed else "an email message"
+    return Judgement(Verdict.KEEP, f"{head}; the {len(inner)} file(s) in it were inspected",
+                     own.detected_type, own.detected_ext), inner
 
 
 def _survey(an: Analysis, data: bytes, root: Part, policy: InspectPolicy) -> list[Attachment]:
@@ -157,8 +166,13 @@ def _survey(an: Analysis, data: bytes, root: Part, policy: InspectPolicy) -> lis
         an.encrypted |= carriers.is_encrypted(part)
         if part.content_type == "text/plain" and not part.is_attachment and not part.children:
             body = decode(view[part.body_start:part.end], part.cte)
+            if part.stray and not looks_like_text(body):  # not the body, and no text: a file (ATT00001.txt)
+                attachments.append(_attachment(an, view, part, policy))
+                continue
             an.uuencoded += [(n, judge(d, None, n, policy)) for n, d in carriers.uuencoded_files(body)]
         if part.is_attachment:
+            if part.stray and not decode(view[part.body_start:part.end], part.cte).strip():
+                continue  # an empty text part outside the body: there is nothing to open
             attachments.append(_attachment(an, view, part, policy))
     return attachments
 
@@ -214,12 +228,15 @@ def plan(an: Analysis, policy: PlanPolicy) -> Rejection | None:
         a = kept.pop(0)
         if visible_count(an) > policy.max_attachments and a.part.in_message:
             continue  # offloading a file inside an attached message does not lower the count
+        if a.part.stray and projected_size(an) <= policy.max_message_bytes:
+            continue  # a text part outside the body is no attachment to count: offloaded only for size
         a.verdict, a.reason = Verdict.OFFLOAD, "offloaded so the message fits the recipient's limits"
     return None
 
 
 def visible_count(an: Analysis) -> int:
-    return an.containers + sum(1 for a in an.attachments if a.verdict is Verdict.KEEP and not a.part.in_message)
+    return an.containers + sum(1 for a in an.attachments
+                               if a.verdict is Verdict.KEEP and not a.part.in_message and not a.part.stray)
 
 
 def projected_size(an: Analysis) -> int:

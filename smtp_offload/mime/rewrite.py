@@ -106,8 +106,13 @@ def text_part_with_notice(data: bytes, part: Part, notice: str, html: bool) -> b
     if cte != part.cte:
         drop.add("content-transfer-encoding")
         extra += f"Content-Transfer-Encoding: {cte}\r\n".encode("ascii")
-    head = b"".join(data[s:e] for n, s, e in unique_fields(data, part) if n not in drop)
+    head = b"".join(_field(data, part, n, s, e) for n, s, e in unique_fields(data, part) if n not in drop)
     return head + extra + CRLF + codec.encode(raw, cte)
+
+
+def _field(data: bytes, part: Part, name: str, start: int, end: int) -> bytes:
+    """A header field as we relay it: a Content-Type that readers type differently, in our reading."""
+    return part.type_field if name == "content-type" and part.type_field is not None else data[start:end]
 
 
 _SINGLE = ("content-type", "content-disposition", "content-transfer-encoding")
@@ -158,8 +163,8 @@ def canonical_headers(data: bytes, part: Part) -> bytes:
     when its places for a name decoded to different names or named a path, only our reading of
     the name (RFC 2231), with the other places for a name (Content-Name...) left out."""
     fields = unique_fields(data, part)
-    if CONFLICTING_NAMES not in part.ambiguities and not part.renamed:
-        return b"".join(data[s:e] for _, s, e in fields)
+    if CONFLICTING_NAMES not in part.ambiguities and not part.renamed:  # at most its type is rebuilt
+        return b"".join(_field(data, part, n, s, e) for n, s, e in fields)
     params = "".join(_param(k, v) for k, v in part.params.items() if k not in ("name", "charset"))
     if "charset" in part.params:
         params = _param("charset", part.params["charset"]) + params
@@ -192,7 +197,7 @@ def body_parts(root: Part, removed: set[str]) -> tuple[Part | None, Part | None]
     attached message, not being removed)."""
     plain = html = None
     for p in root.walk():
-        if p.children or p.in_message or p.path in removed or p.is_attachment:
+        if p.children or p.in_message or p.path in removed or p.is_attachment or p.stray:
             continue
         if p.content_type == "text/plain" and plain is None:
             plain = p
@@ -234,7 +239,8 @@ def _rebuild_edits(data: bytes, root: Part, gone: set[str], drop_root: tuple[str
             if p is root and drop_root:
                 head = b"".join(ln for ln in _split_fields(head) if not _dropped(_field_name(ln), drop_root))
             edits.append(Edit(p.start, p.header_end, head))
-        if p.embedded is not None and p.embedded_data is not None and needs_rebuild(p.embedded):
+        if p.embedded is not None and p.embedded_data is not None and p.wrapper is None \
+                and needs_rebuild(p.embedded):  # signed content cannot be rebuilt: pipeline strips it
             # An encoded attached message is relayed in the one reading we judged, re-encoded.
             inner = rewrite(p.embedded_data, p.embedded, [], None, None)
             edits.append(Edit(p.body_start, p.end, codec.encode(inner, p.cte)))

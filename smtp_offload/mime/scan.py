@@ -17,13 +17,18 @@ import email.utils
 import re
 from dataclasses import dataclass
 
-from ..inspect.names import MAX_NAME, disarm
-from ..model import Part
-from . import codec
+from ..inspect.names import MAX_NAME, disarm, file_extension
+from ..inspect.sniff import looks_like_text
+from ..model import KNOWN_CTES, Part
+from . import cms, codec
 
 CRLF = b"\r\n"
-# Attached messages (RFC 2046 5.2.1; message/global is RFC 6532's UTF-8 twin): containers.
-MESSAGE_TYPES = ("message/rfc822", "message/global")
+# Attached messages (RFC 2046 5.2.1; message/global is RFC 6532's UTF-8 twin; Thunderbird parses
+# message/news exactly like rfc822): what clients show, and the platform counts, as one attachment.
+MESSAGE_TYPES = ("message/rfc822", "message/global", "message/news")
+# Python's email parser reads every other message/* as a message too (a forwarded message labelled
+# "message/x-fwd" shows its files), except these, which carry no message of their own.
+_NOT_CONTAINERS = frozenset({"message/delivery-status", "message/external-body", "message/partial"})
 _header_parser = email.parser.HeaderParser(policy=email.policy.compat32)
 
 
@@ -43,7 +48,131 @@ class MimeError(ValueError):
 
 
 def parse(data: bytes, limits: Limits = Limits()) -> Part:
-    return _Scanner(data, limits).entity(0, len(data), "", 0, False, "text/plain")
+    root = _Scanner(data, limits).entity(0, len(data), "", 0, False, "text/plain")
+    _mark_stray_text(root)
+    return root
+
+
+def is_container(ctype: str) -> bool:
+    """Is a part of this type an attached message whose own parts a reader shows?"""
+    return ctype in MESSAGE_TYPES or (ctype.startswith("message/") and ctype not in _NOT_CONTAINERS)
+
+
+_MEDIA_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+/[!#$%&'*+\-.^_`|~0-9a-z]+")
+_PLAIN_TYPE = re.compile(r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]*(?:;|$)")
+
+
+def media_type(value: str) -> str | None:
+    """The type/subtype a Content-Type value names, read as the most lenient client reads it:
+    leading white space and comments skipped, the first token cut at white space, ",", ";" or a
+    comment (Thunderbird's MimeHeaders_get), and only what follows its last "?" (Thunderbird's
+    repair of "=?windows-1252?q?application/pdf", its bug 659355). None when no type is left.
+
+    compat32 keeps "message/rfc822 (fwd)" or "x?multipart/mixed" whole, a type nobody knows,
+    and would ignore a container every client opens.
+    """
+    plain = _PLAIN_TYPE.match(value)  # nearly every header: nothing to be lenient about
+    if plain:
+        return plain.group(1).lower()
+    i, n = 0, len(value)
+    while i < n and (value[i] in " \t\r\n" or value[i] == "("):
+        i = _after_comment(value, i) if value[i] == "(" else i + 1
+    j = i
+    while j < n and value[j] not in " \t\r\n,;(":
+        j += 1
+    token = value[i:j].rpartition("?")[2].lower()
+    return token if _MEDIA_TYPE.fullmatch(token) else None
+
+
+def _after_comment(value: str, i: int) -> int:
+    """The index after the (nested) comment that starts at value[i] == "(" (RFC 5322 3.2.2)."""
+    depth = 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\":
+            i += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return i
+
+
+def _kind(ctype: str) -> str:
+    """What a type makes of a part, as far as which files a reader finds in it goes."""
+    if ctype.startswith("multipart/"):
+        # digest changes its parts' default type, alternative which of them is the body
+        return ctype if ctype in ("multipart/digest", "multipart/alternative") else "multipart"
+    if is_container(ctype):
+        return "message"
+    return "text" if ctype.partition("/")[0] in ("text", "message") else "file"
+
+
+def _retyped_field(data: bytes, start: int, stop: int, ctype: str) -> bytes | None:
+    """The part's first Content-Type field with `ctype` as its type and its parameters as they
+    came (cut where compat32 cuts them: at the first ";" outside a quoted string)."""
+    from .rewrite import header_fields  # rewrite builds on this module: import when needed
+
+    for name, s, e in header_fields(data, start, stop):
+        if name != "content-type":
+            continue
+        raw = data[s:e]
+        i, quoted = raw.index(b":") + 1, False
+        while i < len(raw) and (quoted or raw[i:i + 1] != b";"):
+            if raw[i:i + 1] == b"\\" and quoted:
+                i += 1
+            elif raw[i:i + 1] == b'"':
+                quoted = not quoted
+            i += 1
+        return b"Content-Type: " + ctype.encode("ascii") + (raw[i:] if i < len(raw) else CRLF)
+    return None
+
+
+def _mark_stray_text(root: Part) -> None:
+    """Mark the text leaves of one message that are not its body (Part.stray).
+
+    The body is the first text/plain and text/html leaf among: the text leaves before the first
+    attachment, the first text leaf at all, and the multipart/alternative around that leaf (where
+    Apple Mail puts text after an inline attachment). A text part after an attachment (a text/html
+    after a PDF in a multipart/mixed) is what Outlook shows as a file, ATT00001.htm. Attached
+    messages are messages of their own, marked when they were read.
+    """
+    if not root.children:
+        return
+    texts: list[tuple[Part, tuple[Part, ...], bool]] = []  # (leaf, alternatives around it, before any file)
+    alts: list[Part] = []
+    seen_file = False
+
+    def visit(p: Part) -> None:
+        nonlocal seen_file
+        if p.children and not p.is_multipart:
+            seen_file = True  # an attached message
+        elif p.children:
+            alt = p.content_type == "multipart/alternative"
+            if alt:
+                alts.append(p)
+            for c in p.children:
+                visit(c)
+            if alt:
+                alts.pop()
+        elif p.content_type in ("text/plain", "text/html") and not p.is_attachment:
+            texts.append((p, tuple(alts), not seen_file))
+        elif p.is_attachment:
+            seen_file = True
+
+    visit(root)
+    if len(texts) < 2:
+        return
+    first, first_alts, _ = texts[0]
+    alt = first_alts[-1] if first_alts else None
+    region = [p for p, a, early in texts if early or p is first or any(x is alt for x in a)]
+    body = [next((p for p in region if p.content_type == t), None) for t in ("text/plain", "text/html")]
+    for p, _, _ in texts:
+        if not any(p is b for b in body):
+            p.stray = True
 
 
 def has_bare_newlines(data: bytes) -> bool:
@@ -226,7 +355,12 @@ class _Scanner:
         cd_params = msg.get_params(header="content-disposition") or []
         if max(len(ct_params), len(cd_params)) > lim.max_params + 1:
             raise MimeError(f"more than {lim.max_params} parameters in a header")
-        ctype = (msg.get_content_type() if msg.get("content-type") else default_type).lower()
+        ct_header = msg.get("content-type")
+        strict = (msg.get_content_type() if ct_header else default_type).lower()
+        ctype = (media_type(str(ct_header)) if ct_header else None) or strict
+        retyped = ctype != strict and _kind(ctype) != _kind(strict)
+        if retyped:  # compat32 (Python's email) reads another type than the lenient clients do
+            notes.append("a Content-Type that readers type differently")
         params: dict[str, str] = {}
         for key, val in ct_params[1:]:
             key, val = key.lower(), _clean(val)
@@ -256,6 +390,8 @@ class _Scanner:
         )
         if not path:
             part.header_fields = msg  # the top-level headers: Message-ID, Date... read from here later
+        if retyped:
+            part.type_field = _retyped_field(data, start, hend, ctype)
         if names and not distinct and disposition is None:  # name="" still claims to be a file
             part.disposition = "attachment"
         if ctype.startswith("multipart/") and params.get("boundary"):
@@ -274,20 +410,55 @@ class _Scanner:
                 child = self.entity(cstart, cend, cpath, depth + 1, in_message, child_default)
                 child.delim_start = dstart
                 part.children.append(child)
-        elif ctype in MESSAGE_TYPES and cte in ("7bit", "8bit", "binary") and bstart < end:
+        elif is_container(ctype) and cte in ("7bit", "8bit", "binary") and bstart < end:
             # An attached message is a container: judge the files inside it, not the message as a file.
             inner = self.entity(bstart, end, f"{path}.1" if path else "1", depth + 1, True, "text/plain")
+            _mark_stray_text(inner)
             part.children.append(inner)
-        elif ctype in MESSAGE_TYPES and cte in ("base64", "quoted-printable") and bstart < end:
+        elif is_container(ctype) and cte in ("base64", "quoted-printable") and bstart < end:
             # Encoded (RFC 2046 forbids it; clients show it all the same): one attachment unit whose
             # decoded message is scanned within the same limits. Its offsets are its own.
-            part.embedded_data = normalize_line_endings(codec.decode(memoryview(data)[bstart:end], cte))
-            sub = _Scanner(part.embedded_data, lim)
-            sub.parts = self.parts
-            part.embedded = sub.entity(0, len(part.embedded_data), f"{path}.1" if path else "1", depth + 1,
-                                       True, "text/plain")
-            self.parts = sub.parts
+            self._embed(part, codec.decode(memoryview(data)[bstart:end], cte), depth)
+        elif bstart < end and part.is_attachment and cte in KNOWN_CTES:
+            self._unwrap(part, depth)
         return part
+
+    def _unwrap(self, part: Part, depth: int) -> None:
+        """A file that clients open as a message: the content of an opaque S/MIME signature
+        (application/pkcs7-mime, or a .p7m file), or an .eml file (Thunderbird re-types an
+        octet-stream by its name; a saved .eml opens as a message anywhere)."""
+        exts = {file_extension(n) for n in part.names}
+        smime = part.content_type in cms.PKCS7_TYPES or cms.PKCS7_EXTENSION in exts
+        if not smime and "eml" not in exts:
+            return
+        payload = codec.decode(memoryview(self.data)[part.body_start:part.end], part.cte)
+        if smime:
+            content = cms.signed_content(payload)
+            if content is not None:
+                part.wrapper = "cms"
+                self._embed(part, content, depth)
+        elif looks_like_text(payload):  # a binary "x.eml" is no text, as its name claims: spoofed
+            payload = normalize_line_endings(payload)
+            if _starts_as_message(payload, self.limits):
+                self._embed(part, payload, depth)
+
+    def _embed(self, part: Part, payload: bytes, depth: int) -> None:
+        """Make `payload` the message inside `part`: one unit, scanned within the same limits."""
+        part.embedded_data = normalize_line_endings(payload)
+        sub = _Scanner(part.embedded_data, self.limits)
+        sub.parts = self.parts
+        part.embedded = sub.entity(0, len(part.embedded_data), f"{part.path}.1" if part.path else "1",
+                                   depth + 1, True, "text/plain")
+        self.parts = sub.parts
+        _mark_stray_text(part.embedded)
+
+
+def _starts_as_message(data: bytes, limits: Limits) -> bool:
+    """Does `data` open with a header block in which a reader finds at least one field? One too
+    large to read is a message we would refuse, like the same message declared message/rfc822.
+    `data` has CRLF line ends."""
+    hend, _ = header_end(data, 0, len(data))
+    return hend > limits.max_header_bytes or len(headers(data, 0, hend)) > 0
 
 
 def _near_miss(data: bytes, start: int, end: int, delim: bytes) -> bool:
