@@ -86,8 +86,9 @@ class Handler:
             else:
                 self.log.warning("proxy_refused", peer=peer, error=proxied.error or "malformed PROXY header")
             self.metrics.refused("proxy_header")
-        # Closing the session closes its downstream connection under any command in flight:
-        # what that command then raises is the client's doing, not a downstream fault.
+        # A reset connection ends the session without cancelling a command in flight (only
+        # EOF does): closing its downstream connection here makes that command fail, and the
+        # failure is the client's doing, not a downstream fault.
         session.client_gone = True
         ds = getattr(session, "downstream", None)
         if ds is not None:
@@ -165,9 +166,8 @@ class Handler:
                 self.log.warning("downstream_unavailable", client=client_ip(session),
                                  rcpt=address, reply=exc.reply, detail=exc.detail)
             return exc.reply
-        except asyncio.CancelledError:
-            if getattr(session, "client_gone", False):
-                self.log.info("client_gone", client=client_ip(session), command="RCPT", rcpt=address)
+        except asyncio.CancelledError:  # aiosmtpd cancels the command when the client sends EOF
+            self.log.info("client_gone", client=client_ip(session), command="RCPT", rcpt=address)
             raise
         if reply.ok:
             envelope.rcpt_tos.append(address)
