@@ -128,7 +128,11 @@ class Downstream:
         self.cfg = cfg
         self.local_hostname = local_hostname
         self.smtp: aiosmtplib.SMTP | None = None
+        # The sender's transaction as it was told: its sender and every recipient it got 250
+        # for. It lives until the sender ends it (RSET, a new MAIL, DATA), whatever happens to
+        # the connection: a connection lost mid-envelope only means it must be opened again.
         self.txn: Transaction | None = None
+        self._open = False  # self.txn is open on this connection, with all its recipients
         self._counter = ReplyCounter()
         self._asked = 0  # replies asked for on this connection (since EHLO)
         self._busy = False  # a command is in flight: its reply is not read yet
@@ -247,31 +251,44 @@ class Downstream:
         return Reply.from_downstream(resp.code, resp.message, default_status)
 
     async def mail(self, sender: str, options: list[str]) -> Reply:
+        """Begin the sender's transaction (the caller reset any earlier one)."""
+        reply = await self._mail(sender, options)
+        self.txn = Transaction(sender, options) if reply.ok else None
+        self._open = reply.ok
+        return reply
+
+    async def _mail(self, sender: str, options: list[str]) -> Reply:
         args = (b"MAIL", b"FROM:" + _addr(sender), *(o.encode("ascii") for o in options))
         reused = self.connected
         try:
-            reply = await self._command(*args, default_status="2.1.0")
+            return await self._command(*args, default_status="2.1.0")
         except TemporaryError:
             if not reused:
                 raise
             # A connection kept from an earlier transaction may have been closed by the
             # downstream's idle timeout: one fresh attempt before giving up.
-            reply = await self._command(*args, default_status="2.1.0")
-        self.txn = Transaction(sender, options) if reply.ok else None
-        return reply
+            return await self._command(*args, default_status="2.1.0")
 
     async def rcpt(self, recipient: str) -> Reply:
-        if self.txn is not None and not self.connected:
-            # The connection went away mid-transaction (downstream timeout, protocol error):
-            # a RCPT alone on a new one would get "503 need MAIL", a 5xx for a good recipient.
+        if self.txn is not None and not self._open:
+            # The connection went away mid-transaction (downstream timeout, protocol error), or
+            # an earlier replay failed: a RCPT alone would get "503 need MAIL", a 5xx for a good
+            # recipient, and a new transaction would drop the recipients already told 250.
             await self._replay(self.txn)
+            self._open = True
         reply = await self._command(b"RCPT", b"TO:" + _addr(recipient), default_status="2.1.5")
         if reply.ok and self.txn is not None:
             self.txn.recipients.append(recipient)
         return reply
 
     async def rset(self) -> None:
+        """The sender ended its transaction (RSET, a new MAIL, a message refused here)."""
         self.txn = None
+        await self._reset()
+
+    async def _reset(self) -> None:
+        """Leave no transaction open on this connection (closed if RSET is not answered 250)."""
+        self._open = False
         if self.connected:
             try:
                 reply = await self._command(b"RSET", default_status="2.0.0")
@@ -290,10 +307,10 @@ class Downstream:
         """
         txn = self.txn
         assert txn is not None and txn.recipients, "DATA without an accepted recipient"
-        self.txn = None
-        if not self.connected:
+        replay = not self._open
+        self.txn, self._open = None, False  # DATA ends the transaction, whatever its outcome
+        if replay:
             await self._replay(txn)
-            self.txn = None
         # DATA and the message are sent in two steps, not with aiosmtplib's data(): it turns
         # any reply to DATA other than 354 into an SMTPDataError, a 250 included, which
         # cannot be told from a 250 to the final dot.
@@ -321,14 +338,20 @@ class Downstream:
         raise _protocol_error(f"{resp.code} to the end of the message")
 
     async def _replay(self, txn: Transaction) -> None:
-        reply = await self.mail(txn.sender, txn.options)
-        if not reply.ok:
-            raise TemporaryError(UNAVAILABLE, code=451, status="4.4.1")
+        """Open the sender's transaction (again) on this connection, or a new one: MAIL and
+        every recipient it was told 250 for. Any other answer raises a 4xx and leaves nothing
+        of it open downstream, while `txn` stays as it was: the next command of the
+        transaction replays it again, and the sender never loses a recipient it was told 250
+        for to a fresh transaction."""
+        reply = await self._mail(txn.sender, txn.options)
+        if not reply.ok:  # nothing opened downstream
+            raise TemporaryError(UNAVAILABLE, code=451, status="4.4.1", detail=f"replayed MAIL: {reply}"[:300])
         for r in txn.recipients:
-            if not (await self.rcpt(r)).ok:
-                await self.rset()
+            reply = await self._command(b"RCPT", b"TO:" + _addr(r), default_status="2.1.5")
+            if not reply.ok:
+                await self._reset()
                 raise TemporaryError("Downstream changed its answer for a recipient; try again later",
-                                     code=451, status="4.4.3")
+                                     code=451, status="4.4.3", detail=f"replayed RCPT: {reply}"[:300])
 
     async def quit(self) -> None:
         if self.connected:
@@ -343,3 +366,4 @@ class Downstream:
         if self.smtp is not None:
             self.smtp.close()
         self.smtp = None
+        self._open = False

@@ -24,6 +24,7 @@ from ..trace import decision_headers, received
 from .policy import check_recipient, check_sender
 
 INTERNAL = "451 4.3.0 Internal error; try again later"
+LOST = "451 4.4.3 Downstream transaction lost; try again later"
 
 
 def client_ip(session) -> str | None:
@@ -41,6 +42,16 @@ def _downstream_reply(reply: Reply) -> str:
     if reply.code == 421:
         return f"451 {reply.text}"  # text starts with the 4.x.x status (Reply guarantees one)
     return str(reply)
+
+
+def _in_step(ds: Downstream | None, envelope) -> bool:
+    """The downstream transaction is the one the sender was told about: its sender, and
+    exactly the recipients the sender got 250 for. Every 250 that relies on it checks this."""
+    txn = ds.txn if ds is not None else None
+    if txn is None:
+        return False
+    sender = "" if envelope.mail_from == "<>" else envelope.mail_from
+    return txn.sender == sender and txn.recipients == list(envelope.rcpt_tos)
 
 
 class Handler:
@@ -75,6 +86,10 @@ class Handler:
             else:
                 self.log.warning("proxy_refused", peer=peer, error=proxied.error or "malformed PROXY header")
             self.metrics.refused("proxy_header")
+        # A reset connection ends the session without cancelling a command in flight (only
+        # EOF does): closing its downstream connection here makes that command fail, and the
+        # failure is the client's doing, not a downstream fault.
+        session.client_gone = True
         ds = getattr(session, "downstream", None)
         if ds is not None:
             session.downstream = None
@@ -128,8 +143,14 @@ class Handler:
             self.log.info("rcpt_refused", client=client_ip(session), rcpt=address, reply=refusal)
             self.metrics.refused("relay_denied")
             return refusal
+        ds = getattr(session, "downstream", None)
+        if envelope.rcpt_tos and not _in_step(ds, envelope):
+            # Never reached by design (a failed replay keeps the transaction): a fresh one here
+            # would lose the recipients that already got 250.
+            self.log.error("transaction_lost", client=client_ip(session), rcpt=address,
+                           recipients=list(envelope.rcpt_tos))
+            return LOST
         try:
-            ds = getattr(session, "downstream", None)
             if ds is None:
                 ds = session.downstream = self.pool.get()
             if ds.txn is None:
@@ -138,9 +159,16 @@ class Handler:
                     return reply
             reply = await ds.rcpt(address)
         except TemporaryError as exc:
-            self.log.warning("downstream_unavailable", client=client_ip(session),
-                             rcpt=address, reply=exc.reply, detail=exc.detail)
+            if getattr(session, "client_gone", False):  # the reply goes nowhere; no outage either
+                self.log.info("client_gone", client=client_ip(session), command="RCPT", rcpt=address,
+                              detail=exc.detail)
+            else:
+                self.log.warning("downstream_unavailable", client=client_ip(session),
+                                 rcpt=address, reply=exc.reply, detail=exc.detail)
             return exc.reply
+        except asyncio.CancelledError:  # aiosmtpd cancels the command when the client sends EOF
+            self.log.info("client_gone", client=client_ip(session), command="RCPT", rcpt=address)
+            raise
         if reply.ok:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
@@ -185,8 +213,12 @@ class Handler:
 
     async def _deliver(self, server, session, envelope, queue_id: str) -> tuple[str, dict]:
         ds: Downstream | None = getattr(session, "downstream", None)
-        if ds is None or ds.txn is None:
-            return "451 4.3.0 Downstream transaction lost; try again later", {"outcome": "deferred"}
+        if not _in_step(ds, envelope):  # the 250 below would be for recipients not sent to
+            txn = ds.txn if ds is not None else None
+            if ds is not None:
+                await ds.rset()
+            return LOST, {"outcome": "deferred",
+                          "detail": f"downstream transaction: {txn.recipients if txn else None}"[:300]}
         data = strip_forged(envelope.original_content, self.auth)
         dkim_results = await self.auth.verify(data)
         if skip_signed(dkim_results, self.cfg.policy):  # a passing signature from a listed domain only
