@@ -399,6 +399,8 @@ class RawSession:
         self.sock.sendall(data)
 
     def close(self) -> None:
+        # The reader made by makefile() holds the connection open too: close both.
+        self.file.close()
         self.sock.close()
 
     def __enter__(self) -> "RawSession":
