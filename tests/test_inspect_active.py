@@ -9,13 +9,17 @@ on a slow machine.
 
 from __future__ import annotations
 
+import random
+import re
 import signal
 from contextlib import contextmanager
 
+import markup
 import pytest
 
 from smtp_offload.inspect import InspectPolicy, judge, sniff
 from smtp_offload.inspect.active import _CHUNK, _OVERLAP, _SRCDOC_MAX, find_active
+from smtp_offload.inspect.tags import Tags
 from smtp_offload.model import Verdict
 
 KEEP, BLOCKED = Verdict.KEEP, Verdict.BLOCKED
@@ -265,6 +269,13 @@ ADVERSARIAL = [  # 4 MiB each; a search that backtracks over its input takes hou
     ("srcdoc never closed", lambda n: b'<iframe srcdoc="' + b"&amp;lt;" * (n // 8)),
     ("prefixed script names", lambda n: b"-:scripts" * (n // 9)),
     ("namespace almost", lambda n: b"&#104;ttp://www.w3.org/1999/xhtm" * (n // 32)),
+    # round 2: the tag reader
+    ("tags and on-words", lambda n: b"<p> onabcd=1 " * (n // 13)),
+    ("tags with values and on-words", lambda n: b'<p x="1"> onabcd=1 ' * (n // 19)),
+    ("quotes in tags and on-words", lambda n: b'<a x="<b y=\'" onabcd ' * (n // 21)),
+    ("one tag, many attributes", lambda n: b"<a" + b' x=a"onabcd' * (n // 11)),
+    ("equals and quotes", lambda n: b'<a x=a="  onabcd ' * (n // 17)),
+    ("open tags and on-words", lambda n: b"<a onabcd" * (n // 9)),
 ]
 
 
@@ -274,3 +285,135 @@ def test_adversarial_input_is_searched_in_linear_time(build):
     with watchdog(120):
         assert find_active(data, "utf-8") is None
         assert find_active(data, "utf-8", xml=True) is None
+
+
+# --- round 2: event handlers anywhere in a tag, as a browser's tokenizer reads it -----------
+
+def no_quotes(n: int) -> bytes:
+    return (b"Order 1042 shipped & invoiced > see the portal < or call. " * (n // 58 + 1))[:n]
+
+
+IN_TAG = [  # "onfutureevent" is on no list: only reading the tag finds it
+    ("webkit animation after a quoted >", markup.webkit_animation(), "onwebkitanimationstart"),
+    ("content-visibility after a quoted >", markup.content_visibility(), "oncontentvisibilityautostatechange"),
+    ("after a quoted >", b'<div title="a>b" onfutureevent=go()>x</div>', None),
+    ("after quoted < and >", b"<div title='<b>x</b>' data-x=\"<i>\" onfutureevent=go()>x</div>", None),
+    ("right after a quoted value", b'<div title=">"onfutureevent=go()>x</div>', None),
+    ("after a slash", b'<img/onfutureevent=go()>', None),
+    ("equals sign starting a name", b'<div ="  onfutureevent=go() ">x</div>', None),
+    ("quote inside an unquoted value", b'<div x=a"  onfutureevent=go() ">x</div>', None),
+    ("a reference is no whitespace", b'<div x=&#9;&#9;"  onfutureevent=go() ">x</div>', None),
+    ("a name holding <", b'<div x<b/onfutureevent=go()>x</div>', None),
+    ("space around =", b'<div x onfutureevent\n=\n go()>x</div>', None),
+    ("upper case", b'<DIV TITLE=">" ONFUTUREEVENT=go()>x</DIV>', None),
+    ("after a value longer than a window", b'<div title="' + no_quotes(3 * MIB) + b'" onfutureevent=go()>x</div>',
+     None),
+    ("after attributes longer than a window", b"<div " + b'data-a="1" ' * (300_000) + b"onfutureevent=go()>x</div>",
+     None),
+]
+
+
+@pytest.mark.parametrize("data,event", [c[1:] for c in IN_TAG], ids=[c[0] for c in IN_TAG])
+def test_any_on_attribute_in_a_tag_counts_whatever_its_quoted_values_hold(data, event):
+    assert_blocked(data, "text/html", "page.html", "HTML document", "an event handler attribute")
+    if event:  # the browser's own event names count even where no tag is seen
+        assert find_active(f"<p>x {event}=go()</p>".encode(), "utf-8") == "an event handler attribute"
+
+
+def test_only_html_whitespace_separates_attributes():
+    """A vertical tab (which also makes the file no text file) or a reference is part of a value."""
+    for gap in (b"\x0b", b"&#11;", b"&#9;&#9;", b"\x0b" * 40, b"&#x0b;" * 40):
+        assert find_active(b'<div x=' + gap + b'"  onfutureevent=go() ">x</div>', "utf-8") == \
+            "an event handler attribute", gap
+
+
+@pytest.mark.parametrize("event", [
+    "webkitanimationstart", "webkitanimationiteration", "webkitanimationend", "webkittransitionend",
+    "animationcancel", "transitionrun", "transitionstart", "transitioncancel", "contentvisibilityautostatechange",
+    "scrollsnapchange", "scrollsnapchanging", "scrollend", "beforetoggle", "beforematch", "pagereveal",
+    "pageswap", "securitypolicyviolation", "mozfullscreenchange", "webkitfullscreenchange", "contextlost",
+])
+def test_events_that_fire_without_a_click_are_known(event):
+    """Listed, so they count even where the tag cannot be seen (an unclosed comment or value before it)."""
+    data = f'<!-- a comment with a quote " <div title=">" on{event}=go()>x</div>'.encode()
+    assert find_active(data, "utf-8") == "an event handler attribute"
+
+
+@pytest.mark.parametrize("markup", [
+    b'<div title="  onfutureevent=go() ">x</div>',  # in a quoted value
+    b"<div title='  onfutureevent=go() '>x</div>",
+    b"<div x= onfutureevent=go()>x</div>",  # the value of x
+    b"<div x =onfutureevent=go()>x</div>",
+    b'<p>He said "hi" and status online = yes</p>',
+    b"<p>it's fine; status online = yes</p>",
+    b'<img alt="a <b>bold</b> claim: status online = yes" src="x.png">',
+    b'<a href="https://example.com/?a=1&online=yes&onfutureevent=go()">x</a>',
+    b'<img src="data:image/png;base64,' + b"A" * 64 + b'/onxyzw=">',
+    b"<pre>&lt;div onfutureevent=go()&gt; is how not to do it</pre>",
+    b'<p title="x">' + b'say "online = yes" ' * 200_000 + b"</p>",
+])
+def test_on_words_outside_tags_are_no_handlers(markup):
+    j = judge(page(markup), "text/html", "page.html")
+    assert j.verdict is KEEP, j.reason
+
+
+def _reference(data: bytes) -> bool:
+    """The standard's attribute states, character by character, from every "<" + letter to its ">":
+    does some tag have an on...= attribute? (Slow and plain: what the scanner must never miss.)"""
+    d, ws = data.lower(), b"\t\n\f\r "
+    for s in range(len(d) - 1):
+        if d[s] != 0x3C or not 0x61 <= d[s + 1] <= 0x7A:
+            continue
+        state, name = "tag", b""
+        for c in d[s + 1:]:
+            if c == 0x3E and state not in ("dq", "sq"):
+                break
+            if state == "tag":
+                state = "before" if c in ws or c == 0x2F else "tag"
+            elif state in ("before", "after"):
+                if c == 0x3D and state == "after":
+                    state = "value"
+                elif c not in ws and c != 0x2F:
+                    state, name = "name", bytes([c])
+                elif c == 0x2F:
+                    state = "before"
+            elif state == "name":
+                if c == 0x3D:
+                    if re.fullmatch(rb"on[a-z]{3,64}", name):
+                        return True
+                    state = "value"
+                elif c in ws:
+                    state = "after"
+                elif c == 0x2F:
+                    state = "before"
+                else:
+                    name += bytes([c])
+            elif state == "value":
+                state = {0x22: "dq", 0x27: "sq"}.get(c, "value" if c in ws else "unquoted")
+            elif state in ("dq", "sq"):
+                if c == (0x22 if state == "dq" else 0x27):
+                    state = "before"
+            elif state == "unquoted" and c in ws:
+                state = "before"
+    return False
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_tag_reader_finds_whatever_the_standard_tokenizer_finds(seed):
+    """Random markup made of the pieces that matter (quotes, "=", "<", ">", "/", whitespace and
+    what is not, handler names), read whole and in pieces of 1, 2 and 7 bytes."""
+    atoms = [b"<a", b"<b ", b" ", b"\t", b"\n", b"=", b'"', b"'", b">", b"/", b"onfoo", b"on", b"x", b"<",
+             b"\x0b", b"&#9;", b"abcd", b"onabc=", b"onabc =", b"A"]
+    rng = random.Random(seed)
+    found = 0
+    for _ in range(2500):
+        data = b"".join(rng.choice(atoms) for _ in range(rng.randint(1, 30)))
+        if not _reference(data):
+            continue
+        found += 1
+        for size in (len(data), 1, 2, 7):
+            tags = Tags()
+            for at in range(0, len(data), size):
+                tags.feed(data[at:at + size])
+            assert tags.feed(b"", final=True), (size, data)
+    assert found > 200

@@ -15,7 +15,9 @@ and a parser would be an attack surface of its own. The whole file is
 searched, in windows of bounded size whose overlap is longer than anything a
 pattern can match: runs of whitespace (raw or as character references) and
 the zeros that pad a reference are squeezed first, so no padding stretches a
-feature across the overlap, and every pattern is linear.
+feature across the overlap, and every pattern is linear. Tags are read apart
+from that, by a tokenizer that carries its state from window to window
+(tags.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from __future__ import annotations
 import codecs
 import html
 import re
+
+from .tags import Tags
 
 _CHUNK = 1 << 20  # bytes of the file taken at a time
 _OVERLAP = 64 << 10  # kept from one window for the next: longer than any match (see _Squeeze)
@@ -42,30 +46,38 @@ _ROOT = re.compile(r"<(html|head|body|svg)[\s>/]")
 # quick test finds their literal part.
 _SCRIPT = re.compile(rb"<script[\s/>]")
 _PREFIXED_SCRIPT = re.compile(rb"[a-z0-9_.-]:script[\s/>]")
-# Events a handler attribute can name (HTML, SVG, and the old IE ones attackers
-# still try). A known event anywhere counts (even after a quoted ">" that
-# fools a tag-aware search); an unknown "onxyz=" counts only inside a tag, so
-# prose such as "status online = yes" is left alone. [^<>] cannot cross into
-# the next tag, which keeps the in-tag search linear; its bound keeps the
-# match shorter than the overlap.
+# Events a handler attribute can name (HTML, SVG, the prefixed ones browsers
+# still honour, and the old IE ones attackers still try): one counts anywhere,
+# even where no tag seems to be. Any other "onxyz=" counts inside a tag (see
+# tags.py), so prose such as "status online = yes" is left alone.
 _EVENTS = """
-    abort activate afterprint afterupdate animationend animationiteration animationstart auxclick
-    beforeactivate beforecopy beforecut beforedeactivate beforeinput beforepaste beforeprint
-    beforeunload begin blur bounce cancel canplay canplaythrough change click close contextmenu
-    copy cuechange cut dblclick deactivate drag dragend dragenter dragleave dragover dragstart
-    drop durationchange emptied end ended error finish focus focusin focusout formdata
-    fullscreenchange hashchange input invalid keydown keypress keyup load loadeddata
-    loadedmetadata loadend loadstart message messageerror mousedown mouseenter mouseleave
-    mousemove mouseout mouseover mouseup mousewheel offline online pagehide pageshow paste pause
-    play playing pointercancel pointerdown pointerenter pointerleave pointermove pointerout
-    pointerover pointerrawupdate pointerup popstate progress propertychange ratechange
-    readystatechange repeat reset resize scroll scrollend search seeked seeking select
-    selectionchange selectstart show start stalled storage submit suspend timeupdate toggle
-    touchcancel touchend touchmove touchstart transitioncancel transitionend transitionrun
-    transitionstart unload volumechange waiting wheel zoom
+    abort activate afterprint afterupdate animationcancel animationend animationiteration animationstart
+    autofill auxclick beforeactivate beforecopy beforecut beforedeactivate beforeeditfocus beforefilter
+    beforeinput beforematch beforepaste beforeprint beforetoggle beforeunload beforeupdate begin blur
+    bounce cancel canplay canplaythrough cellchange change click close command
+    contentvisibilityautostatechange contextlost contextmenu contextrestored controlselect copy
+    cuechange cut dataavailable datasetchanged datasetcomplete dblclick deactivate drag dragend
+    dragenter dragexit dragleave dragover dragstart drop durationchange emptied end ended error
+    errorupdate filterchange finish focus focusin focusout formdata fullscreenchange fullscreenerror
+    gotpointercapture hashchange help input installresult invalid keydown keypress keyup
+    languagechange layoutcomplete load loadeddata loadedmetadata loadend loadstart location
+    losecapture lostpointercapture message messageerror mousedown mouseenter mouseleave mousemove
+    mouseout mouseover mouseup mousewheel move moveend movestart mozfullscreenchange
+    mozfullscreenerror mozpointerlockchange mozpointerlockerror offline online orientationchange
+    pagehide pagereveal pageshow pageswap paste pause play playing pointercancel pointerdown
+    pointerenter pointerleave pointerlockchange pointerlockerror pointermove pointerout pointerover
+    pointerrawupdate pointerup popstate progress promptaction promptdismiss propertychange ratechange
+    readystatechange rejectionhandled repeat reset resize resizeend resizestart rowenter rowexit
+    rowsdelete rowsinserted scroll scrollend scrollsnapchange scrollsnapchanging search
+    securitypolicyviolation seeked seeking select selectionchange selectstart show slotchange stalled
+    start stop storage stream submit suspend timeupdate timezonechange toggle touchcancel touchend
+    touchmove touchstart transitioncancel transitionend transitionrun transitionstart
+    unhandledrejection unload validationstatuschange visibilitychange volumechange waiting
+    webkitanimationend webkitanimationiteration webkitanimationstart webkitfullscreenchange
+    webkitfullscreenerror webkitmouseforcechanged webkitmouseforcedown webkitmouseforceup
+    webkitmouseforcewillbegin webkittransitionend wheel zoom
 """.encode().split()
 _HANDLER = re.compile(rb"[\s/\"'`]on(?:" + b"|".join(sorted(_EVENTS, key=len, reverse=True)) + rb")\s*=")
-_HANDLER_IN_TAG = re.compile(rb"<[a-z][^<>]{0,32768}?[\s/\"'`]on[a-z]{3,40}\s*=")
 
 
 def _spelled(word: str, gaps: bool = True) -> bytes:
@@ -249,6 +261,7 @@ class _Scan:
     def __init__(self, budget: _Budget, xml: bool = False, depth: int = 0) -> None:
         self.budget, self.depth = budget, depth
         self.squeeze = _Squeeze()
+        self.tags = Tags()
         self.tail = b""  # the end of the last window, searched again with the next piece
         self.base = 0  # offset of `tail` in the squeezed text
         self.feature: str | None = None
@@ -262,10 +275,12 @@ class _Scan:
 
     def feed(self, piece: bytes) -> None:
         if not self.result:
+            self.tags.feed(piece)
             self._window(self.squeeze.feed(piece), final=False)
 
     def close(self) -> str | None:
         if not self.result:
+            self.tags.feed(b"", final=True)
             self._window(self.squeeze.feed(b"", final=True), final=True)
         return self.result
 
@@ -287,7 +302,7 @@ class _Scan:
         """The first kind of active content in one window of squeezed text."""
         if _SCRIPT.search(low) or (b":script" in low and _PREFIXED_SCRIPT.search(low)):
             return "a script element"
-        if _HANDLER.search(low) or _HANDLER_IN_TAG.search(low):
+        if self.tags.found or _HANDLER.search(low):
             return "an event handler attribute"
         for pattern in _SCRIPT_URLS:
             found = pattern.search(low)
