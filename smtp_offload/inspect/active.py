@@ -5,30 +5,43 @@ network: "HTML smuggling" builds the payload in script on the victim's side,
 where no gateway sees it. Plain markup is harmless and common (exported
 reports, saved pages, logos), so only active content is refused: script
 elements, event handler attributes and javascript:/vbscript: URLs, and
-data:text/html URLs, which carry a whole page. An iframe's srcdoc attribute
-carries a whole page too, entity-encoded: it is decoded and judged as one.
+data:text/html URLs, which carry a whole page. Other documents travel inside
+one and are decoded and judged as the documents they are: an iframe's srcdoc
+attribute (entity-encoded), a data: URL of an SVG or XML type (which an
+iframe, embed or object runs), the value of an XML entity declaration
+(whose character references become markup where the entity is used), and
+an attribute list declaration (whose defaults are attributes of every such
+element: `<!ATTLIST svg onload CDATA "go()">`).
 XML runs script only in the XHTML or SVG namespace (or through XSLT), so an
-XML document counts only when it names one of those.
+XML document counts only when it names one of those, or declares entities,
+which can spell a namespace no search sees ("&w;xhtml"), or a URL's scheme.
 
 Text is searched, not parsed: these are the features every browser honours,
 and a parser would be an attack surface of its own. The whole file is
 searched, in windows of bounded size whose overlap is longer than anything a
 pattern can match: runs of whitespace (raw or as character references) and
 the zeros that pad a reference are squeezed first, so no padding stretches a
-feature across the overlap, and every pattern is linear.
+feature across the overlap, and every pattern is linear. Tags are read apart
+from that, by a tokenizer that carries its state from window to window
+(tags.py).
 """
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import html
 import re
 
+from .tags import Tags
+
 _CHUNK = 1 << 20  # bytes of the file taken at a time
 _OVERLAP = 64 << 10  # kept from one window for the next: longer than any match (see _Squeeze)
 _URL_HEAD = 512  # bytes of a URL attribute's value decoded to read its scheme
-_SRCDOC_DEPTH = 3  # srcdoc documents inside srcdoc documents judged; deeper is refused
+_SRCDOC_DEPTH = 3  # documents inside documents (srcdoc, data: URL, entity) judged; deeper is refused
 _SRCDOC_MAX = 1000  # srcdoc documents judged in one file; more is refused (each costs a little)
+_DATA_URL_MAX = 1000  # likewise data: URLs of an SVG or XML type, and entity declarations
+_DATA_URL_HEAD = 1024  # bytes of a data: URL before its "," (its type and parameters) read at most
 _DECODE_MAX = 10_000  # URL values decoded in one file; past it the spelled patterns alone judge them
 
 # Whatever may precede the root element: whitespace, <?xml ...?>, comments.
@@ -42,30 +55,38 @@ _ROOT = re.compile(r"<(html|head|body|svg)[\s>/]")
 # quick test finds their literal part.
 _SCRIPT = re.compile(rb"<script[\s/>]")
 _PREFIXED_SCRIPT = re.compile(rb"[a-z0-9_.-]:script[\s/>]")
-# Events a handler attribute can name (HTML, SVG, and the old IE ones attackers
-# still try). A known event anywhere counts (even after a quoted ">" that
-# fools a tag-aware search); an unknown "onxyz=" counts only inside a tag, so
-# prose such as "status online = yes" is left alone. [^<>] cannot cross into
-# the next tag, which keeps the in-tag search linear; its bound keeps the
-# match shorter than the overlap.
+# Events a handler attribute can name (HTML, SVG, the prefixed ones browsers
+# still honour, and the old IE ones attackers still try): one counts anywhere,
+# even where no tag seems to be. Any other "onxyz=" counts inside a tag (see
+# tags.py), so prose such as "status online = yes" is left alone.
 _EVENTS = """
-    abort activate afterprint afterupdate animationend animationiteration animationstart auxclick
-    beforeactivate beforecopy beforecut beforedeactivate beforeinput beforepaste beforeprint
-    beforeunload begin blur bounce cancel canplay canplaythrough change click close contextmenu
-    copy cuechange cut dblclick deactivate drag dragend dragenter dragleave dragover dragstart
-    drop durationchange emptied end ended error finish focus focusin focusout formdata
-    fullscreenchange hashchange input invalid keydown keypress keyup load loadeddata
-    loadedmetadata loadend loadstart message messageerror mousedown mouseenter mouseleave
-    mousemove mouseout mouseover mouseup mousewheel offline online pagehide pageshow paste pause
-    play playing pointercancel pointerdown pointerenter pointerleave pointermove pointerout
-    pointerover pointerrawupdate pointerup popstate progress propertychange ratechange
-    readystatechange repeat reset resize scroll scrollend search seeked seeking select
-    selectionchange selectstart show start stalled storage submit suspend timeupdate toggle
-    touchcancel touchend touchmove touchstart transitioncancel transitionend transitionrun
-    transitionstart unload volumechange waiting wheel zoom
+    abort activate afterprint afterupdate animationcancel animationend animationiteration animationstart
+    autofill auxclick beforeactivate beforecopy beforecut beforedeactivate beforeeditfocus beforefilter
+    beforeinput beforematch beforepaste beforeprint beforetoggle beforeunload beforeupdate begin blur
+    bounce cancel canplay canplaythrough cellchange change click close command
+    contentvisibilityautostatechange contextlost contextmenu contextrestored controlselect copy
+    cuechange cut dataavailable datasetchanged datasetcomplete dblclick deactivate drag dragend
+    dragenter dragexit dragleave dragover dragstart drop durationchange emptied end ended error
+    errorupdate filterchange finish focus focusin focusout formdata fullscreenchange fullscreenerror
+    gotpointercapture hashchange help input installresult invalid keydown keypress keyup
+    languagechange layoutcomplete load loadeddata loadedmetadata loadend loadstart location
+    losecapture lostpointercapture message messageerror mousedown mouseenter mouseleave mousemove
+    mouseout mouseover mouseup mousewheel move moveend movestart mozfullscreenchange
+    mozfullscreenerror mozpointerlockchange mozpointerlockerror offline online orientationchange
+    pagehide pagereveal pageshow pageswap paste pause play playing pointercancel pointerdown
+    pointerenter pointerleave pointerlockchange pointerlockerror pointermove pointerout pointerover
+    pointerrawupdate pointerup popstate progress promptaction promptdismiss propertychange ratechange
+    readystatechange rejectionhandled repeat reset resize resizeend resizestart rowenter rowexit
+    rowsdelete rowsinserted scroll scrollend scrollsnapchange scrollsnapchanging search
+    securitypolicyviolation seeked seeking select selectionchange selectstart show slotchange stalled
+    start stop storage stream submit suspend timeupdate timezonechange toggle touchcancel touchend
+    touchmove touchstart transitioncancel transitionend transitionrun transitionstart
+    unhandledrejection unload validationstatuschange visibilitychange volumechange waiting
+    webkitanimationend webkitanimationiteration webkitanimationstart webkitfullscreenchange
+    webkitfullscreenerror webkitmouseforcechanged webkitmouseforcedown webkitmouseforceup
+    webkitmouseforcewillbegin webkittransitionend wheel zoom
 """.encode().split()
 _HANDLER = re.compile(rb"[\s/\"'`]on(?:" + b"|".join(sorted(_EVENTS, key=len, reverse=True)) + rb")\s*=")
-_HANDLER_IN_TAG = re.compile(rb"<[a-z][^<>]{0,32768}?[\s/\"'`]on[a-z]{3,40}\s*=")
 
 
 def _spelled(word: str, gaps: bool = True) -> bytes:
@@ -110,8 +131,26 @@ _URL_ATTR = re.compile(rb"[\s/\"'`:](?:href|src|action|formaction|data|backgroun
                        rb"|dynsrc|longdesc|ping|from|to|by|values)[\x00-\x20]*\Z")
 _DECODED_URL = re.compile(r"(java|vb)script:|(data:\s*text/html)")
 _C0_AND_SPACE = "".join(map(chr, range(33)))
-# The srcdoc attribute holds a whole document.
-_SRCDOC = re.compile(rb"[\s/\"'`]srcdoc\s*=\s*")
+# Attribute values (and entity declarations) that hold a whole document: the
+# srcdoc attribute; a URL attribute whose value is a data: URL (its type is
+# read once the value is decoded); the value of an XML entity declaration.
+# Each is searched apart, and only where its literal part is (one pattern
+# with three alternatives is several times slower).
+_EMBEDDED = {
+    "srcdoc": (b"srcdoc", re.compile(rb"[\s/\"'`]srcdoc\s*=\s*")),
+    "data": (b"", re.compile(rb"=\s*(?=" + _SKIP + _spelled("data:") + rb")")),
+    "entity": (b"<!entity", re.compile(rb"<!entity\s+(?:%\s*)?[^\s\"'>]+\s*")),
+    "attlist": (b"<!attlist", re.compile(rb"<!attlist\s+[^\s\"'>]+")),
+}
+_ATTLIST_MAX = 64 << 10  # bytes of an attribute list declaration read at most; a longer one is refused
+# One attribute definition: its name, type, and default (a value, #FIXED or not, is the attribute).
+_ATTDEF = re.compile(rb"\s+([^\s\"'>]+)\s+(?:\([^)]*\)|notation\s*\([^)]*\)|[a-z]+)\s+"
+                     rb"(?:#required|#implied|(?:#fixed\s+)?(\"[^\"]*\"|'[^']*'))")
+# In a document that declares entities, an entity can spell a URL's scheme ("&j;alert(1)"):
+# a URL attribute whose value starts with one (but the five every XML document knows).
+_ENTITY_URL = re.compile(rb"[\s/\"'`:](?:href|src|action|formaction|data|background|poster|codebase|cite|lowsrc"
+                         rb"|dynsrc|longdesc|ping|from|to|by|values)\s*=\s*[\"']?[\x00-\x20]*"
+                         rb"&(?!(?:lt|gt|amp|quot|apos);)[a-z_:][^\s;&\"'<>]*;")
 _UNQUOTED_END = re.compile(rb"[\t\n\f\r >]")
 # XML runs script only in these namespaces (XSLT turns any markup into HTML).
 _NAMESPACES = (b"http://www.w3.org/1999/xhtml", b"http://www.w3.org/2000/svg", b"http://www.w3.org/1999/xsl/transform")
@@ -235,26 +274,59 @@ class _Unescape:
         return html.unescape(text).encode("utf-8", "replace")
 
 
+class _CharRefs:
+    """Decodes the numeric character references of an XML entity value that arrives in pieces.
+
+    A parser stores an entity's value with these decoded (named references
+    stay references), so "&#60;script" in a value is a script element
+    wherever the entity is used.
+    """
+
+    def __init__(self) -> None:
+        self.held = b""
+
+    def feed(self, piece: bytes, final: bool = False) -> bytes:
+        text, self.held = self.held + piece, b""
+        amp = text.rfind(b"&", max(0, len(text) - 16))
+        if not final and amp >= 0 and _OPEN_CHAR_REF.fullmatch(text, amp):
+            text, self.held = text[:amp], text[amp:]  # a reference the next piece may complete
+        return _CHAR_REF.sub(_char, text)
+
+
+_CHAR_REF = re.compile(rb"&#(?:x([0-9a-f]{1,8})|([0-9]{1,10}));", re.I)
+_OPEN_CHAR_REF = re.compile(rb"&(?:#(?:x[0-9a-f]{0,8}|[0-9]{0,10}))?", re.I)
+
+
+def _char(m: re.Match) -> bytes:
+    code = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+    return chr(code).encode("utf-8", "replace") if code < 0x110000 else b"\xef\xbf\xbd"
+
+
 class _Budget:
-    """Work shared by a document and the srcdoc documents inside it."""
+    """Work shared by a document and the documents inside it."""
 
     def __init__(self) -> None:
         self.srcdocs = _SRCDOC_MAX
+        self.data_urls = _DATA_URL_MAX
+        self.entities = _DATA_URL_MAX
         self.decodes = _DECODE_MAX
 
 
 class _Scan:
     """One document read in windows: the first active feature, once it is known to count."""
 
-    def __init__(self, budget: _Budget, xml: bool = False, depth: int = 0) -> None:
+    def __init__(self, budget: _Budget, xml: bool = False, depth: int = 0, entities: bool = False) -> None:
         self.budget, self.depth = budget, depth
+        self.entities = entities  # the document declares XML entities (or this is text from one)
         self.squeeze = _Squeeze()
+        self.tags = Tags()
         self.tail = b""  # the end of the last window, searched again with the next piece
         self.base = 0  # offset of `tail` in the squeezed text
         self.feature: str | None = None
-        self.counts = not xml  # in XML: once an XHTML, SVG or XSLT namespace was seen
-        self.srcdoc: tuple[_Scan, _Unescape, bytes] | None = None  # the srcdoc value being read
-        self.read_to = 0  # offset up to which srcdoc values have been read
+        self.counts = not xml  # in XML: once an XHTML, SVG or XSLT namespace (or an entity) was seen
+        # The value being read: its reader, its quote, and where its attribute's "=" ends.
+        self.embedded: tuple[_Srcdoc | _EntityValue | _DataUrl, bytes, int] | None = None
+        self.read_to = 0  # offset up to which embedded documents have been read
 
     @property
     def result(self) -> str | None:
@@ -262,23 +334,27 @@ class _Scan:
 
     def feed(self, piece: bytes) -> None:
         if not self.result:
+            self.tags.feed(piece)
             self._window(self.squeeze.feed(piece), final=False)
 
     def close(self) -> str | None:
         if not self.result:
+            self.tags.feed(b"", final=True)
             self._window(self.squeeze.feed(b"", final=True), final=True)
         return self.result
 
     def _window(self, new: bytes, final: bool) -> None:
         buf = self.tail + new
         low = buf.lower()
+        self.entities = self.entities or b"<!entity" in low
         if not self.counts:
-            self.counts = any(ns in low for ns in _NAMESPACES) or (
+            # An entity can spell the namespace ("&w;xhtml"): a document that declares any counts.
+            self.counts = any(ns in low for ns in _NAMESPACES) or self.entities or (
                 b"&#" in low and _SPELLED_NAMESPACE.search(low) is not None)
         if not self.feature:
             self.feature = self._features(buf, low, final)
-        if not self.feature and (self.srcdoc or b"srcdoc" in low):
-            self._srcdoc(buf, low, final)
+        if not self.feature:
+            self._embedded(buf, low, final)
         keep = min(len(buf), _OVERLAP)
         self.base += len(buf) - keep
         self.tail = buf[len(buf) - keep:]
@@ -287,7 +363,7 @@ class _Scan:
         """The first kind of active content in one window of squeezed text."""
         if _SCRIPT.search(low) or (b":script" in low and _PREFIXED_SCRIPT.search(low)):
             return "a script element"
-        if _HANDLER.search(low) or _HANDLER_IN_TAG.search(low):
+        if self.tags.found or _HANDLER.search(low):
             return "an event handler attribute"
         for pattern in _SCRIPT_URLS:
             found = pattern.search(low)
@@ -295,6 +371,8 @@ class _Scan:
                 return f"a {'java' if found.group('java') else 'vb'}script: URL"
         if any(pattern.search(low) for pattern in _HTML_DATA_URLS):
             return "a data: URL holding HTML"
+        if self.entities and _ENTITY_URL.search(low):
+            return "a URL spelled with an XML entity"
         for m in _VALUE_WITH_REFERENCE.finditer(low):
             if m.start() + _URL_HEAD > len(buf) and not final:
                 break  # the next window holds all of it
@@ -307,39 +385,293 @@ class _Scan:
                     return found
         return None
 
-    def _srcdoc(self, buf: bytes, low: bytes, final: bool) -> None:
-        """Judge every srcdoc value, entity-decoded, as the document it is."""
+    def _embedded(self, buf: bytes, low: bytes, final: bool) -> None:
+        """Judge every document inside an attribute value or entity declaration, decoded, as what it is."""
         at = max(self.read_to - self.base, 0)
+        found: dict[str, re.Match | None] = {}  # the next match of each kind (searched again once passed)
         while True:
-            if self.srcdoc is None:
-                m = _SRCDOC.search(low, at)
+            if self.embedded is None:
+                for kind, (literal, pattern) in _EMBEDDED.items():
+                    if kind not in found or (found[kind] and found[kind].start() < at):
+                        found[kind] = pattern.search(low, at) if literal in low else None
+                m = min((m for m in found.values() if m), key=re.Match.start, default=None)
                 if m is None or (m.end() >= len(buf) and not final):
                     return  # none, or its quote is yet to come: look again in the next window
-                if self.depth >= _SRCDOC_DEPTH:
-                    self.feature = f"srcdoc documents nested more than {_SRCDOC_DEPTH} deep"
-                    return
-                if self.budget.srcdocs <= 0:
-                    self.feature = f"more than {_SRCDOC_MAX} srcdoc documents"
-                    return
-                self.budget.srcdocs -= 1
+                kind = next(k for k, v in found.items() if v is m)
                 quote = buf[m.end():m.end() + 1]
                 quote = quote if quote in (b'"', b"'") else b""
                 at = m.end() + len(quote)
-                self.srcdoc = (_Scan(self.budget, depth=self.depth + 1), _Unescape(), quote)
-            inner, unescape, quote = self.srcdoc
-            end = _value_end(buf, quote, at)
+                self.read_to = self.base + at
+                if kind == "entity" and not quote:
+                    continue  # an external entity (SYSTEM, PUBLIC): its text is not here
+                reader = self._reader(kind)
+                if reader is None:
+                    self.counts = True
+                    return  # refused: self.feature says why
+                self.embedded = (reader, quote, self.base + m.end())
+            reader, quote, start = self.embedded
+            end = reader.end(buf, at) if isinstance(reader, _Attlist) else _value_end(buf, quote, at)
             if end == len(buf) and not final:
-                inner.feed(unescape.feed(buf[at:]))
+                reader.feed(buf[at:])
                 self.read_to = self.base + len(buf)
+                if not reader.passed:
+                    return  # the rest of the value is in the next window
+            else:
+                reader.feed(buf[at:end])
+            self.feature = reader.close()
+            self.embedded = None
+            if self.feature:
+                # An inner document was judged by its own rules: what runs there counts even in
+                # XML with no XHTML namespace (which a value that only looks like one may be in).
+                self.counts = True
                 return
-            inner.feed(unescape.feed(buf[at:end], final=True))
-            found = inner.close()
-            self.srcdoc = None
-            if found:
-                self.feature = found if "srcdoc" in found else f"{found} in an srcdoc document"
-                return
-            at = end + len(quote)
+            # A data: URL of another type is not read: what its value seems to hold (an
+            # unmatched quote may make it the rest of the file) is searched as it stands.
+            at = start - self.base if reader.passed else end + len(quote)
             self.read_to = self.base + at
+
+    def _reader(self, kind: str) -> _Srcdoc | _EntityValue | _DataUrl | _Attlist | None:
+        """A reader for an embedded document of `kind`, or None (and a refusal) past the limits."""
+        if kind == "data":
+            return _DataUrl(self.budget, self.depth)  # its type decides whether it counts: see there
+        if kind == "attlist":
+            return _Attlist(self.budget, self.depth, self.entities)
+        label, left = ("srcdoc documents", self.budget.srcdocs) if kind == "srcdoc" else (
+            "XML entity declarations", self.budget.entities)
+        if self.depth >= _SRCDOC_DEPTH:
+            self.feature = f"{label} nested more than {_SRCDOC_DEPTH} deep"
+        elif left <= 0:
+            self.feature = f"more than {_SRCDOC_MAX if kind == 'srcdoc' else _DATA_URL_MAX} {label}"
+        elif kind == "srcdoc":
+            self.budget.srcdocs -= 1
+            return _Srcdoc(self.budget, self.depth)
+        else:
+            self.budget.entities -= 1
+            return _EntityValue(self.budget, self.depth)
+        return None
+
+
+class _Attlist:
+    """An attribute list declaration: the defaults it gives are attributes of every such element
+    (`<!ATTLIST svg onload CDATA "go()">` is an onload handler), read as the tag they make."""
+
+    passed = False
+
+    def __init__(self, budget: _Budget, depth: int, entities: bool) -> None:
+        self.budget, self.depth, self.entities = budget, depth, entities
+        self.text = b""
+        self.quote = b""  # the quote of the default value being read, if one is
+
+    def end(self, buf: bytes, at: int) -> int:
+        """Where the declaration that goes on at `at` ends (len(buf): not in `buf`): its first ">"
+        out of a quoted value. The quote it is in carries over to the next window."""
+        while True:
+            if self.quote:
+                close = buf.find(self.quote, at)
+                if close < 0:
+                    return len(buf)
+                self.quote, at = b"", close + 1
+            m = _QUOTE_OR_GT.search(buf, at)
+            if m is None:
+                return len(buf)
+            if buf[m.start()] == 0x3E:
+                return m.start()
+            self.quote, at = m.group(), m.end()
+
+    def feed(self, raw: bytes) -> None:
+        if len(self.text) <= _ATTLIST_MAX:
+            self.text += raw
+
+    def close(self) -> str | None:
+        if len(self.text) > _ATTLIST_MAX:
+            return f"an attribute list declaration longer than {_ATTLIST_MAX >> 10} KiB"
+        tag, at, low = b"<x", 0, self.text.lower()
+        while m := _ATTDEF.match(low, at):  # (a malformed declaration stops an XML parser too)
+            if m.group(2):
+                tag += b" " + self.text[m.start(1):m.end(1)] + b"=" + self.text[m.start(2):m.end(2)]
+            at = m.end()
+        scan = _Scan(self.budget, depth=self.depth + 1, entities=self.entities)
+        scan.feed(tag + b">")
+        return _located(scan.close(), "in an attribute list declaration")
+
+
+_QUOTE_OR_GT = re.compile(rb"[\"'>]")
+
+
+def _located(found: str | None, where: str) -> str | None:
+    """What a document inside another holds, said where once: the innermost finding, or a refusal."""
+    return found if not found or " in " in found or " than " in found else f"{found} {where}"
+
+
+class _Srcdoc:
+    """The document in an srcdoc attribute: entity-decoded, it is a page of its own."""
+
+    passed = False  # the whole value is read
+
+    def __init__(self, budget: _Budget, depth: int) -> None:
+        self.unescape, self.scan = _Unescape(), _Scan(budget, depth=depth + 1)
+
+    def feed(self, raw: bytes) -> None:
+        self.scan.feed(self.unescape.feed(raw))
+
+    def close(self) -> str | None:
+        self.scan.feed(self.unescape.feed(b"", final=True))
+        return _located(self.scan.close(), "in an srcdoc document")
+
+
+class _EntityValue:
+    """The value of an XML entity declaration: markup wherever the entity is used."""
+
+    passed = False
+
+    def __init__(self, budget: _Budget, depth: int) -> None:
+        self.refs, self.scan = _CharRefs(), _Scan(budget, depth=depth + 1, entities=True)
+
+    def feed(self, raw: bytes) -> None:
+        self.scan.feed(self.refs.feed(raw))
+
+    def close(self) -> str | None:
+        self.scan.feed(self.refs.feed(b"", final=True))
+        return _located(self.scan.close(), "in an XML entity")
+
+
+class _DataUrl:
+    """A data: URL in an attribute value: an SVG or XML document (one an iframe, embed or object runs)
+    is decoded as a browser does and judged, HTML is refused as the patterns refuse it, and any other
+    type is passed over.
+
+    The value is entity-decoded, the URL parser drops tabs and newlines and
+    leading controls, the type is what precedes the first ";" or "," (around
+    spaces), and the body is percent-decoded and then, for ";base64",
+    base64-decoded. Both readings of the body are judged, so no difference in
+    how browsers read the parameters matters.
+    """
+
+    def __init__(self, budget: _Budget, depth: int) -> None:
+        self.budget, self.depth = budget, depth
+        self.unescape = _Unescape()
+        self.head: bytes | None = b""  # what precedes the "," while it is read; None once it was
+        self.result: str | None = None
+        self.passed = False  # decided without its body (another type, HTML, a refusal): the rest is not read
+        self.bodies: list[_Transcode] = []  # the percent-decoded body and, for ;base64, its decoding
+        self.percent_held = b""
+        self.base64_held: bytes | None = None
+
+    def feed(self, raw: bytes, final: bool = False) -> None:
+        if self.passed:
+            return
+        data = self.unescape.feed(raw, final).translate(None, b"\t\n\r")
+        if self.head is not None:
+            head = (self.head + data).lstrip(_C0_AND_SPACE.encode())
+            comma = head.find(b",")
+            if comma < 0 and len(head) <= _DATA_URL_HEAD and not final:
+                self.head = head  # the type is yet to come whole
+                return
+            self.head = None
+            # With no "," at all it is no document to a browser.
+            if (comma < 0 and final) or not self._start(head[:comma] if comma >= 0 else head,
+                                                        comma < 0 or comma > _DATA_URL_HEAD):
+                self.passed = True
+                return
+            data = head[comma + 1:]
+        self._body(data, final)
+
+    def close(self) -> str | None:
+        self.feed(b"", final=True)
+        for body in self.bodies:
+            found = body.close()
+            if found:
+                return _located(found, "in a data: URL")
+        return self.result
+
+    def _start(self, header: bytes, too_long: bool) -> bool:
+        """Read the type (of a header `too_long` to read whole); True when the body is to be judged."""
+        if header[:5].lower() != b"data:":
+            return False
+        mime, *params = header[5:].lower().split(b";")
+        mime = mime.strip(b" \t\n\f\r")
+        if mime == b"text/html":  # spelled in a way the patterns do not read ("data: text/html")
+            self.result = "a data: URL holding HTML"
+            return False
+        page = mime in (b"image/svg+xml", b"application/xhtml+xml")
+        if not (page or mime in (b"text/xml", b"application/xml", b"text/xsl") or mime.endswith(b"+xml")):
+            return False
+        if self.budget.data_urls <= 0:
+            self.result = f"more than {_DATA_URL_MAX} data: URLs holding SVG or XML"
+        elif self.depth >= _SRCDOC_DEPTH:
+            self.result = f"data: URLs holding SVG or XML nested more than {_SRCDOC_DEPTH} deep"
+        elif too_long:
+            self.result = f"a data: URL holding SVG or XML with more than {_DATA_URL_HEAD} bytes of parameters"
+        if self.result:
+            return False
+        self.budget.data_urls -= 1
+        params = [p.strip(b" \t\n\f\r") for p in params]
+        charset = next((p[8:].strip(b" \"'").decode("latin-1") for p in params if p.startswith(b"charset=")), None)
+        for _ in range(2 if b"base64" in params else 1):
+            self.bodies.append(_Transcode(_Scan(self.budget, xml=not page, depth=self.depth + 1), charset))
+        if len(self.bodies) == 2:
+            self.base64_held = b""
+        return True
+
+    def _body(self, data: bytes, final: bool) -> None:
+        data, self.percent_held = self.percent_held + data, b""
+        cut = data.rfind(b"%", max(len(data) - 2, 0))
+        if cut >= 0 and not final:
+            data, self.percent_held = data[:cut], data[cut:]  # an escape the next piece may complete
+        data = _PERCENT.sub(lambda m: bytes([int(m.group(1), 16)]), data)
+        self.bodies[0].feed(data, final)
+        if self.base64_held is not None:
+            # Forgiving: whatever is not of the alphabet is left out (a browser would give up).
+            data = self.base64_held + _NOT_BASE64.sub(b"", data)
+            rest = len(data) % 4
+            if not final:
+                data, self.base64_held = data[:len(data) - rest], data[len(data) - rest:]
+            elif rest:  # unpadded: a lone last character decodes to nothing
+                data = data[:-1] if rest == 1 else data + b"=" * (4 - rest)
+            self.bodies[1].feed(binascii.a2b_base64(data), final)
+
+
+_PERCENT = re.compile(rb"%([0-9a-fA-F]{2})")
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]+")
+
+
+class _Transcode:
+    """Feeds a document that arrives in pieces to a scan in UTF-8, once its first bytes tell its
+    encoding: a UTF-16 byte order mark or "<" beside a zero, or the URL's charset."""
+
+    def __init__(self, scan: _Scan, charset: str | None) -> None:
+        self.scan, self.charset = scan, (charset or "").lower()
+        self.head: bytes | None = b""
+        self.decoder: codecs.IncrementalDecoder | None = None
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        if self.head is not None:
+            data, self.head = self.head + data, b""
+            if len(data) < 2 and not final:
+                self.head = data
+                return
+            self.head = None
+            encoding = _utf16(data[:2], self.charset)
+            self.decoder = codecs.getincrementaldecoder(encoding)("replace") if encoding else None
+        if self.decoder:
+            data = self.decoder.decode(data, final).encode("utf-8", "replace")
+        if data:
+            self.scan.feed(data)
+
+    def close(self) -> str | None:
+        self.feed(b"", final=True)
+        return self.scan.close()
+
+
+def _utf16(head: bytes, charset: str) -> str | None:
+    """"utf-16-le"/"utf-16-be" when a document starting with `head` is UTF-16 to a browser, else None."""
+    if head in (b"\xff\xfe", b"<\x00"):
+        return "utf-16-le"
+    if head in (b"\xfe\xff", b"\x00<"):
+        return "utf-16-be"
+    if head != b"\xef\xbb" and charset.replace("-", "").replace("_", "") in ("utf16", "utf16le", "utf16be"):
+        return "utf-16-be" if charset.endswith("be") else "utf-16-le"
+    return None
 
 
 def _value_end(text: bytes, quote: bytes, at: int) -> int:
