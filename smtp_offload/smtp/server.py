@@ -17,6 +17,7 @@
   declared: the declared (or default) amount is reserved at DATA and grown as bytes come.
 - Drain: on shutdown idle sessions get 421 at once; a session with a message arriving or
   being processed gets its reply first, then 421.
+- AUTH is neither offered nor accepted (502 5.5.1): this hop does not authenticate clients.
 - Every reply gets an enhanced status code.
 - PROXY protocol (with proxy_protocol_timeout): the header must arrive within that time,
   however it trickles in, and it survives STARTTLS (aiosmtpd starts a new session then).
@@ -43,12 +44,22 @@ _CHUNK = 256 * 1024
 _TERMINATOR = b"\r\n.\r\n"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:\s+(.*?))?\s*$")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes "²" (int() then fails) and "١٢٣"
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
 TOO_MANY_FROM_CLIENT = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 COMMAND_TOO_SLOW = b"421 4.4.2 Command line took too long to arrive, closing connection\r\n"
 ENVELOPE_TOO_SLOW = b"421 4.4.2 Too long without starting a message, closing connection\r\n"
 DATA_TOO_SLOW = b"421 4.4.2 Message took too long to arrive, closing\r\n"
+
+
+def declared_size(mail_options: Any) -> int | None:
+    """The SIZE= a client declared on MAIL, when it is a number in ASCII digits."""
+    for opt in mail_options or ():
+        name, _, value = opt.partition("=")
+        if name.upper() == "SIZE" and _DIGITS.fullmatch(value):
+            return int(value)
+    return None
 
 
 def client_key(address: str | None) -> str | None:
@@ -247,14 +258,23 @@ class GatewaySMTP(SMTP):
         m = _PLAIN_ADDRESS.match(arg)
         if m:
             return m.group(1), m.group(2) or ""
-        return super()._getaddr(arg)
+        try:
+            return super()._getaddr(arg)
+        except Exception:  # the stdlib header parser fails on "<", '"', "\\@[ " ...
+            return None, None  # ... with IndexError, AttributeError: it is a malformed address
+
+    def _getparams(self, params: Any) -> Any:
+        """aiosmtpd's parameter check, with SIZE in ASCII digits only (its isdigit() lets
+        "²" through to int(), which fails, and takes "١٢٣" as 123)."""
+        result = super()._getparams(params)
+        size = result.get("SIZE") if result else None
+        if isinstance(size, str) and not _DIGITS.fullmatch(size):
+            return None  # the syntax reply, 501 5.5.4
+        return result
 
     # -- DATA with a byte budget --------------------------------------------
     def _declared_size(self) -> int | None:
-        for opt in self.envelope.mail_options if self.envelope else ():
-            if opt.upper().startswith("SIZE=") and opt[5:].isdigit():
-                return int(opt[5:])
-        return None
+        return declared_size(self.envelope.mail_options if self.envelope else ())
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's own checks and replies, in its order.
@@ -386,6 +406,12 @@ class GatewaySMTP(SMTP):
             status = enhance(status)
         await super().push(status)
 
+    async def smtp_AUTH(self, arg: str) -> None:
+        """This hop does not authenticate clients (the MTA in front does): AUTH is neither
+        advertised nor accepted, so a sender configured with credentials does not try them
+        here forever."""
+        await self.push("502 5.5.1 Authentication not enabled")
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # not the STARTTLS re-entry
         if first and self._proxy_timeout is None:  # with PROXY protocol: once the header is read
@@ -424,6 +450,8 @@ class GatewaySMTP(SMTP):
         return True
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command == "EHLO":  # aiosmtpd offers AUTH after STARTTLS; see smtp_AUTH
+            args = (args[0], [r for r in args[1] if not r.startswith("250-AUTH")])
         status = await super()._call_handler_hook(command, *args)
         if command == "PROXY" and status is not MISSING and status:
             # The header names the real client: only now can it be counted. UNKNOWN/LOCAL
