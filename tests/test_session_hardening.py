@@ -10,10 +10,13 @@ import pytest
 
 from conftest import RawSession
 from mail import message, text
+from test_metrics import Scrape, scrape_until
 from test_session_limits import assert_clean_log
+from smtp_offload.app import DEFAULT_RESERVE
 from smtp_offload.smtp.server import declared_size
 
 DEADLINE = 60.0  # generous: the timeouts under test are 2-4 s; this only stops a broken test
+MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +62,34 @@ class Tls:
 def no_internal_error(proxy) -> None:
     assert proxy.events("smtp_internal_error") == []
     assert_clean_log(proxy)
+
+
+# -- 4. a declared SIZE buys no budget ----------------------------------------------------
+
+def test_declared_size_reserves_no_more_than_the_default(make_proxy, sink):
+    """t_budget_size.py: 11 sessions declaring 100 MiB held the whole 1 GiB budget and every
+    honest message got 451 4.3.2. Here the budget takes 3 default reserves."""
+    proxy = make_proxy({"server": {"max_inflight_bytes": 3 * DEFAULT_RESERVE}})
+    holders = []
+    try:
+        for _ in range(2):
+            s = RawSession(proxy.smtp_port)
+            assert s.start_data(mail=b"MAIL FROM:<a@sender.test> SIZE=%d" % (100 * MiB)).startswith(b"354")
+            s.send(b"Subject: slow\r\n")
+            holders.append(s)
+        m = scrape_until(proxy.links_port, lambda m: m("smtp_offload_inflight_bytes") == 2 * DEFAULT_RESERVE)
+        assert m("smtp_offload_inflight_bytes") == 2 * DEFAULT_RESERVE
+        assert proxy.send(message(text("honest\r\n")))[0] == 250
+        for s in holders:
+            s.send(b"\r\nbody\r\n.\r\n")
+            assert s.reply().startswith(b"250 2.0.0")
+    finally:
+        for s in holders:
+            s.close()
+    m = scrape_until(proxy.links_port, lambda m: m("smtp_offload_inflight_bytes") == 0)
+    assert m("smtp_offload_inflight_bytes") == 0
+    assert len(sink.messages) == 3
+    assert Scrape(proxy.links_port)("smtp_offload_refusals_total", reason="busy") == 0
 
 
 # -- 6. malformed addresses ----------------------------------------------------------------

@@ -13,8 +13,8 @@
   per client address (421 4.7.0; the PROXY header's address when there is one, so it is
   checked once the header is read), and a budget of message bytes in flight (DATA gets
   451 4.3.2 when it is spent), so memory stays bounded under a burst of large messages.
-  The budget is charged for the bytes that really arrive, not just the SIZE the client
-  declared: the declared (or default) amount is reserved at DATA and grown as bytes come.
+  The budget is charged for the bytes that really arrive, not the SIZE the client declared:
+  the declared SIZE, at most the default reserve, is reserved at DATA and grown as bytes come.
 - Drain: on shutdown idle sessions get 421 at once; a session with a message arriving or
   being processed gets its reply first, then 421.
 - AUTH is neither offered nor accepted (502 5.5.1): this hop does not authenticate clients.
@@ -290,7 +290,9 @@ class GatewaySMTP(SMTP):
             self._refused("shutting_down")
             await self.push("421 4.3.2 Service shutting down, try again later")
             return
-        reserved = self.limits.reserve(self._declared_size() or self.default_reserve)
+        # At most the default reserve, whatever SIZE says: the real bytes grow it as they come,
+        # so a declared 100 MiB cannot hold the budget before a byte of it has arrived.
+        reserved = self.limits.reserve(min(self._declared_size() or self.default_reserve, self.default_reserve))
         if reserved is None:
             self._refused("busy")
             await self.push(BUSY)
