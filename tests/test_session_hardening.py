@@ -3,6 +3,9 @@ against the proxy process over loopback."""
 
 from __future__ import annotations
 
+import select
+import signal
+import socket
 import ssl
 import subprocess
 
@@ -10,12 +13,14 @@ import pytest
 
 from conftest import RawSession
 from mail import message, text
+from scripted import ScriptedDownstream
 from test_metrics import Scrape, scrape_until
-from test_session_limits import assert_clean_log
+from test_session_limits import assert_clean_log, closed
 from smtp_offload.app import DEFAULT_RESERVE
 from smtp_offload.smtp.server import declared_size
 
 DEADLINE = 60.0  # generous: the timeouts under test are 2-4 s; this only stops a broken test
+SHORT = {"idle_timeout": 2, "command_timeout": 2, "envelope_timeout": 4}
 MiB = 1024 * 1024
 
 
@@ -59,9 +64,178 @@ class Tls:
         self.sock.close()
 
 
+def sessions(proxy, ok) -> float:
+    """The smtp_sessions gauge once ok(value) holds (or at the deadline)."""
+    return scrape_until(proxy.links_port, lambda m: ok(m("smtp_offload_smtp_sessions")), DEADLINE)(
+        "smtp_offload_smtp_sessions")
+
+
 def no_internal_error(proxy) -> None:
     assert proxy.events("smtp_internal_error") == []
     assert_clean_log(proxy)
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    """Everything the proxy sends until it closes the connection (a reset counts as closed)."""
+    sock.settimeout(DEADLINE)
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out
+
+
+# -- 1. a client that never reads ---------------------------------------------------
+
+def flood(port: int) -> socket.socket:
+    """A client that sends commands as fast as the proxy takes them and reads no reply, until
+    the proxy stops taking them (its replies are stuck: the client's tiny receive buffer is
+    full, the kernel's send buffer and the transport's are full behind it)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+    payload = b"HELP\r\n" * 200_000  # its replies are ~15 times larger than every buffer on the way
+    sent = 0
+    while sent < len(payload):
+        try:
+            sent += s.send(payload[sent:sent + 65536])
+        except BlockingIOError:
+            if not select.select([], [s], [], 2.0)[1]:
+                break  # the proxy has stopped reading: it is stuck writing replies nobody reads
+        except OSError:  # the proxy already gave up on us
+            break
+    return s
+
+
+def test_client_that_never_reads_does_not_hold_its_session(make_proxy, sink):
+    """t_noread.py: close() waited forever for replies the client never read; the session
+    stayed counted and max_sessions turned honest clients away."""
+    proxy = make_proxy({"server": {**SHORT, "max_sessions": 3, "max_sessions_per_client": 0}})
+    floods = [flood(proxy.smtp_port) for _ in range(3)]
+    try:
+        assert sessions(proxy, lambda v: v == 0) == 0  # while the floods still hold their sockets
+        with RawSession(proxy.smtp_port) as honest:
+            assert honest.greeting.startswith(b"220")
+            assert honest.command(b"QUIT").startswith(b"221")
+    finally:
+        for s in floods:
+            s.close()
+    assert_clean_log(proxy)
+
+
+def test_shutdown_does_not_wait_for_a_client_that_never_reads(make_proxy, sink):
+    """App.stop waited drain_seconds for such a session: its 421 never flushed."""
+    proxy = make_proxy({"server": {"drain_seconds": 600, "idle_timeout": 600, "command_timeout": 600,
+                                   "envelope_timeout": 600}})
+    s = flood(proxy.smtp_port)
+    try:
+        assert sessions(proxy, lambda v: v == 1) == 1
+        proxy.proc.send_signal(signal.SIGTERM)
+        assert proxy.proc.wait(DEADLINE) == 0  # far less than drain_seconds
+    finally:
+        s.close()
+    assert [e["in_flight"] for e in proxy.events("draining")] == [0]
+
+
+# -- 2. STARTTLS inside TLS, and ends that leaked the slot ----------------------------------
+
+def test_second_starttls_is_refused_and_the_session_goes_on(make_proxy, sink, cert):
+    proxy = make_proxy({"server": {**cert, **SHORT, "max_sessions_per_client": 2}})
+    t = Tls(proxy.smtp_port)
+    try:
+        assert t.command(b"STARTTLS") == b"503 5.5.1 TLS already active\r\n"  # RFC 3207: not 220
+        ehlo = t.lines(b"EHLO client.test")
+        assert ehlo[-1].startswith(b"250") and not [x for x in ehlo if b"STARTTLS" in x]
+        assert t.command(b"MAIL FROM:<a@sender.test>").startswith(b"250")
+        assert t.command(b"RCPT TO:<support@example.com>").startswith(b"250")
+        assert t.command(b"DATA").startswith(b"354")
+        t.sock.sendall(message(text("over TLS\r\n")) + b".\r\n")
+        assert t.file.readline().startswith(b"250 2.0.0")
+        # refused again, then silent: the idle timeout ends it, the client still connected
+        assert t.command(b"STARTTLS").startswith(b"503 5.5.1")
+        assert sessions(proxy, lambda v: v == 0) == 0
+    finally:
+        t.close()
+    assert len(sink.messages) == 1
+    for _ in range(2):  # both slots of this address are free again
+        with RawSession(proxy.smtp_port) as s:
+            assert s.greeting.startswith(b"220")
+    no_internal_error(proxy)
+
+
+def test_client_silent_after_starttls_is_cut_off_and_released(make_proxy, sink, cert):
+    """The 220 to STARTTLS, then no handshake (or one the client abandons): the TLS layer never
+    told aiosmtpd the connection ended, so the slot stayed taken after the idle timeout,
+    even after the client closed its socket."""
+    proxy = make_proxy({"server": {**cert, **SHORT, "max_sessions_per_client": 2}})
+    held = []
+    for _ in range(2):
+        s = RawSession(proxy.smtp_port)
+        assert s.command(b"EHLO client.test").startswith(b"250")
+        assert s.command(b"STARTTLS").startswith(b"220")
+        held.append(s)
+    try:
+        assert sessions(proxy, lambda v: v == 0) == 0
+        for s in held:
+            assert closed(s)
+    finally:
+        for s in held:
+            s.close()
+    for _ in range(2):  # the per-address count was released too
+        with RawSession(proxy.smtp_port) as s:
+            assert s.greeting.startswith(b"220")
+    no_internal_error(proxy)
+
+
+# -- 3. STARTTLS during a transaction; the session before the handshake ---------------------
+
+@pytest.fixture
+def scripted():
+    ds = ScriptedDownstream()
+    yield ds
+    ds.stop()
+
+
+def test_starttls_during_a_transaction_is_refused(make_proxy, scripted, cert):
+    """t_tls_leak.py: the new session after the handshake orphaned the downstream transaction
+    the RCPT had opened."""
+    proxy = make_proxy({"server": cert}, downstream_port=scripted.port)
+    with RawSession(proxy.smtp_port) as s:
+        assert s.command(b"EHLO client.test").startswith(b"250")
+        assert s.command(b"MAIL FROM:<a@sender.test>").startswith(b"250")
+        assert s.command(b"STARTTLS") == b"503 5.5.1 STARTTLS not allowed during a mail transaction\r\n"
+        assert s.command(b"RCPT TO:<support@example.com>").startswith(b"250")
+        assert s.command(b"STARTTLS").startswith(b"503 5.5.1")
+        assert s.command(b"DATA").startswith(b"354")  # the transaction goes on
+        s.send(message(text("TOKEN-tx1\r\n")) + b".\r\n")
+        assert s.reply().startswith(b"250 2.0.0")
+        assert s.command(b"QUIT").startswith(b"221")
+    assert [d.token for d in scripted.deliveries] == ["TOKEN-tx1"]
+    assert len(scripted.conns) == 1
+    no_internal_error(proxy)
+
+
+def test_session_before_starttls_releases_its_downstream_connection(make_proxy, scripted, cert):
+    """A message in plaintext, then STARTTLS: the old session's downstream connection was
+    never closed nor pooled (with pool_size 0: closed) and stayed open for good."""
+    proxy = make_proxy({"server": cert, "downstream": {"pool_size": 0}}, downstream_port=scripted.port)
+    plain = RawSession(proxy.smtp_port)
+    assert plain.start_data().startswith(b"354")
+    plain.send(message(text("TOKEN-plain\r\n")) + b".\r\n")
+    assert plain.reply().startswith(b"250 2.0.0")
+    assert plain.command(b"STARTTLS").startswith(b"220")
+    t = lenient().wrap_socket(plain.sock, server_hostname="mx.test")
+    tf = t.makefile("rb")
+    t.sendall(b"QUIT\r\n")
+    assert tf.readline().startswith(b"221")
+    t.close()
+    scripted.wait_for(lambda: len(scripted.conns) == 1 and scripted.conns[0].closed,
+                      "the downstream connection of the session before STARTTLS to be closed", DEADLINE)
+    assert [d.token for d in scripted.deliveries] == ["TOKEN-plain"]
+    no_internal_error(proxy)
 
 
 # -- 4. a declared SIZE buys no budget ----------------------------------------------------
@@ -110,6 +284,32 @@ def test_malformed_addresses_get_a_syntax_reply(proxy, sink):
         s.send(message(text("still in step\r\n")) + b".\r\n")
         assert s.reply().startswith(b"250 2.0.0")
     assert len(sink.messages) == 1
+    no_internal_error(proxy)
+
+
+# -- 7. failed TLS handshakes ----------------------------------------------------------------
+
+def test_failed_handshake_is_logged_as_tls_failed(make_proxy, sink, cert):
+    """t_tls_fail.py: a client that rejects the certificate, or sends no TLS after 220, was an
+    smtp_internal_error with a traceback."""
+    proxy = make_proxy({"server": cert})
+    with RawSession(proxy.smtp_port) as s:  # bytes that are no ClientHello
+        assert s.command(b"EHLO client.test").startswith(b"250")
+        assert s.command(b"STARTTLS").startswith(b"220")
+        s.send(b"this is not a TLS client hello\r\n" * 10)
+        read_to_eof(s.sock)  # (perhaps a TLS alert) then the end
+    with RawSession(proxy.smtp_port) as s:  # a client that verifies certificates
+        assert s.command(b"EHLO client.test").startswith(b"250")
+        assert s.command(b"STARTTLS").startswith(b"220")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ssl.create_default_context().wrap_socket(s.sock, server_hostname="mx.test")
+    m = scrape_until(proxy.links_port, lambda m: m("smtp_offload_refusals_total", reason="tls_failed") == 2
+                     and m("smtp_offload_smtp_sessions") == 0, DEADLINE)
+    assert m("smtp_offload_refusals_total", reason="tls_failed") == 2
+    assert m("smtp_offload_smtp_sessions") == 0
+    events = proxy.events("tls_failed")
+    assert len(events) == 2 and all(e["level"] == "info" and e["reason"] and e["client"] == "127.0.0.1"
+                                    for e in events)
     no_internal_error(proxy)
 
 

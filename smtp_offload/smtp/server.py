@@ -17,6 +17,12 @@
   the declared SIZE, at most the default reserve, is reserved at DATA and grown as bytes come.
 - Drain: on shutdown idle sessions get 421 at once; a session with a message arriving or
   being processed gets its reply first, then 421.
+- A session we end is over within CLOSE_GRACE, whatever the client does: close() alone waits
+  for our unsent replies to flush, forever when the client reads nothing, and the session
+  would stay counted. A reply that cannot be delivered for an idle period ends it too.
+- STARTTLS: refused (503 5.5.1) when TLS is already on or a transaction has started; the
+  session before the handshake is closed through the handler's session_closed hook, like
+  any other; a failed handshake is the client's problem, logged as tls_failed.
 - AUTH is neither offered nor accepted (502 5.5.1): this hop does not authenticate clients.
 - Every reply gets an enhanced status code.
 - PROXY protocol (with proxy_protocol_timeout): the header must arrive within that time,
@@ -33,8 +39,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
+from .handler import client_ip
 from .replies import enhance
 
 BUSY = "451 4.3.2 System busy, try again later"
@@ -45,6 +52,11 @@ _TERMINATOR = b"\r\n.\r\n"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:\s+(.*?))?\s*$")
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes "²" (int() then fails) and "١٢٣"
+# A session we end gets this long to take our last reply before the connection is aborted;
+# with more than CLOSE_AT_ONCE_BYTES of replies still unread it is aborted at once.
+CLOSE_GRACE = 2.0
+CLOSE_AT_ONCE_BYTES = 64 * 1024
+IDLE_TOO_LONG = b"421 4.4.2 Idle for too long, closing connection\r\n"
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
 TOO_MANY_FROM_CLIENT = b"421 4.7.0 Too many connections from your address, try again later\r\n"
@@ -159,6 +171,9 @@ class GatewaySMTP(SMTP):
         self._client: str | None = None  # the key this session is counted under in limits.clients
         self._turned_away = False  # refused in connection_made: aiosmtpd never saw the connection
         self._charged = 0  # bytes of the in-flight budget held by the message arriving now
+        self._abort_handle: asyncio.TimerHandle | None = None  # the end of CLOSE_GRACE
+        self._lost = False  # connection_lost has run: the slot is released
+        self._tls_up = False  # the STARTTLS handshake completed
         super().__init__(handler, **kwargs)
 
     # -- timers ------------------------------------------------------------
@@ -219,8 +234,42 @@ class GatewaySMTP(SMTP):
         (connection_lost cancels aiosmtpd's task), as when the client hangs up."""
         if self.transport is not None and not self.transport.is_closing():
             self._refused(reason)
-            self.transport.write(line)
-            self.transport.close()
+        self.end(line)
+
+    def end(self, line: bytes | None = None) -> None:
+        """Say `line` (a 421) and close; abort if the connection is not gone within
+        CLOSE_GRACE. close() alone waits until every byte we wrote is sent: a client that reads
+        nothing would hold its session, counted, forever."""
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        if self._tls_protocol is not None and not self._tls_up:  # mid-handshake: nothing can be said
+            self.abort_session()
+            return
+        if transport.get_write_buffer_size() > CLOSE_AT_ONCE_BYTES:  # it would never read the 421
+            self.abort_session()
+            return
+        if line and not transport.is_closing():
+            transport.write(line)  # type: ignore[attr-defined]
+        transport.close()
+        if self._abort_handle is None:
+            self._abort_handle = self.loop.call_later(CLOSE_GRACE, self.abort_session)
+
+    def abort_session(self) -> None:
+        """End the connection now, unsent bytes and all, and release the session. The TCP
+        transport is the one aborted (under TLS the TLS layer would first try to say goodbye);
+        and as the TLS layer tells us nothing of a connection lost mid-handshake, the session
+        is released here if nobody else did it."""
+        self._cancel("_abort_handle")
+        raw = self._original_transport or self.transport
+        if raw is not None:
+            raw.abort()
+        if not self._lost and self.transport is not None:
+            self.loop.call_soon(self._lost_anyway)
+
+    def _lost_anyway(self) -> None:
+        if not self._lost and self.transport is not None:
+            self.connection_lost(None)
 
     def _cancel(self, name: str) -> None:
         handle = getattr(self, name)
@@ -232,7 +281,13 @@ class GatewaySMTP(SMTP):
         if self._busy:
             self._reset_timeout()
             return
-        super()._timeout_cb()
+        if self.transport is None:
+            return
+        if self.transport.is_closing():  # a close asked for an idle period ago is still not done
+            self.abort_session()
+            return
+        # No SMTP line to a peer that has not sent its PROXY header: it may be no SMTP client.
+        self.end(None if self._awaiting_proxy else IDLE_TOO_LONG)
 
     def _cancel_data_deadline(self) -> None:
         self._cancel("_data_deadline")
@@ -404,9 +459,46 @@ class GatewaySMTP(SMTP):
             pass
 
     async def push(self, status: Any) -> None:
+        """aiosmtpd's push, with an enhanced status code, and a drain bounded by the idle
+        timeout: a client that reads none of our replies for that long is
+        gone (its session is aborted), not a session to keep forever."""
         if isinstance(status, str):
-            status = enhance(status)
-        await super().push(status)
+            status = enhance(status).encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        self._writer.write(status + b"\r\n")
+        if not self._paused:  # (FlowControlMixin) the transport's buffer is below its high mark
+            await self._writer.drain()
+            return
+        try:
+            await asyncio.wait_for(self._writer.drain(), self._timeout_duration)
+        except asyncio.TimeoutError:
+            self.abort_session()
+            raise ConnectionResetError("the client read no reply for an idle period") from None
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client that rejects our certificate or speaks no TLS: its problem, not a bug.
+            # (aiosmtpd closes the connection; the reply goes nowhere.)
+            cause = error.__cause__ or error
+            self._refused("tls_failed")
+            if self.log is not None:
+                self.log.info("tls_failed", client=client_ip(self.session) if self.session else None,
+                              reason=f"{type(cause).__name__}: {cause}"[:300])
+            return "454 4.7.0 TLS handshake failed"
+        return await super().handle_exception(error)
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:  # RFC 3207 4.2; aiosmtpd would nest TLS inside TLS
+            await self.push("503 5.5.1 TLS already active")
+            return
+        if self.envelope is not None and self.envelope.mail_from:
+            # aiosmtpd starts a new session at the handshake: the transaction (and the
+            # downstream one mirroring it) would be orphaned. Postfix says the same.
+            await self.push("503 5.5.1 STARTTLS not allowed during a mail transaction")
+            return
+        await super().smtp_STARTTLS(arg)
+        if not self._tls_up:  # the connection ended during the handshake (we closed it)
+            self.abort_session()
 
     async def smtp_AUTH(self, arg: str) -> None:
         """This hop does not authenticate clients (the MTA in front does): AUTH is neither
@@ -426,6 +518,8 @@ class GatewaySMTP(SMTP):
                 return
         if first:
             self.limits.sessions.add(self)
+        else:
+            self._new_session_after_starttls()
         # STARTTLS starts a new session: the client is still the one the PROXY header named.
         proxy_data = self.session.proxy_data if self.session is not None else None
         super().connection_made(transport)
@@ -435,6 +529,15 @@ class GatewaySMTP(SMTP):
             self._arm_envelope_deadline()
         else:  # aiosmtpd discarded the bytes sent before the handshake: no line is open
             self._cancel("_command_deadline")
+
+    def _new_session_after_starttls(self) -> None:
+        """aiosmtpd replaces the session at the handshake: the old one ends here, through the
+        same hook as at the end of a connection, so what it held (a pooled downstream
+        connection) is released instead of orphaned."""
+        self._tls_up = True
+        closed = getattr(self.event_handler, "session_closed", None)
+        if closed is not None and self.session is not None:
+            closed(self.session)
 
     def _admit(self, address: str | None) -> bool:
         """Count this session for its client address; False (and counted as a refusal) when
@@ -468,8 +571,10 @@ class GatewaySMTP(SMTP):
         return status
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._turned_away:
+        if self._turned_away or self._lost:  # (abort_session may have got here first)
             return
+        self._lost = True
+        self._cancel("_abort_handle")
         if self._client is not None:
             self.limits.leave(self._client)
             self._client = None
@@ -486,8 +591,7 @@ class GatewaySMTP(SMTP):
         """Drain: an idle session is told 421 now; one with a message in flight (arriving or
         being processed) after the reply to that message."""
         if not self.in_flight and self.transport is not None:
-            self.transport.write(SHUTTING_DOWN)
-            self.transport.close()
+            self.end(SHUTTING_DOWN)
 
     @property
     def in_flight(self) -> bool:
