@@ -13,7 +13,7 @@ import pytest
 
 from conftest import RawSession
 from mail import message, text
-from scripted import ScriptedDownstream
+from scripted import Act, ScriptedDownstream
 from test_metrics import Scrape, scrape_until
 from test_session_limits import assert_clean_log, closed
 from smtp_offload.app import DEFAULT_RESERVE
@@ -264,6 +264,43 @@ def test_declared_size_reserves_no_more_than_the_default(make_proxy, sink):
     assert m("smtp_offload_inflight_bytes") == 0
     assert len(sink.messages) == 3
     assert Scrape(proxy.links_port)("smtp_offload_refusals_total", reason="busy") == 0
+
+
+# -- 5. half-close --------------------------------------------------------------------------
+
+def test_pipelined_dialogue_then_half_close_gets_every_reply(proxy, sink):
+    """Like `nc -N`: all commands at once, then SHUT_WR. aiosmtpd cancelled the session at the
+    EOF: only the first replies came back."""
+    s = socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=DEADLINE)
+    with s:
+        s.sendall(b"EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\nRCPT TO:<support@example.com>\r\nDATA\r\n"
+                  + message(text("pipelined\r\n")) + b".\r\nNOOP\r\n")
+        s.shutdown(socket.SHUT_WR)
+        replies = [line for line in read_to_eof(s).split(b"\r\n") if line and line[3:4] != b"-"]
+    assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"250", b"354", b"250", b"250"], replies
+    assert replies[5].startswith(b"250 2.0.0 Ok: queued as")
+    assert len(sink.messages) == 1
+    assert [e["reply"][:3] for e in proxy.events("message")] == ["250"]
+    no_internal_error(proxy)
+
+
+def test_half_close_while_the_message_is_relayed_still_gets_the_reply(make_proxy):
+    """t_halfclose.py (B): the downstream took the message, but the client that half-closed
+    after the final dot got no reply (and would send it again)."""
+    ds = ScriptedDownstream(lambda conn, verb, arg: Act(delay=1.0) if verb == "DOT" else Act())
+    try:
+        proxy = make_proxy(downstream_port=ds.port)
+        with RawSession(proxy.smtp_port, timeout=DEADLINE) as s:
+            assert s.start_data().startswith(b"354")
+            s.send(message(text("TOKEN-half\r\n")) + b".\r\n")
+            s.sock.shutdown(socket.SHUT_WR)  # before the downstream's delayed answer
+            assert s.reply().startswith(b"250 2.0.0 Ok: queued as")
+            assert closed(s)
+        assert [d.token for d in ds.deliveries] == ["TOKEN-half"]
+    finally:
+        ds.stop()
+    assert [e["outcome"] for e in proxy.events("message")] == ["relayed"]
+    no_internal_error(proxy)
 
 
 # -- 6. malformed addresses ----------------------------------------------------------------

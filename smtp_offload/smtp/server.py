@@ -20,6 +20,8 @@
 - A session we end is over within CLOSE_GRACE, whatever the client does: close() alone waits
   for our unsent replies to flush, forever when the client reads nothing, and the session
   would stay counted. A reply that cannot be delivered for an idle period ends it too.
+- A client that half-closes (SHUT_WR, `nc -N`) after a message or pipelined commands still
+  gets every reply: what it sent is processed, then the connection is closed.
 - STARTTLS: refused (503 5.5.1) when TLS is already on or a transaction has started; the
   session before the handshake is closed through the handler's session_closed hook, like
   any other; a failed handshake is the client's problem, logged as tls_failed.
@@ -174,6 +176,8 @@ class GatewaySMTP(SMTP):
         self._abort_handle: asyncio.TimerHandle | None = None  # the end of CLOSE_GRACE
         self._lost = False  # connection_lost has run: the slot is released
         self._tls_up = False  # the STARTTLS handshake completed
+        self._eof = False  # the client half-closed: answer what it sent, then close
+        self._answered = False  # ... and that is done: nothing more is said
         super().__init__(handler, **kwargs)
 
     # -- timers ------------------------------------------------------------
@@ -462,6 +466,8 @@ class GatewaySMTP(SMTP):
         """aiosmtpd's push, with an enhanced status code, and a drain bounded by the idle
         timeout: a client that reads none of our replies for that long is
         gone (its session is aborted), not a session to keep forever."""
+        if self._answered:  # half-closed and answered: the session is over
+            raise ConnectionResetError("the client closed its side; every command was answered")
         if isinstance(status, str):
             status = enhance(status).encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
         self._writer.write(status + b"\r\n")
@@ -484,7 +490,28 @@ class GatewaySMTP(SMTP):
                 self.log.info("tls_failed", client=client_ip(self.session) if self.session else None,
                               reason=f"{type(cause).__name__}: {cause}"[:300])
             return "454 4.7.0 TLS handshake failed"
+        if isinstance(error, asyncio.IncompleteReadError) and self._eof:
+            # The end of what a half-closed client sent: every command before it is answered.
+            self._answered = True
+            self.end()
+            return ""  # not said: push() ends the command loop
         return await super().handle_exception(error)
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed (SHUT_WR), or closed. aiosmtpd cancels the command in
+        progress, so a message already relayed got no reply (and would be sent again on
+        retry), and pipelined commands none. Here, when a message has arrived (or is
+        arriving) or more commands wait in the buffer, the reader just ends where the
+        client's bytes end: all of it is processed and answered, then handle_exception()
+        closes. A FIN does not tell a half-close from a hang-up, so with nothing but one plain
+        command in progress aiosmtpd's way stays: a client that hung up mid-RCPT costs no
+        more downstream work (no reply depends on it). Likewise under TLS (no half-close)
+        and before the PROXY header."""
+        if (self.session is None or self.session.ssl is not None or self._awaiting_proxy
+                or not (self.in_flight or self._reader._buffer)):  # type: ignore[attr-defined]
+            return super().eof_received()
+        self._eof = True
+        return asyncio.StreamReaderProtocol.eof_received(self)  # EOF to the reader; stay open for replies
 
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
