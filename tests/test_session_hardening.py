@@ -1,8 +1,12 @@
 """Sessions a stranger cannot hold, and clean answers to odd clients (issue 11, round 2),
-against the proxy process over loopback."""
+against the proxy process over loopback: clients that never read, STARTTLS where it does not
+belong, a declared SIZE that would buy the byte budget, half-closed sockets, malformed
+addresses and SIZE values, failed handshakes, AUTH, and client bytes echoed in replies or logs."""
 
 from __future__ import annotations
 
+import json
+import re
 import select
 import signal
 import socket
@@ -17,7 +21,7 @@ from scripted import Act, ScriptedDownstream
 from test_metrics import Scrape, scrape_until
 from test_session_limits import assert_clean_log, closed
 from smtp_offload.app import DEFAULT_RESERVE
-from smtp_offload.smtp.server import declared_size
+from smtp_offload.smtp.server import declared_size, printable
 
 DEADLINE = 60.0  # generous: the timeouts under test are 2-4 s; this only stops a broken test
 SHORT = {"idle_timeout": 2, "command_timeout": 2, "envelope_timeout": 4}
@@ -398,3 +402,36 @@ def test_auth_is_neither_offered_nor_accepted(make_proxy, sink, cert):
         assert s.command(b"EHLO client.test").startswith(b"250")
         assert s.command(b"AUTH PLAIN").startswith(b"502 5.5.1")
     no_internal_error(proxy)
+
+
+# -- 10. client bytes in replies and logs ---------------------------------------------------------
+
+PRINTABLE_REPLY = re.compile(rb"[\x20-\x7e]*\r\n")
+
+
+def test_replies_are_printable_and_every_log_line_is_json(proxy, sink):
+    """t_codes2.py: `500 ... command "X<CR>Y" not recognized` echoed CR and NUL back, and
+    aiosmtpd's warnings went to stderr as free text with the raw bytes."""
+    with RawSession(proxy.smtp_port) as s:
+        assert s.command(b"EHLO client.test").startswith(b"250")
+        for line in (b"X\rY", b"NO\x00OP", b"NOOP\x00", b"VRFY \xff@["):
+            s.sock.sendall(line + b"\r\n")
+            reply = s.file.readline()
+            assert PRINTABLE_REPLY.fullmatch(reply) and reply[:1] == b"5", (line, reply)
+        assert s.command(b"NOOP").startswith(b"250")  # in step
+    lines = proxy.log_path.read_bytes().splitlines()
+    assert lines and [x for x in lines if not x.startswith(b"{")] == []
+    for x in lines:
+        json.loads(x)
+    warned = [e["message"] for e in proxy.events("library_log") if e["logger"] == "mail.log"]
+    assert any("unrecognised: X\\rY" in w for w in warned), warned
+    no_internal_error(proxy)
+
+
+@pytest.mark.parametrize("reply,clean", [
+    ('500 Error: command "X\rY" not recognized', '500 Error: command "X?Y" not recognized'),
+    ("250 ok\x00", "250 ok?"), ("550 b\u00fccher", "550 b?cher"), ("502 Could not VRFY \udcff", "502 Could not VRFY ?"),
+    ("250 2.0.0 Ok", "250 2.0.0 Ok"),
+])
+def test_printable(reply, clean):
+    assert printable(reply) == clean

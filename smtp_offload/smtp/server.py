@@ -54,6 +54,7 @@ _TERMINATOR = b"\r\n.\r\n"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:\s+(.*?))?\s*$")
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes "²" (int() then fails) and "١٢٣"
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 # A session we end gets this long to take our last reply before the connection is aborted;
 # with more than CLOSE_AT_ONCE_BYTES of replies still unread it is aborted at once.
 CLOSE_GRACE = 2.0
@@ -74,6 +75,12 @@ def declared_size(mail_options: Any) -> int | None:
         if name.upper() == "SIZE" and _DIGITS.fullmatch(value):
             return int(value)
     return None
+
+
+def printable(reply: str) -> str:
+    """A reply line as printable ASCII: aiosmtpd echoes the client's bytes (`command "X<CR>Y"
+    not recognized`), and a CR, NUL or undecodable byte must never go back on the wire."""
+    return _NOT_PRINTABLE.sub("?", reply)
 
 
 def client_key(address: str | None) -> str | None:
@@ -463,13 +470,13 @@ class GatewaySMTP(SMTP):
             pass
 
     async def push(self, status: Any) -> None:
-        """aiosmtpd's push, with an enhanced status code, and a drain bounded by the idle
-        timeout: a client that reads none of our replies for that long is
+        """aiosmtpd's push, with an enhanced status code, printable ASCII only, and a drain
+        bounded by the idle timeout: a client that reads none of our replies for that long is
         gone (its session is aborted), not a session to keep forever."""
         if self._answered:  # half-closed and answered: the session is over
             raise ConnectionResetError("the client closed its side; every command was answered")
         if isinstance(status, str):
-            status = enhance(status).encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+            status = enhance(printable(status)).encode("ascii")
         self._writer.write(status + b"\r\n")
         if not self._paused:  # (FlowControlMixin) the transport's buffer is below its high mark
             await self._writer.drain()
