@@ -118,8 +118,7 @@ class App:
             while self.limits.sessions and loop.time() < deadline:
                 await asyncio.sleep(0.05)
             for p in list(self.limits.sessions):
-                if p.transport is not None:
-                    p.transport.abort()
+                p.abort_session()
         if self.pool is not None:
             self.pool.close()
         if self.link_server is not None:

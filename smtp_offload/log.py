@@ -56,9 +56,41 @@ def configure(fmt: str = "json", level: str = "info") -> None:
         logger_factory=lambda *args: out,
         cache_logger_on_first_use=False,
     )
-    # aiosmtpd logs every command (with addresses) at INFO through stdlib logging: keep only problems.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # aiosmtpd logs every command (with addresses) at INFO through stdlib logging: keep only
+    # problems, and make them events of ours (see StdlibToStructlog), never free text on stderr.
+    root = logging.getLogger()
+    if not any(isinstance(h, StdlibToStructlog) for h in root.handlers):
+        root.addHandler(StdlibToStructlog(logging.WARNING))
+    root.setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+# Said by aiosmtpd about a PROXY header we log ourselves (proxy_refused, with the error).
+_ALREADY_LOGGED = ("invalid PROXY handshake", "PROXY error")
+
+
+class StdlibToStructlog(logging.Handler):
+    """Warnings and errors of libraries that log through the standard library (aiosmtpd,
+    asyncio) as our own JSON events: `library_log` with `logger` and `message`. Their text can
+    hold a client's raw bytes (aiosmtpd's `unrecognised: X<CR>Y`): control characters are
+    escaped, so one event stays one line in every format."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.name.startswith("mail.") and any(m in message for m in _ALREADY_LOGGED):
+                return
+            fields = {"logger": record.name, "message": _escape(message)}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            method = {"CRITICAL": "critical", "ERROR": "error"}.get(record.levelname, "warning")
+            getattr(structlog.get_logger(record.name), method)("library_log", **fields)
+        except Exception:  # logging must never raise into the code that logs
+            self.handleError(record)
+
+
+def _escape(text: str) -> str:
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def get(name: str = "smtp_offload"):

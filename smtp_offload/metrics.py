@@ -27,7 +27,7 @@ PREFIX = "smtp_offload_"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 REFUSAL_REASONS = ("max_sessions", "busy", "shutting_down", "data_timeout", "too_big", "line_too_long",
                    "relay_denied", "too_many_recipients", "proxy_header",
-                   "command_timeout", "envelope_timeout", "max_sessions_per_client")
+                   "command_timeout", "envelope_timeout", "max_sessions_per_client", "tls_failed")
 _STORAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _DOWNSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 

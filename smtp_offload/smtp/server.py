@@ -13,10 +13,19 @@
   per client address (421 4.7.0; the PROXY header's address when there is one, so it is
   checked once the header is read), and a budget of message bytes in flight (DATA gets
   451 4.3.2 when it is spent), so memory stays bounded under a burst of large messages.
-  The budget is charged for the bytes that really arrive, not just the SIZE the client
-  declared: the declared (or default) amount is reserved at DATA and grown as bytes come.
+  The budget is charged for the bytes that really arrive, not the SIZE the client declared:
+  the declared SIZE, at most the default reserve, is reserved at DATA and grown as bytes come.
 - Drain: on shutdown idle sessions get 421 at once; a session with a message arriving or
   being processed gets its reply first, then 421.
+- A session we end is over within CLOSE_GRACE, whatever the client does: close() alone waits
+  for our unsent replies to flush, forever when the client reads nothing, and the session
+  would stay counted. A reply that cannot be delivered for an idle period ends it too.
+- A client that half-closes (SHUT_WR, `nc -N`) after a message or pipelined commands still
+  gets every reply: what it sent is processed, then the connection is closed.
+- STARTTLS: refused (503 5.5.1) when TLS is already on or a transaction has started; the
+  session before the handshake is closed through the handler's session_closed hook, like
+  any other; a failed handshake is the client's problem, logged as tls_failed.
+- AUTH is neither offered nor accepted (502 5.5.1): this hop does not authenticate clients.
 - Every reply gets an enhanced status code.
 - PROXY protocol (with proxy_protocol_timeout): the header must arrive within that time,
   however it trickles in, and it survives STARTTLS (aiosmtpd starts a new session then).
@@ -32,8 +41,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP
+from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
+from .handler import client_ip
 from .replies import enhance
 
 BUSY = "451 4.3.2 System busy, try again later"
@@ -43,12 +53,34 @@ _CHUNK = 256 * 1024
 _TERMINATOR = b"\r\n.\r\n"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:\s+(.*?))?\s*$")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes "²" (int() then fails) and "١٢٣"
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+# A session we end gets this long to take our last reply before the connection is aborted;
+# with more than CLOSE_AT_ONCE_BYTES of replies still unread it is aborted at once.
+CLOSE_GRACE = 2.0
+CLOSE_AT_ONCE_BYTES = 64 * 1024
+IDLE_TOO_LONG = b"421 4.4.2 Idle for too long, closing connection\r\n"
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
 TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
 TOO_MANY_FROM_CLIENT = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 COMMAND_TOO_SLOW = b"421 4.4.2 Command line took too long to arrive, closing connection\r\n"
 ENVELOPE_TOO_SLOW = b"421 4.4.2 Too long without starting a message, closing connection\r\n"
 DATA_TOO_SLOW = b"421 4.4.2 Message took too long to arrive, closing\r\n"
+
+
+def declared_size(mail_options: Any) -> int | None:
+    """The SIZE= a client declared on MAIL, when it is a number in ASCII digits."""
+    for opt in mail_options or ():
+        name, _, value = opt.partition("=")
+        if name.upper() == "SIZE" and _DIGITS.fullmatch(value):
+            return int(value)
+    return None
+
+
+def printable(reply: str) -> str:
+    """A reply line as printable ASCII: aiosmtpd echoes the client's bytes (`command "X<CR>Y"
+    not recognized`), and a CR, NUL or undecodable byte must never go back on the wire."""
+    return _NOT_PRINTABLE.sub("?", reply)
 
 
 def client_key(address: str | None) -> str | None:
@@ -148,6 +180,11 @@ class GatewaySMTP(SMTP):
         self._client: str | None = None  # the key this session is counted under in limits.clients
         self._turned_away = False  # refused in connection_made: aiosmtpd never saw the connection
         self._charged = 0  # bytes of the in-flight budget held by the message arriving now
+        self._abort_handle: asyncio.TimerHandle | None = None  # the end of CLOSE_GRACE
+        self._lost = False  # connection_lost has run: the slot is released
+        self._tls_up = False  # the STARTTLS handshake completed
+        self._eof = False  # the client half-closed: answer what it sent, then close
+        self._answered = False  # ... and that is done: nothing more is said
         super().__init__(handler, **kwargs)
 
     # -- timers ------------------------------------------------------------
@@ -208,8 +245,42 @@ class GatewaySMTP(SMTP):
         (connection_lost cancels aiosmtpd's task), as when the client hangs up."""
         if self.transport is not None and not self.transport.is_closing():
             self._refused(reason)
-            self.transport.write(line)
-            self.transport.close()
+        self.end(line)
+
+    def end(self, line: bytes | None = None) -> None:
+        """Say `line` (a 421) and close; abort if the connection is not gone within
+        CLOSE_GRACE. close() alone waits until every byte we wrote is sent: a client that reads
+        nothing would hold its session, counted, forever."""
+        transport = self.transport
+        if transport is None or self._lost:
+            return
+        if self._tls_protocol is not None and not self._tls_up:  # mid-handshake: nothing can be said
+            self.abort_session()
+            return
+        if transport.get_write_buffer_size() > CLOSE_AT_ONCE_BYTES:  # it would never read the 421
+            self.abort_session()
+            return
+        if line and not transport.is_closing():
+            transport.write(line)  # type: ignore[attr-defined]
+        transport.close()
+        if self._abort_handle is None:
+            self._abort_handle = self.loop.call_later(CLOSE_GRACE, self.abort_session)
+
+    def abort_session(self) -> None:
+        """End the connection now, unsent bytes and all, and release the session. The TCP
+        transport is the one aborted (under TLS the TLS layer would first try to say goodbye);
+        and as the TLS layer tells us nothing of a connection lost mid-handshake, the session
+        is released here if nobody else did it."""
+        self._cancel("_abort_handle")
+        raw = self._original_transport or self.transport
+        if raw is not None:
+            raw.abort()
+        if not self._lost and self.transport is not None:
+            self.loop.call_soon(self._lost_anyway)
+
+    def _lost_anyway(self) -> None:
+        if not self._lost and self.transport is not None:
+            self.connection_lost(None)
 
     def _cancel(self, name: str) -> None:
         handle = getattr(self, name)
@@ -221,7 +292,13 @@ class GatewaySMTP(SMTP):
         if self._busy:
             self._reset_timeout()
             return
-        super()._timeout_cb()
+        if self.transport is None:
+            return
+        if self.transport.is_closing():  # a close asked for an idle period ago is still not done
+            self.abort_session()
+            return
+        # No SMTP line to a peer that has not sent its PROXY header: it may be no SMTP client.
+        self.end(None if self._awaiting_proxy else IDLE_TOO_LONG)
 
     def _cancel_data_deadline(self) -> None:
         self._cancel("_data_deadline")
@@ -247,14 +324,23 @@ class GatewaySMTP(SMTP):
         m = _PLAIN_ADDRESS.match(arg)
         if m:
             return m.group(1), m.group(2) or ""
-        return super()._getaddr(arg)
+        try:
+            return super()._getaddr(arg)
+        except Exception:  # the stdlib header parser fails on "<", '"', "\\@[ " ...
+            return None, None  # ... with IndexError, AttributeError: it is a malformed address
+
+    def _getparams(self, params: Any) -> Any:
+        """aiosmtpd's parameter check, with SIZE in ASCII digits only (its isdigit() lets
+        "²" through to int(), which fails, and takes "١٢٣" as 123)."""
+        result = super()._getparams(params)
+        size = result.get("SIZE") if result else None
+        if isinstance(size, str) and not _DIGITS.fullmatch(size):
+            return None  # the syntax reply, 501 5.5.4
+        return result
 
     # -- DATA with a byte budget --------------------------------------------
     def _declared_size(self) -> int | None:
-        for opt in self.envelope.mail_options if self.envelope else ():
-            if opt.upper().startswith("SIZE=") and opt[5:].isdigit():
-                return int(opt[5:])
-        return None
+        return declared_size(self.envelope.mail_options if self.envelope else ())
 
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's own checks and replies, in its order.
@@ -270,7 +356,9 @@ class GatewaySMTP(SMTP):
             self._refused("shutting_down")
             await self.push("421 4.3.2 Service shutting down, try again later")
             return
-        reserved = self.limits.reserve(self._declared_size() or self.default_reserve)
+        # At most the default reserve, whatever SIZE says: the real bytes grow it as they come,
+        # so a declared 100 MiB cannot hold the budget before a byte of it has arrived.
+        reserved = self.limits.reserve(min(self._declared_size() or self.default_reserve, self.default_reserve))
         if reserved is None:
             self._refused("busy")
             await self.push(BUSY)
@@ -382,9 +470,75 @@ class GatewaySMTP(SMTP):
             pass
 
     async def push(self, status: Any) -> None:
+        """aiosmtpd's push, with an enhanced status code, printable ASCII only, and a drain
+        bounded by the idle timeout: a client that reads none of our replies for that long is
+        gone (its session is aborted), not a session to keep forever."""
+        if self._answered:  # half-closed and answered: the session is over
+            raise ConnectionResetError("the client closed its side; every command was answered")
         if isinstance(status, str):
-            status = enhance(status)
-        await super().push(status)
+            status = enhance(printable(status)).encode("ascii")
+        self._writer.write(status + b"\r\n")
+        if not self._paused:  # (FlowControlMixin) the transport's buffer is below its high mark
+            await self._writer.drain()
+            return
+        try:
+            await asyncio.wait_for(self._writer.drain(), self._timeout_duration)
+        except asyncio.TimeoutError:
+            self.abort_session()
+            raise ConnectionResetError("the client read no reply for an idle period") from None
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A client that rejects our certificate or speaks no TLS: its problem, not a bug.
+            # (aiosmtpd closes the connection; the reply goes nowhere.)
+            cause = error.__cause__ or error
+            self._refused("tls_failed")
+            if self.log is not None:
+                self.log.info("tls_failed", client=client_ip(self.session) if self.session else None,
+                              reason=f"{type(cause).__name__}: {cause}"[:300])
+            return "454 4.7.0 TLS handshake failed"
+        if isinstance(error, asyncio.IncompleteReadError) and self._eof:
+            # The end of what a half-closed client sent: every command before it is answered.
+            self._answered = True
+            self.end()
+            return ""  # not said: push() ends the command loop
+        return await super().handle_exception(error)
+
+    def eof_received(self) -> bool | None:
+        """The client half-closed (SHUT_WR), or closed. aiosmtpd cancels the command in
+        progress, so a message already relayed got no reply (and would be sent again on
+        retry), and pipelined commands none. Here, when a message has arrived (or is
+        arriving) or more commands wait in the buffer, the reader just ends where the
+        client's bytes end: all of it is processed and answered, then handle_exception()
+        closes. A FIN does not tell a half-close from a hang-up, so with nothing but one plain
+        command in progress aiosmtpd's way stays: a client that hung up mid-RCPT costs no
+        more downstream work (no reply depends on it). Likewise under TLS (no half-close)
+        and before the PROXY header."""
+        if (self.session is None or self.session.ssl is not None or self._awaiting_proxy
+                or not (self.in_flight or self._reader._buffer)):  # type: ignore[attr-defined]
+            return super().eof_received()
+        self._eof = True
+        return asyncio.StreamReaderProtocol.eof_received(self)  # EOF to the reader; stay open for replies
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        if self._tls_protocol is not None:  # RFC 3207 4.2; aiosmtpd would nest TLS inside TLS
+            await self.push("503 5.5.1 TLS already active")
+            return
+        if self.envelope is not None and self.envelope.mail_from:
+            # aiosmtpd starts a new session at the handshake: the transaction (and the
+            # downstream one mirroring it) would be orphaned. Postfix says the same.
+            await self.push("503 5.5.1 STARTTLS not allowed during a mail transaction")
+            return
+        await super().smtp_STARTTLS(arg)
+        if not self._tls_up:  # the connection ended during the handshake (we closed it)
+            self.abort_session()
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        """This hop does not authenticate clients (the MTA in front does): AUTH is neither
+        advertised nor accepted, so a sender configured with credentials does not try them
+        here forever."""
+        await self.push("502 5.5.1 Authentication not enabled")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # not the STARTTLS re-entry
@@ -398,6 +552,8 @@ class GatewaySMTP(SMTP):
                 return
         if first:
             self.limits.sessions.add(self)
+        else:
+            self._new_session_after_starttls()
         # STARTTLS starts a new session: the client is still the one the PROXY header named.
         proxy_data = self.session.proxy_data if self.session is not None else None
         super().connection_made(transport)
@@ -407,6 +563,15 @@ class GatewaySMTP(SMTP):
             self._arm_envelope_deadline()
         else:  # aiosmtpd discarded the bytes sent before the handshake: no line is open
             self._cancel("_command_deadline")
+
+    def _new_session_after_starttls(self) -> None:
+        """aiosmtpd replaces the session at the handshake: the old one ends here, through the
+        same hook as at the end of a connection, so what it held (a pooled downstream
+        connection) is released instead of orphaned."""
+        self._tls_up = True
+        closed = getattr(self.event_handler, "session_closed", None)
+        if closed is not None and self.session is not None:
+            closed(self.session)
 
     def _admit(self, address: str | None) -> bool:
         """Count this session for its client address; False (and counted as a refusal) when
@@ -424,6 +589,8 @@ class GatewaySMTP(SMTP):
         return True
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command == "EHLO":  # aiosmtpd offers AUTH after STARTTLS; see smtp_AUTH
+            args = (args[0], [r for r in args[1] if not r.startswith("250-AUTH")])
         status = await super()._call_handler_hook(command, *args)
         if command == "PROXY" and status is not MISSING and status:
             # The header names the real client: only now can it be counted. UNKNOWN/LOCAL
@@ -438,8 +605,10 @@ class GatewaySMTP(SMTP):
         return status
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._turned_away:
+        if self._turned_away or self._lost:  # (abort_session may have got here first)
             return
+        self._lost = True
+        self._cancel("_abort_handle")
         if self._client is not None:
             self.limits.leave(self._client)
             self._client = None
@@ -456,8 +625,7 @@ class GatewaySMTP(SMTP):
         """Drain: an idle session is told 421 now; one with a message in flight (arriving or
         being processed) after the reply to that message."""
         if not self.in_flight and self.transport is not None:
-            self.transport.write(SHUTTING_DOWN)
-            self.transport.close()
+            self.end(SHUTTING_DOWN)
 
     @property
     def in_flight(self) -> bool:
