@@ -160,7 +160,7 @@ def _survey(an: Analysis, data: bytes, root: Part, policy: InspectPolicy) -> lis
         if part.unclosed:
             an.ambiguities.append(f"part {part.path or 'body'}: missing closing boundary")
         an.renamed |= part.renamed
-        if part.content_type in scan.MESSAGE_TYPES and part.children and not part.in_message:
+        if scan.is_container(part.content_type) and part.children and not part.in_message:
             an.containers += 1
         an.partial |= carriers.is_partial(part)
         an.encrypted |= carriers.is_encrypted(part)

@@ -42,6 +42,7 @@ class Act:
     extra: bool = False
     stale: bool = False
     abort: bool = False  # "drop" with a TCP reset instead of a FIN
+    close_after: bool = False  # answer, then close the connection (a downstream idle timeout between commands)
 
 
 @dataclass
@@ -228,7 +229,7 @@ class ScriptedDownstream:
             conn.last = out
         w.write(head + out + tail)  # one write: the proxy reads it as one chunk
         await w.drain()
-        return True
+        return not act.close_after
 
 
 def _addr(arg: str) -> str:

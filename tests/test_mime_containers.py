@@ -60,6 +60,19 @@ def test_attached_message_labels_are_read_as_clients_read_them(proxy, sink, ctyp
     assert b"Subject: fwd" in got  # the forwarded message stays, without the file
 
 
+@pytest.mark.parametrize("ctype", ["message/rfc822", "message/news", "message/x-forwarded"])
+def test_every_attached_message_counts_as_one_attachment_for_the_planner(make_proxy, sink, ctype):
+    """Whatever its message/* label, an attached message is shown as one attachment, and the
+    files inside it are not: with downstream.max_attachments = 1 and a PDF beside it, one of
+    the two must be offloaded so the platform gets no more attachments than it takes."""
+    proxy = make_proxy({"downstream": {"max_attachments": 1}})
+    inside = forwarded(*(attachment(samples.pdf(), f"scan{i}.pdf", "application/pdf") for i in range(3)))
+    raw = message(multipart(text(), entity([("Content-Type", ctype)], inside),
+                            attachment(samples.pdf(), "beside.pdf", "application/pdf")))
+    got = relay(proxy, sink, raw)
+    assert "offload" in [d["verdict"] for d in decisions(got)]
+
+
 def test_a_type_readers_read_two_ways_is_relayed_in_the_reading_we_judged(proxy, sink):
     """compat32 (Python) reads "x?message/rfc822" as an unknown leaf, Thunderbird as a message:
     the relayed header names the type we judged, so every reader finds the same parts."""

@@ -169,3 +169,31 @@ def test_a_client_hanging_up_during_a_slow_rcpt_is_no_downstream_outage(make_pro
     assert len(proxy.events("client_gone")) == 3  # the session that got 451 did not go away
     # The interrupted connections were closed (their late answers then go nowhere).
     ds.wait_for(lambda: all(c.closed for c in ds.conns), "every downstream connection to end")
+
+
+def test_a_downstream_closing_between_commands_is_replayed_not_refused(make_proxy, scripted):
+    """The downstream answers, then closes the connection (its idle timeout, a restart) while
+    the sender is between two commands. The next RCPT, and DATA, must replay the transaction
+    on a new connection: a RCPT or DATA alone there gets "503 need MAIL", a 5xx for a good
+    recipient and a bounce for a message whose recipients were told 250."""
+    def decide(conn, verb, arg) -> Act:
+        if verb == "RCPT" and conn.n <= 2 and arg == ("x@example.com", "y@example.com")[conn.n - 1]:
+            return Act(close_after=True)
+        return Act()
+
+    ds = scripted(decide)
+    proxy = start(make_proxy, ds)
+    with RawSession(proxy.smtp_port) as s:
+        s.command(b"EHLO client.test")
+        assert s.command(b"MAIL FROM:<a@sender.test>").startswith(b"250 ")
+        assert s.command(b"RCPT TO:<x@example.com>").startswith(b"250 ")
+        ds.wait_for(lambda: ds.conns[0].closed, "the downstream to close its first connection")
+        reply = s.command(b"RCPT TO:<y@example.com>")  # replayed on connection 2: MAIL, x, then y
+        assert reply.startswith(b"250 "), reply
+        ds.wait_for(lambda: ds.conns[1].closed, "the downstream to close its second connection")
+        assert s.command(b"DATA").startswith(b"354")  # replayed on connection 3: MAIL, x, y, DATA
+        s.send(body("TOKEN-between"))
+        final = s.reply()
+    assert final.startswith(b"250 "), final
+    assert [(d.conn, d.sender, d.rcpts, d.token) for d in ds.deliveries] == \
+        [(3, "a@sender.test", ["x@example.com", "y@example.com"], "TOKEN-between")]

@@ -132,7 +132,10 @@ class Downstream:
         # for. It lives until the sender ends it (RSET, a new MAIL, DATA), whatever happens to
         # the connection: a connection lost mid-envelope only means it must be opened again.
         self.txn: Transaction | None = None
-        self._open = False  # self.txn is open on this connection, with all its recipients
+        # The connection self.txn is open on, with all its recipients. Tied to the connection
+        # object, not a flag: a downstream that closes between two of our commands leaves
+        # nothing open, and the next command must replay the transaction on a new connection.
+        self._open_on: aiosmtplib.SMTP | None = None
         self._counter = ReplyCounter()
         self._asked = 0  # replies asked for on this connection (since EHLO)
         self._busy = False  # a command is in flight: its reply is not read yet
@@ -148,6 +151,10 @@ class Downstream:
         command in flight, and every byte the downstream sent read as a reply we asked for."""
         return (self.connected and self._verified and self.txn is None and not self._busy
                 and not self._unread())
+
+    @property
+    def _open(self) -> bool:
+        return self._open_on is not None and self._open_on is self.smtp and self.connected
 
     def _unread(self) -> bool:
         return self._counter.replies != self._asked or self._counter.mid_line
@@ -254,7 +261,7 @@ class Downstream:
         """Begin the sender's transaction (the caller reset any earlier one)."""
         reply = await self._mail(sender, options)
         self.txn = Transaction(sender, options) if reply.ok else None
-        self._open = reply.ok
+        self._open_on = self.smtp if reply.ok else None
         return reply
 
     async def _mail(self, sender: str, options: list[str]) -> Reply:
@@ -275,7 +282,7 @@ class Downstream:
             # an earlier replay failed: a RCPT alone would get "503 need MAIL", a 5xx for a good
             # recipient, and a new transaction would drop the recipients already told 250.
             await self._replay(self.txn)
-            self._open = True
+            self._open_on = self.smtp
         reply = await self._command(b"RCPT", b"TO:" + _addr(recipient), default_status="2.1.5")
         if reply.ok and self.txn is not None:
             self.txn.recipients.append(recipient)
@@ -288,7 +295,7 @@ class Downstream:
 
     async def _reset(self) -> None:
         """Leave no transaction open on this connection (closed if RSET is not answered 250)."""
-        self._open = False
+        self._open_on = None
         if self.connected:
             try:
                 reply = await self._command(b"RSET", default_status="2.0.0")
@@ -308,7 +315,7 @@ class Downstream:
         txn = self.txn
         assert txn is not None and txn.recipients, "DATA without an accepted recipient"
         replay = not self._open
-        self.txn, self._open = None, False  # DATA ends the transaction, whatever its outcome
+        self.txn, self._open_on = None, None  # DATA ends the transaction, whatever its outcome
         if replay:
             await self._replay(txn)
         # DATA and the message are sent in two steps, not with aiosmtplib's data(): it turns
@@ -366,4 +373,4 @@ class Downstream:
         if self.smtp is not None:
             self.smtp.close()
         self.smtp = None
-        self._open = False
+        self._open_on = None
