@@ -213,8 +213,9 @@ def run(cfg: Config, log) -> int:
         return asyncio.run(serve(cfg, log))
     load_secrets(cfg.links, log)
     if cfg.storage.backend == "local":
-        # Made here, once, like the secret: workers creating the directory at the same moment
-        # race (the loser's mkdir raised FileExistsError and that worker died at start).
+        # Made here, once, like the secret: an unusable path stops the start with one message
+        # instead of every worker dying and being restarted (LocalStore also tolerates
+        # processes creating the directory at the same moment).
         open_store(cfg)
     children: dict[int, int] = {}
     stopping = False

@@ -7,10 +7,13 @@ The downstream is tests/scripted.py: every reply names what it answers (`rcpt:<a
 
 from __future__ import annotations
 
+import re
 import ssl
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import RawSession, Sink, SinkHandler
 from mail import message, text
@@ -230,3 +233,14 @@ def test_data_block_stuffs_dots_and_ends_lines():
 
     assert _data_block(b"a\r\n.b\n..c\rd") == b"a\r\n..b\r\n...c\r\nd\r\n.\r\n"
     assert _data_block(b".\r\n") == b"..\r\n.\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n."]), max_size=30).map(b"".join))
+def test_data_block_is_the_line_end_and_dot_stuffing_rule(message):
+    """The fast path (already CRLF: one replace) gives what the rule itself gives."""
+    from smtp_offload.relay.client import _data_block
+
+    text = re.sub(rb"\r\n|\n|\r(?!\n)", b"\r\n", message)
+    text += b"" if text.endswith(b"\r\n") else b"\r\n"
+    assert _data_block(message) == re.sub(rb"(?m)^\.", b"..", text) + b".\r\n"

@@ -127,8 +127,10 @@ _HTML_DATA_URLS = [re.compile(start + _SKIP + _spelled("data:text/html")) for st
 # what judges values past _DECODE_MAX). A ":" before the name admits any
 # namespace prefix (xlink:href).
 _VALUE_WITH_REFERENCE = re.compile(rb"=[\x00-\x20]*+[\"']?[\x00-\x20]*+&")
-_URL_ATTR = re.compile(rb"[\s/\"'`:](?:href|src|action|formaction|data|background|poster|codebase|cite|lowsrc"
-                       rb"|dynsrc|longdesc|ping|from|to|by|values)[\x00-\x20]*\Z")
+# The attributes whose value is a URL (one list: a name missing from a copy would be a bypass).
+_URL_NAMES = (rb"[\s/\"'`:](?:href|src|action|formaction|data|background|poster|codebase|cite|lowsrc"
+              rb"|dynsrc|longdesc|ping|from|to|by|values)")
+_URL_ATTR = re.compile(_URL_NAMES + rb"[\x00-\x20]*\Z")
 _DECODED_URL = re.compile(r"(java|vb)script:|(data:\s*text/html)")
 _C0_AND_SPACE = "".join(map(chr, range(33)))
 # Attribute values (and entity declarations) that hold a whole document: the
@@ -148,8 +150,7 @@ _ATTDEF = re.compile(rb"\s+([^\s\"'>]+)\s+(?:\([^)]*\)|notation\s*\([^)]*\)|[a-z
                      rb"(?:#required|#implied|(?:#fixed\s+)?(\"[^\"]*\"|'[^']*'))")
 # In a document that declares entities, an entity can spell a URL's scheme ("&j;alert(1)"):
 # a URL attribute whose value starts with one (but the five every XML document knows).
-_ENTITY_URL = re.compile(rb"[\s/\"'`:](?:href|src|action|formaction|data|background|poster|codebase|cite|lowsrc"
-                         rb"|dynsrc|longdesc|ping|from|to|by|values)\s*=\s*[\"']?[\x00-\x20]*"
+_ENTITY_URL = re.compile(_URL_NAMES + rb"\s*=\s*[\"']?[\x00-\x20]*"
                          rb"&(?!(?:lt|gt|amp|quot|apos);)[a-z_:][^\s;&\"'<>]*;")
 _UNQUOTED_END = re.compile(rb"[\t\n\f\r >]")
 # XML runs script only in these namespaces (XSLT turns any markup into HTML).

@@ -100,16 +100,21 @@ class ReplyCounter:
 
 
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _data_block(message: bytes) -> bytes:
     """The message as it goes on the wire after DATA: CRLF line ends, dot-stuffed, with the
-    final dot (what aiosmtplib's data() does; we send it ourselves to check the 354 first)."""
-    message = _LINE_ENDS.sub(b"\r\n", message)
+    final dot (what aiosmtplib's data() does; we send it ourselves to check the 354 first).
+    It runs on the event loop: what the pipeline relays already has CRLF line ends, so the
+    regex pass is only for what does not, and dot-stuffing is a plain replace (a 25 MB
+    message costs milliseconds, not a third of a second of every session's time)."""
+    crlf = message.count(b"\r\n")
+    if message.count(b"\r") != crlf or message.count(b"\n") != crlf:
+        message = _LINE_ENDS.sub(b"\r\n", message)
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
-    return _LEADING_DOT.sub(b"..", message) + b".\r\n"
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    return (b"." + stuffed if stuffed.startswith(b".") else stuffed) + b".\r\n"
 
 
 def _addr(address: str) -> bytes:

@@ -111,12 +111,6 @@ class Handler:
         return "250 2.0.0 Ok"
 
     async def handle_exception(self, error: Exception) -> str:
-        if isinstance(error, (asyncio.IncompleteReadError, ConnectionError)):
-            # The client closed or reset the connection mid-line: its own doing, not a bug.
-            # (aiosmtpd usually cancels the session instead; this is the race where the
-            # read fails first.) The reply goes nowhere; nothing was accepted.
-            self.log.info("client_gone", error=type(error).__name__)
-            return "421 4.4.2 Connection closed"
         self.log.error("smtp_internal_error", exc_info=error)
         return INTERNAL
 

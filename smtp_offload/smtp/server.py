@@ -502,6 +502,13 @@ class GatewaySMTP(SMTP):
             self._answered = True
             self.end()
             return ""  # not said: push() ends the command loop
+        if isinstance(error, (asyncio.IncompleteReadError, ConnectionError)):
+            # The client closed or reset the connection mid-line: its own doing, not a bug.
+            # (aiosmtpd usually cancels the session instead; this is the race where the
+            # read fails first.) The reply goes nowhere; nothing was accepted.
+            if self.log is not None:
+                self.log.info("client_gone", error=type(error).__name__)
+            return "421 4.4.2 Connection closed"
         return await super().handle_exception(error)
 
     def eof_received(self) -> bool | None:
