@@ -19,6 +19,7 @@ from __future__ import annotations
 import binascii
 import re
 
+from .mime.cms import PKCS7_TYPES
 from .model import Part
 
 _BEGIN = re.compile(rb"^begin [0-7]{3,4} ([^\r\n]+)\r?$", re.MULTILINE)
@@ -81,4 +82,4 @@ def is_encrypted(part: Part) -> bool:
     """Content that cannot be inspected: encrypted, or an S/MIME blob we could not unwrap (the
     content of an opaque signature we could is judged: mime/cms.py)."""
     return part.content_type == "multipart/encrypted" or (
-        part.content_type in ("application/pkcs7-mime", "application/x-pkcs7-mime") and part.embedded is None)
+        part.content_type in PKCS7_TYPES and part.embedded is None)

@@ -19,8 +19,7 @@ from .scan import CONFLICTING_NAMES, NAME_HEADERS
 
 CRLF = b"\r\n"
 _CONTENT_FIELDS = {"content-type", "content-transfer-encoding", "content-disposition",
-                   "content-description", "content-id", "content-location", "content-md5",
-                   "content-name", "x-sun-data-name"}
+                   "content-description", "content-id", "content-location", "content-md5", *NAME_HEADERS}
 
 
 @dataclass(frozen=True)
