@@ -70,6 +70,42 @@ def two_free_ports() -> int:
     raise RuntimeError("no two consecutive free ports")
 
 
+def self_signed(directory: Path, cn: str = "mx.test") -> tuple[str, str]:
+    """A self-signed certificate and its key, made with openssl in `directory`: (cert, key)."""
+    import shutil
+
+    if not shutil.which("openssl"):
+        missing("openssl not installed (Debian package openssl)")
+    crt, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={cn}",
+                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    return str(crt), str(key)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory) -> tuple[str, str]:
+    """A certificate for the proxy's STARTTLS: (server.tls_cert, server.tls_key)."""
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def scripted():
+    """Make scripted downstreams (tests/scripted.py): make(decide=None); stopped after the
+    test, which fails if one of them met a bug of its own."""
+    from scripted import ScriptedDownstream
+
+    servers: list = []
+
+    def make(decide=None):
+        servers.append(ScriptedDownstream(decide))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.stop()
+        assert s.errors == []
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 

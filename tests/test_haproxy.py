@@ -104,17 +104,6 @@ def test_connection_without_a_valid_header_is_closed(make_proxy, sink, first):
     assert sink.messages == []
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    if not shutil.which("openssl"):
-        missing("openssl not installed (Debian package openssl)")
-    d = tmp_path_factory.mktemp("tls")
-    crt, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.test",
-                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
-    return str(crt), str(key)
-
-
 def test_client_address_survives_starttls(make_proxy, sink, cert):
     proxy = make_proxy({"server": {"proxy_protocol": True, "tls_cert": cert[0], "tls_key": cert[1]}})
     ctx = ssl.create_default_context()

@@ -6,16 +6,13 @@ samples are checked to run in headless Chromium, so the tests are about real att
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.parse
 from pathlib import Path
 
 import markup
 from conftest import chrome
 from mail import attachment, message, multipart, text
-from smtp_offload.mime import scan
-from smtp_offload.mime.codec import decode
+from test_inspect_proxy import decisions, payloads, plain_body
 
 HANDLER = "HTML document with active content is not accepted (an event handler attribute)"
 IN_DATA_URL = "HTML document with active content is not accepted (a script element in a data: URL)"
@@ -38,28 +35,6 @@ BENIGN = {  # name: (data, declared type)
     "xrechnung.xml": (markup.xrechnung(), "text/xml"),
     "factur-x.xml": (markup.factur_x(), "application/xml"),
 }
-
-
-def payloads(raw: bytes) -> dict[str, bytes]:
-    return {p.filename: decode(raw[p.body_start:p.end], p.cte) for p in scan.parse(raw).walk() if p.is_attachment}
-
-
-def plain_body(raw: bytes) -> str:
-    for p in scan.parse(raw).walk():
-        if p.content_type == "text/plain" and not p.is_attachment:
-            return decode(raw[p.body_start:p.end], p.cte).decode(p.params.get("charset", "utf-8"))
-    raise AssertionError("no text/plain body")
-
-
-def decisions(raw: bytes) -> dict[str, tuple[str, str]]:
-    """{file name: (verdict, reason)} from the X-Smtp-Offload-Attachment headers."""
-    head = raw[:raw.index(b"\r\n\r\n")].replace(b"\r\n\t", b" ").decode("ascii")
-    out = {}
-    for line in head.split("\r\n"):
-        if line.startswith("X-Smtp-Offload-Attachment:"):
-            name = urllib.parse.unquote(re.search(r"name\*=UTF-8''([^;\s]+)", line).group(1))
-            out[name] = (re.search(r"verdict=(\w+)", line).group(1), re.search(r'reason="([^"]*)"', line).group(1))
-    return out
 
 
 def test_active_markup_is_stripped_and_the_notice_says_why(proxy, sink):

@@ -9,33 +9,18 @@ from __future__ import annotations
 
 import re
 import ssl
-import subprocess
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import RawSession, Sink, SinkHandler
+from conftest import RawSession, Sink, SinkHandler, self_signed
 from mail import message, text
 from scripted import TAG, Act, ScriptedDownstream
 
 
 def token_message(token: str) -> bytes:
     return message(text(f"{token}\r\n.a line with a leading dot\r\n"), subject=token)
-
-
-@pytest.fixture
-def scripted():
-    servers: list[ScriptedDownstream] = []
-
-    def make(decide=None) -> ScriptedDownstream:
-        servers.append(ScriptedDownstream(decide))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.stop()
-        assert s.errors == []
 
 
 def start(make_proxy, ds: ScriptedDownstream):
@@ -176,11 +161,9 @@ def test_pool_does_not_hand_out_a_connection_with_unread_bytes(make_proxy, scrip
 def test_pooled_connection_over_starttls_is_checked_and_reused(make_proxy, tmp_path):
     """The reply counter sees the bytes through the TLS layer too: over a downstream that
     requires STARTTLS, messages pass and one connection serves every session."""
-    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-                    "/CN=downstream.test", "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
+    crt, key = self_signed(tmp_path, "downstream.test")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(crt), str(key))
+    ctx.load_cert_chain(crt, key)
     peers: list[tuple[str, int]] = []
 
     class PeerHandler(SinkHandler):

@@ -21,20 +21,6 @@ from mail import message, text
 from scripted import Act, ScriptedDownstream
 
 
-@pytest.fixture
-def scripted():
-    servers: list[ScriptedDownstream] = []
-
-    def make(decide) -> ScriptedDownstream:
-        servers.append(ScriptedDownstream(decide))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.stop()
-        assert s.errors == []
-
-
 def start(make_proxy, ds: ScriptedDownstream):
     return make_proxy({"downstream": {"command_timeout": 20, "data_timeout": 20, "pool_size": 2}},
                       downstream_port=ds.port)

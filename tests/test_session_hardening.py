@@ -11,13 +11,12 @@ import select
 import signal
 import socket
 import ssl
-import subprocess
 
 import pytest
 
 from conftest import RawSession
 from mail import message, text
-from scripted import Act, ScriptedDownstream
+from scripted import Act
 from test_metrics import Scrape, scrape_until
 from test_session_limits import assert_clean_log, closed
 from smtp_offload.app import DEFAULT_RESERVE
@@ -28,13 +27,9 @@ SHORT = {"idle_timeout": 2, "command_timeout": 2, "envelope_timeout": 4}
 MiB = 1024 * 1024
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    crt, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.test",
-                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
-    return {"tls_cert": str(crt), "tls_key": str(key)}
+@pytest.fixture
+def tls(cert) -> dict[str, str]:
+    return {"tls_cert": cert[0], "tls_key": cert[1]}
 
 
 def lenient() -> ssl.SSLContext:
@@ -146,8 +141,8 @@ def test_shutdown_does_not_wait_for_a_client_that_never_reads(make_proxy, sink):
 
 # -- 2. STARTTLS inside TLS, and ends that leaked the slot ----------------------------------
 
-def test_second_starttls_is_refused_and_the_session_goes_on(make_proxy, sink, cert):
-    proxy = make_proxy({"server": {**cert, **SHORT, "max_sessions_per_client": 2}})
+def test_second_starttls_is_refused_and_the_session_goes_on(make_proxy, sink, tls):
+    proxy = make_proxy({"server": {**tls, **SHORT, "max_sessions_per_client": 2}})
     t = Tls(proxy.smtp_port)
     try:
         assert t.command(b"STARTTLS") == b"503 5.5.1 TLS already active\r\n"  # RFC 3207: not 220
@@ -170,11 +165,11 @@ def test_second_starttls_is_refused_and_the_session_goes_on(make_proxy, sink, ce
     no_internal_error(proxy)
 
 
-def test_client_silent_after_starttls_is_cut_off_and_released(make_proxy, sink, cert):
+def test_client_silent_after_starttls_is_cut_off_and_released(make_proxy, sink, tls):
     """The 220 to STARTTLS, then no handshake (or one the client abandons): the TLS layer never
     told aiosmtpd the connection ended, so the slot stayed taken after the idle timeout,
     even after the client closed its socket."""
-    proxy = make_proxy({"server": {**cert, **SHORT, "max_sessions_per_client": 2}})
+    proxy = make_proxy({"server": {**tls, **SHORT, "max_sessions_per_client": 2}})
     held = []
     for _ in range(2):
         s = RawSession(proxy.smtp_port)
@@ -196,17 +191,11 @@ def test_client_silent_after_starttls_is_cut_off_and_released(make_proxy, sink, 
 
 # -- 3. STARTTLS during a transaction; the session before the handshake ---------------------
 
-@pytest.fixture
-def scripted():
-    ds = ScriptedDownstream()
-    yield ds
-    ds.stop()
-
-
-def test_starttls_during_a_transaction_is_refused(make_proxy, scripted, cert):
+def test_starttls_during_a_transaction_is_refused(make_proxy, scripted, tls):
     """t_tls_leak.py: the new session after the handshake orphaned the downstream transaction
     the RCPT had opened."""
-    proxy = make_proxy({"server": cert}, downstream_port=scripted.port)
+    ds = scripted()
+    proxy = make_proxy({"server": tls}, downstream_port=ds.port)
     with RawSession(proxy.smtp_port) as s:
         assert s.command(b"EHLO client.test").startswith(b"250")
         assert s.command(b"MAIL FROM:<a@sender.test>").startswith(b"250")
@@ -217,15 +206,16 @@ def test_starttls_during_a_transaction_is_refused(make_proxy, scripted, cert):
         s.send(message(text("TOKEN-tx1\r\n")) + b".\r\n")
         assert s.reply().startswith(b"250 2.0.0")
         assert s.command(b"QUIT").startswith(b"221")
-    assert [d.token for d in scripted.deliveries] == ["TOKEN-tx1"]
-    assert len(scripted.conns) == 1
+    assert [d.token for d in ds.deliveries] == ["TOKEN-tx1"]
+    assert len(ds.conns) == 1
     no_internal_error(proxy)
 
 
-def test_session_before_starttls_releases_its_downstream_connection(make_proxy, scripted, cert):
+def test_session_before_starttls_releases_its_downstream_connection(make_proxy, scripted, tls):
     """A message in plaintext, then STARTTLS: the old session's downstream connection was
     never closed nor pooled (with pool_size 0: closed) and stayed open for good."""
-    proxy = make_proxy({"server": cert, "downstream": {"pool_size": 0}}, downstream_port=scripted.port)
+    ds = scripted()
+    proxy = make_proxy({"server": tls, "downstream": {"pool_size": 0}}, downstream_port=ds.port)
     plain = RawSession(proxy.smtp_port)
     assert plain.start_data().startswith(b"354")
     plain.send(message(text("TOKEN-plain\r\n")) + b".\r\n")
@@ -236,9 +226,9 @@ def test_session_before_starttls_releases_its_downstream_connection(make_proxy, 
     t.sendall(b"QUIT\r\n")
     assert tf.readline().startswith(b"221")
     t.close()
-    scripted.wait_for(lambda: len(scripted.conns) == 1 and scripted.conns[0].closed,
+    ds.wait_for(lambda: len(ds.conns) == 1 and ds.conns[0].closed,
                       "the downstream connection of the session before STARTTLS to be closed", DEADLINE)
-    assert [d.token for d in scripted.deliveries] == ["TOKEN-plain"]
+    assert [d.token for d in ds.deliveries] == ["TOKEN-plain"]
     no_internal_error(proxy)
 
 
@@ -288,21 +278,18 @@ def test_pipelined_dialogue_then_half_close_gets_every_reply(proxy, sink):
     no_internal_error(proxy)
 
 
-def test_half_close_while_the_message_is_relayed_still_gets_the_reply(make_proxy):
+def test_half_close_while_the_message_is_relayed_still_gets_the_reply(make_proxy, scripted):
     """t_halfclose.py (B): the downstream took the message, but the client that half-closed
     after the final dot got no reply (and would send it again)."""
-    ds = ScriptedDownstream(lambda conn, verb, arg: Act(delay=1.0) if verb == "DOT" else Act())
-    try:
-        proxy = make_proxy(downstream_port=ds.port)
-        with RawSession(proxy.smtp_port, timeout=DEADLINE) as s:
-            assert s.start_data().startswith(b"354")
-            s.send(message(text("TOKEN-half\r\n")) + b".\r\n")
-            s.sock.shutdown(socket.SHUT_WR)  # before the downstream's delayed answer
-            assert s.reply().startswith(b"250 2.0.0 Ok: queued as")
-            assert closed(s)
-        assert [d.token for d in ds.deliveries] == ["TOKEN-half"]
-    finally:
-        ds.stop()
+    ds = scripted(lambda conn, verb, arg: Act(delay=1.0) if verb == "DOT" else Act())
+    proxy = make_proxy(downstream_port=ds.port)
+    with RawSession(proxy.smtp_port, timeout=DEADLINE) as s:
+        assert s.start_data().startswith(b"354")
+        s.send(message(text("TOKEN-half\r\n")) + b".\r\n")
+        s.sock.shutdown(socket.SHUT_WR)  # before the downstream's delayed answer
+        assert s.reply().startswith(b"250 2.0.0 Ok: queued as")
+        assert closed(s)
+    assert [d.token for d in ds.deliveries] == ["TOKEN-half"]
     assert [e["outcome"] for e in proxy.events("message")] == ["relayed"]
     no_internal_error(proxy)
 
@@ -330,10 +317,10 @@ def test_malformed_addresses_get_a_syntax_reply(proxy, sink):
 
 # -- 7. failed TLS handshakes ----------------------------------------------------------------
 
-def test_failed_handshake_is_logged_as_tls_failed(make_proxy, sink, cert):
+def test_failed_handshake_is_logged_as_tls_failed(make_proxy, sink, tls):
     """t_tls_fail.py: a client that rejects the certificate, or sends no TLS after 220, was an
     smtp_internal_error with a traceback."""
-    proxy = make_proxy({"server": cert})
+    proxy = make_proxy({"server": tls})
     with RawSession(proxy.smtp_port) as s:  # bytes that are no ClientHello
         assert s.command(b"EHLO client.test").startswith(b"250")
         assert s.command(b"STARTTLS").startswith(b"220")
@@ -382,10 +369,10 @@ def test_declared_size(options, size):
 
 # -- 9. no AUTH ----------------------------------------------------------------------------------
 
-def test_auth_is_neither_offered_nor_accepted(make_proxy, sink, cert):
+def test_auth_is_neither_offered_nor_accepted(make_proxy, sink, tls):
     """t_auth.py: AUTH LOGIN PLAIN was offered after STARTTLS and could never succeed (an MTA
     with credentials defers forever); AUTH LOGIN then a 20000-byte line was a traceback."""
-    proxy = make_proxy({"server": cert})
+    proxy = make_proxy({"server": tls})
     t = Tls(proxy.smtp_port)
     try:
         ehlo = t.lines(b"EHLO client.test")

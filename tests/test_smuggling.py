@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import RawSession
+from conftest import RawSession, self_signed
 from faulty import FaultyServer
 
 from mail import message, text
@@ -66,12 +66,9 @@ def test_data_after_starttls_is_discarded(make_proxy, sink, tmp_path):
     """Commands pipelined behind STARTTLS must not be executed inside the TLS session
     (CVE-2011-0411 class): they are discarded with the plaintext buffer."""
     import ssl
-    import subprocess
 
-    crt, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=mx.test",
-                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
-    proxy = make_proxy({"server": {"tls_cert": str(crt), "tls_key": str(key)}})
+    crt, key = self_signed(tmp_path)
+    proxy = make_proxy({"server": {"tls_cert": crt, "tls_key": key}})
     raw = socket.create_connection(("127.0.0.1", proxy.smtp_port), timeout=20)
     f = raw.makefile("rb")
     f.readline()

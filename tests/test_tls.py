@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-import smtplib
 import ssl
-import subprocess
-
-import pytest
 
 from mail import message, text
-
-
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    crt, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mx.test",
-                    "-keyout", str(key), "-out", str(crt)], check=True, capture_output=True)
-    return str(crt), str(key)
 
 
 def _client_ctx() -> ssl.SSLContext:
