@@ -326,7 +326,7 @@ class _Scan:
         self.feature: str | None = None
         self.counts = not xml  # in XML: once an XHTML, SVG or XSLT namespace (or an entity) was seen
         # The value being read: its reader, its quote, and where its attribute's "=" ends.
-        self.embedded: tuple[_Srcdoc | _EntityValue | _DataUrl, bytes, int] | None = None
+        self.embedded: tuple[_Inner | _DataUrl, bytes, int] | None = None
         self.read_to = 0  # offset up to which embedded documents have been read
 
     @property
@@ -431,7 +431,7 @@ class _Scan:
             at = start - self.base if reader.passed else end + len(quote)
             self.read_to = self.base + at
 
-    def _reader(self, kind: str) -> _Srcdoc | _EntityValue | _DataUrl | _Attlist | None:
+    def _reader(self, kind: str) -> _Inner | _DataUrl | _Attlist | None:
         """A reader for an embedded document of `kind`, or None (and a refusal) past the limits."""
         if kind == "data":
             return _DataUrl(self.budget, self.depth)  # its type decides whether it counts: see there
@@ -445,10 +445,11 @@ class _Scan:
             self.feature = f"more than {_SRCDOC_MAX if kind == 'srcdoc' else _DATA_URL_MAX} {label}"
         elif kind == "srcdoc":
             self.budget.srcdocs -= 1
-            return _Srcdoc(self.budget, self.depth)
+            return _Inner(_Unescape(), _Scan(self.budget, depth=self.depth + 1), "in an srcdoc document")
         else:
             self.budget.entities -= 1
-            return _EntityValue(self.budget, self.depth)
+            return _Inner(_CharRefs(), _Scan(self.budget, depth=self.depth + 1, entities=True),
+                          "in an XML entity")
         return None
 
 
@@ -504,36 +505,22 @@ def _located(found: str | None, where: str) -> str | None:
     return found if not found or " in " in found or " than " in found else f"{found} {where}"
 
 
-class _Srcdoc:
-    """The document in an srcdoc attribute: entity-decoded, it is a page of its own."""
+class _Inner:
+    """A document inside a value, decoded as its parser decodes it before anyone reads it:
+    an srcdoc attribute (entity-decoded, a page of its own) or an XML entity declaration's
+    value (character references decoded, markup wherever the entity is used)."""
 
     passed = False  # the whole value is read
 
-    def __init__(self, budget: _Budget, depth: int) -> None:
-        self.unescape, self.scan = _Unescape(), _Scan(budget, depth=depth + 1)
+    def __init__(self, decode: _Unescape | _CharRefs, scan: _Scan, where: str) -> None:
+        self.decode, self.scan, self.where = decode, scan, where
 
     def feed(self, raw: bytes) -> None:
-        self.scan.feed(self.unescape.feed(raw))
+        self.scan.feed(self.decode.feed(raw))
 
     def close(self) -> str | None:
-        self.scan.feed(self.unescape.feed(b"", final=True))
-        return _located(self.scan.close(), "in an srcdoc document")
-
-
-class _EntityValue:
-    """The value of an XML entity declaration: markup wherever the entity is used."""
-
-    passed = False
-
-    def __init__(self, budget: _Budget, depth: int) -> None:
-        self.refs, self.scan = _CharRefs(), _Scan(budget, depth=depth + 1, entities=True)
-
-    def feed(self, raw: bytes) -> None:
-        self.scan.feed(self.refs.feed(raw))
-
-    def close(self) -> str | None:
-        self.scan.feed(self.refs.feed(b"", final=True))
-        return _located(self.scan.close(), "in an XML entity")
+        self.scan.feed(self.decode.feed(b"", final=True))
+        return _located(self.scan.close(), self.where)
 
 
 class _DataUrl:
