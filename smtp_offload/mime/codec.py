@@ -6,6 +6,8 @@ import base64
 import binascii
 import re
 
+from .headers import first_token
+
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]")
 # A "=" pad followed, after anything but alphabet characters, by more base64: a client that
 # keeps decoding past the pad shows bytes that binascii.a2b_base64 (which stops there) drops.
@@ -23,25 +25,7 @@ def parse_cte(value: str | None) -> str:
     """
     if value is None:
         return "7bit"
-    tokens, cur, depth, i = [], [], 0, 0
-    while i < len(value):
-        c = value[i]
-        if depth:
-            if c == "\\":  # quoted-pair inside a comment
-                i += 1
-            elif c == "(":
-                depth += 1
-            elif c == ")":
-                depth -= 1
-        elif c == "(" or _SEPARATOR.match(c):
-            depth = 1 if c == "(" else 0
-            tokens.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-        i += 1
-    tokens.append("".join(cur))
-    mechanism = next((t.lower() for t in tokens if t), "7bit")
+    mechanism = first_token(value, _SEPARATOR.match).lower() or "7bit"
     # "8-bit", "7bits": typos of the identity encodings. Every reader shows their raw bytes
     # (decoded as nothing, or as an opaque file), which is what we judge: no need to call
     # the sender's text body an unknown encoding and strip it.

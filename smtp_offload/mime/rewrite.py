@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..model import Part
 from . import codec
+from .headers import Field, fields
 from .htmlbody import notice_offset
 from .scan import CONFLICTING_NAMES, NAME_HEADERS
 
@@ -42,26 +43,16 @@ def apply(data: bytes, edits: list[Edit]) -> bytes:
     return b"".join(out)
 
 
-def header_fields(data: bytes, start: int, stop: int) -> list[tuple[str, int, int]]:
-    """(lower-case name, start, end) of each header field, continuation lines included."""
-    fields: list[tuple[str, int, int]] = []
-    pos = start
-    while pos < stop:
-        eol = data.find(CRLF, pos, stop)
-        nxt = stop if eol < 0 else eol + 2
-        if data[pos:pos + 1] in (b" ", b"\t") and fields:
-            name, fstart, _ = fields[-1]
-            fields[-1] = (name, fstart, nxt)
-        elif nxt - pos > 2:
-            name = data[pos:nxt].split(b":", 1)[0].strip().decode("latin-1").lower()
-            fields.append((name, pos, nxt))
-        pos = nxt
-    return fields
+def part_fields(data: bytes, part: Part) -> list[Field]:
+    """The part's header fields (a line without a colon among them: it is relayed as it came).
+    A last line of one or two bytes with no line break (a block that a delimiter cuts) is left
+    out, as it always was."""
+    return [f for f in fields(data, part.start, part.header_end) if len(f.raw) > 2]
 
 
 def drop_fields(data: bytes, part: Part, names) -> list[Edit]:
     """Edits that remove header fields by name (exact names or prefixes ending in '*')."""
-    return [Edit(s, e, b"") for n, s, e in header_fields(data, part.start, part.header_end) if _dropped(n, names)]
+    return [Edit(f.start, f.end, b"") for f in part_fields(data, part) if _dropped(f.name, names)]
 
 
 def _python_codec(charset: str) -> str | None:
@@ -105,29 +96,33 @@ def text_part_with_notice(data: bytes, part: Part, notice: str, html: bool) -> b
     if cte != part.cte:
         drop.add("content-transfer-encoding")
         extra += f"Content-Transfer-Encoding: {cte}\r\n".encode("ascii")
-    head = b"".join(_field(data, part, n, s, e) for n, s, e in unique_fields(data, part) if n not in drop)
+    head = b"".join(_field(part, f) for f in unique_fields(data, part) if f.name not in drop)
     return head + extra + CRLF + codec.encode(raw, cte)
 
 
-def _field(data: bytes, part: Part, name: str, start: int, end: int) -> bytes:
+def _field(part: Part, f: Field) -> bytes:
     """A header field as we relay it: a Content-Type that readers type differently, in our reading."""
-    return part.type_field if name == "content-type" and part.type_field is not None else data[start:end]
+    if f.name == "content-type" and part.type_field is not None:
+        return part.type_field
+    # The last field of a block that ends at the part's end has no line end of its own; fields
+    # are written one after another here, and the blank line after them.
+    return f.raw if f.raw.endswith(CRLF) else f.raw + CRLF
 
 
 _SINGLE = ("content-type", "content-disposition", "content-transfer-encoding")
 
 
-def unique_fields(data: bytes, part: Part) -> list[tuple[str, int, int]]:
+def unique_fields(data: bytes, part: Part) -> list[Field]:
     """Header fields with later duplicates of the content headers dropped: the first one is
     the one we read, so it is the one every later reader must see."""
     seen: set[str] = set()
     out = []
-    for n, s, e in header_fields(data, part.start, part.header_end):
-        if n in _SINGLE:
-            if n in seen:
+    for f in part_fields(data, part):
+        if f.name in _SINGLE:
+            if f.name in seen:
                 continue
-            seen.add(n)
-        out.append((n, s, e))
+            seen.add(f.name)
+        out.append(f)
     return out
 
 
@@ -161,9 +156,9 @@ def canonical_headers(data: bytes, part: Part) -> bytes:
     """The part's header block in one unambiguous form: one of each content header and,
     when its places for a name decoded to different names or named a path, only our reading of
     the name (RFC 2231), with the other places for a name (Content-Name...) left out."""
-    fields = unique_fields(data, part)
+    kept = unique_fields(data, part)
     if CONFLICTING_NAMES not in part.ambiguities and not part.renamed:  # at most its type is rebuilt
-        return b"".join(_field(data, part, n, s, e) for n, s, e in fields)
+        return b"".join(_field(part, f) for f in kept)
     params = "".join(_param(k, v) for k, v in part.params.items() if k not in ("name", "charset"))
     if "charset" in part.params:
         params = _param("charset", part.params["charset"]) + params
@@ -172,15 +167,15 @@ def canonical_headers(data: bytes, part: Part) -> bytes:
     canonical = (f"Content-Type: {_mime_type(part.content_type)}{params};\r\n\tname*={_rfc2231(name)}\r\n"
                  f"Content-Disposition: {disposition};\r\n\tfilename*={_rfc2231(name)}\r\n").encode("ascii")
     out = []
-    for n, s, e in fields:  # the canonical pair goes where the first of them was: order matters to parsers
-        if n in ("content-type", "content-disposition"):
+    for f in kept:  # the canonical pair goes where the first of them was: order matters to parsers
+        if f.name in ("content-type", "content-disposition"):
             if canonical:
                 out.append(canonical)
                 canonical = b""
             continue
-        if n in NAME_HEADERS:
+        if f.name in NAME_HEADERS:
             continue
-        out.append(data[s:e])
+        out.append(f.raw)
     return b"".join(out)
 
 
@@ -236,7 +231,7 @@ def _rebuild_edits(data: bytes, root: Part, gone: set[str], drop_root: tuple[str
         if (p.ambiguities or p.renamed) and p.start not in replaced:
             head = canonical_headers(data, p)
             if p is root and drop_root:
-                head = b"".join(ln for ln in _split_fields(head) if not _dropped(_field_name(ln), drop_root))
+                head = b"".join(f.raw for f in fields(head) if not _dropped(f.name, drop_root))
             edits.append(Edit(p.start, p.header_end, head))
         if p.embedded is not None and p.embedded_data is not None and p.wrapper is None \
                 and needs_rebuild(p.embedded):  # signed content cannot be rebuilt: pipeline strips it
@@ -265,20 +260,6 @@ def _kept(part: Part, gone: set[str]):
         yield from _kept(c, gone)
 
 
-def _split_fields(block: bytes) -> list[bytes]:
-    fields: list[bytes] = []
-    for line in block.split(CRLF)[:-1]:
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line + CRLF
-        else:
-            fields.append(line + CRLF)
-    return fields
-
-
-def _field_name(field: bytes) -> str:
-    return field.split(b":", 1)[0].strip().decode("latin-1").lower()
-
-
 def _collapse(part: Part, gone: set[str]) -> set[str]:
     """A multipart whose every child is removed is removed too (RFC 2046 wants at least one part)."""
     for c in part.children:
@@ -298,8 +279,8 @@ def _topmost(part: Part, gone: set[str]):
 
 def _as_text_entity(data: bytes, part: Part, notice: str, drop: tuple[str, ...]) -> bytes:
     """The entity's own (non-content) header fields followed by a text/plain body."""
-    keep = b"".join(data[s:e] for n, s, e in header_fields(data, part.start, part.header_end)
-                    if n not in _CONTENT_FIELDS and not _dropped(n, drop))
+    keep = b"".join(f.raw for f in part_fields(data, part)
+                    if f.name not in _CONTENT_FIELDS and not _dropped(f.name, drop))
     return keep + new_text_part(notice)
 
 
