@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import html
-import time
 
 from .inspect import safe_display_name
-from .model import Attachment, Verdict
+from .model import FileOutcome, Verdict
+from .units import human_size, when
 
 HEADING = "This message was changed by the mail gateway before delivery:"
 
 
-def human_size(n: int) -> str:
-    if n < 1000:
-        return f"{n} bytes"
-    for unit in ("KB", "MB", "GB"):
-        n /= 1000
-        if n < 1000 or unit == "GB":
-            return f"{n:.1f} {unit}"
-    raise AssertionError("unreachable")
-
-
-def when(ts: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
-
-
-def _line(a: Attachment) -> tuple[str, str | None]:
+def _line(a: FileOutcome) -> tuple[str, str | None]:
     """(sentence, link or None) for one changed attachment."""
     # The name as a person may safely see it: no bidi tricks, control characters or paths.
-    what = f'"{safe_display_name(a.name)}" ({human_size(len(a.data))}, {a.judgement.detected_type})'
+    what = f'"{safe_display_name(a.name)}" ({human_size(a.size)}, {a.file.judgement.detected_type})'
     if a.verdict is Verdict.OFFLOAD and a.link:
         return (f"{what} was too large to deliver as an attachment. "
                 f"Download it until {when(a.link_expires or 0)}:"), a.link
@@ -37,7 +23,7 @@ def _line(a: Attachment) -> tuple[str, str | None]:
     return f"{what} was removed: {a.reason}.", None
 
 
-def render(changed: list[Attachment]) -> tuple[str, str]:
+def render(changed: list[FileOutcome]) -> tuple[str, str]:
     """Plain-text and HTML notices; both end with a separator from the original body."""
     lines = [HEADING]
     items = []

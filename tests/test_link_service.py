@@ -24,13 +24,17 @@ from urllib.parse import unquote
 import aiohttp
 import pytest
 
-from mail import attachment, message, multipart, text
-from samples import big_pdf as samples_pdf
 from smtp_offload.config import LinksConfig
-from smtp_offload.links import Grant, link_url, new_grant, sign, verify
+from smtp_offload.errors import ConfigError, StorageError
+from smtp_offload.links import BadToken, ExpiredToken, Grant, link_url, new_grant, sign, verify
+from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.server import LinkServer
+from smtp_offload.links.service import PRESIGN_MAX_TTL, Gone, InvalidRequest, LinkService, Revoked, mint
+from smtp_offload.links.tokens import message_ref
 from smtp_offload.storage import LocalStore, StoredObject, make_key
-from test_attachments import LINK, body_text
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.relayed import LINK, body_text
+from tests.support.samples import big_pdf as samples_pdf
 
 SECRET = b"n" * 40  # signs
 OLD = b"o" * 40  # verifies only (rotated out)
@@ -161,7 +165,7 @@ async def test_landing_page_shows_the_file_escaped(env: Env) -> None:
     _page_headers_ok(headers)
     _self_contained(body)
     assert "&lt;b&gt;x&lt;/b&gt;&amp;.pdf" in body and "<b>x</b>" not in body  # the name, escaped
-    for text in ("1.2 MB", "application/pdf", "alice@example.com", "2026-11-20 10:00 UTC",
+    for text in ("1.2 MiB", "application/pdf", "alice@example.com", "2026-11-20 10:00 UTC",
                  "2096-10-02 07:06 UTC"):  # size, detected type, sender, received, link expiry
         assert text in body, text
     assert f'<a class="button" href="./{token}/download"' in body  # a plain link, no script
@@ -650,3 +654,102 @@ def test_cli_link_usage_and_refusals(make_proxy, sink) -> None:
     assert r.returncode == 1 and "not valid" in r.stderr and r.stdout == ""
     r = _cli_proxy(proxy, "revoke", f"http://127.0.0.1:{proxy.links_port}/f/")
     assert r.returncode == 1 and "Traceback" not in r.stderr
+
+
+# -- one minter, one table of refusals ----------------------------------------
+
+
+class _Presigner(LocalStore):
+    """A store that presigns (as S3 does), recording what it was asked."""
+
+    asked: list[tuple[str, int]]
+
+    async def presign(self, obj: StoredObject, ttl: int) -> str | None:
+        self.asked = [*getattr(self, "asked", []), (obj.key, ttl)]
+        return f"https://bucket.example/{obj.key}?X-Amz-Expires={ttl}"
+
+
+async def test_mint_redirect_mode_signs_a_link_to_the_link_service(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    obj = await Env(store, LinksConfig(), RecordingLog(), None, "").put(b"minted")  # type: ignore[arg-type]
+    cfg = LinksConfig(base_url="https://files.example.com/")
+    before = int(time.time())
+    minted = await mint(store, SECRET, cfg, obj, 600)
+    assert minted.url.startswith("https://files.example.com/f/v2.") and minted.key == obj.key
+    grant = verify(unquote(minted.url.rsplit("/f/", 1)[1]), [SECRET])
+    assert (grant.key, grant.token_id, grant.expires) == (obj.key, minted.token_id, minted.expires)
+    assert grant.message_ref == message_ref("<m1@example.com>")  # bound to its message
+    assert before + 600 <= minted.expires <= int(time.time()) + 600
+    with pytest.raises(BadToken):  # signed with the secret given, nothing else
+        verify(unquote(minted.url.rsplit("/f/", 1)[1]), [OLD])
+
+
+async def test_mint_presigned_mode_uses_the_store_and_cannot_be_revoked(tmp_path: Path) -> None:
+    cfg = LinksConfig(mode="presigned")
+    store = _Presigner(tmp_path / "store")
+    obj = await Env(store, cfg, RecordingLog(), None, "").put(b"minted")  # type: ignore[arg-type]
+    before = int(time.time())
+    minted = await mint(store, SECRET, cfg, obj, 900)
+    assert minted.url == f"https://bucket.example/{obj.key}?X-Amz-Expires=900" and minted.token_id is None
+    assert store.asked == [(obj.key, 900)] and before + 900 <= minted.expires <= int(time.time()) + 900
+    plain = LocalStore(tmp_path / "store")  # cannot presign
+    with pytest.raises(InvalidRequest, match="^this store cannot make presigned URLs$"):
+        await mint(plain, SECRET, cfg, obj, 900)
+
+
+async def test_refresh_in_presigned_mode_mints_through_the_store(tmp_path: Path) -> None:
+    cfg = LinksConfig(mode="presigned")
+    store = _Presigner(tmp_path / "store")
+    obj = await Env(store, cfg, RecordingLog(), None, "").put(b"minted")  # type: ignore[arg-type]
+    service = LinkService(store, [SECRET], cfg)
+    minted = await service.refresh(key=obj.key, ttl=60)
+    assert minted.url.endswith("X-Amz-Expires=60") and minted.token_id is None
+    with pytest.raises(InvalidRequest, match="cannot exceed"):
+        await service.refresh(key=obj.key, ttl=PRESIGN_MAX_TTL + 1)
+
+
+_GRANT = Grant("2026/11/20/abc/x.pdf", PAST, "0123456789abcdef")
+
+# exception -> (kind, API status, page status, exit code, JSON message, command's message, page title)
+OUTCOMES = [
+    (ExpiredToken(_GRANT), "expired", 410, 410, 1, "link has expired", "link has expired",
+     "This link has expired"),
+    (BadToken("bad mac"), "bad_token", 400, 403, 1, "token is not valid", "token is not valid",
+     "This link is not valid"),
+    (Revoked(_GRANT), "revoked", 410, 410, 1, "link was revoked", "link was revoked", "This link was revoked"),
+    (Gone("k"), "gone", 404, 404, 1, "file no longer available", "file no longer available",
+     "This file is no longer available"),
+    (InvalidRequest("ttl_seconds must be an integer"), "invalid_request", 400, 400, 1,
+     "ttl_seconds must be an integer", "ttl_seconds must be an integer", "This link is not valid"),
+    (StorageError("bucket down"), "storage_unavailable", 503, 503, 1, "storage unavailable, try again later",
+     "storage unavailable: bucket down", "Temporarily unavailable"),
+    (FileNotFoundError(2, "No such file", "/srv/store"), "storage_unavailable", 503, 503, 1,
+     "storage unavailable, try again later", "storage unavailable: [Errno 2] No such file: '/srv/store'",
+     "Temporarily unavailable"),
+]
+
+
+@pytest.mark.parametrize(("exc", "kind", "api", "page", "code", "message", "cli", "title"), OUTCOMES,
+                         ids=[type(o[0]).__name__ for o in OUTCOMES])
+def test_outcome_table(exc: Exception, kind: str, api: int, page: int, code: int, message: str, cli: str,
+                       title: str) -> None:
+    o = outcome_of(exc)
+    assert o is not None
+    assert (o.kind, o.api_status, o.page_status, o.exit_code, o.message, o.cli_message) == (
+        kind, api, page, code, message, cli)
+    assert o.as_json() == {"error": message}
+    assert f"<title>{title}</title>" in o.page
+    # Storage details go to operators (log, terminal), never onto a page or into the JSON.
+    assert o.detail == (str(exc) if kind == "storage_unavailable" else None)
+    if o.detail:
+        assert o.detail not in o.page and o.detail not in o.message
+
+
+def test_outcome_expired_page_names_the_date() -> None:
+    o = outcome_of(ExpiredToken(_GRANT))
+    assert o is not None and "expired on 2023-11-14 22:13 UTC" in o.page
+
+
+@pytest.mark.parametrize("exc", [KeyError("k"), ValueError("x"), RuntimeError("bug"), ConfigError("c")])
+def test_outcome_of_a_bug_is_none(exc: Exception) -> None:
+    assert outcome_of(exc) is None  # the caller's 500 / traceback, not a refusal

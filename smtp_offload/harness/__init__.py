@@ -14,6 +14,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from ..units import human_size
 from . import files
 from .mime import attachment, b64, entity, message, multipart, rfc822, text
 
@@ -98,7 +99,7 @@ def send_samples(server: str, to: str, sender: str, sink=None, scale: float = 1.
     results = []
     items = samples(scale, to)
     for n, s in enumerate(items, 1):
-        print(f"[{n}/{len(items)}] {s.title} ({len(s.data) / MB:.1f} MB) ...", end=" ", flush=True, file=out)
+        print(f"[{n}/{len(items)}] {s.title} ({human_size(len(s.data))}) ...", end=" ", flush=True, file=out)
         started = time.monotonic()
         try:
             with smtplib.SMTP(host, int(port), timeout=300) as c:
@@ -123,7 +124,7 @@ def send_samples(server: str, to: str, sender: str, sink=None, scale: float = 1.
         for d in row.get("decisions", []):
             extra = f" until {time.strftime('%Y-%m-%d', time.gmtime(int(d['expires'])))}" if "expires" in d else ""
             print(f"      {d.get('verdict', '?'):8} {d.get('name', '?')} ({d.get('detected', '?')}, "
-                  f"{int(d.get('size', 0)) / MB:.2f} MB){extra} {d.get('reason', '')}", file=out)
+                  f"{human_size(int(d.get('size', 0)))}){extra} {d.get('reason', '')}", file=out)
     return results
 
 

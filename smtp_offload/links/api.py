@@ -19,9 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from smtp_offload.errors import StorageError
-from smtp_offload.links.service import Gone, InvalidRequest, LinkService, Revoked
-from smtp_offload.links.tokens import BadToken
+from smtp_offload.links.outcomes import outcome_of
+from smtp_offload.links.service import LinkService
 
 MAX_BODY_BYTES = 64 * 1024  # requests are a token and a number; anything bigger is not ours
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -123,19 +122,14 @@ class _Api:
         return data
 
     async def _call(self, work: Awaitable[Any]) -> Any:
-        """The service's refusals as HTTP statuses with a plain message."""
+        """The service's refusals as HTTP statuses with a plain message (links.outcomes)."""
         try:
             return await work
-        except InvalidRequest as e:
-            raise _ApiError(400, str(e)) from None
-        except BadToken:
-            raise _ApiError(400, "token is not valid") from None
-        except Revoked:
-            raise _ApiError(410, "link was revoked") from None
-        except Gone:
-            raise _ApiError(404, "file no longer available") from None
-        except (StorageError, OSError):
-            raise _ApiError(503, "storage unavailable, try again later") from None
+        except Exception as e:
+            outcome = outcome_of(e)
+            if outcome is None:
+                raise
+            raise _ApiError(outcome.api_status, outcome.message) from None
 
     async def refresh(self, request: web.Request) -> dict[str, Any]:
         data = await self._body(request, {"token", "key", "ttl_seconds"})

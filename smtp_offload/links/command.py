@@ -19,10 +19,10 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from smtp_offload.config import Config
-from smtp_offload.errors import ConfigError, StorageError
+from smtp_offload.errors import ConfigError
+from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.secret import load_secrets
-from smtp_offload.links.service import Gone, LinkError, LinkService, Revoked
-from smtp_offload.links.tokens import BadToken
+from smtp_offload.links.service import LinkService
 from smtp_offload.storage import open_store
 
 
@@ -62,20 +62,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     except ConfigError as e:
         print(f"smtp-offload: config error: {e}", file=sys.stderr)
         return 2
-    except BadToken:
-        return _refused("token is not valid")
-    except Revoked:
-        return _refused("link was revoked")
-    except Gone:
-        return _refused("file no longer available")
-    except LinkError as e:
-        return _refused(str(e))
-    except (StorageError, OSError) as e:
-        return _refused(f"storage unavailable: {e}")  # an operator's terminal: the detail helps
+    except Exception as e:  # bad token, revoked, gone, bad request, storage down (links.outcomes)
+        outcome = outcome_of(e)
+        if outcome is None:
+            raise
+        print(f"smtp-offload: {outcome.cli_message}", file=sys.stderr)
+        return outcome.exit_code
     print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
-
-
-def _refused(message: str) -> int:
-    print(f"smtp-offload: {message}", file=sys.stderr)
-    return 1

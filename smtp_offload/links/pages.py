@@ -10,13 +10,13 @@ errors) is ever put on a page.
 from __future__ import annotations
 
 import html
-from datetime import datetime, timezone
+from datetime import datetime
 from urllib.parse import quote
 
 from smtp_offload.inspect.names import disarm
 from smtp_offload.links.tokens import Grant
-from smtp_offload.notice import human_size
 from smtp_offload.storage.base import StoredObject
+from smtp_offload.units import human_size, when
 
 # The one inline <style> is allowed by 'unsafe-inline'; with default-src 'none' nothing
 # else loads. form-action/base-uri/frame-ancestors are not covered by default-src.
@@ -37,19 +37,12 @@ p{margin:.5em 0}.note{color:#5b6673;font-size:.9em;margin-top:1.25em}
 """
 
 
-def when(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _received(date: str) -> str:
     # StoredObject.date is ISO 8601 UTC; anything else is shown as stored (escaped by the caller).
     try:
-        parsed = datetime.fromisoformat(date)
-    except ValueError:
+        return when(datetime.fromisoformat(date))
+    except (ValueError, OverflowError):  # OverflowError: a year-1 date with an offset
         return date
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _document(title: str, body: str) -> str:

@@ -26,10 +26,10 @@ from typing import Any
 from aiohttp import web
 
 from smtp_offload.config import LinksConfig
-from smtp_offload.errors import StorageError
 from smtp_offload.links import api, pages
-from smtp_offload.links.service import Gone, LinkService, Revoked
-from smtp_offload.links.tokens import BadToken, ExpiredToken, Grant
+from smtp_offload.links.outcomes import outcome_of
+from smtp_offload.links.service import Gone, LinkService
+from smtp_offload.links.tokens import ExpiredToken, Grant
 from smtp_offload.metrics import CONTENT_TYPE_LATEST
 from smtp_offload.storage.base import Store, StoredObject, content_disposition
 
@@ -152,6 +152,16 @@ class _Refused(Exception):
         self.status, self.page = status, page
 
 
+def _refused(exc: Exception, audit: _Audit) -> _Refused:
+    """The page for a refusal (links.outcomes); `exc` itself when it is none but a bug."""
+    outcome = outcome_of(exc)
+    if outcome is None:
+        raise exc
+    if outcome.detail is not None:
+        audit.fields["error"] = outcome.detail  # for operators; the page says nothing about it
+    return _Refused(outcome.page_status, outcome.page)
+
+
 def _html(status: int, page: str) -> web.Response:
     return web.Response(status=status, text=page, content_type="text/html", headers=_PAGE_HEADERS)
 
@@ -161,21 +171,15 @@ async def _resolve(request: web.Request, audit: _Audit) -> tuple[Grant, StoredOb
     service = request.app[_SERVICE]
     try:
         grant = service.verify(request.match_info["token"])
-    except ExpiredToken as e:
-        audit.grant(e.grant)
-        raise _Refused(410, pages.expired(e.expires)) from None
-    except BadToken:
-        raise _Refused(403, pages.not_valid()) from None
+    except Exception as e:
+        if isinstance(e, ExpiredToken):
+            audit.grant(e.grant)
+        raise _refused(e, audit) from None
     audit.grant(grant)
     try:
         obj = await service.fetch(grant)
-    except Revoked:
-        raise _Refused(410, pages.revoked()) from None
-    except Gone:
-        raise _Refused(404, pages.gone()) from None
-    except (StorageError, OSError) as e:
-        audit.fields["error"] = str(e)  # for operators; the page says nothing about it
-        raise _Refused(503, pages.unavailable()) from None
+    except Exception as e:
+        raise _refused(e, audit) from None
     audit.object(obj)
     return grant, obj
 
@@ -232,10 +236,9 @@ async def _presign_or_open(service: LinkService, obj: StoredObject,
         url = await service.store.presign(obj, service.cfg.click_ttl_seconds)
         return (url, None) if url else (None, await service.store.open(obj.key))
     except KeyError:
-        raise _Refused(404, pages.gone()) from None
-    except (StorageError, OSError) as e:
-        audit.fields["error"] = str(e)
-        raise _Refused(503, pages.unavailable()) from None
+        raise _refused(Gone(obj.key), audit) from None
+    except Exception as e:
+        raise _refused(e, audit) from None
 
 
 async def _stream(request: web.Request, obj: StoredObject,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from smtp_offload.config import LinksConfig
+from smtp_offload.config import LinksConfig, LinksMode
 from smtp_offload.links import link_url
 from smtp_offload.links.tokens import ExpiredToken, Grant, is_token_id, message_ref, new_grant, sign, verify
 from smtp_offload.storage.base import Store, StoredObject
@@ -48,7 +48,7 @@ class Gone(LinkError):
 
 @dataclass(frozen=True)
 class Minted:
-    """A new link, as refresh returns it."""
+    """A new link, as mint (and so refresh) returns it."""
 
     url: str
     token_id: str | None  # None for a presigned URL: it cannot be revoked
@@ -61,7 +61,31 @@ class Minted:
 
 
 def utc(ts: int) -> str:
+    """ISO 8601 for JSON ("2026-11-30T14:05:00Z"); what people read is units.when."""
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def presigned(cfg: LinksConfig) -> bool:
+    """Whether mails carry the store's own presigned URL rather than a link to our link service.
+    The one place links.mode is compared."""
+    return cfg.mode is LinksMode.PRESIGNED
+
+
+async def mint(store: Store, secret: bytes, cfg: LinksConfig, obj: StoredObject, ttl: int) -> Minted:
+    """A new link to `obj`, valid for `ttl` seconds: the one place links are made.
+
+    Presigned mode: the store's own URL (token_id None: it cannot be revoked); InvalidRequest
+    when this store cannot presign. Redirect mode: a signed token for our link service
+    (`cfg.base_url`), signed with `secret`, naming obj's message so the link cannot fetch
+    another message's file stored under the same key.
+    """
+    grant = new_grant(obj.key, ttl, obj.message_id)
+    if presigned(cfg):
+        url = await store.presign(obj, ttl)
+        if url is None:
+            raise InvalidRequest("this store cannot make presigned URLs")
+        return Minted(url, None, grant.expires, obj.key)
+    return Minted(link_url(cfg.base_url, sign(grant, secret)), grant.token_id, grant.expires, obj.key)
 
 
 def object_json(obj: StoredObject) -> dict[str, Any]:
@@ -119,14 +143,7 @@ class LinkService:
             obj = await self.store.stat(key)
         except KeyError:
             raise Gone(key) from None
-        fresh = new_grant(obj.key, ttl, obj.message_id)
-        if self.cfg.mode == "presigned":
-            url = await self.store.presign(obj, ttl)
-            if url is None:
-                raise InvalidRequest("this store cannot make presigned URLs")
-            return Minted(url, None, fresh.expires, obj.key)
-        return Minted(link_url(self.cfg.base_url, sign(fresh, self.secrets[0])), fresh.token_id,
-                      fresh.expires, obj.key)
+        return await mint(self.store, self.secrets[0], self.cfg, obj, ttl)
 
     async def revoke(self, *, token: str | None = None, token_id: str | None = None) -> str:
         """Revoke one link (expired ones too); returns its token_id. Other links to the same file stay valid."""
@@ -159,7 +176,7 @@ class LinkService:
             ttl = self.cfg.ttl_seconds
         elif isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 < ttl <= MAX_TTL_SECONDS:
             raise InvalidRequest(f"ttl_seconds must be an integer between 1 and {MAX_TTL_SECONDS}")
-        if self.cfg.mode == "presigned" and ttl > PRESIGN_MAX_TTL:
+        if presigned(self.cfg) and ttl > PRESIGN_MAX_TTL:
             raise InvalidRequest(f"ttl_seconds cannot exceed {PRESIGN_MAX_TTL} for presigned URLs")
         return ttl
 
