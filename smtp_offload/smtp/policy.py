@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .. import replies as R
+
 
 def domain_accepted(domain: str, accepted: tuple[str, ...]) -> bool:
     """Exact match, or a subdomain when the entry starts with a dot (".example.com")."""
@@ -21,7 +23,7 @@ def check_sender(address: str) -> str | None:
         return None
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
-        return "501 5.1.7 Sender address must be user@domain or <>"
+        return str(R.BAD_SENDER)
     return None
 
 
@@ -32,15 +34,15 @@ def check_recipient(address: str, accepted: tuple[str, ...]) -> str | None:
         return None
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
-        return "550 5.1.3 Recipient address must be user@domain"
+        return str(R.BAD_RECIPIENT)
     # Sender-specified routing (user%other@ours, user!other@ours, "user@other"@ours) would
     # let a downstream relay onward: refuse like Postfix's allow_untrusted_routing = no.
     if any(c in local for c in "@%!"):
-        return "550 5.7.1 Sender-specified routing is not allowed"
+        return str(R.ROUTING_REFUSED)
     if domain.startswith("["):
-        return "550 5.7.1 Relaying denied: address literals are not accepted"
+        return str(R.LITERAL_REFUSED)
     if not domain_accepted(domain, accepted):
-        return f"550 5.7.1 Relaying denied: this server does not accept mail for {_printable(domain)}"
+        return R.RELAY_DENIED.format(domain=_printable(domain))
     return None
 
 

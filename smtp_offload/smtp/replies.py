@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import re
 
+from .. import replies as R
+
 _HAS_STATUS = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}(\s|$)")
+# aiosmtpd's exact texts (aiosmtpd/smtp.py) -> the catalogue's reply.
 _SPECIFIC = {
-    "552 Error: message size exceeds fixed maximum message size":
-        "552 5.3.4 Message size exceeds fixed maximum message size",
-    "503 Error: nested MAIL command": "503 5.5.1 Nested MAIL command",
-    "503 Error: need MAIL command": "503 5.5.1 Need MAIL command",
-    "503 Error: send HELO first": "503 5.5.1 Send HELO first",
-    "530 Must issue a STARTTLS command first": "530 5.7.0 Must issue a STARTTLS command first",
+    "552 Error: message size exceeds fixed maximum message size": str(R.TOO_BIG),
+    "503 Error: nested MAIL command": str(R.NESTED_MAIL),
+    "503 Error: need MAIL command": str(R.NEED_MAIL),
+    "503 Error: send HELO first": str(R.NEED_HELO),
+    "530 Must issue a STARTTLS command first": str(R.STARTTLS_FIRST),
 }
 _DEFAULT_STATUS = {
     "250": "2.0.0", "251": "2.1.5", "252": "2.5.0", "221": "2.0.0",

@@ -43,12 +43,17 @@ from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
+from .. import replies as R
+from ..replies import Reply
 from .handler import client_ip
 from .replies import enhance
 
-BUSY = "451 4.3.2 System busy, try again later"
-TOO_MUCH = "552 5.3.4 Message size exceeds fixed maximum message size"
-LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"  # a protocol refusal, not an internal error
+# Imported by the dry run (cli.py) and the composition root (app.py), as they use them.
+TOO_MUCH = str(R.TOO_BIG)
+LINE_TOO_LONG = str(R.LINE_TOO_LONG)  # a protocol refusal, not an internal error
+TOO_MANY = R.TOO_MANY.line
+# What _read_data() refuses a message with, and the refusal reason counted for it.
+_REFUSED_AS = {R.LINE_TOO_LONG: "line_too_long", R.BUSY: "busy", R.TOO_BIG: "too_big"}
 _CHUNK = 256 * 1024
 _TERMINATOR = b"\r\n.\r\n"
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -59,13 +64,6 @@ _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 # with more than CLOSE_AT_ONCE_BYTES of replies still unread it is aborted at once.
 CLOSE_GRACE = 2.0
 CLOSE_AT_ONCE_BYTES = 64 * 1024
-IDLE_TOO_LONG = b"421 4.4.2 Idle for too long, closing connection\r\n"
-SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
-TOO_MANY = b"421 4.3.2 Too many connections, try again later\r\n"
-TOO_MANY_FROM_CLIENT = b"421 4.7.0 Too many connections from your address, try again later\r\n"
-COMMAND_TOO_SLOW = b"421 4.4.2 Command line took too long to arrive, closing connection\r\n"
-ENVELOPE_TOO_SLOW = b"421 4.4.2 Too long without starting a message, closing connection\r\n"
-DATA_TOO_SLOW = b"421 4.4.2 Message took too long to arrive, closing\r\n"
 
 
 def declared_size(mail_options: Any) -> int | None:
@@ -228,7 +226,7 @@ class GatewaySMTP(SMTP):
         if self._busy or getattr(self._reader, "_paused", False):
             self._command_deadline = self.loop.call_later(self.limits.command_timeout, self._command_too_slow)
             return
-        self._cut("command_timeout", COMMAND_TOO_SLOW)
+        self._cut("command_timeout", R.COMMAND_TOO_SLOW)
 
     def _arm_envelope_deadline(self) -> None:
         self._cancel("_envelope_deadline")
@@ -238,17 +236,17 @@ class GatewaySMTP(SMTP):
     def _envelope_too_slow(self) -> None:
         self._envelope_deadline = None
         if not self.in_flight:  # a message arriving or processed has its own deadlines
-            self._cut("envelope_timeout", ENVELOPE_TOO_SLOW)
+            self._cut("envelope_timeout", R.ENVELOPE_TOO_SLOW)
 
-    def _cut(self, reason: str, line: bytes) -> None:
+    def _cut(self, reason: str, reply: Reply) -> None:
         """421 and close, from a timer. A command being handled is cancelled with the session
         (connection_lost cancels aiosmtpd's task), as when the client hangs up."""
         if self.transport is not None and not self.transport.is_closing():
             self._refused(reason)
-        self.end(line)
+        self.end(reply)
 
-    def end(self, line: bytes | None = None) -> None:
-        """Say `line` (a 421) and close; abort if the connection is not gone within
+    def end(self, reply: Reply | None = None) -> None:
+        """Say `reply` (a 421) and close; abort if the connection is not gone within
         CLOSE_GRACE. close() alone waits until every byte we wrote is sent: a client that reads
         nothing would hold its session, counted, forever."""
         transport = self.transport
@@ -260,8 +258,8 @@ class GatewaySMTP(SMTP):
         if transport.get_write_buffer_size() > CLOSE_AT_ONCE_BYTES:  # it would never read the 421
             self.abort_session()
             return
-        if line and not transport.is_closing():
-            transport.write(line)  # type: ignore[attr-defined]
+        if reply is not None and not transport.is_closing():
+            transport.write(reply.line)  # type: ignore[attr-defined]
         transport.close()
         if self._abort_handle is None:
             self._abort_handle = self.loop.call_later(CLOSE_GRACE, self.abort_session)
@@ -298,7 +296,7 @@ class GatewaySMTP(SMTP):
             self.abort_session()
             return
         # No SMTP line to a peer that has not sent its PROXY header: it may be no SMTP client.
-        self.end(None if self._awaiting_proxy else IDLE_TOO_LONG)
+        self.end(None if self._awaiting_proxy else R.IDLE_TOO_LONG)
 
     def _cancel_data_deadline(self) -> None:
         self._cancel("_data_deadline")
@@ -310,7 +308,7 @@ class GatewaySMTP(SMTP):
     def _data_too_slow(self) -> None:
         self._data_deadline = None
         if not self._busy:
-            self._cut("data_timeout", DATA_TOO_SLOW)
+            self._cut("data_timeout", R.DATA_TOO_SLOW)
 
     # -- envelope addresses ----------------------------------------------------
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
@@ -347,26 +345,26 @@ class GatewaySMTP(SMTP):
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         if not (self.envelope and self.envelope.rcpt_tos):
-            await self.push("503 5.5.1 Need RCPT command")
+            await self.push(R.NEED_RCPT)
             return
         if arg:
-            await self.push("501 Syntax: DATA")
+            await self.push(R.DATA_SYNTAX)
             return
         if self.limits.draining:
             self._refused("shutting_down")
-            await self.push("421 4.3.2 Service shutting down, try again later")
+            await self.push(R.SHUTTING_DOWN)
             return
         # At most the default reserve, whatever SIZE says: the real bytes grow it as they come,
         # so a declared 100 MiB cannot hold the budget before a byte of it has arrived.
         reserved = self.limits.reserve(min(self._declared_size() or self.default_reserve, self.default_reserve))
         if reserved is None:
             self._refused("busy")
-            await self.push(BUSY)
+            await self.push(R.BUSY)
             return
         self._charged = reserved
         try:
             self._cancel("_envelope_deadline")  # DATA is accepted: the DATA deadline takes over
-            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            await self.push(R.DATA_GO_AHEAD)
             self._data_deadline = self.loop.call_later(self.limits.data_timeout, self._data_too_slow)
             self._receiving = True
             self._cancel("_command_deadline")  # bytes pipelined after DATA were content, not a command
@@ -376,14 +374,14 @@ class GatewaySMTP(SMTP):
                 self._receiving = False
                 self._cancel_data_deadline()
             if problem:
-                self._refused({"500": "line_too_long", "451": "busy"}.get(problem[:3], "too_big"))
+                self._refused(_REFUSED_AS[problem])
                 self._set_post_data_state()
                 await self.push(problem)
                 return
             self.envelope.content = self.envelope.original_content = content
             status = await self._call_handler_hook("DATA")
             self._set_post_data_state()
-            await self.push("250 OK" if status is MISSING else status)
+            await self.push(R.HOOKLESS_OK if status is MISSING else status)
         finally:
             self.limits.release(self._charged)  # exactly what reserve() and grow() charged
             self._charged = 0
@@ -391,7 +389,7 @@ class GatewaySMTP(SMTP):
             if self.limits.draining:  # the reply to this message is out: now say goodbye
                 self.shutdown()
 
-    async def _read_data(self) -> tuple[bytes, str | None]:
+    async def _read_data(self) -> tuple[bytes, Reply | None]:
         """The DATA payload, read in large chunks instead of aiosmtpd's line by line (several
         times faster for big messages), with aiosmtpd's semantics kept exactly: only
         CRLF.CRLF ends the data (a bare CR or LF never does), the first dot of every line is
@@ -407,7 +405,7 @@ class GatewaySMTP(SMTP):
         arrived = 0  # bytes read, as charged to the budget
         tail = b"\r\n"  # the end of what came before: at the start, a line begins
         line = 0  # length of the line still open at the end of the last chunk
-        problem: str | None = None
+        problem: Reply | None = None
         limit = self.data_size_limit
         while True:
             chunk = await self._reader.read(_CHUNK)
@@ -418,7 +416,7 @@ class GatewaySMTP(SMTP):
                 if self.limits.grow(self._charged, arrived - self._charged):
                     self._charged = arrived
                 else:
-                    problem = BUSY
+                    problem = R.BUSY
             window = tail + chunk
             i = window.find(_TERMINATOR)
             if i >= 0:
@@ -433,7 +431,7 @@ class GatewaySMTP(SMTP):
                 nl = chunk.rfind(b"\n")
                 line = line + len(chunk) if nl < 0 else len(chunk) - nl - 1
             if problem is None and limit and kept + len(chunk) > limit:
-                problem = TOO_MUCH
+                problem = R.TOO_BIG
             if problem is None:
                 chunks.append(chunk)
                 kept += len(chunk)
@@ -451,12 +449,12 @@ class GatewaySMTP(SMTP):
                 return content.replace(b"\r\n.", b"\r\n"), None
             tail = window[-4:]
 
-    def _check_lines(self, chunk: bytes, open_line: int) -> str | None:
+    def _check_lines(self, chunk: bytes, open_line: int) -> Reply | None:
         """A line (up to a line feed) longer than the limit, in this chunk or continued into it."""
         first = chunk.find(b"\n")
         head = len(chunk) if first < 0 else first
         if open_line + head > self._max_line or (first >= 0 and self._long_line.search(chunk, first)):
-            return LINE_TOO_LONG
+            return R.LINE_TOO_LONG
         return None
 
     # -- replies and lifecycle ------------------------------------------------
@@ -475,6 +473,8 @@ class GatewaySMTP(SMTP):
         gone (its session is aborted), not a session to keep forever."""
         if self._answered:  # half-closed and answered: the session is over
             raise ConnectionResetError("the client closed its side; every command was answered")
+        if isinstance(status, Reply):
+            status = str(status)
         if isinstance(status, str):
             status = enhance(printable(status)).encode("ascii")
         self._writer.write(status + b"\r\n")
@@ -496,7 +496,7 @@ class GatewaySMTP(SMTP):
             if self.log is not None:
                 self.log.info("tls_failed", client=client_ip(self.session) if self.session else None,
                               reason=f"{type(cause).__name__}: {cause}"[:300])
-            return "454 4.7.0 TLS handshake failed"
+            return str(R.TLS_FAILED)
         if isinstance(error, asyncio.IncompleteReadError) and self._eof:
             # The end of what a half-closed client sent: every command before it is answered.
             self._answered = True
@@ -508,7 +508,7 @@ class GatewaySMTP(SMTP):
             # read fails first.) The reply goes nowhere; nothing was accepted.
             if self.log is not None:
                 self.log.info("client_gone", error=type(error).__name__)
-            return "421 4.4.2 Connection closed"
+            return str(R.CONNECTION_CLOSED)
         return await super().handle_exception(error)
 
     def eof_received(self) -> bool | None:
@@ -530,12 +530,12 @@ class GatewaySMTP(SMTP):
     @syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str) -> None:
         if self._tls_protocol is not None:  # RFC 3207 4.2; aiosmtpd would nest TLS inside TLS
-            await self.push("503 5.5.1 TLS already active")
+            await self.push(R.TLS_ACTIVE)
             return
         if self.envelope is not None and self.envelope.mail_from:
             # aiosmtpd starts a new session at the handshake: the transaction (and the
             # downstream one mirroring it) would be orphaned. Postfix says the same.
-            await self.push("503 5.5.1 STARTTLS not allowed during a mail transaction")
+            await self.push(R.TLS_IN_TRANSACTION)
             return
         await super().smtp_STARTTLS(arg)
         if not self._tls_up:  # the connection ended during the handshake (we closed it)
@@ -545,7 +545,7 @@ class GatewaySMTP(SMTP):
         """This hop does not authenticate clients (the MTA in front does): AUTH is neither
         advertised nor accepted, so a sender configured with credentials does not try them
         here forever."""
-        await self.push("502 5.5.1 Authentication not enabled")
+        await self.push(R.AUTH_DISABLED)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None  # not the STARTTLS re-entry
@@ -554,7 +554,7 @@ class GatewaySMTP(SMTP):
             if not self._admit(peer[0] if peer else None):
                 # Before aiosmtpd sets anything up: nothing of it runs for this connection.
                 self._turned_away = True
-                transport.write(TOO_MANY_FROM_CLIENT)  # type: ignore[attr-defined]
+                transport.write(R.TOO_MANY_FROM_CLIENT.line)  # type: ignore[attr-defined]
                 transport.close()
                 return
         if first:
@@ -607,7 +607,7 @@ class GatewaySMTP(SMTP):
                 (self.session.peer[0] if self.session.peer else None)
             if not self._admit(address):
                 if self.transport is not None:
-                    self.transport.write(TOO_MANY_FROM_CLIENT)
+                    self.transport.write(R.TOO_MANY_FROM_CLIENT.line)
                 return False  # aiosmtpd closes the connection without a greeting
         return status
 
@@ -632,7 +632,7 @@ class GatewaySMTP(SMTP):
         """Drain: an idle session is told 421 now; one with a message in flight (arriving or
         being processed) after the reply to that message."""
         if not self.in_flight and self.transport is not None:
-            self.end(SHUTTING_DOWN)
+            self.end(R.SHUTTING_DOWN)
 
     @property
     def in_flight(self) -> bool:
