@@ -10,12 +10,15 @@ import ssl
 from pathlib import Path
 
 from . import __version__, sdnotify
-from .config import Config, parse_hostport
-from .auth import Authenticator
+from .config import Backend, Config, LinksMode, parse_hostport
+from .auth import Authenticator, check_start
 from .links.secret import load_secrets
 from .links.server import LinkServer
 from .metrics import Metrics, Readiness, downstream_probe
-from .process import Processor
+from .delivery.decide import DecidePolicy
+from .delivery.pipeline import Pipeline
+from .delivery.policy import Fit
+from .delivery.prepare import Preparer
 from .relay import Downstream
 from .relay.pool import DownstreamPool
 from .smtp.handler import Handler
@@ -37,14 +40,32 @@ def _tls_context(cfg: Config) -> ssl.SSLContext | None:
     return ctx
 
 
+def decide_policy(cfg: Config) -> DecidePolicy:
+    """What decide() reads, from [policy], [downstream] (what fits) and [server] (bare newlines)."""
+    d, p = cfg.downstream, cfg.policy
+    return DecidePolicy(inspect=p.inspect, plan=p.plan, mime=p.mime, fit=Fit(d.max_message_bytes, d.max_attachments),
+                        bare_newlines=cfg.server.bare_newlines)
+
+
+def build_pipeline(cfg: Config, store, secret: list[bytes] | None, log, metrics: Metrics, hostname: str,
+                   auth: Authenticator, cls: type[Pipeline] = Pipeline) -> Pipeline:
+    """The delivery pipeline, its stages given their own policies (composed from the config once)."""
+    p = cfg.policy
+    policy = decide_policy(cfg)
+    preparer = Preparer(store=store, secret=secret[0] if secret else None, links=cfg.links, policy=p.prepare,
+                        fit=policy.fit, tenant_from=cfg.storage.tenant_from, auth=auth, hostname=hostname, log=log,
+                        metrics=metrics, seal_unchanged=cfg.auth.arc.seal_unchanged)
+    return cls(decide_policy=policy, signed=p.signed, preparer=preparer, auth=auth, metrics=metrics)
+
+
 class App:
-    def __init__(self, cfg: Config, log, processor_class: type[Processor] = Processor, reuse_port: bool = False,
+    def __init__(self, cfg: Config, log, pipeline_class: type[Pipeline] = Pipeline, reuse_port: bool = False,
                  worker: int | None = None,
                  resolver=None):
         self.cfg = cfg
         self.reuse_port = reuse_port  # several worker processes share the listening ports
         self.worker = worker  # this worker's index with server.workers > 1
-        self.processor_class = processor_class
+        self.pipeline_class = pipeline_class
         self.resolver = resolver  # async DNS TXT lookup for DKIM (tests pass their own)
         self.log = log
         self.hostname = cfg.server.hostname or socket.getfqdn()
@@ -63,11 +84,12 @@ class App:
         secret = load_secrets(cfg.links, self.log)
         store = open_store(cfg)
         await check_store(cfg, store, self.log)
-        processor = self.processor_class(cfg, store, secret, self.log, metrics=self.metrics)
+        pipeline = build_pipeline(cfg, store, secret, self.log, self.metrics, self.hostname,
+                                  Authenticator(cfg.auth, self.hostname, self.resolver), self.pipeline_class)
         self.pool = DownstreamPool(lambda: Downstream(cfg.downstream, cfg.downstream.helo_name or self.hostname),
                                    cfg.downstream.pool_size, cfg.downstream.pool_idle_seconds)
-        handler = Handler(cfg, processor, self.pool, self.log, self.hostname, metrics=self.metrics,
-                          auth=Authenticator(cfg.auth, self.hostname, self.resolver))
+        handler = Handler(pipeline, self.pool, self.log, self.metrics, accepted_domains=cfg.server.accepted_domains,
+                          max_recipients=cfg.server.max_recipients, proxy_protocol=cfg.server.proxy_protocol)
         tls = _tls_context(cfg)
         loop = asyncio.get_running_loop()
 
@@ -127,7 +149,7 @@ class App:
 
 
 def describe_store(cfg: Config) -> str:
-    if cfg.storage.backend == "s3":
+    if cfg.storage.backend is Backend.S3:
         s3 = cfg.storage.s3
         return f"s3://{s3.bucket}/{s3.prefix.strip('/')}" + (f" at {s3.endpoint_url}" if s3.endpoint_url else "")
     return str(Path(cfg.storage.local.path).resolve())
@@ -142,10 +164,10 @@ async def check_store(cfg: Config, store: Store, log) -> None:
         log.warning("storage_unavailable_at_start", storage=describe_store(cfg),
                     reason=f"no answer within {START_CHECK_SECONDS:.0f} s")
     except StorageError as exc:
-        if cfg.storage.backend == "local" or exc.permanent:
+        if cfg.storage.backend is Backend.LOCAL or exc.permanent:
             raise StartupError(f"storage {describe_store(cfg)}: {exc}") from None
         log.warning("storage_unavailable_at_start", storage=describe_store(cfg), reason=str(exc))
-    if cfg.links.mode == "presigned" and hasattr(store, "credentials"):
+    if cfg.links.mode is LinksMode.PRESIGNED and hasattr(store, "credentials"):
         found, temporary = store.credentials()
         if temporary:
             log.warning("presigned_links_with_temporary_credentials",
@@ -209,10 +231,11 @@ def run(cfg: Config, log) -> int:
     than once a second), and exits 0 after all workers drained."""
     import time
 
+    check_start(cfg.auth)  # before any worker is forked: a broken key must not make them die in turn
     if cfg.server.workers <= 1:
         return asyncio.run(serve(cfg, log))
     load_secrets(cfg.links, log)
-    if cfg.storage.backend == "local":
+    if cfg.storage.backend is Backend.LOCAL:
         # Made here, once, like the secret: an unusable path stops the start with one message
         # instead of every worker dying and being restarted (LocalStore also tolerates
         # processes creating the directory at the same moment).

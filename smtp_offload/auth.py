@@ -18,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import authres
+import authres.arc
 import dkim
 import dkim.crypto
 import dkim.util
 
-from .config import AuthConfig, PolicyConfig, parse_dns_server
+from .config import AuthConfig, parse_dns_server
 from .errors import ConfigError
+from .mime import headers
 from .smtp.policy import domain_accepted
 
 Resolver = Callable[[str], Awaitable[str | None]]
@@ -111,16 +114,17 @@ class AuthResults:
 
 
 def _header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
-    head = data.split(b"\r\n\r\n", 1)[0]
-    fields: list[tuple[bytes, bytes]] = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, value + b"\r\n" + line)
-        elif b":" in line:
-            name, _, value = line.partition(b":")
-            fields.append((name.strip().lower(), value))
-    return fields
+    """(lower-case name, value without its last line break) of each top-level header field,
+    read as dkimpy reads them: a line without a colon is no field, and its continuation lines
+    belong to the field before it (dkimpy skips a "From " line so, and refuses the message on
+    any other such line, or on continuation lines before the first field)."""
+    out: list[tuple[bytes, bytes]] = []
+    for f in headers.fields(data):
+        if f.colon:
+            out.append((f.name.encode("latin-1"), f.value.removesuffix(b"\r\n")))
+        elif out and (eol := f.raw.find(b"\r\n")) >= 0 and f.raw[eol + 2:]:
+            out[-1] = (out[-1][0], out[-1][1] + f.raw[eol:].removesuffix(b"\r\n"))
+    return out
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:
@@ -186,13 +190,11 @@ def domain_listed(domain: str, listed: list[str]) -> bool:
     return domain_accepted(domain, tuple(e.lower().rstrip(".") for e in listed))
 
 
-def skip_signed(results: AuthResults, policy: PolicyConfig) -> bool:
-    """policy.on_signed = "skip": only a signature that verified, over the whole body, from a
-    domain in policy.skip_signed_domains lets a message through uninspected. Anyone can add
-    a DKIM-Signature header; only the listed domains' keys can make one that passes."""
-    if policy.on_signed != "skip":
-        return False
-    return any(r.result == "pass" and r.whole_body and domain_listed(r.domain, policy.skip_signed_domains)
+def signed_by(results: AuthResults, domains: tuple[str, ...] | list[str]) -> bool:
+    """A signature that verified, over the whole body, from one of `domains`: what lets a message
+    through uninspected under policy.on_signed = "skip". Anyone can add a DKIM-Signature
+    header; only the listed domains' keys can make one that passes."""
+    return any(r.result == "pass" and r.whole_body and domain_listed(r.domain, list(domains))
                for r in results.dkim)
 
 
@@ -205,7 +207,9 @@ def _clean(value: str) -> str:
 class Authenticator:
     def __init__(self, cfg: AuthConfig, hostname: str, resolver: Resolver | None = None):
         self.cfg = cfg
-        self.authserv_id = _clean(cfg.authserv_id or hostname)  # the same in our header and in the seal
+        # The same in our header and in the seal. Lower-case: authres (and so dkimpy's arc_sign,
+        # which looks for our Authentication-Results by it) reads it lower-cased.
+        self.authserv_id = _clean(cfg.authserv_id or hostname).lower()
         self.resolver = resolver
         self.dns = make_dns_resolver(cfg.dns_servers) if resolver is None else None
         self.arc_key = load_arc_key(cfg) if cfg.arc.enabled else None
@@ -299,17 +303,19 @@ class Authenticator:
         ARC seal needs one). Its arc= result is what the seal's cv= is made from."""
         if not self.cfg.verify_dkim and self.arc_key is None:
             return b""
-        parts = [f"dkim={r.result} header.d={_clean(r.domain)} header.s={_clean(r.selector)}" for r in results.dkim]
-        if not parts:
-            parts = ["dkim=none"]
+        clauses: list[authres.AuthenticationResult] = [
+            authres.DKIMAuthenticationResult(result=r.result, header_d=_clean(r.domain), header_s=_clean(r.selector))
+            for r in results.dkim] or [authres.DKIMAuthenticationResult(result="none")]
         arc = results.arc
-        detail = ""
+        detail = None
         if arc.instance:  # which sets the verdict is about, as a comment (RFC 8601 2.2)
-            detail = f" (i={arc.instance} ams.d={_clean(arc.ams[0])} ams.s={_clean(arc.ams[1])}" \
-                     f" as.d={_clean(arc.seal[0])} as.s={_clean(arc.seal[1])})"
-        parts.append(f"arc={arc.result}{detail}")
-        body = ";\r\n\t".join([self.authserv_id] + parts)
-        return f"Authentication-Results: {body}\r\n".encode("ascii")
+            detail = f"i={arc.instance} ams.d={_clean(arc.ams[0])} ams.s={_clean(arc.ams[1])}" \
+                     f" as.d={_clean(arc.seal[0])} as.s={_clean(arc.seal[1])}"
+        clauses.append(authres.arc.ARCAuthenticationResult(result=arc.result, result_comment=detail))
+        ar = authres.AuthenticationResultsHeader(authserv_id=self.authserv_id, results=clauses)
+        # authres writes one line; folded after each ";" (no value of ours holds one: _clean).
+        value = ";\r\n\t".join([ar.authserv_id, *map(str, ar.results)])
+        return f"{ar.HEADER_FIELD_NAME}: {value}\r\n".encode("ascii")
 
     def is_ours(self, value: bytes) -> bool:
         """An Authentication-Results field that claims our authserv-id (a forgery on arrival)."""
@@ -341,6 +347,13 @@ class Authenticator:
         return b"".join(lines)
 
 
+def check_start(cfg: AuthConfig) -> None:
+    """The start-up check of `serve` and `check-config`: a broken ARC key (or no selector,
+    domain or key file) is a config error before anything starts, never a per-message one."""
+    if cfg.arc.enabled:
+        load_arc_key(cfg)
+
+
 def load_arc_key(cfg: AuthConfig) -> bytes:
     """The ARC private key, checked at start: a broken key is a config error, not a per-message one."""
     arc = cfg.arc
@@ -361,20 +374,11 @@ def load_arc_key(cfg: AuthConfig) -> bytes:
 def strip_forged(data: bytes, auth: Authenticator) -> bytes:
     """Remove Authentication-Results fields in the top header block that claim our
     authserv-id: only this hop may write those (RFC 8601 5)."""
-    end = data.find(b"\r\n\r\n")
-    head_end = len(data) if end < 0 else end + 2
-    out, pos, keep_from = [], 0, 0
-    while pos < head_end:
-        eol = data.find(b"\r\n", pos, head_end)
-        nxt = head_end if eol < 0 else eol + 2
-        while nxt < head_end and data[nxt:nxt + 1] in (b" ", b"\t"):  # continuation lines
-            eol = data.find(b"\r\n", nxt, head_end)
-            nxt = head_end if eol < 0 else eol + 2
-        name, _, value = data[pos:nxt].partition(b":")
-        if name.strip().lower() == b"authentication-results" and auth.is_ours(value):
-            out.append(data[keep_from:pos])
-            keep_from = nxt
-        pos = nxt
+    out, keep_from = [], 0
+    for f in headers.fields(data):
+        if f.name == "authentication-results" and auth.is_ours(f.value):
+            out.append(data[keep_from:f.start])
+            keep_from = f.end
     if not out:
         return data
     return b"".join(out) + data[keep_from:]

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 from . import config as config_mod
 from . import log as log_mod
 from .errors import ConfigError, StartupError, StorageError
-from .notice import human_size
+from .units import human_size
 
 if TYPE_CHECKING:
-    from .pipeline import Analysis
+    from .delivery.decide import Plan
 
 
 def _load(path: str | None) -> config_mod.Config:
@@ -45,7 +45,7 @@ def summary(cfg: config_mod.Config) -> str:
     """The effective config in a few readable lines (no secrets)."""
     s, d, p, st, ln = cfg.server, cfg.downstream, cfg.policy, cfg.storage, cfg.links
     storage = (f"S3 bucket {st.s3.bucket}, prefix {st.s3.prefix}" + (f" at {st.s3.endpoint_url}" if st.s3.endpoint_url
-               else "") + (f", encryption {st.s3.sse}" if st.s3.sse else "")) if st.backend == "s3" \
+               else "") + (f", encryption {st.s3.sse}" if st.s3.sse else "")) if st.backend is config_mod.Backend.S3 \
         else f"local directory {st.local.path}"
     secret = "from the environment/config" if ln.secret else f"file {ln.secret_file}"
     return "\n".join([
@@ -54,9 +54,9 @@ def summary(cfg: config_mod.Config) -> str:
         + (" (required)" if s.require_tls else "") + (f", {s.workers} workers" if s.workers > 1 else ""),
         f"  downstream  {d.host}:{d.port} (TLS {d.tls}); fits {human_size(d.max_message_bytes)} and "
         f"{d.max_attachments} attachments",
-        f"  files       offloaded above {human_size(p.offload_over_bytes)}; empty: {p.on_empty}, spoofed: "
-        f"{p.on_spoofed}, blocked: {p.on_blocked} ({', '.join(p.blocked_types)}); storage failure: "
-        f"{p.on_storage_failure}",
+        f"  files       offloaded above {human_size(p.plan.offload_over_bytes)}; empty: {p.plan.on_empty}, spoofed: "
+        f"{p.plan.on_spoofed}, blocked: {p.plan.on_blocked} ({', '.join(sorted(p.inspect.blocked_types))}); "
+        f"storage failure: {p.prepare.on_storage_failure}",
         f"  storage     {storage}",
         f"  links       {ln.mode} mode at {ln.base_url}, valid {ln.ttl_seconds // 3600} h; secret: {secret}"
         + (f"; API enabled ({len(ln.api_keys)} key(s))" if ln.api_keys else ""),
@@ -65,10 +65,17 @@ def summary(cfg: config_mod.Config) -> str:
 
 
 def cmd_check_config(args) -> int:
+    from .auth import check_start
+
     cfg = _load(args.config)
+    try:
+        check_start(cfg.auth)  # what `serve` checks at start (app.run)
+    except ConfigError as exc:
+        print(f"smtp-offload: config error: {exc}", file=sys.stderr)
+        return 2
     print(f"{cfg.source}: ok")
     print(summary(cfg))
-    if cfg.storage.backend == "s3" and not args.offline:
+    if cfg.storage.backend is config_mod.Backend.S3 and not args.offline:
         from .app import describe_store
         from .storage import open_store
 
@@ -96,30 +103,28 @@ exit status:
 """
 
 
-def scan_reply(cfg: config_mod.Config, data: bytes) -> tuple[str, Analysis | None]:
-    """The reply the proxy would give to DATA carrying this file, and the analysis when the
+def scan_reply(cfg: config_mod.Config, data: bytes) -> tuple[str, Plan | None]:
+    """The reply the proxy would give to DATA carrying this file, and the plan when the
     message got that far. Never raises, whatever the file holds."""
+    from . import replies as R
+    from .app import decide_policy
+    from .delivery.decide import decide
     from .errors import SmtpReplyError
-    from .pipeline import normalize_line_endings
-    from .process import Processor
-    from .smtp.handler import INTERNAL
-    from .smtp.server import LINE_TOO_LONG, TOO_MUCH
+    from .mime.scan import normalize_line_endings
 
     wire = data if b"\r\n" in data else normalize_line_endings(data)
     if _has_long_line(wire, cfg.server.max_line_length):
-        return LINE_TOO_LONG, None
+        return str(R.LINE_TOO_LONG), None
     if len(wire) > cfg.server.max_message_bytes:
-        return TOO_MUCH, None
+        return str(R.TOO_BIG), None
     try:
-        an, rejection = Processor(cfg, store=None, secret=None, log=None).evaluate(wire)
+        plan = decide(wire, decide_policy(cfg))
     except SmtpReplyError as exc:  # structure limits, bare newlines, ambiguous MIME
         return exc.reply, None
     except Exception as exc:  # noqa: BLE001 - the proxy answers a bug with 451, so does the dry run
         print(f"smtp-offload: internal error while scanning: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return INTERNAL, None
-    if rejection is not None:
-        return f"550 5.7.1 {rejection.text}", an
-    return "250 2.0.0 Ok", an
+        return str(R.INTERNAL), None
+    return plan.refusal or str(R.OK), plan
 
 
 def _has_long_line(wire: bytes, limit: int) -> bool:
@@ -129,8 +134,6 @@ def _has_long_line(wire: bytes, limit: int) -> bool:
 
 
 def cmd_scan(args) -> int:
-    from .pipeline import projected_size
-
     cfg = _load(args.config)
     try:
         with open(args.file, "rb") as fh:
@@ -140,23 +143,25 @@ def cmd_scan(args) -> int:
         return SCAN_USAGE
     # Names come from the message (and the file name from the disk): any bytes, even lone surrogates.
     sys.stdout.reconfigure(errors="backslashreplace")
-    reply, an = scan_reply(cfg, data)
+    reply, plan = scan_reply(cfg, data)
+    an = plan.analysis if plan is not None else None
     deliverable = reply.startswith("2")
     rows = [{
-        "part": a.part.path or "0", "name": a.name, "declared_type": a.declared_type,
-        "detected_type": a.judgement.detected_type, "size": len(a.data), "sha256": a.sha256,
-        "verdict": a.verdict.value, "reason": a.reason,
-    } for a in (an.attachments if an is not None else [])]
+        "part": d.file.part.path or "0", "name": d.file.name, "declared_type": d.file.declared_type,
+        "detected_type": d.file.judgement.detected_type, "size": d.file.size, "sha256": d.file.sha256,
+        "verdict": d.verdict.value, "reason": d.reason,
+    } for d in (plan.decisions if plan is not None else ())]
     size = len(an.data) if an is not None else len(data)
     result = {"file": args.file, "message_id": an.message_id if an is not None else None, "size": size,
-              "projected_size": projected_size(an) if an is not None else None,
+              "projected_size": plan.projected_size if plan is not None else None,
               "rejected": None if deliverable else reply, "attachments": rows, "reply": reply}
     status = SCAN_DELIVERABLE if deliverable else SCAN_REFUSED
     if args.json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return status
     print(f"{args.file}: {len(rows)} attachment(s), {human_size(size)}"
-          + (f" -> about {human_size(projected_size(an))} after offload" if an is not None and an.changed else ""))
+          + (f" -> about {human_size(plan.projected_size)} after offload" if plan is not None and plan.changed
+             else ""))
     if rows:
         head = ("part", "verdict", "size", "declared", "detected", "name", "reason")
         table = [head] + [(r["part"], r["verdict"], human_size(r["size"]), r["declared_type"], r["detected_type"],

@@ -9,51 +9,111 @@ The dataclass defaults below ARE the embedded default configuration
 from __future__ import annotations
 
 import dataclasses
+import enum
 import ipaddress
 import json
 import os
 import re
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .delivery.policy import BareNewlines, PlanPolicy, PreparePolicy, Signed, SignedPolicy
 from .errors import ConfigError
-from .inspect import tables as inspect_tables
+from .inspect.policy import InspectPolicy
+from . import options as option_types
+from .options import positive
+from .mime.scan import Limits as MimeLimits
 
-ACTIONS = ("strip", "reject")
-# Keys of [policy] handed to inspect.InspectPolicy under the same names.
-INSPECT_KEYS = ("suspicious_names", "block_active_content", "on_unknown", "on_polyglot", "on_encrypted_archive",
-                "on_macros", "on_archive_limit", "archive_max_entries", "archive_max_depth",
-                "archive_max_total_bytes", "archive_max_ratio", "archive_max_inflate_bytes")
 SECRET_ENV = "SMTP_OFFLOAD_LINK_SECRET"
 API_KEYS_ENV = "SMTP_OFFLOAD_API_KEYS"
 
 
+class DownstreamTls(enum.StrEnum):
+    NONE = "none"
+    OPPORTUNISTIC = "opportunistic"
+    REQUIRED = "required"
+
+
+class Backend(enum.StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+
+
+class LinksMode(enum.StrEnum):
+    REDIRECT = "redirect"  # the link service mints a short-lived URL per click
+    PRESIGNED = "presigned"  # the store's own URL goes into the mail
+
+
+class Sse(enum.StrEnum):
+    NONE = ""
+    AES256 = "AES256"
+    KMS = "aws:kms"
+
+
+class Addressing(enum.StrEnum):
+    AUTO = "auto"
+    PATH = "path"
+    VIRTUAL = "virtual"
+
+
+class LogFormat(enum.StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class TenantFrom(enum.Enum):
+    NONE = "none"
+    RECIPIENT_DOMAIN = "recipient-domain"
+    HEADER = "header"
+
+
+class _Options:
+    """Values given as plain strings (code and tests write mode="presigned") become the option's
+    Enum, checked like the file's (options.check)."""
+
+    def __post_init__(self) -> None:
+        option_types.coerce(self)
+
+
+def flat(cls):
+    """A stage's policy whose options sit directly in the enclosing table ([policy] on_empty = ...)."""
+    return field(default_factory=cls, metadata={"flat": True})
+
+
 @dataclass
-class ServerConfig:
+class ServerConfig(_Options):
     listen: str = "127.0.0.1:2525"
     hostname: str = ""  # name in the greeting and Received header; empty = this host's FQDN
     accepted_domains: list[str] = field(default_factory=lambda: ["localhost"])
-    max_message_bytes: int = 100 * 1024 * 1024
-    max_recipients: int = 100
+    max_message_bytes: int = positive(100 * 1024 * 1024)
+    max_recipients: int = positive(100)
     max_line_length: int = 8192  # longer DATA lines are refused (RFC 5321 says 1000; real mail is sloppier)
-    idle_timeout: float = 300.0  # seconds without a byte from the client (re-armed while DATA flows)
-    data_timeout: float = 1800.0  # most seconds one message may take to arrive
+    idle_timeout: float = positive(300.0)  # seconds without a byte from the client (re-armed while DATA flows)
+    data_timeout: float = positive(1800.0)  # most seconds one message may take to arrive
     # Deadlines no byte re-arms (the idle timeout alone lets a trickle hold a session forever):
-    command_timeout: float = 60.0  # one command line, from its first byte to its line end (421 4.4.2)
-    envelope_timeout: float = 300.0  # connect (or end of the last message) until DATA is accepted (421 4.4.2)
-    max_sessions: int = 500  # more concurrent connections get 421 4.3.2
+    command_timeout: float = positive(60.0)  # one command line, from its first byte to its line end (421 4.4.2)
+    envelope_timeout: float = positive(300.0)  # connect (or end of the last message) until DATA is accepted (421 4.4.2)
+    max_sessions: int = positive(500)  # more concurrent connections get 421 4.3.2
     # Like Postfix's smtpd_client_connection_count_limit (also 50): one address cannot take
     # every session. 0 = off. IPv6 clients are counted per /64.
     max_sessions_per_client: int = 50  # more from one address get 421 4.7.0
-    max_inflight_bytes: int = 1024 * 1024 * 1024  # message bytes arriving or processed at once (451 4.3.2 past it)
-    drain_seconds: float = 60.0  # on SIGTERM, how long messages in flight may take to finish
-    workers: int = 1  # processes sharing the ports (SO_REUSEPORT), each a full proxy
+    max_inflight_bytes: int = positive(1024 * 1024 * 1024)  # message bytes arriving or processed at once (451 4.3.2 past it)
+    drain_seconds: float = positive(60.0)  # on SIGTERM, how long messages in flight may take to finish
+    workers: int = positive(1)  # processes sharing the ports (SO_REUSEPORT), each a full proxy
     smtputf8: bool = True
     # Bare CR or LF in DATA (like Postfix's smtpd_forbid_bare_newline): "normalize" turns them
     # into CRLF before anything is judged; "reject" refuses the message with 554 5.5.2.
-    bare_newlines: str = "normalize"
+    bare_newlines: BareNewlines = BareNewlines.NORMALIZE
     tls_cert: str = ""
     tls_key: str = ""
     require_tls: bool = False
@@ -62,71 +122,34 @@ class ServerConfig:
     # enable it when every connection comes through the load balancer: anyone who can
     # reach the port directly could claim any address.
     proxy_protocol: bool = False
-    proxy_protocol_timeout: float = 5.0  # seconds for the header to arrive, else the connection is closed
+    proxy_protocol_timeout: float = positive(5.0)  # seconds for the header to arrive, else the connection is closed
 
 
 @dataclass
-class DownstreamConfig:
+class DownstreamConfig(_Options):
     host: str = "127.0.0.1"
-    port: int = 2526
-    max_message_bytes: int = 40_000_000  # Genesys Cloud / NICE CXone: ~40 MB including base64
-    max_attachments: int = 50  # Genesys Cloud caps an inbound email at 50 attachments
+    port: int = positive(2526)
+    max_message_bytes: int = positive(40_000_000)  # Genesys Cloud / NICE CXone: ~40 MB including base64
+    max_attachments: int = positive(50)  # Genesys Cloud caps an inbound email at 50 attachments
     helo_name: str = ""
-    tls: str = "opportunistic"  # "none" | "opportunistic" | "required"
+    tls: DownstreamTls = DownstreamTls.OPPORTUNISTIC
     tls_verify: bool = True
-    connect_timeout: float = 30.0
-    command_timeout: float = 120.0
-    data_timeout: float = 600.0
+    connect_timeout: float = positive(30.0)
+    command_timeout: float = positive(120.0)
+    data_timeout: float = positive(600.0)
     pool_size: int = 16  # idle connections kept for the next sessions (0: connect per session)
-    pool_idle_seconds: float = 30.0  # kept no longer than this (below the downstream's idle timeout)
+    pool_idle_seconds: float = positive(30.0)  # kept no longer than this (below the downstream's idle timeout)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PolicyConfig:
-    offload_over_bytes: int = 10 * 1024 * 1024  # decoded file size
-    on_empty: str = "strip"
-    on_spoofed: str = "strip"
-    on_blocked: str = "strip"
-    on_storage_failure: str = "keep"  # "keep" (fail open) | "strip" (remove with a notice)
-    # Blocked whatever they are called: categories ("executable", "disk-image", "onenote",
-    # "archive") or detected MIME types.
-    blocked_types: list[str] = field(default_factory=lambda: sorted(inspect_tables.DEFAULT_BLOCKED_TYPES))
-    blocked_extensions: list[str] = field(default_factory=lambda: sorted(inspect_tables.DEFAULT_BLOCKED_EXTENSIONS))
-    allowed_types: list[str] = field(default_factory=list)  # empty = no allow-list
-    suspicious_names: bool = True  # bidi controls, double extensions, CLSID names, paths... -> spoofed
-    block_active_content: bool = True  # HTML/SVG with script -> blocked
-    on_unknown: str = "keep"  # bytes nothing recognises: "keep" | "block"
-    on_polyglot: str = "block"  # a PDF or image that is also a ZIP
-    on_encrypted_archive: str = "keep"  # cannot be looked into
-    on_macros: str = "keep"  # macro-enabled Office files (a .docx with macros is spoofed regardless)
-    on_archive_limit: str = "block"  # an archive past a bound below
-    archive_max_entries: int = 10_000
-    archive_max_depth: int = 3
-    archive_max_total_bytes: int = 1 << 30
-    archive_max_ratio: float = 200.0
-    archive_max_inflate_bytes: int = 8 << 20  # most bytes decompressed to judge one attachment
-    storage_timeout: float = 120.0  # budget for storing all files of one message
-    on_signed: str = "rewrite"  # DKIM-signed mail: "rewrite" (then ARC-seal) or "skip" (relay untouched)
-    # With on_signed = "skip", only mail with a passing DKIM signature from one of these
-    # domains skips inspection (".example.com" also takes subdomains); empty: none does.
-    skip_signed_domains: list[str] = field(default_factory=list)
-    # Hidden carriers (README, Security model): Outlook winmail.dat, message/partial fragments,
-    # encrypted mail, uuencoded files inside body text.
-    on_tnef: str = "strip"  # "keep" | "strip" | "reject"
-    on_partial: str = "reject"  # "keep" | "reject"
-    on_encrypted: str = "keep"  # "keep" | "reject"
-    on_uuencode: str = "inspect"  # "inspect" (a bad file refuses the message) | "keep"
-    # MIME that parsers read differently (duplicate content headers, conflicting names, a
-    # missing closing boundary): "rebuild" into the one form we judged, or "reject" (550 5.6.0).
-    on_ambiguous_mime: str = "rebuild"
-    # Bounds on the work one message may cause; past them the message gets 550 5.6.0.
-    max_mime_depth: int = 30
-    max_mime_parts: int = 1000
-    max_header_bytes: int = 512 * 1024  # one header block
-    max_header_params: int = 64
-    max_encoded_words: int = 64  # in one Content-Type / Content-Disposition
-    breaker_failures: int = 5  # consecutive messages whose storage failed before the breaker opens
-    breaker_cooldown_seconds: float = 30.0  # then one probe message is let through
+    """[policy]: each stage's options, side by side in one flat table (see each type)."""
+
+    plan: PlanPolicy = flat(PlanPolicy)  # delivery/policy.py: what happens to the message
+    prepare: PreparePolicy = flat(PreparePolicy)  # delivery/policy.py: storing offloaded files
+    inspect: InspectPolicy = flat(InspectPolicy)  # inspect/policy.py: what files are refused
+    signed: SignedPolicy = flat(SignedPolicy)  # delivery/policy.py: DKIM-signed mail
+    mime: MimeLimits = flat(MimeLimits)  # mime/scan.py: bounds on the work one message may cause
 
 
 @dataclass
@@ -135,40 +158,47 @@ class LocalStorageConfig:
 
 
 @dataclass
-class S3StorageConfig:
+class S3StorageConfig(_Options):
     # Credentials never come from this file: boto3's standard chain (environment, shared
     # profile, instance or task role) supplies them.
     bucket: str = ""
     region: str = ""
     endpoint_url: str = ""  # MinIO, Ceph, R2, GCS interoperability...; empty = AWS
     prefix: str = "smtp-offload"
-    sse: str = ""  # "" | "AES256" | "aws:kms"
+    sse: Sse = Sse.NONE
     kms_key_id: str = ""
-    addressing_style: str = "auto"  # "auto" | "path" | "virtual"
+    addressing_style: Addressing = Addressing.AUTO
     multipart_threshold: int = 16 * 1024 * 1024
     part_size: int = 8 * 1024 * 1024
-    max_concurrent_uploads: int = 4  # across all messages of this process
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    max_concurrent_uploads: int = positive(4)  # across all messages of this process
+    connect_timeout: float = positive(10.0)
+    read_timeout: float = positive(60.0)
 
 
 @dataclass
-class StorageConfig:
-    backend: str = "local"
+class StorageConfig(_Options):
+    backend: Backend = Backend.LOCAL
     # Optional key segment so retention rules can target a customer: "" (none),
     # "recipient-domain", or "header:<Name>" (e.g. "header:X-Customer-Id").
     tenant: str = ""
     local: LocalStorageConfig = field(default_factory=LocalStorageConfig)
     s3: S3StorageConfig = field(default_factory=S3StorageConfig)
 
+    @property
+    def tenant_from(self) -> tuple[TenantFrom, str]:
+        """The tenant rule as (kind, header name or "")."""
+        if self.tenant.startswith("header:"):
+            return TenantFrom.HEADER, self.tenant[len("header:"):]
+        return (TenantFrom.RECIPIENT_DOMAIN if self.tenant else TenantFrom.NONE), ""
+
 
 @dataclass
-class LinksConfig:
-    mode: str = "redirect"  # "redirect" (link service mints a short URL per click) | "presigned"
+class LinksConfig(_Options):
+    mode: LinksMode = LinksMode.REDIRECT
     listen: str = "127.0.0.1:8025"
     base_url: str = "http://127.0.0.1:8025"
-    ttl_seconds: int = 7 * 24 * 3600
-    click_ttl_seconds: int = 300  # lifetime of the URL minted at each click (redirect mode)
+    ttl_seconds: int = positive(7 * 24 * 3600)
+    click_ttl_seconds: int = positive(300)  # lifetime of the URL minted at each click (redirect mode)
     # The signing secret; prefer SMTP_OFFLOAD_LINK_SECRET or secret_file (first line signs,
     # further lines still verify, for rotation).
     secret: str = ""
@@ -195,15 +225,15 @@ class ArcConfig:
 class AuthConfig:
     authserv_id: str = ""  # in Authentication-Results and ARC; empty: server.hostname
     verify_dkim: bool = True
-    dns_timeout: float = 5.0  # budget for all DNS lookups of one message; past it: temperror
+    dns_timeout: float = positive(5.0)  # budget for all DNS lookups of one message; past it: temperror
     dns_servers: list[str] = field(default_factory=list)  # "ip" or "ip:port"; empty: the system's resolver
     arc: ArcConfig = field(default_factory=ArcConfig)
 
 
 @dataclass
-class LogConfig:
-    format: str = "json"  # "json" | "console"
-    level: str = "info"
+class LogConfig(_Options):
+    format: LogFormat = LogFormat.JSON
+    level: LogLevel = LogLevel.INFO
 
 
 @dataclass
@@ -244,48 +274,89 @@ def load(path: str | os.PathLike | None = None, env: typing.Mapping[str, str] | 
     return cfg
 
 
+def options(cls) -> dict[str, tuple[tuple[str, ...], dataclasses.Field, typing.Any]]:
+    """The scalar options of a config table: TOML key -> (attribute path, field, type hint).
+    A stage's policy marked `flat` contributes its own options (under their "key" when the
+    stage's name for a field differs from the config's)."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if f.metadata.get("internal"):
+            continue
+        if f.metadata.get("flat"):
+            out.update({k: ((f.name, *path), g, h) for k, (path, g, h) in options(hint).items()})
+        elif not dataclasses.is_dataclass(hint):
+            out[f.metadata.get("key", f.name)] = ((f.name,), f, hint)
+    return out
+
+
+def tables(cls) -> dict[str, typing.Any]:
+    """The sub-tables of a config table: name -> dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if dataclasses.is_dataclass(hints[f.name]) and not f.metadata.get("flat")}
+
+
 def _build(cls, raw: typing.Any, prefix: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a table")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    scalars, subtables = options(cls), tables(cls)
     for key in raw:
-        if key not in fields:
+        if key not in scalars and key not in subtables:
             hint = ""
             if any(w in key.lower() for w in ("access_key", "secret_key", "session_token", "credential")):
                 hint = (" (credentials never go in this file: use the environment, a shared profile or an "
                         "instance/task role)")
             raise ConfigError(f"{prefix}{key}: unknown key{hint}")
-    kwargs = {}
-    for name in fields:
-        if name not in raw:
-            continue
-        key, value, hint = f"{prefix}{name}", raw[name], hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key + ".")
-        else:
-            kwargs[name] = _coerce(key, value, hint)
+    values: dict[tuple[str, ...], typing.Any] = {}
+    for key, (path, f, hint) in scalars.items():
+        if key in raw:
+            values[path] = _coerce(f"{prefix}{key}", raw[key], hint, f.metadata)
+    for name, sub in subtables.items():
+        if name in raw:
+            values[(name,)] = _build(sub, raw[name], f"{prefix}{name}.")
+    return _make(cls, values)
+
+
+def _make(cls, values: dict[tuple[str, ...], typing.Any]):
+    """cls(**values), building flat stages from the values whose path goes through them."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {path[0]: v for path, v in values.items() if len(path) == 1}
+    for f in dataclasses.fields(cls):
+        inner = {path[1:]: v for path, v in values.items() if len(path) > 1 and path[0] == f.name}
+        if inner:
+            kwargs[f.name] = _make(hints[f.name], inner)
     return cls(**kwargs)
 
 
-def _coerce(key: str, value: typing.Any, hint) -> typing.Any:
-    origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
+def _coerce(key: str, value: typing.Any, hint, meta: typing.Mapping = {}) -> typing.Any:
+    """The TOML value as the type the option declares, within its declared bounds."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # "X | None": None only via meta["empty"]
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (list, tuple, frozenset):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
-        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+        items = [_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value)]
+        if not items and "empty" in meta:
+            return meta["empty"]
+        return origin(items)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        value = float(value)
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if hint is str and not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
+    try:
+        return option_types.check(hint, meta, value)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
 
 
 def parse_hostport(key: str, value: str) -> tuple[str, int]:
@@ -316,18 +387,8 @@ def parse_dns_server(key: str, value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _choice(key: str, value: str, choices: typing.Iterable[str]) -> None:
-    choices = tuple(choices)
-    if value not in choices:
-        raise ConfigError(f"{key}: must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-
-
-def _positive(key: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{key}: must be greater than 0, got {value!r}")
-
-
 def validate(cfg: Config) -> None:
+    """What one option's type and bounds cannot say (those were checked as the file was read)."""
     s, d, p, links = cfg.server, cfg.downstream, cfg.policy, cfg.links
     parse_hostport("server.listen", s.listen)
     parse_hostport("links.listen", links.listen)
@@ -336,22 +397,6 @@ def validate(cfg: Config) -> None:
     for i, dom in enumerate(s.accepted_domains):
         if not dom.strip(".") or any(c.isspace() or c in "@,;<>" for c in dom):
             raise ConfigError(f"server.accepted_domains[{i}]: not a domain name: {dom!r}")
-    for key, val in (
-        ("server.max_message_bytes", s.max_message_bytes), ("server.max_recipients", s.max_recipients),
-        ("server.idle_timeout", s.idle_timeout), ("downstream.port", d.port),
-        ("server.data_timeout", s.data_timeout), ("server.max_sessions", s.max_sessions),
-        ("server.command_timeout", s.command_timeout), ("server.envelope_timeout", s.envelope_timeout),
-        ("server.max_inflight_bytes", s.max_inflight_bytes), ("server.drain_seconds", s.drain_seconds),
-        ("server.workers", s.workers), ("server.proxy_protocol_timeout", s.proxy_protocol_timeout),
-        ("downstream.max_message_bytes", d.max_message_bytes), ("downstream.max_attachments", d.max_attachments),
-        ("downstream.connect_timeout", d.connect_timeout), ("downstream.command_timeout", d.command_timeout),
-        ("downstream.data_timeout", d.data_timeout), ("policy.offload_over_bytes", p.offload_over_bytes),
-        ("downstream.pool_idle_seconds", d.pool_idle_seconds),
-        ("policy.storage_timeout", p.storage_timeout), ("links.ttl_seconds", links.ttl_seconds),
-        ("policy.breaker_failures", p.breaker_failures), ("policy.breaker_cooldown_seconds", p.breaker_cooldown_seconds),
-    ):
-        _positive(key, val)
-    _choice("server.bare_newlines", s.bare_newlines, ("normalize", "reject"))
     if s.max_line_length < 1000:
         raise ConfigError(f"server.max_line_length: must be at least 1000 (RFC 5321), got {s.max_line_length}")
     if bool(s.tls_cert) != bool(s.tls_key):
@@ -370,41 +415,18 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"downstream.port: not a port number: {d.port}")
     if not d.host:
         raise ConfigError("downstream.host: must not be empty")
-    _choice("downstream.tls", d.tls, ("none", "opportunistic", "required"))
-    for key in ("on_empty", "on_spoofed", "on_blocked"):
-        _choice(f"policy.{key}", getattr(p, key), ACTIONS)
-    _choice("policy.on_storage_failure", p.on_storage_failure, ("keep", "strip"))
-    _choice("policy.on_ambiguous_mime", p.on_ambiguous_mime, ("rebuild", "reject"))
-    for key in ("on_unknown", "on_polyglot", "on_encrypted_archive", "on_macros", "on_archive_limit"):
-        _choice(f"policy.{key}", getattr(p, key), ("keep", "block"))
-    for key in ("archive_max_entries", "archive_max_depth", "archive_max_total_bytes", "archive_max_ratio",
-                "archive_max_inflate_bytes"):
-        _positive(f"policy.{key}", getattr(p, key))
-    _choice("policy.on_tnef", p.on_tnef, ("keep", "strip", "reject"))
-    _choice("policy.on_signed", p.on_signed, ("rewrite", "skip"))
-    if p.on_signed == "skip" and not cfg.auth.verify_dkim:
+    if p.signed.on_signed is Signed.SKIP and not cfg.auth.verify_dkim:
         # Unverified, any DKIM-Signature header (anyone can write one) would skip inspection.
         raise ConfigError('policy.on_signed: "skip" needs auth.verify_dkim = true '
                           "(only a verified signature from policy.skip_signed_domains may skip inspection)")
-    for i, dom in enumerate(p.skip_signed_domains):
+    for i, dom in enumerate(p.signed.skip_signed_domains):
         if not dom.strip(".") or any(c.isspace() or c in "@,;<>" for c in dom):
             raise ConfigError(f"policy.skip_signed_domains[{i}]: not a domain name: {dom!r}")
-    _positive("auth.dns_timeout", cfg.auth.dns_timeout)
     if cfg.auth.authserv_id and not re.fullmatch(r"[A-Za-z0-9._-]+", cfg.auth.authserv_id):
         raise ConfigError(f"auth.authserv_id: expected a host name, got {cfg.auth.authserv_id!r}")
     for i, server in enumerate(cfg.auth.dns_servers):
         parse_dns_server(f"auth.dns_servers[{i}]", server)
-    if cfg.auth.arc.enabled:
-        from .auth import load_arc_key  # reads and parses the key: a broken key stops the start
-
-        load_arc_key(cfg.auth)
-    _choice("policy.on_partial", p.on_partial, ("keep", "reject"))
-    _choice("policy.on_encrypted", p.on_encrypted, ("keep", "reject"))
-    _choice("policy.on_uuencode", p.on_uuencode, ("inspect", "keep"))
-    for key in ("max_mime_depth", "max_mime_parts", "max_header_bytes", "max_header_params", "max_encoded_words"):
-        _positive(f"policy.{key}", getattr(p, key))
-    _choice("storage.backend", cfg.storage.backend, ("local", "s3"))
-    if cfg.storage.backend == "s3":
+    if cfg.storage.backend is Backend.S3:
         _validate_s3(cfg.storage.s3)
     t = cfg.storage.tenant
     if t not in ("", "recipient-domain") and not (t.startswith("header:") and len(t) > len("header:")):
@@ -421,18 +443,14 @@ def validate(cfg: Config) -> None:
     for i, key in enumerate(links.api_keys):
         if len(key) < 24:
             raise ConfigError(f"links.api_keys[{i}]: must be at least 24 characters")
-    _choice("links.mode", links.mode, ("redirect", "presigned"))
-    _positive("links.click_ttl_seconds", links.click_ttl_seconds)
     if not 0 <= links.worker_port_base <= 65535 - s.workers + 1:
         raise ConfigError(f"links.worker_port_base: must be 0 (off) or a port number, got {links.worker_port_base}")
-    if links.mode == "presigned":
-        if cfg.storage.backend != "s3":
+    if links.mode is LinksMode.PRESIGNED:
+        if cfg.storage.backend is not Backend.S3:
             raise ConfigError('links.mode: "presigned" needs storage.backend = "s3"')
         if links.ttl_seconds > 7 * 24 * 3600:
             raise ConfigError("links.ttl_seconds: presigned URLs cannot live longer than 7 days (604800); "
                               'use links.mode = "redirect" for longer links')
-    _choice("log.format", cfg.log.format, ("json", "console"))
-    _choice("log.level", cfg.log.level, ("debug", "info", "warning", "error"))
 
 
 def _validate_s3(s3: S3StorageConfig) -> None:
@@ -440,20 +458,42 @@ def _validate_s3(s3: S3StorageConfig) -> None:
         raise ConfigError('storage.s3.bucket: required with storage.backend = "s3" (3 or more characters)')
     if s3.endpoint_url and not s3.endpoint_url.startswith(("http://", "https://")):
         raise ConfigError(f"storage.s3.endpoint_url: must start with http:// or https://, got {s3.endpoint_url!r}")
-    _choice("storage.s3.sse", s3.sse, ("", "AES256", "aws:kms"))
-    if s3.kms_key_id and s3.sse != "aws:kms":
+    if s3.kms_key_id and s3.sse is not Sse.KMS:
         raise ConfigError('storage.s3.kms_key_id: only used with storage.s3.sse = "aws:kms"')
-    _choice("storage.s3.addressing_style", s3.addressing_style, ("auto", "path", "virtual"))
     if s3.part_size < 5 * 1024 * 1024:
         raise ConfigError("storage.s3.part_size: S3 needs parts of at least 5 MiB (5242880)")
     if s3.multipart_threshold < s3.part_size:
         raise ConfigError("storage.s3.multipart_threshold: must be at least storage.s3.part_size")
-    for key in ("max_concurrent_uploads", "connect_timeout", "read_timeout"):
-        _positive(f"storage.s3.{key}", getattr(s3, key))
+
+
+def plain(value: typing.Any) -> typing.Any:
+    """An option's value as TOML/JSON has it: enums by value, sets as sorted lists."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (frozenset, set)):
+        return sorted(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def table(obj: typing.Any) -> dict[str, typing.Any]:
+    """One config table as the file would write it: its options (flat stages spread out, in
+    declaration order) and its sub-tables, nested."""
+    out: dict[str, typing.Any] = {}
+    for key, (path, f, _hint) in options(type(obj)).items():
+        value = obj
+        for attr in path:
+            value = getattr(value, attr)
+        out[key] = [] if value is None and "empty" in f.metadata else plain(value)
+    for name in tables(type(obj)):
+        out[name] = table(getattr(obj, name))
+    return out
 
 
 def toml_value(value: typing.Any) -> str:
     """A scalar or list of scalars as TOML (JSON's strings, numbers and lists are TOML too)."""
+    value = plain(value)
     return str(value).lower() if isinstance(value, bool) else json.dumps(value)
 
 
@@ -468,8 +508,7 @@ def dump_sections(sections: dict[str, dict[str, typing.Any]]) -> str:
 
 def as_dict(cfg: Config) -> dict:
     """The effective config with secrets masked (for check-config)."""
-    out = dataclasses.asdict(cfg)
-    out.pop("source", None)
+    out = table(cfg)
     for key in ("secret", "old_secrets", "api_keys"):
         if out["links"][key]:
             out["links"][key] = "********" if isinstance(out["links"][key], str) else ["********"] * len(out["links"][key])

@@ -119,22 +119,17 @@ class Part:
             yield from c.walk()
 
 
-@dataclass
-class Attachment:
-    """An attachment part with its decoded bytes and what was decided about it."""
+@dataclass(frozen=True)
+class File:
+    """A file found in a message (or sent to the HTTP side): its decoded bytes and what
+    inspect/ concluded about them."""
 
     part: Part
     data: bytes
     sha256: str
     judgement: Judgement
-    verdict: Verdict  # final verdict after planning
-    reason: str
-    wire_size: int  # encoded size on the wire including headers/delimiter
-    storage_key: str | None = None
-    link: str | None = None
-    link_expires: int | None = None  # unix time
-    offload_failed: bool = False
-    inner: list["Attachment"] = field(default_factory=list)  # files judged inside an encoded attached message
+    wire_size: int  # encoded size on the wire including headers and delimiter
+    inner: tuple["File", ...] = ()  # files judged inside an encoded attached message
 
     @property
     def name(self) -> str:
@@ -149,3 +144,35 @@ class Attachment:
     @property
     def declared_type(self) -> str:
         return self.part.content_type
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def nested(self):
+        """Every file judged inside this one, at any depth."""
+        for i in self.inner:
+            yield i
+            yield from i.nested()
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What finally happened to one file (delivery/prepare.py): its verdict, and where it went
+    when offloaded. What the notice, the decision headers, the log and the metrics read."""
+
+    file: File
+    verdict: Verdict
+    reason: str
+    storage_key: str | None = None
+    link: str | None = None
+    link_expires: int | None = None  # unix time
+    offload_failed: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+    @property
+    def size(self) -> int:
+        return self.file.size

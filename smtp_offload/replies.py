@@ -2,7 +2,7 @@
 
 A reply is a value: `str(R.BYE)` is the line the client reads; one with fields in its text is
 filled with `R.RELAY_DENIED.format(domain=...)`; one a stage raises becomes an error with
-`R.STORAGE_DOWN.temporary(detail=...)`. Nothing else in the product writes a reply code.
+`raise R.STORAGE_DOWN.error(detail=...)`. Nothing else in the product writes a reply code.
 """
 
 from __future__ import annotations
@@ -19,10 +19,14 @@ class Reply:
     text: str
 
     def __str__(self) -> str:
-        return f"{self.code} {self.status} {self.text}"
+        return self._say(self.text)
 
     def format(self, **fields: object) -> str:
-        return f"{self.code} {self.status} {self.text.format(**fields)}"
+        return self._say(self.text.format(**fields))
+
+    def _say(self, text: str) -> str:
+        # No status: the replies RFC 2034 leaves without one (220, 334, 354).
+        return f"{self.code} {self.status} {text}" if self.status else f"{self.code} {text}"
 
     @property
     def line(self) -> bytes:
@@ -56,6 +60,14 @@ AUTH_DISABLED = Reply(502, "5.5.1", "Authentication not enabled")
 NEED_RCPT = Reply(503, "5.5.1", "Need RCPT command")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)")
 INTERNAL = Reply(451, "4.3.0", "Internal error; try again later")
+DATA_GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")  # RFC 2034: no status on 354
+DATA_SYNTAX = Reply(501, "5.5.4", "Syntax: DATA")
+HOOKLESS_OK = Reply(250, "2.0.0", "OK")  # aiosmtpd's "250 OK" when a command has no handler hook
+# aiosmtpd's own refusals, as smtp/replies.enhance() rewrites them (texts kept from aiosmtpd).
+NESTED_MAIL = Reply(503, "5.5.1", "Nested MAIL command")
+NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command")
+NEED_HELO = Reply(503, "5.5.1", "Send HELO first")
+STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 
 # -- envelope -------------------------------------------------------------------------------
 BAD_SENDER = Reply(501, "5.1.7", "Sender address must be user@domain or <>")
@@ -82,3 +94,6 @@ STORAGE_DOWN = Reply(451, "4.3.0", "Attachment storage is unavailable and the me
 DOWNSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Downstream mail server unavailable; try again later")
 DOWNSTREAM_PROTOCOL = Reply(451, "4.4.2", "Downstream protocol error; try again later")
 DOWNSTREAM_CHANGED = Reply(451, "4.4.3", "Downstream changed its answer for a recipient; try again later")
+
+# -- the sample harness's recording downstream (smtp/sink.py) --------------------------------
+RECORDED = Reply(250, "2.0.0", "Ok: recorded")

@@ -17,7 +17,7 @@ import email.utils
 import re
 import urllib.parse
 
-from .model import Attachment, Verdict
+from .model import FileOutcome, Verdict
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
 
@@ -50,7 +50,7 @@ def received(*, helo: str, client_ip: str, hostname: str, protocol: str, queue_i
     return line.encode("ascii")
 
 
-def decision_headers(attachments: list[Attachment], queue_id: str, changed: bool) -> bytes:
+def decision_headers(attachments: tuple[FileOutcome, ...], queue_id: str, changed: bool) -> bytes:
     count = {v: sum(1 for a in attachments if a.verdict is v) for v in Verdict}
     stripped = len(attachments) - count[Verdict.KEEP] - count[Verdict.OFFLOAD]
     offloaded = sum(1 for a in attachments if a.verdict is Verdict.OFFLOAD and a.link)
@@ -59,9 +59,10 @@ def decision_headers(attachments: list[Attachment], queue_id: str, changed: bool
                f"stripped={stripped + count[Verdict.OFFLOAD] - offloaded}"]
     out = [f"X-Smtp-Offload: {_fold(summary)}\r\n"]
     for n, a in enumerate(attachments, 1):
-        fields = ["v=1", f"n={n}", f"part={a.part.path or '0'}", f"verdict={a.verdict.value}",
-                  f"size={len(a.data)}", f"declared={_token(a.declared_type, 100)}",
-                  f"detected={_token(a.judgement.detected_type, 100)}", f"sha256={a.sha256}"]
+        f = a.file
+        fields = ["v=1", f"n={n}", f"part={f.part.path or '0'}", f"verdict={a.verdict.value}",
+                  f"size={f.size}", f"declared={_token(f.declared_type, 100)}",
+                  f"detected={_token(f.judgement.detected_type, 100)}", f"sha256={f.sha256}"]
         if a.link_expires:
             fields.append(f"expires={a.link_expires}")
         if a.offload_failed:

@@ -14,7 +14,7 @@ import zlib
 
 # --- PDF --------------------------------------------------------------------
 
-def _build_pdf(extra_objects: list[bytes]) -> bytes:
+def build_pdf(extra_objects: list[bytes]) -> bytes:
     """Assemble a one-page PDF 1.4 with a correct xref table.
 
     Offsets are computed, not hard-coded, so padding objects can be added
@@ -47,7 +47,7 @@ def _build_pdf(extra_objects: list[bytes]) -> bytes:
 
 def pdf() -> bytes:
     """A minimal valid one-page PDF 1.4."""
-    return _build_pdf([])
+    return build_pdf([])
 
 
 def big_pdf(size: int) -> bytes:
@@ -65,20 +65,21 @@ def big_pdf(size: int) -> bytes:
     fill = max(0, size - base - overhead)
     pattern = b"0123456789abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\n"
     filler = (pattern * (fill // len(pattern) + 1))[:fill]
-    out = _build_pdf([b"<< /Length %d >>\nstream\n" % len(filler) + filler + b"\nendstream"])
+    out = build_pdf([b"<< /Length %d >>\nstream\n" % len(filler) + filler + b"\nendstream"])
     # One correction pass so the result lands within a few bytes of `size`.
     diff = len(out) - size
     if fill and diff:
         fill = max(0, fill - diff)
         filler = (pattern * (fill // len(pattern) + 1))[:fill]
-        out = _build_pdf([b"<< /Length %d >>\nstream\n" % len(filler) + filler + b"\nendstream"])
+        out = build_pdf([b"<< /Length %d >>\nstream\n" % len(filler) + filler + b"\nendstream"])
     return out
 
 
 
 # --- Images -----------------------------------------------------------------
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
@@ -89,9 +90,9 @@ def png() -> bytes:
     raw = b"\x00" + b"\xff\x00\x00" + b"\x00\xff\x00" + b"\x00" + b"\x00\x00\xff" + b"\xff\xff\xff"
     return (
         b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", zlib.compress(raw, 9))
-        + _png_chunk(b"IEND", b"")
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(raw, 9))
+        + png_chunk(b"IEND", b"")
     )
 
 
@@ -130,7 +131,7 @@ def big_jpeg(size: int) -> bytes:
 
 # --- ZIP-based documents ----------------------------------------------------
 
-def _zip(members: list[tuple[str, bytes]], stored_first: bool = False) -> bytes:
+def pack_zip(members: list[tuple[str, bytes]], stored_first: bool = False) -> bytes:
     """Zip `members` in order with pinned timestamps (deterministic output)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -147,10 +148,11 @@ def zip_file(files: dict[str, bytes] | None = None) -> bytes:
     """A plain zip archive; by default one small text member."""
     if files is None:
         files = {"readme.txt": b"hello from a zip archive\n"}
-    return _zip(list(files.items()))
+    return pack_zip(list(files.items()))
 
 
-_RELS = (
+# An OOXML package's _rels/.rels pointing at its main part (`OOXML_RELS % b"word/document.xml"`).
+OOXML_RELS = (
     b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
     b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
     b'<Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
@@ -158,7 +160,8 @@ _RELS = (
 )
 
 
-def _content_types(overrides: bytes) -> bytes:
+def ooxml_content_types(overrides: bytes) -> bytes:
+    """An OOXML [Content_Types].xml with the given <Override .../> elements."""
     return (
         b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         b'<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
@@ -167,21 +170,23 @@ def _content_types(overrides: bytes) -> bytes:
     )
 
 
+def ooxml(main: str, main_type: str, xml: bytes, extra: tuple[tuple[str, bytes, str | None], ...] = ()) -> bytes:
+    """An OOXML package: its main part (`main`, e.g. "word/document.xml", of type
+    application/`main_type`) and `extra` members (path, bytes, their type or None)."""
+    members = [(main, xml, main_type), *extra]
+    overrides = b"".join(f'<Override PartName="/{path}" ContentType="application/{kind}"/>'.encode()
+                         for path, _, kind in members if kind)
+    return pack_zip([("[Content_Types].xml", ooxml_content_types(overrides)),
+                     ("_rels/.rels", OOXML_RELS % main.encode()), *((path, data) for path, data, _ in members)])
+
+
 def docx() -> bytes:
     """A minimal Word OOXML package."""
-    doc = (
+    return ooxml("word/document.xml", "vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml", (
         b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
         b"<w:body><w:p><w:r><w:t>Hello</w:t></w:r></w:p></w:body></w:document>"
-    )
-    return _zip([
-        ("[Content_Types].xml", _content_types(
-            b'<Override PartName="/word/document.xml" ContentType="application/'
-            b'vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/>')),
-        ("_rels/.rels", _RELS % b"word/document.xml"),
-        ("word/document.xml", doc),
-    ])
-
+    ))
 
 
 # --- Executables ------------------------------------------------------------

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 from . import tables as T
 from . import zipfmt
+from ..units import human_size
 from .names import escapes, file_extension, name_problem, safe_display_name
-from .policy import InspectPolicy
+from .policy import InspectPolicy, KeepOrBlock
 from .sniff import sniff
 
 # Decompressed to sniff a member: every executable signature sits in the first
@@ -67,7 +68,7 @@ def inspect(data: bytes, policy: InspectPolicy = InspectPolicy(), whole: bool = 
     `whole`: `data` is meant to be the archive. Otherwise it is a host (a PDF,
     an image) with an archive inside, and bytes before the archive are the host's.
     """
-    run = _Run(policy, limits_refuse=whole and policy.on_archive_limit == "block")
+    run = _Run(policy, limits_refuse=whole and policy.on_archive_limit is KeepOrBlock.BLOCK)
     run.archive(data, 1, whole)
     if run.report.encrypted:
         run.add(ENCRYPTED, "archive is encrypted, so its contents cannot be inspected "
@@ -140,8 +141,8 @@ class _Run:
             self.add(LIMIT, f"archive exceeds inspection limits (compression ratio over {p.archive_max_ratio:g}:1)")
         self.report.declared += usize
         if self.report.declared > p.archive_max_total_bytes:
-            self.add(LIMIT, f"archive exceeds inspection limits (expands to {_size(self.report.declared)}, "
-                            f"limit {_size(p.archive_max_total_bytes)})")
+            self.add(LIMIT, f"archive exceeds inspection limits (expands to {human_size(self.report.declared)}, "
+                            f"limit {human_size(p.archive_max_total_bytes)})")
 
     def _is_epub(self, buf: bytes, members: list[zipfmt.Member]) -> bool:
         m = next((m for m in members if m.name == "mimetype" and not m.encrypted), None)
@@ -304,11 +305,3 @@ def _blocked_category(kind: str, policy: InspectPolicy) -> bool:
 def _shown(name: str) -> str:
     shown = safe_display_name(name) or "unnamed member"
     return shown if len(shown) <= _SHOWN else shown[:_SHOWN - 12] + "\u2026" + shown[-11:]
-
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

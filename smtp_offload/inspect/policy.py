@@ -7,11 +7,16 @@ normalised once, here, and nonsense values fail at start-up, not per message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
 
+from ..options import coerce, positive
 from . import tables as T
 
-KEEP_OR_BLOCK = ("keep", "block")
+
+class KeepOrBlock(enum.StrEnum):
+    KEEP = "keep"
+    BLOCK = "block"
 
 
 def _items(value) -> list[str]:
@@ -34,7 +39,7 @@ class InspectPolicy:
     # Lower-case, no dot. Refused whatever the content, also inside archives.
     blocked_extensions: frozenset[str] = T.DEFAULT_BLOCKED_EXTENSIONS
     # When set, only these detected types (same syntax as blocked_types) pass.
-    allowed_types: frozenset[str] | None = None
+    allowed_types: frozenset[str] | None = field(default=None, metadata={"empty": None})  # config's [] = none
 
     # File names built to deceive (bidi controls, double extensions, trailing
     # dots, CLSIDs, control characters, paths, > 255 chars) are SPOOFED.
@@ -42,22 +47,22 @@ class InspectPolicy:
     # HTML/SVG (or XML in the XHTML/SVG namespace) with scripts, event handlers or javascript: URLs are BLOCKED.
     block_active_content: bool = True
     # Bytes we cannot identify: "keep" (they are not evidence of anything) or "block".
-    on_unknown: str = "keep"
+    on_unknown: KeepOrBlock = KeepOrBlock.KEEP
     # A PDF or image that is also a ZIP archive (read as either): "block" or "keep".
-    on_polyglot: str = "block"
+    on_polyglot: KeepOrBlock = KeepOrBlock.BLOCK
     # A ZIP with encrypted members, which cannot be inspected: "keep" or "block".
-    on_encrypted_archive: str = "keep"
+    on_encrypted_archive: KeepOrBlock = KeepOrBlock.KEEP
     # Office documents with macros (VBA, Excel 4.0 sheets): "keep" or "block".
     # A macro-free label (.docx, .xlsx ...) on a document with macros is SPOOFED either way.
-    on_macros: str = "keep"
+    on_macros: KeepOrBlock = KeepOrBlock.KEEP
     # An archive beyond the limits below cannot be fully inspected: "block" or "keep".
-    on_archive_limit: str = "block"
-    archive_max_entries: int = 10_000  # members, counted across nested archives
-    archive_max_depth: int = 3  # a zip in a zip in a zip is depth 3
-    archive_max_total_bytes: int = 1 << 30  # declared uncompressed size, all members and levels
-    archive_max_ratio: float = 200.0  # uncompressed : compressed, per member and in total
+    on_archive_limit: KeepOrBlock = KeepOrBlock.BLOCK
+    archive_max_entries: int = positive(10_000)  # members, counted across nested archives
+    archive_max_depth: int = positive(3)  # a zip in a zip in a zip is depth 3
+    archive_max_total_bytes: int = positive(1 << 30)  # declared uncompressed size, all members and levels
+    archive_max_ratio: float = positive(200.0)  # uncompressed : compressed, per member and in total
     # Work bound: bytes decompressed to inspect one attachment, all members and levels.
-    archive_max_inflate_bytes: int = 8 << 20
+    archive_max_inflate_bytes: int = positive(8 << 20)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "blocked_types", frozenset(norm_type(t) for t in _items(self.blocked_types)))
@@ -66,10 +71,4 @@ class InspectPolicy:
         if self.allowed_types is not None:
             object.__setattr__(self, "allowed_types",
                                frozenset(norm_type(t) for t in _items(self.allowed_types)))
-        for key in ("on_unknown", "on_polyglot", "on_encrypted_archive", "on_macros", "on_archive_limit"):
-            if getattr(self, key) not in KEEP_OR_BLOCK:
-                raise ValueError(f"InspectPolicy.{key} must be 'keep' or 'block', not {getattr(self, key)!r}")
-        for key in ("archive_max_entries", "archive_max_depth", "archive_max_total_bytes",
-                    "archive_max_ratio", "archive_max_inflate_bytes"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"InspectPolicy.{key} must be positive, not {getattr(self, key)!r}")
+        coerce(self)

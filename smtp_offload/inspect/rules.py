@@ -24,7 +24,7 @@ from . import tables as T
 from . import zipfmt
 from .active import find_active, starts_as_xml
 from .names import double_extension, file_extension, name_problem
-from .policy import InspectPolicy
+from .policy import InspectPolicy, KeepOrBlock
 from .sniff import ole_has_vba, sniff, text_encoding
 
 __all__ = ["InspectPolicy", "judge", "consistent", "declared_base", "file_extension"]
@@ -85,14 +85,14 @@ def judge(
             kind = "XML document" if xml else "SVG image" if T.SVG in (detected, declared_claim, ext_claim) \
                 else "HTML document"
             return verdict(Verdict.BLOCKED, f"{kind} with active content is not accepted ({feature})")
-    if policy.on_macros == "block" and (
+    if policy.on_macros is KeepOrBlock.BLOCK and (
             detected in T.MACRO_OOXML or (detected == T.OLE and ole_has_vba(data))):
         return verdict(Verdict.BLOCKED, f"Office documents with macros are not accepted ({bare})")
     report, mode = _look_inside(data, detected, policy)
     refusal = _archive_refusal(report, mode, what, policy)
     if refusal:
         return verdict(Verdict.BLOCKED, refusal)
-    if policy.on_unknown == "block" and detected == T.OCTET:
+    if policy.on_unknown is KeepOrBlock.BLOCK and detected == T.OCTET:
         return verdict(Verdict.BLOCKED, "content is unrecognised binary data, which is not accepted")
 
     # SPOOFED: a checkable claim contradicted by the bytes.
@@ -158,13 +158,13 @@ def _archive_refusal(report: A.Report | None, mode: str | None, what: str, polic
         found = report.first(A.BLOCKED)
         if found:
             return "hidden " + found.reason
-        if mode == "polyglot" and policy.on_polyglot == "block":
+        if mode == "polyglot" and policy.on_polyglot is KeepOrBlock.BLOCK:
             return f"file is both {what} and a ZIP archive"
         return None
     kinds = [A.MALFORMED, A.BLOCKED]
-    kinds += [A.LIMIT] if policy.on_archive_limit == "block" else []
-    kinds += [A.ENCRYPTED] if policy.on_encrypted_archive == "block" else []
-    kinds += [A.MACRO] if policy.on_macros == "block" else []
+    kinds += [A.LIMIT] if policy.on_archive_limit is KeepOrBlock.BLOCK else []
+    kinds += [A.ENCRYPTED] if policy.on_encrypted_archive is KeepOrBlock.BLOCK else []
+    kinds += [A.MACRO] if policy.on_macros is KeepOrBlock.BLOCK else []
     found = next((f for k in kinds for f in report.findings if f.kind == k), None)
     return found.reason if found else None
 

@@ -15,12 +15,14 @@ import email.parser
 import email.policy
 import email.utils
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..inspect.names import MAX_NAME, disarm, file_extension
 from ..inspect.sniff import looks_like_text
 from ..model import KNOWN_CTES, Part
 from . import cms, codec
+from .headers import fields as header_fields
+from .headers import first_token
 
 CRLF = b"\r\n"
 # Attached messages (RFC 2046 5.2.1; message/global is RFC 6532's UTF-8 twin; Thunderbird parses
@@ -36,11 +38,14 @@ _header_parser = email.parser.HeaderParser(policy=email.policy.compat32)
 class Limits:
     """Bounds on the work one message may cause (config: policy.max_mime_*)."""
 
-    max_depth: int = 30
-    max_parts: int = 1000
-    max_header_bytes: int = 512 * 1024  # one entity's header block
-    max_params: int = 64  # parameters in one Content-Type / Content-Disposition
-    max_encoded_words: int = 64  # RFC 2047 words we would decode in one of those headers
+    # "key": the option's name in [policy]; "gt": config refuses values not above it.
+    max_depth: int = field(default=30, metadata={"key": "max_mime_depth", "gt": 0})
+    max_parts: int = field(default=1000, metadata={"key": "max_mime_parts", "gt": 0})
+    max_header_bytes: int = field(default=512 * 1024, metadata={"gt": 0})  # one entity's header block
+    # parameters in one Content-Type / Content-Disposition
+    max_params: int = field(default=64, metadata={"key": "max_header_params", "gt": 0})
+    # RFC 2047 words we would decode in one of those headers
+    max_encoded_words: int = field(default=64, metadata={"gt": 0})
 
 
 class MimeError(ValueError):
@@ -60,6 +65,8 @@ def is_container(ctype: str) -> bool:
 
 _MEDIA_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+/[!#$%&'*+\-.^_`|~0-9a-z]+")
 _PLAIN_TYPE = re.compile(r"[ \t]*([!#$%&'*+\-.^_`|~0-9A-Za-z]+/[!#$%&'*+\-.^_`|~0-9A-Za-z]+)[ \t]*(?:;|$)")
+_WSP = frozenset(" \t\r\n")
+_TYPE_END = _WSP | {",", ";"}  # and "(": a comment
 
 
 def media_type(value: str) -> str | None:
@@ -74,31 +81,8 @@ def media_type(value: str) -> str | None:
     plain = _PLAIN_TYPE.match(value)  # nearly every header: nothing to be lenient about
     if plain:
         return plain.group(1).lower()
-    i, n = 0, len(value)
-    while i < n and (value[i] in " \t\r\n" or value[i] == "("):
-        i = _after_comment(value, i) if value[i] == "(" else i + 1
-    j = i
-    while j < n and value[j] not in " \t\r\n,;(":
-        j += 1
-    token = value[i:j].rpartition("?")[2].lower()
+    token = first_token(value, _TYPE_END.__contains__, _WSP.__contains__).rpartition("?")[2].lower()
     return token if _MEDIA_TYPE.fullmatch(token) else None
-
-
-def _after_comment(value: str, i: int) -> int:
-    """The index after the (nested) comment that starts at value[i] == "(" (RFC 5322 3.2.2)."""
-    depth = 0
-    while i < len(value):
-        c = value[i]
-        if c == "\\":
-            i += 1
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return i
 
 
 def _kind(ctype: str) -> str:
@@ -114,12 +98,10 @@ def _kind(ctype: str) -> str:
 def _retyped_field(data: bytes, start: int, stop: int, ctype: str) -> bytes | None:
     """The part's first Content-Type field with `ctype` as its type and its parameters as they
     came (cut where compat32 cuts them: at the first ";" outside a quoted string)."""
-    from .rewrite import header_fields  # rewrite builds on this module: import when needed
-
-    for name, s, e in header_fields(data, start, stop):
-        if name != "content-type":
+    for f in header_fields(data, start, stop):
+        if f.name != "content-type" or not f.colon:  # a junk line "Content-Type" is no field to compat32
             continue
-        raw = data[s:e]
+        raw = f.raw
         i, quoted = raw.index(b":") + 1, False
         while i < len(raw) and (quoted or raw[i:i + 1] != b";"):
             if raw[i:i + 1] == b"\\" and quoted:

@@ -26,8 +26,9 @@ from typing import Awaitable, Callable
 import aiosmtplib
 from aiosmtplib import SMTPResponse
 
-from ..config import DownstreamConfig
-from ..errors import TemporaryError
+from .. import replies as R
+from ..config import DownstreamConfig, DownstreamTls
+from ..errors import SmtpReplyError, TemporaryError
 
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
@@ -57,16 +58,14 @@ class Reply:
         return cls(code, text)
 
 
-UNAVAILABLE = "Downstream mail server unavailable; try again later"
-PROTOCOL_ERROR = "Downstream protocol error; try again later"
+def _fail(exc: BaseException) -> SmtpReplyError:
+    """451 4.4.1: a TemporaryError (the catalogue's 4xx replies raise as one)."""
+    return R.DOWNSTREAM_UNAVAILABLE.error(detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
-def _fail(exc: BaseException) -> TemporaryError:
-    return TemporaryError(UNAVAILABLE, code=451, status="4.4.1", detail=f"{type(exc).__name__}: {exc}"[:300])
-
-
-def _protocol_error(detail: str) -> TemporaryError:
-    return TemporaryError(PROTOCOL_ERROR, code=451, status="4.4.2", detail=detail[:300])
+def _protocol_error(detail: str) -> SmtpReplyError:
+    """451 4.4.2: a TemporaryError."""
+    return R.DOWNSTREAM_PROTOCOL.error(detail=detail[:300])
 
 
 class ReplyCounter:
@@ -169,7 +168,7 @@ class Downstream:
 
     async def open(self) -> None:
         cfg = self.cfg
-        start_tls = {"none": False, "opportunistic": None, "required": True}[cfg.tls]
+        start_tls = {DownstreamTls.NONE: False, DownstreamTls.OPPORTUNISTIC: None, DownstreamTls.REQUIRED: True}[cfg.tls]
         ctx = None
         if not cfg.tls_verify:
             ctx = ssl.create_default_context()
@@ -357,13 +356,12 @@ class Downstream:
         for to a fresh transaction."""
         reply = await self._mail(txn.sender, txn.options)
         if not reply.ok:  # nothing opened downstream
-            raise TemporaryError(UNAVAILABLE, code=451, status="4.4.1", detail=f"replayed MAIL: {reply}"[:300])
+            raise R.DOWNSTREAM_UNAVAILABLE.error(detail=f"replayed MAIL: {reply}"[:300])
         for r in txn.recipients:
             reply = await self._command(b"RCPT", b"TO:" + _addr(r), default_status="2.1.5")
             if not reply.ok:
                 await self._reset()
-                raise TemporaryError("Downstream changed its answer for a recipient; try again later",
-                                     code=451, status="4.4.3", detail=f"replayed RCPT: {reply}"[:300])
+                raise R.DOWNSTREAM_CHANGED.error(detail=f"replayed RCPT: {reply}"[:300])
 
     async def quit(self) -> None:
         if self.connected:

@@ -12,19 +12,13 @@ import time
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from ..config import Config
-from ..auth import Authenticator, SealError, skip_signed, strip_forged
-from ..errors import PermanentError, TemporaryError
-from ..metrics import Metrics, reply_class
-from ..model import Envelope
-from ..process import Processor
-from ..relay import Downstream, Reply
-from ..relay.pool import DownstreamPool
-from ..trace import decision_headers, received
-from .policy import check_recipient, check_sender
+import structlog
 
-INTERNAL = "451 4.3.0 Internal error; try again later"
-LOST = "451 4.4.3 Downstream transaction lost; try again later"
+from .. import replies as R
+from ..delivery.pipeline import Envelope, Inbound, Pipeline
+from ..delivery.relay import downstream_reply
+from ..errors import TemporaryError
+from .policy import check_recipient, check_sender
 
 
 def client_ip(session) -> str | None:
@@ -37,14 +31,7 @@ def client_ip(session) -> str | None:
     return session.peer[0] if session.peer else None
 
 
-def _downstream_reply(reply: Reply) -> str:
-    # A 421 from the downstream closes *its* session, not ours: the sender just retries.
-    if reply.code == 421:
-        return f"451 {reply.text}"  # text starts with the 4.x.x status (Reply guarantees one)
-    return str(reply)
-
-
-def _in_step(ds: Downstream | None, envelope) -> bool:
+def _in_step(ds, envelope) -> bool:
     """The downstream transaction is the one the sender was told about: its sender, and
     exactly the recipients the sender got 250 for. Every 250 that relies on it checks this."""
     txn = ds.txn if ds is not None else None
@@ -55,16 +42,19 @@ def _in_step(ds: Downstream | None, envelope) -> bool:
 
 
 class Handler:
-    def __init__(self, cfg: Config, processor: Processor, pool: DownstreamPool, log, hostname: str,
-                 metrics: Metrics | None = None, auth: Authenticator | None = None):
-        self.cfg = cfg
-        self.auth = auth or Authenticator(cfg.auth, hostname)
-        self.metrics = metrics or Metrics()
-        self.processor = processor
+    """aiosmtpd's hooks: map the envelope to the downstream transaction and a message to the
+    delivery pipeline, and their answers to replies. `pool` lends downstream connections;
+    `metrics` counts refusals and messages."""
+
+    def __init__(self, pipeline: Pipeline, pool, log, metrics, *, accepted_domains: list[str],
+                 max_recipients: int, proxy_protocol: bool = False):
+        self.pipeline = pipeline
         self.pool = pool
         self.log = log
-        self.hostname = hostname
-        self.accepted = tuple(d.lower().rstrip(".") for d in cfg.server.accepted_domains)
+        self.metrics = metrics
+        self.max_recipients = max_recipients
+        self.proxy_protocol = proxy_protocol
+        self.accepted = tuple(d.lower().rstrip(".") for d in accepted_domains)
 
     # -- session ----------------------------------------------------------------
     async def handle_EHLO(self, server, session, envelope, hostname: str, responses: list[str]) -> list[str]:
@@ -79,7 +69,7 @@ class Handler:
 
     def session_closed(self, session) -> None:
         proxied = getattr(session, "proxy_data", None)
-        if self.cfg.server.proxy_protocol and not proxied:  # closed without a valid PROXY header
+        if self.proxy_protocol and not proxied:  # closed without a valid PROXY header
             peer = session.peer[0] if session.peer else None
             if proxied is None:  # nothing, or too late (a load balancer's plain TCP check looks like this)
                 self.log.info("proxy_refused", peer=peer, error="no PROXY header")
@@ -102,17 +92,17 @@ class Handler:
             if ds.txn is not None:
                 await ds.rset()
             self.pool.put(ds)
-        return "221 2.0.0 Bye"
+        return str(R.BYE)
 
     async def handle_RSET(self, server, session, envelope) -> str:
         ds = getattr(session, "downstream", None)
         if ds is not None:
             await ds.rset()
-        return "250 2.0.0 Ok"
+        return str(R.OK)
 
     async def handle_exception(self, error: Exception) -> str:
         self.log.error("smtp_internal_error", exc_info=error)
-        return INTERNAL
+        return str(R.INTERNAL)
 
     # -- envelope ---------------------------------------------------------------
     async def handle_MAIL(self, server, session, envelope, address: str, mail_options: list[str]) -> str:
@@ -126,12 +116,12 @@ class Handler:
         ds = getattr(session, "downstream", None)
         if ds is not None and ds.txn is not None:
             await ds.rset()
-        return "250 2.1.0 Ok"
+        return str(R.SENDER_OK)
 
     async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options: list[str]) -> str:
-        if len(envelope.rcpt_tos) >= self.cfg.server.max_recipients:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
             self.metrics.refused("too_many_recipients")
-            return "452 4.5.3 Too many recipients"
+            return str(R.TOO_MANY_RECIPIENTS)
         refusal = check_recipient(address, self.accepted)
         if refusal:
             self.log.info("rcpt_refused", client=client_ip(session), rcpt=address, reply=refusal)
@@ -143,7 +133,7 @@ class Handler:
             # would lose the recipients that already got 250.
             self.log.error("transaction_lost", client=client_ip(session), rcpt=address,
                            recipients=list(envelope.rcpt_tos))
-            return LOST
+            return str(R.TRANSACTION_LOST)
         try:
             if ds is None:
                 ds = session.downstream = self.pool.get()
@@ -166,128 +156,60 @@ class Handler:
         if reply.ok:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
-        return _downstream_reply(reply)
+        return downstream_reply(reply)
 
-    async def _downstream_mail(self, ds: Downstream, envelope) -> str | None:
+    async def _downstream_mail(self, ds, envelope) -> str | None:
         sender = "" if envelope.mail_from == "<>" else envelope.mail_from
         options = []
         if not ds.connected:
             await ds.open()  # to learn its extensions before choosing MAIL parameters
         if envelope.smtp_utf8:
             if not ds.supports("smtputf8"):
-                return "553 5.6.7 The destination does not accept internationalized (SMTPUTF8) mail"
+                return str(R.NO_SMTPUTF8)
             options.append("SMTPUTF8")
         if "BODY=8BITMIME" in envelope.mail_options and ds.supports("8bitmime"):
             options.append("BODY=8BITMIME")
         reply = await ds.mail(sender, options)
-        return None if reply.ok else _downstream_reply(reply)
+        return None if reply.ok else downstream_reply(reply)
 
     # -- message ----------------------------------------------------------------
     async def handle_DATA(self, server, session, envelope) -> str:
         started = time.monotonic()
         queue_id = secrets.token_hex(5).upper()
         info: dict[str, Any] = {
-            "queue_id": queue_id, "client": client_ip(session),
             "helo": session.host_name, "sender": envelope.mail_from, "recipients": list(envelope.rcpt_tos),
             "size": len(envelope.original_content or b""),
         }
-        with server.busy():
+        # Every event of this message (attachment, offload_failed, arc_seal_failed ...) carries these.
+        with structlog.contextvars.bound_contextvars(queue_id=queue_id, client=client_ip(session)), server.busy():
             try:
-                reply, extra = await self._deliver(server, session, envelope, queue_id)
+                reply, outcome, extra = await self._deliver(session, envelope, queue_id)
             except Exception as exc:  # a bug must not bounce mail: 451 and a traceback
                 self.log.error("message_internal_error", exc_info=exc, **info)
                 ds = getattr(session, "downstream", None)
                 if ds is not None:
                     ds.close()
-                reply, extra = INTERNAL, {"outcome": "failed"}
-        info.update(extra)
-        self.log.info("message", reply=reply, ms=round((time.monotonic() - started) * 1000), **info)
-        self.metrics.message(info.get("outcome", "failed"), reply)
+                reply, outcome, extra = str(R.INTERNAL), "failed", {}
+            self.log.info("message", reply=reply, outcome=outcome, ms=round((time.monotonic() - started) * 1000),
+                          **info, **extra)
+        self.metrics.message(outcome, reply)
         return reply
 
-    async def _deliver(self, server, session, envelope, queue_id: str) -> tuple[str, dict]:
-        ds: Downstream | None = getattr(session, "downstream", None)
+    async def _deliver(self, session, envelope, queue_id: str) -> tuple[str, str, dict]:
+        ds = getattr(session, "downstream", None)
         if not _in_step(ds, envelope):  # the 250 below would be for recipients not sent to
             txn = ds.txn if ds is not None else None
             if ds is not None:
                 await ds.rset()
-            return LOST, {"outcome": "deferred",
-                          "detail": f"downstream transaction: {txn.recipients if txn else None}"[:300]}
-        data = strip_forged(envelope.original_content, self.auth)
-        dkim_results = await self.auth.verify(data)
-        if skip_signed(dkim_results, self.cfg.policy):  # a passing signature from a listed domain only
-            return await self._relay_untouched(ds, session, envelope, queue_id, data, dkim_results)
-        try:
-            outcome = await self.processor.process(data, Envelope(
-                client_ip=client_ip(session) or "", helo=session.host_name or "",
-                mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
-                rcpt_tos=tuple(envelope.rcpt_tos), mail_options=tuple(envelope.mail_options),
-                smtputf8=envelope.smtp_utf8))
-        except (PermanentError, TemporaryError) as exc:
-            await ds.rset()
-            kind = "rejected" if isinstance(exc, PermanentError) else "deferred"
-            return exc.reply, {"outcome": kind}
-        an = outcome.analysis
-        self._log_attachments(an.attachments, queue_id)
-        trace = self._received(session, envelope, queue_id) + self.auth.results_header(dkim_results)
-        trace += decision_headers(an.attachments, queue_id, outcome.changed)
-        if outcome.storage_failed:
-            trace += b"X-Smtp-Offload-Warning: offload failed; attachments kept in the message\r\n" \
-                if self.cfg.policy.on_storage_failure == "keep" else \
-                b"X-Smtp-Offload-Warning: offload failed; attachments removed\r\n"
-        message = trace + outcome.message
-        if self.auth.arc_key is not None and (outcome.changed or self.cfg.auth.arc.seal_unchanged):
-            try:
-                message = await asyncio.to_thread(self.auth.seal, message) + message
-            except SealError as exc:  # no seal could be made: relay it unsealed, loudly
-                self.log.warning("arc_seal_failed", queue_id=queue_id, error=str(exc)[:200])
-                self.metrics.arc_seal_failed()
-        extra = {"message_id": an.message_id, "size_out": len(message), "changed": outcome.changed,
-                 "attachments": len(an.attachments)}
-        if not message.isascii() and not ds.supports("8bitmime") and not envelope.smtp_utf8:
-            await ds.rset()
-            await self.processor.discard(outcome.stored)
-            return ("554 5.6.3 Message has 8-bit content the destination cannot accept",
-                    {**extra, "outcome": "rejected"})
-        sent = time.monotonic()
-        try:
-            reply = await ds.data(message)
-        except TemporaryError as exc:
-            self.metrics.downstream_data(time.monotonic() - sent, "error")
-            await self.processor.discard(outcome.stored)
-            return exc.reply, {**extra, "outcome": "deferred", "detail": exc.detail}
-        self.metrics.downstream_data(time.monotonic() - sent, reply_class(reply.code))
-        if not reply.ok:
-            await self.processor.discard(outcome.stored)
-            return _downstream_reply(reply), {**extra, "outcome": "deferred" if reply.code < 500 else "rejected"}
-        text = f"250 2.0.0 Ok: queued as {queue_id}"
-        return text, {**extra, "outcome": "relayed", "downstream_reply": str(reply)[:200]}
-
-    def _received(self, session, envelope, queue_id: str) -> bytes:
-        proto = ("UTF8SMTP" if envelope.smtp_utf8 else "ESMTP" if session.extended_smtp else "SMTP") + \
+            return str(R.TRANSACTION_LOST), "deferred", {
+                "detail": f"downstream transaction: {txn.recipients if txn else None}"[:300]}
+        smtputf8 = bool(envelope.smtp_utf8)
+        protocol = ("UTF8SMTP" if smtputf8 else "ESMTP" if session.extended_smtp else "SMTP") + \
             ("S" if session.ssl else "")
-        return received(helo=session.host_name or "", client_ip=client_ip(session) or "unknown",
-                        hostname=self.hostname, protocol=proto, queue_id=queue_id,
-                        recipients=tuple(envelope.rcpt_tos))
-
-    async def _relay_untouched(self, ds, session, envelope, queue_id: str, data: bytes, dkim_results) -> tuple[str, dict]:
-        """policy.on_signed = "skip" and a passing signature from policy.skip_signed_domains:
-        the message goes on uninspected and unchanged."""
-        head = self._received(session, envelope, queue_id) + self.auth.results_header(dkim_results)
-        head += b"X-Smtp-Offload: v=1; id=" + queue_id.encode() + b"; action=skipped-signed\r\n"
-        try:
-            reply = await ds.data(head + data)
-        except TemporaryError as exc:
-            return exc.reply, {"outcome": "deferred", "detail": exc.detail}
-        if not reply.ok:
-            return _downstream_reply(reply), {"outcome": "deferred" if reply.code < 500 else "rejected"}
-        return f"250 2.0.0 Ok: queued as {queue_id}", {"outcome": "relayed", "skipped": "dkim-signed"}
-
-    def _log_attachments(self, attachments, queue_id: str) -> None:
-        for a in attachments:
-            self.log.info(
-                "attachment", queue_id=queue_id, part=a.part.path, name=a.name, declared_type=a.declared_type,
-                detected_type=a.judgement.detected_type, size=len(a.data), sha256=a.sha256,
-                verdict=a.verdict.value, reason=a.reason, storage_key=a.storage_key,
-                offload_failed=a.offload_failed or None,
-            )
+        inbound = Inbound(envelope.original_content, Envelope(
+            client_ip=client_ip(session) or "", helo=session.host_name or "",
+            mail_from="" if envelope.mail_from == "<>" else envelope.mail_from,
+            rcpt_tos=tuple(envelope.rcpt_tos), mail_options=tuple(envelope.mail_options), smtputf8=smtputf8),
+            queue_id, protocol)
+        delivered = await self.pipeline.deliver(inbound, ds)
+        return delivered.reply, delivered.outcome, delivered.fields

@@ -13,6 +13,7 @@ from smtp_offload.storage.base import (
     make_key,
     safe_filename,
 )
+from smtp_offload.config import Backend
 from smtp_offload.storage.local import LocalStore
 
 __all__ = ["CHUNK_SIZE", "InvalidKey", "LocalStore", "Store", "StoredObject", "content_disposition", "make_key",
@@ -21,7 +22,7 @@ __all__ = ["CHUNK_SIZE", "InvalidKey", "LocalStore", "Store", "StoredObject", "c
 
 def open_store(cfg) -> Store:
     """The store the config names (cfg is a smtp_offload.config.Config)."""
-    if cfg.storage.backend == "s3":
+    if cfg.storage.backend is Backend.S3:
         from smtp_offload.storage.s3 import S3Store  # boto3 is imported only when S3 is used
 
         return S3Store(cfg.storage.s3)
