@@ -1,5 +1,5 @@
 """The messages the load generator sends, built with the test suite's own builders
-(tests/samples.py for real files, tests/mail.py for byte-exact MIME)."""
+(tests/support/samples.py for real files, tests/support/mail.py for byte-exact MIME)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import zlib
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
+TESTS = Path(__file__).resolve().parent.parent / "tests" / "support"
 MSGID = b"<bench-000000000000@load.test>"  # replaced per message by the load generator (same length)
 SENDER = "customer@sender.test"
 RCPT = "support@example.com"

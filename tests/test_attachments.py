@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
-import urllib.error
-import urllib.request
 
 import pytest
 
-import samples
-from mail import attachment, b64, message, multipart, rfc822, text
 from smtp_offload.links.tokens import Grant, sign
 from smtp_offload.mime import scan
-from smtp_offload.mime.codec import decode
-
-LINK = re.compile(rb"https?://127\.0\.0\.1:\d+/f/[A-Za-z0-9._~%-]+(?:/[^\s<>\"]*)?")
-
-
-def parts_of(raw: bytes) -> list:
-    return [p for p in scan.parse(raw).walk()]
-
-
-def attachment_payloads(raw: bytes) -> dict[str, bytes]:
-    return {p.filename: decode(raw[p.body_start:p.end], p.cte) for p in parts_of(raw) if p.is_attachment}
-
-
-def body_text(raw: bytes, subtype: str = "plain") -> str:
-    for p in parts_of(raw):
-        if p.content_type == f"text/{subtype}" and not p.is_attachment:
-            return decode(raw[p.body_start:p.end], p.cte).decode(p.params.get("charset", "utf-8"))
-    raise AssertionError(f"no text/{subtype} body")
-
-
-def fetch(url: str) -> tuple[int, dict, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
+from tests.support import samples
+from tests.support.http import get
+from tests.support.mail import attachment, b64, message, multipart, rfc822, text
+from tests.support.relayed import LINK, attachment_payloads, body_text, parts_of
 
 def test_small_attachments_kept_byte_identical(proxy, sink):
     files = {"scan.pdf": (samples.pdf(), "application/pdf"), "photo.jpg": (samples.jpeg(), "image/jpeg"),
@@ -72,7 +44,7 @@ def test_oversized_attachment_offloaded_and_link_serves_exact_bytes(make_proxy, 
     assert len(got) < len(msg) - 400_000
     assert attachment_payloads(got) == {"logo.png": small}
     plain, html = body_text(got), body_text(got, "html")
-    assert "scan of contract.pdf" in plain and "400.0 KB" in plain and "application/pdf" in plain
+    assert "scan of contract.pdf" in plain and "390.6 KiB" in plain and "application/pdf" in plain
     assert "Download it until" in plain and "scan of contract.pdf" in html
     links = set(LINK.findall(plain.encode()))
     assert len(links) == 1
@@ -81,10 +53,10 @@ def test_oversized_attachment_offloaded_and_link_serves_exact_bytes(make_proxy, 
     # the untouched attachment keeps its original bytes and encoding
     logo = next(p for p in parts_of(msg) if p.filename == "logo.png")
     assert msg[logo.start:logo.end] in got
-    status, _, page = fetch(url)  # the landing page
+    status, _, page = get(url)  # the landing page
     assert status == 200 and b"scan of contract.pdf" in page
     for _ in range(2):  # a GET never consumes the link (scanners fetch every URL)
-        status, headers, body = fetch(url + "/download")
+        status, headers, body = get(url + "/download")
         assert status == 200
         assert hashlib.sha256(body).hexdigest() == hashlib.sha256(big).hexdigest()
     assert headers["Content-Type"].startswith("application/pdf")
@@ -97,11 +69,11 @@ def test_oversized_attachment_offloaded_and_link_serves_exact_bytes(make_proxy, 
     # tampered and expired links are refused with a page that says so
     token = url.split("/f/", 1)[1].split("/")[0]
     bad = url.replace(token, token[:-2] + ("AA" if token[-2:] != "AA" else "BB"))
-    status, _, body = fetch(bad)
+    status, _, body = get(bad)
     assert status == 403 and b"not valid" in body.lower()
     secret = (proxy.tmp / "link-secret").read_bytes().strip()
     expired = sign(Grant(ev["storage_key"], 1_000_000_000, "0123456789abcdef"), secret)
-    status, _, body = fetch(url.replace(token, expired))
+    status, _, body = get(url.replace(token, expired))
     assert status == 410 and b"expired" in body.lower()
 
 

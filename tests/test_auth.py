@@ -5,30 +5,24 @@ dnsfunc hook on the verifying side): everything stays offline."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
+import subprocess
+import sys
 
 import aiosmtplib
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-import samples
-from conftest import Sink, free_port, write_config
-from mail import attachment, message, multipart, text
+from smtp_offload import auth as auth_mod
 from smtp_offload import config as config_mod
 from smtp_offload import log as log_mod
 from smtp_offload.app import App
 from smtp_offload.errors import ConfigError
-
-
-def keypair() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                            serialization.NoEncryption())
-    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+from tests.support import samples
+from tests.support.keys import keypair
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.net import free_port
+from tests.support.proc import Sink, write_config
 
 
 SENDER_KEY, SENDER_TXT = keypair()
@@ -55,7 +49,7 @@ def signed(msg: bytes) -> bytes:
     return sig + msg
 
 
-def proxy_config(tmp_path, **policy):
+def proxy_config(tmp_path, **signed):
     key = tmp_path / "arc.pem"
     key.write_bytes(ARC_KEY)
     cfg = config_mod.load(None, env={})
@@ -63,7 +57,8 @@ def proxy_config(tmp_path, **policy):
                                      hostname="mx.test")
     cfg.links = dataclasses.replace(cfg.links, listen=f"127.0.0.1:{free_port()}", secret_file=str(tmp_path / "secret"))
     cfg.storage.local.path = str(tmp_path / "store")
-    cfg.policy = dataclasses.replace(cfg.policy, offload_over_bytes=20_000, **policy)
+    cfg.policy = dataclasses.replace(cfg.policy, plan=dataclasses.replace(cfg.policy.plan, offload_over_bytes=20_000),
+                                     signed=dataclasses.replace(cfg.policy.signed, **signed))
     cfg.auth = dataclasses.replace(cfg.auth, authserv_id="mx.test", dns_timeout=0.5, arc=dataclasses.replace(
         cfg.auth.arc, enabled=True, selector="arc", domain="mx.test", private_key_file=str(key)))
     return cfg
@@ -146,6 +141,8 @@ async def test_signed_mail_can_be_relayed_untouched(tmp_path, sink):
 
 
 def test_broken_arc_key_is_a_config_error_at_start(tmp_path):
+    """The key is read by the start-up check of `serve` and `check-config` (auth.check_start),
+    not by config.load: config does not import auth."""
     bad = tmp_path / "bad.pem"
     bad.write_text("-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n")
     for arc, key in (({"enabled": True, "selector": "arc", "domain": "mx.test", "private_key_file": str(bad)},
@@ -154,6 +151,17 @@ def test_broken_arc_key_is_a_config_error_at_start(tmp_path):
                      ({"enabled": True, "selector": "a", "domain": "mx.test",
                        "private_key_file": str(tmp_path / "missing.pem")}, "auth.arc.private_key_file")):
         path = write_config(tmp_path / "c.toml", {"auth.arc": arc})
+        cfg = config_mod.load(path, env={})
         with pytest.raises(ConfigError) as err:
-            config_mod.load(path, env={})
+            auth_mod.check_start(cfg.auth)
         assert key in str(err.value)
+    path = write_config(tmp_path / "c.toml", {
+        "server": {"listen": f"127.0.0.1:{free_port()}", "accepted_domains": ["example.com"]},
+        "links": {"listen": f"127.0.0.1:{free_port()}", "secret_file": str(tmp_path / "secret")},
+        "storage.local": {"path": str(tmp_path / "store")},
+        "auth.arc": {"enabled": True, "selector": "arc", "domain": "mx.test", "private_key_file": str(bad)}})
+    for verb in (["check-config", "--offline"], ["serve"]):
+        r = subprocess.run([sys.executable, "-m", "smtp_offload", *verb, "--config", str(path)], capture_output=True,
+                           text=True, cwd=tmp_path, timeout=30)
+        assert r.returncode == 2 and "config error: auth.arc.private_key_file" in r.stderr, (verb, r)
+        assert "Traceback" not in r.stderr

@@ -6,7 +6,6 @@ bytes are checked with dkimpy as a receiving MTA would."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import re
 import subprocess
 import sys
@@ -16,14 +15,15 @@ import dkim
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import samples
-from conftest import free_port, write_config
-from dnsstub import DnsStub
-from test_auth import keypair
-from mail import attachment, b64, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload import auth as auth_mod
 from smtp_offload.errors import ConfigError
+from tests.support import samples
+from tests.support.dnsstub import DnsStub
+from tests.support.keys import keypair
+from tests.support.mail import attachment, b64, message, multipart, text
+from tests.support.net import free_port
+from tests.support.proc import write_config
 
 SIGNED = [b"from", b"to", b"subject", b"date", b"message-id"]
 

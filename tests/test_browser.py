@@ -21,11 +21,11 @@ import structlog
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
-from conftest import chrome
 from smtp_offload.config import LinksConfig
 from smtp_offload.links import Grant, link_url, new_grant, sign
 from smtp_offload.links.server import LinkServer
 from smtp_offload.storage import LocalStore, StoredObject, make_key
+from tests.support.env import chrome
 
 SECRET = b"b" * 40
 NAME = "Quarterly <report> & notes.pdf"
@@ -119,7 +119,7 @@ def test_landing_page_and_download_button(browser, store: LocalStore, base: str)
 
     text = driver.find_element(By.TAG_NAME, "body").text
     assert NAME in text  # shown as text: escaped, not parsed as a tag
-    for shown in ("2.5 MB", "application/pdf", "carol@example.com", "2026-11-20 10:00 UTC",
+    for shown in ("2.4 MiB", "application/pdf", "carol@example.com", "2026-11-20 10:00 UTC",
                   time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(grant.expires))):
         assert shown in text, shown
     button = driver.find_element(By.LINK_TEXT, "Download")

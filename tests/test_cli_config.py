@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import samples
-from conftest import ROOT, RawSession, write_config
-from mail import attachment, b64, entity, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload.errors import ConfigError
+from tests.support import samples
+from tests.support.env import ROOT
+from tests.support.mail import attachment, b64, entity, message, multipart, text
+from tests.support.net import RawSession
+from tests.support.proc import write_config
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -117,24 +119,20 @@ def test_first_start_generates_secret_file(proxy):
     assert secret.read_text().strip() not in proxy.log_path.read_text()
 
 
-def _keys(obj, prefix=""):
-    import dataclasses
-
-    for f in dataclasses.fields(obj):
-        if f.metadata.get("internal"):
-            continue
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from _keys(value, f"{prefix}{f.name}.")
+def _keys(table: dict, prefix=""):
+    """Every key of a config file, dotted, as config_mod.table() lays the file out."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _keys(value, f"{prefix}{key}.")
         else:
-            yield f"{prefix}{f.name}"
+            yield f"{prefix}{key}"
 
 
 def test_readme_config_reference_covers_every_key():
     """The README's reference names every key the code accepts, so the two cannot drift."""
     readme = (ROOT / "README.md").read_text()
     reference = readme[readme.index("## Configuration reference"):]
-    missing = [k for k in _keys(config_mod.Config()) if f"`{k}`" not in reference]
+    missing = [k for k in _keys(config_mod.table(config_mod.Config())) if f"`{k}`" not in reference]
     assert not missing, f"keys missing from the README's configuration reference: {missing}"
 
 

@@ -3,18 +3,19 @@ ones that need no change byte-identical. Skipped where ../shared/corpora is abse
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from conftest import CORPORA, missing
 from smtp_offload import config as config_mod
 from smtp_offload.errors import PermanentError
 from smtp_offload.mime import scan
 from smtp_offload.model import Verdict
-from smtp_offload.pipeline import normalize_line_endings
-from smtp_offload.process import Processor
+from smtp_offload.app import decide_policy
+from smtp_offload.delivery.decide import decide
+from smtp_offload.delivery.prepare import render
+from smtp_offload.mime.scan import normalize_line_endings
+from tests.support.env import CORPORA, missing
 
 
 def _stdlib_email_data() -> Path | None:
@@ -41,8 +42,8 @@ FILES = corpus()
 
 
 @pytest.fixture(scope="module")
-def processor():
-    return Processor(config_mod.load(None, env={}), store=None, secret=None, log=None)
+def policy():
+    return decide_policy(config_mod.load(None, env={}))
 
 
 NO_CORPUS = "no corpus (../shared/corpora and CPython's test data absent)"
@@ -55,38 +56,39 @@ def test_shared_corpora_present():
 
 
 @pytest.mark.parametrize("path", FILES or [None], ids=lambda p: f"{p.parent.name}/{p.name}" if p else "none")
-def test_corpus_message(path, processor):
+def test_corpus_message(path, policy):
     if path is None:
         missing(NO_CORPUS)
     raw = normalize_line_endings(path.read_bytes())
     try:
-        an, rejection = processor.evaluate(raw)
+        plan = decide(raw, policy)
     except PermanentError as exc:  # past a structure limit (e.g. flanker's 3,000-part "endless" message)
         assert (exc.code, exc.status) == (550, "5.6.0") and "MIME parts" in exc.text
         return
-    assert rejection is None  # default policy strips, never rejects
-    from smtp_offload.pipeline import render
-    out = render(an)
-    if not an.changed and not an.forged_headers and not an.ambiguities:
+    assert plan.refusal is None  # default policy strips, never rejects
+    an = plan.analysis
+    out = render(plan)
+    if not plan.changed and not an.forged_headers and not an.ambiguities:
         assert out == raw
         return
     # One reading: what we relay has no ambiguity left, and judging it again agrees.
-    again, _ = processor.evaluate(out)
-    assert again.ambiguities == []
-    assert {a.sha256 for a in again.attachments} == {a.sha256 for a in an.attachments if a.verdict is Verdict.KEEP}
+    again = decide(out, policy)
+    assert again.analysis.ambiguities == ()
+    assert {d.file.sha256 for d in again.decisions} == \
+        {d.file.sha256 for d in plan.decisions if d.verdict is Verdict.KEEP}
     # Rewritten: every kept attachment is still there with the same bytes, the changed ones are gone.
     after = {p.path: p for p in scan.parse(out).walk() if p.is_attachment}
-    kept = [a for a in an.attachments if a.verdict is Verdict.KEEP]
+    kept = [d.file for d in plan.decisions if d.verdict is Verdict.KEEP]
     assert len(after) == len(kept)
-    for a in kept:  # kept files keep their bytes (headers too, unless they had to be rebuilt)
-        whole, body = raw[a.part.start:a.part.end], raw[a.part.body_start:a.part.end]
-        assert any((out[p.body_start:p.end] == body) if a.part.ambiguities else (out[p.start:p.end] == whole)
+    for f in kept:  # kept files keep their bytes (headers too, unless they had to be rebuilt)
+        whole, body = raw[f.part.start:f.part.end], raw[f.part.body_start:f.part.end]
+        assert any((out[p.body_start:p.end] == body) if f.part.ambiguities else (out[p.start:p.end] == whole)
                    for p in after.values())
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    from conftest import Proxy, Sink
+    from tests.support.proc import Proxy, Sink
 
     if not FILES:
         missing(NO_CORPUS)
@@ -98,7 +100,7 @@ def live(tmp_path_factory):
     sink.stop()
 
 
-def test_whole_corpus_through_the_running_proxy(live, processor):
+def test_whole_corpus_through_the_running_proxy(live, policy):
     """Every real-world message ends in a well-formed reply; whatever is relayed parses as one
     reading, carries only CRLF, and contains no part the policy removed."""
     import smtplib
@@ -123,7 +125,7 @@ def test_whole_corpus_through_the_running_proxy(live, processor):
             continue
         got = sink.messages[-1].content
         assert got.count(b"\r") == got.count(b"\r\n") == got.count(b"\n") and b"\x00" not in got
-        again, _ = processor.evaluate(got)
-        assert again.ambiguities == []
-        assert all(a.verdict is Verdict.KEEP for a in again.attachments), path.name
+        again = decide(got, policy)
+        assert again.analysis.ambiguities == ()
+        assert all(d.verdict is Verdict.KEEP for d in again.decisions), path.name
     assert list(outcomes.values()).count(250) >= len(FILES) - 3  # refusals are the rare hostile ones

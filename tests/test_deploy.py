@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port, missing
 from smtp_offload import sdnotify
+from tests.support.env import ROOT, missing
+from tests.support.net import free_port
 
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "smtp-offload.service"
@@ -432,7 +433,7 @@ def test_postfix_and_proxy_limits_agree(arrangement):
 # --- a suite to trust: a missing tool under CI=true, scripts/system-deps ---------------------
 
 def test_missing_helper_skips_locally_and_fails_under_ci(monkeypatch):
-    from conftest import missing
+    from tests.support.env import missing
 
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="no frobnicator"):

@@ -10,14 +10,15 @@ import time
 import aiosmtplib
 import pytest
 
-import samples
-from conftest import RawSession, Sink
-from mail import attachment, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload import log as log_mod
 from smtp_offload.app import App
-from smtp_offload.process import Processor
-from test_attachments import attachment_payloads, body_text
+from smtp_offload.delivery.pipeline import Pipeline
+from tests.support import samples
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.net import RawSession
+from tests.support.proc import Sink
+from tests.support.relayed import attachment_payloads, body_text
 
 
 def break_storage(proxy) -> None:
@@ -60,10 +61,10 @@ def test_storage_failure_strip_policy(make_proxy, sink):
     assert b"attachments removed" in got
 
 
-class BrokenProcessor(Processor):
-    """A processor with a bug: the SMTP side must answer 451, never 500."""
+class BrokenPipeline(Pipeline):
+    """A pipeline with a bug: the SMTP side must answer 451, never 500."""
 
-    async def process(self, data: bytes):
+    async def deliver(self, inbound, ds):
         raise ZeroDivisionError("simulated bug")
 
 
@@ -79,7 +80,7 @@ async def test_internal_error_gives_451_and_nothing_is_lost(tmp_path):
         cfg.storage.local.path = str(tmp_path / "store")
         cfg.downstream.port, cfg.downstream.tls = sink.port, "none"
         log_mod.configure("json", "info")
-        app = App(cfg, log_mod.get(), processor_class=BrokenProcessor)
+        app = App(cfg, log_mod.get(), pipeline_class=BrokenPipeline)
         await app.start()
         try:
             client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
@@ -124,10 +125,10 @@ def test_slow_downstream_is_not_cut_off_by_idle_timeout(make_proxy, sink):
 
     async def slow_data(server, session, envelope):
         await asyncio.sleep(2.5)
-        sink.handler.messages.append(envelope)
+        sink.recorder.messages.append(envelope)
         return "250 2.0.0 Ok"
 
-    sink.handler.handle_DATA = slow_data
+    sink.recorder.handle_DATA = slow_data
     code, reply = proxy.send(message(text()))
     assert code == 250, reply
     assert len(sink.messages) == 1

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-import samples
-from conftest import RawSession, dead_s3, free_port, missing, two_free_ports
-from faulty import FaultyServer
-from mail import attachment, message, multipart, text
-from test_attachments import attachment_payloads
+from tests.support import samples
+from tests.support.env import missing
+from tests.support.faulty import FaultyServer
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.net import RawSession, two_free_ports
+from tests.support.proc import dead_s3
+from tests.support.relayed import attachment_payloads
 
 
 @pytest.fixture
@@ -98,6 +100,13 @@ def test_storage_breaker_opens_and_fails_fast(make_proxy, sink, s3server):
     assert errors[2:] == ["circuit_open", "circuit_open"] and "circuit_open" not in errors[:2]
     assert [e["state"] for e in proxy.events("circuit_breaker")] == ["open"]
     assert len(sink.messages) == 4
+    # Every event of a message carries its queue_id and client, bound once (structlog contextvars).
+    messages = proxy.events("message")
+    ids = {m["queue_id"] for m in messages}
+    assert len(ids) == 4 and {m["client"] for m in messages} == {"127.0.0.1"}
+    for name in ("offload_failed", "circuit_breaker", "attachment"):
+        events = proxy.events(name)
+        assert events and all(e["queue_id"] in ids and e["client"] == "127.0.0.1" for e in events), events
 
 
 def test_session_limit_answers_421(make_proxy, sink):
@@ -151,10 +160,10 @@ def test_sigterm_lets_the_message_in_flight_finish(make_proxy, sink):
     async def slow_data(server, session, envelope):
         entered.set()
         await asyncio.get_running_loop().run_in_executor(None, release.wait, 30)
-        sink.handler.messages.append(envelope)
+        sink.recorder.messages.append(envelope)
         return "250 2.0.0 Ok"
 
-    sink.handler.handle_DATA = slow_data
+    sink.recorder.handle_DATA = slow_data
     result = {}
 
     def send() -> None:

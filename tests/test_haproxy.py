@@ -20,10 +20,12 @@ import time
 
 import pytest
 
-import samples
-from conftest import free_port, missing, wait_port
-from mail import attachment, message, multipart, text
-from test_attachments import LINK, attachment_payloads, fetch
+from tests.support import samples
+from tests.support.env import missing
+from tests.support.http import get
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.net import free_port, wait_port
+from tests.support.relayed import LINK, attachment_payloads
 
 CLIENT = "127.0.0.2"  # the client's own source address; HAProxy connects from 127.0.0.1
 SECRET = "haproxy-test-shared-link-secret-0123456789"
@@ -201,10 +203,10 @@ def test_two_instances_behind_haproxy(make_proxy, sink, haproxy, tmp_path):
     assert url.startswith(f"http://127.0.0.1:{a.links_port}/f/")
     token = url.rsplit("/f/", 1)[1]
     on_b = f"http://127.0.0.1:{b.links_port}/f/{token}"
-    status, _, page = fetch(on_b)
+    status, _, page = get(on_b)
     assert status == 200
     name = next(n for n in files if n.encode() in page)
-    status, headers, body = fetch(on_b + "/download")
+    status, headers, body = get(on_b + "/download")
     assert status == 200 and body == files[name]
     deadline = time.monotonic() + 5  # the audit event is written just after the last byte
     while not b.events("link_download") and time.monotonic() < deadline:

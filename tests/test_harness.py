@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-from conftest import Proxy, free_port
+from tests.support.net import free_port
+from tests.support.proc import Proxy
 
 
 def test_send_samples_reports_every_decision(tmp_path):

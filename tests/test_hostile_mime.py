@@ -6,32 +6,32 @@ import threading
 
 import pytest
 
-import samples
-from mail import b64, entity, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload.errors import PermanentError
 from smtp_offload.mime import scan
 from smtp_offload.model import Verdict
-from smtp_offload.pipeline import render
-from smtp_offload.process import Processor
-from test_attachments import attachment_payloads
+from smtp_offload.app import decide_policy
+from smtp_offload.delivery.decide import decide
+from smtp_offload.delivery.prepare import render
+from tests.support import samples
+from tests.support.mail import b64, entity, message, multipart, text
 
 
 @pytest.fixture(scope="module")
-def processor():
-    return Processor(config_mod.load(None, env={}), store=None, secret=None, log=None)
+def policy():
+    return decide_policy(config_mod.load(None, env={}))
 
 
 def part(headers: list[tuple[str, str]], data: bytes) -> bytes:
     return entity(headers + [("Content-Transfer-Encoding", "base64")], b64(data))
 
 
-def one_reading(processor, raw: bytes):
+def one_reading(policy, raw: bytes):
     """Judge, rebuild, judge again: the second reading must agree and be unambiguous."""
-    an, rejection = processor.evaluate(raw)
+    an = decide(raw, policy)
     out = render(an)
-    again, _ = processor.evaluate(out)
-    assert again.ambiguities == []
+    again = decide(out, policy)
+    assert again.analysis.ambiguities == ()
     return an, out, again
 
 
@@ -49,46 +49,46 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_every_name_reading_is_judged(processor, case):
+def test_every_name_reading_is_judged(policy, case):
     raw = message(multipart(text(), part(CASES[case], samples.pdf())))
-    an, out, again = one_reading(processor, raw)
-    (a,) = an.attachments
-    assert a.verdict is Verdict.BLOCKED, (a.part.names, a.reason)
-    assert again.attachments == []  # stripped: no reading of it is left
+    an, out, again = one_reading(policy, raw)
+    (a,) = an.decisions
+    assert a.verdict is Verdict.BLOCKED, (a.file.part.names, a.reason)
+    assert again.decisions == ()  # stripped: no reading of it is left
 
 
-def test_duplicate_content_headers_keep_our_reading(processor):
+def test_duplicate_content_headers_keep_our_reading(policy):
     headers = [("Content-Type", 'image/png; name="logo.png"'), ("Content-Disposition", 'attachment; filename="logo.png"'),
                ("Content-Transfer-Encoding", "base64"), ("Content-Type", 'application/x-msdownload; name="logo.exe"'),
                ("Content-Disposition", 'attachment; filename="logo.exe"'), ("Content-Transfer-Encoding", "7bit")]
     raw = message(multipart(text(), entity(headers, b64(samples.png()))))
-    an, out, again = one_reading(processor, raw)
-    assert any("duplicate" in x for x in an.ambiguities)
-    (a,) = again.attachments
-    assert (a.name, a.declared_type, a.verdict) == ("logo.png", "image/png", Verdict.KEEP)
+    an, out, again = one_reading(policy, raw)
+    assert any("duplicate" in x for x in an.analysis.ambiguities)
+    (a,) = again.decisions
+    assert (a.file.name, a.file.declared_type, a.verdict) == ("logo.png", "image/png", Verdict.KEEP)
     assert b"logo.exe" not in out and b"x-msdownload" not in out and out.count(b"Content-Transfer-Encoding") == 2
 
 
-def test_missing_closing_boundary_is_added(processor):
+def test_missing_closing_boundary_is_added(policy):
     raw = message(multipart(text(), part([("Content-Type", "image/png"), ("Content-Disposition",
                                                                           'attachment; filename="a.png"')],
                                          samples.png())))
     raw = raw[: raw.rindex(b"--=_boundary")]  # cut the close delimiter
-    an, out, again = one_reading(processor, raw)
-    assert an.ambiguities == ["part body: missing closing boundary"]
+    an, out, again = one_reading(policy, raw)
+    assert an.analysis.ambiguities == ("part body: missing closing boundary",)
     assert out.rstrip().endswith(b"--")
-    assert [a.sha256 for a in again.attachments] == [a.sha256 for a in an.attachments]
+    assert [a.file.sha256 for a in again.decisions] == [a.file.sha256 for a in an.decisions]
 
 
-def test_conflicting_boundaries_and_near_miss_delimiters_are_refused(processor):
+def test_conflicting_boundaries_and_near_miss_delimiters_are_refused(policy):
     bad = message(entity([("Content-Type", 'multipart/mixed; boundary="aaa"; boundary="bbb"')],
                          b"--aaa\r\n\r\nx\r\n--bbb\r\n\r\ny\r\n--aaa--\r\n"))
     with pytest.raises(PermanentError) as err:
-        processor.evaluate(bad)
+        decide(bad, policy)
     assert (err.value.code, err.value.status) == (550, "5.6.0") and "boundary" in err.value.text
     near = message(entity([("Content-Type", 'multipart/mixed; boundary="aaa"')], b"--aaaX\r\n\r\nx\r\n--aaaX--\r\n"))
     with pytest.raises(PermanentError):
-        processor.evaluate(near)
+        decide(near, policy)
 
 
 def hostile_inputs() -> dict[str, bytes]:
@@ -108,16 +108,16 @@ def hostile_inputs() -> dict[str, bytes]:
 
 
 @pytest.mark.parametrize("name", list(hostile_inputs()))
-def test_structure_limits(processor, name):
+def test_structure_limits(policy, name):
     with pytest.raises(PermanentError) as err:
-        processor.evaluate(hostile_inputs()[name])
+        decide(hostile_inputs()[name], policy)
     assert (err.value.code, err.value.status) == (550, "5.6.0")
 
 
-def test_encoded_word_subject_is_not_parsed_at_all(processor):
+def test_encoded_word_subject_is_not_parsed_at_all(policy):
     raw = message(text(), subject=" ".join(["=?utf-8?q?a?="] * 20_000))
-    an, _ = processor.evaluate(raw)
-    assert render(an) is an.data  # relayed untouched, nothing decoded
+    an = decide(raw, policy)
+    assert render(an) is an.analysis.data  # relayed untouched, nothing decoded
 
 
 def test_parts_counter_stops_at_the_limit():

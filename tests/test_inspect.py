@@ -8,17 +8,13 @@ import struct
 import zipfile
 import zlib
 import pytest
-from conftest import CORPORA, missing
-
-try:
-    from tests import samples
-except ImportError:  # pragma: no cover - run from inside tests/
-    import samples
 
 from smtp_offload.inspect import (
     InspectPolicy, consistent, declared_base, file_extension, judge, looks_like_text, sniff,
 )
 from smtp_offload.model import Judgement, Verdict
+from tests.support import samples
+from tests.support.env import CORPORA, missing
 
 KEEP, EMPTY, SPOOFED, BLOCKED = Verdict.KEEP, Verdict.EMPTY, Verdict.SPOOFED, Verdict.BLOCKED
 

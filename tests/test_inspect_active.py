@@ -15,13 +15,13 @@ import re
 import signal
 from contextlib import contextmanager
 
-import markup
 import pytest
 
 from smtp_offload.inspect import InspectPolicy, judge, sniff
 from smtp_offload.inspect.active import _CHUNK, _DATA_URL_MAX, _OVERLAP, _SRCDOC_MAX, find_active
 from smtp_offload.inspect.tags import Tags
 from smtp_offload.model import Verdict
+from tests.support import markup
 
 KEEP, BLOCKED = Verdict.KEEP, Verdict.BLOCKED
 MIB = 1 << 20

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import markup
-from conftest import chrome
-from mail import attachment, message, multipart, text
-from test_inspect_proxy import decisions, payloads, plain_body
+from tests.support import markup
+from tests.support.env import chrome
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.relayed import attachment_payloads, body_text, verdict_reasons
 
 HANDLER = "HTML document with active content is not accepted (an event handler attribute)"
 IN_DATA_URL = "HTML document with active content is not accepted (a script element in a data: URL)"
@@ -43,8 +43,8 @@ def test_active_markup_is_stripped_and_the_notice_says_why(proxy, sink):
     code, reply = proxy.send(message(multipart(text(), *files)))
     assert code == 250, reply
     got = sink.messages[0].content
-    assert payloads(got) == {name: data for name, (data, _) in BENIGN.items()}
-    verdicts, notice = decisions(got), plain_body(got)
+    assert attachment_payloads(got) == {name: data for name, (data, _) in BENIGN.items()}
+    verdicts, notice = verdict_reasons(got), body_text(got)
     for name, (_, _, reason) in HOSTILE.items():
         assert verdicts[name] == ("blocked", reason)
         assert name in notice and reason in notice
@@ -59,7 +59,7 @@ def test_a_newsletter_and_invoices_arrive_byte_for_byte(proxy, sink):
     assert code == 250, reply
     got = sink.messages[0].content
     assert got.endswith(msg)  # nothing changed, after the trace headers
-    assert {n: v for n, (v, _) in decisions(got).items()} == {n: "keep" for n in BENIGN}
+    assert {n: v for n, (v, _) in verdict_reasons(got).items()} == {n: "keep" for n in BENIGN}
 
 
 def _ran(driver, deadline: float) -> bool:

@@ -15,15 +15,11 @@ import zlib
 
 import pytest
 
-try:
-    from tests import samples
-except ImportError:  # pragma: no cover - run from inside tests/
-    import samples
-
 from smtp_offload.inspect import InspectPolicy, judge, safe_display_name, sniff
 from smtp_offload.inspect import archive
 from smtp_offload.inspect.names import name_problem
 from smtp_offload.model import Verdict
+from tests.support import samples
 
 KEEP, EMPTY, SPOOFED, BLOCKED = Verdict.KEEP, Verdict.EMPTY, Verdict.SPOOFED, Verdict.BLOCKED
 PDF = "application/pdf"

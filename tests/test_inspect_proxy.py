@@ -3,39 +3,14 @@ stripped with a notice and a decision header that say why; the classic false pos
 
 from __future__ import annotations
 
-import re
 import struct
-import urllib.parse
 
-import samples
-from mail import attachment, message, multipart, text
-from smtp_offload.mime import scan
-from smtp_offload.mime.codec import decode
+from tests.support import samples
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.relayed import attachment_payloads, body_text, verdict_reasons
 
 MIB = 1 << 20
 XHTML = b"http://www.w3.org/1999/xhtml"
-
-
-def payloads(raw: bytes) -> dict[str, bytes]:
-    return {p.filename: decode(raw[p.body_start:p.end], p.cte) for p in scan.parse(raw).walk() if p.is_attachment}
-
-
-def plain_body(raw: bytes) -> str:
-    for p in scan.parse(raw).walk():
-        if p.content_type == "text/plain" and not p.is_attachment:
-            return decode(raw[p.body_start:p.end], p.cte).decode(p.params.get("charset", "utf-8"))
-    raise AssertionError("no text/plain body")
-
-
-def decisions(raw: bytes) -> dict[str, tuple[str, str]]:
-    """{file name: (verdict, reason)} from the X-Smtp-Offload-Attachment headers."""
-    head = raw[:raw.index(b"\r\n\r\n")].replace(b"\r\n\t", b" ").decode("ascii")
-    out = {}
-    for line in head.split("\r\n"):
-        if line.startswith("X-Smtp-Offload-Attachment:"):
-            name = urllib.parse.unquote(re.search(r"name\*=UTF-8''([^;\s]+)", line).group(1))
-            out[name] = (re.search(r"verdict=(\w+)", line).group(1), re.search(r'reason="([^"]*)"', line).group(1))
-    return out
 
 
 def unrecognised(n: int = 6000) -> bytes:
@@ -76,9 +51,9 @@ def test_hostile_attachments_are_stripped_and_the_notice_says_why(proxy, sink):
     code, reply = proxy.send(msg)
     assert code == 250, reply
     got = sink.messages[0].content
-    assert payloads(got) == {"ok.pdf": samples.pdf()}
-    notice = plain_body(got)
-    verdicts = decisions(got)
+    assert attachment_payloads(got) == {"ok.pdf": samples.pdf()}
+    notice = body_text(got)
+    verdicts = verdict_reasons(got)
     for name, (_, _, verdict, reason) in HOSTILE.items():
         assert verdicts[name] == (verdict, reason)
         assert f"{name}" in notice and reason in notice
@@ -98,10 +73,10 @@ def test_script_deep_inside_a_large_html_file_is_found(proxy, sink):
     code, reply = proxy.send(msg)
     assert code == 250, reply
     got = sink.messages[0].content
-    assert payloads(got) == {}
-    assert decisions(got)["export.html"] == (
+    assert attachment_payloads(got) == {}
+    assert verdict_reasons(got)["export.html"] == (
         "blocked", "HTML document with active content is not accepted (a script element)")
-    assert "export.html" in plain_body(got)
+    assert "export.html" in body_text(got)
 
 
 NOT_SPOOFS = {
@@ -129,5 +104,5 @@ def test_classic_false_positives_are_delivered_intact(proxy, sink):
     assert code == 250, reply
     got = sink.messages[0].content
     assert got.endswith(msg)  # nothing changed: byte for byte, after the trace headers
-    assert payloads(got) == {n: d for n, (d, _) in NOT_SPOOFS.items()}
-    assert {n: v for n, (v, _) in decisions(got).items()} == {n: "keep" for n in NOT_SPOOFS}
+    assert attachment_payloads(got) == {n: d for n, (d, _) in NOT_SPOOFS.items()}
+    assert {n: v for n, (v, _) in verdict_reasons(got).items()} == {n: "keep" for n in NOT_SPOOFS}

@@ -18,14 +18,10 @@ import zipfile
 
 import pytest
 
-try:
-    from tests import samples
-except ImportError:  # pragma: no cover - run from inside tests/
-    import samples
-
 from smtp_offload.inspect import InspectPolicy, consistent, judge, sniff
 from smtp_offload.inspect import tables as T
 from smtp_offload.model import Verdict
+from tests.support import samples
 
 KEEP, SPOOFED, BLOCKED = Verdict.KEEP, Verdict.SPOOFED, Verdict.BLOCKED
 BINARY = bytes(range(256)) * 8  # NULs and control bytes throughout: no format, no text

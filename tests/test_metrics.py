@@ -6,43 +6,13 @@ import json
 import shutil
 import socket
 import time
-import urllib.error
-import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
-import samples
-from conftest import Sink, dead_s3, free_port, two_free_ports, wait_port
-from mail import attachment, message, multipart, text
-
-
-def get(url: str) -> tuple[int, dict, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=15) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-class Scrape:
-    def __init__(self, port: int):
-        status, headers, body = get(f"http://127.0.0.1:{port}/metrics")
-        assert status == 200 and headers["Content-Type"].startswith("text/plain")
-        self.families = {f.name: f for f in text_string_to_metric_families(body.decode())}
-        self.samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                        for f in self.families.values() for s in f.samples}
-
-    def __call__(self, name: str, **labels: str) -> float:
-        return self.samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def scrape_until(port: int, ok, timeout: float = 5.0) -> Scrape:
-    deadline = time.monotonic() + timeout
-    while True:
-        m = Scrape(port)
-        if ok(m) or time.monotonic() > deadline:
-            return m
-        time.sleep(0.05)
+from tests.support import samples
+from tests.support.http import get
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.net import free_port, two_free_ports, wait_port
+from tests.support.proc import Sink, dead_s3
+from tests.support.scrape import Scrape, scrape_until
 
 
 def with_attachment(size: int = 60_000) -> tuple[bytes, bytes]:
@@ -57,9 +27,9 @@ def test_counters_and_histograms_follow_the_messages(make_proxy, sink):
     assert proxy.send(msg)[0] == 250  # one file offloaded
     exe = message(multipart(text(), attachment(samples.pe_exe(), "setup.exe", "application/octet-stream")))
     assert proxy.send(exe)[0] == 550  # policy: reject
-    sink.handler.data_reply = "451 4.3.0 Downstream busy"
+    sink.recorder.data_reply = "451 4.3.0 Downstream busy"
     assert proxy.send(message(text()))[0] == 451  # deferred by the downstream
-    sink.handler.data_reply = None
+    sink.recorder.data_reply = None
     with proxy.client() as c:  # a relay attempt
         c.ehlo("client.test")
         c.mail("a@sender.test")
@@ -150,7 +120,7 @@ def test_readyz_200_and_cached(make_proxy, sink):
         session.host_name = hostname
         return responses
 
-    sink.handler.handle_EHLO = handle_EHLO  # counts the downstream probes
+    sink.recorder.handle_EHLO = handle_EHLO  # counts the downstream probes
     proxy = make_proxy()
     for _ in range(5):
         assert readyz(proxy) == (200, {"status": "ready", "storage": "ok", "downstream": "ok"})

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import samples
-from conftest import missing
-from mail import attachment, b64, entity, message, multipart, text
 from smtp_offload.mime import cms, scan
-from test_attachments import attachment_payloads, body_text
-from test_mime_leaves import EXE, assert_exe_gone, decisions, relay
+from tests.support import samples
+from tests.support.env import missing
+from tests.support.mail import attachment, b64, entity, message, multipart, text
+from tests.support.relayed import EXE, assert_exe_gone, attachment_payloads, body_text, decisions, relay
 
 SCRIPT_PAGE = b"<html><body><script>var a=document.createElement('a');a.download='invoice.exe';a.click()" \
               b"</script></body></html>\r\n"
@@ -56,7 +55,7 @@ def test_attached_message_labels_are_read_as_clients_read_them(proxy, sink, ctyp
     assert EXE not in python_leaves(got)
     (d,) = decisions(got)
     assert (d["verdict"], d["name*"]) == ("blocked", "UTF-8''invoice.exe")
-    assert '"invoice.exe" (1.0 KB, application/x-msdownload) was removed' in body_text(got)
+    assert '"invoice.exe" (1.0 KiB, application/x-msdownload) was removed' in body_text(got)
     assert b"Subject: fwd" in got  # the forwarded message stays, without the file
 
 

@@ -5,44 +5,13 @@ headers, base64 that goes on after a "=" pad, and encodings nobody knows."""
 from __future__ import annotations
 
 import quopri
-import re
 
 import pytest
 
-import samples
-from mail import attachment, b64, entity, message, multipart, text
 from smtp_offload.mime import scan
-from smtp_offload.mime.codec import decode
-from test_attachments import body_text
-
-EXE = samples.pe_exe()
-
-
-def decisions(raw: bytes) -> list[dict[str, str]]:
-    """The X-Smtp-Offload-Attachment headers of a relayed message, unfolded, as dicts."""
-    head = raw[:raw.index(b"\r\n\r\n")].replace(b"\r\n\t", b" ").decode("ascii")
-    out = []
-    for line in head.split("\r\n"):
-        if line.startswith("X-Smtp-Offload-Attachment:"):
-            fields = re.findall(r'(\S+?)=("[^"]*"|[^;]*)', line.split(":", 1)[1])
-            out.append({k: v.strip('"') for k, v in fields})
-    return out
-
-
-def leaf_payloads(raw: bytes) -> list[bytes]:
-    """The decoded bytes of every part of the relayed message (leaves, at any depth)."""
-    return [decode(raw[p.body_start:p.end], p.cte) for p in scan.parse(raw).walk() if not p.children]
-
-
-def relay(proxy, sink, msg: bytes) -> bytes:
-    code, reply = proxy.send(msg)
-    assert code == 250, reply
-    return sink.messages[-1].content
-
-
-def assert_exe_gone(got: bytes) -> None:
-    assert EXE not in b"".join(leaf_payloads(got))
-    assert b64(EXE)[:76] not in got
+from tests.support import samples
+from tests.support.mail import attachment, b64, entity, message, multipart, text
+from tests.support.relayed import EXE, assert_exe_gone, body_text, decisions, leaf_payloads, relay
 
 
 def test_nameless_octet_stream_executable_is_stripped(proxy, sink):

@@ -8,11 +8,11 @@ import json
 
 import pytest
 
-import samples
-from mail import attachment, message, multipart, text
 from smtp_offload.mime import scan
-from test_attachments import LINK, attachment_payloads, body_text, fetch
-from test_mime_leaves import decisions, relay
+from tests.support import samples
+from tests.support.http import get
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.relayed import LINK, attachment_payloads, body_text, decisions, relay
 
 PATHS = {"fakepath": ("C:\\fakepath\\scan.pdf", "scan.pdf"), "dotdot": ("../x.pdf", "x.pdf"),
          "root": ("/etc/x.pdf", "x.pdf"), "unc": ("\\\\server\\share\\x.pdf", "x.pdf")}
@@ -53,7 +53,7 @@ def test_offloaded_file_named_with_a_path_is_stored_and_served_under_its_base_na
     (d,) = decisions(got)
     assert (d["verdict"], d["name*"]) == ("offload", "UTF-8''scan.pdf")
     plain, html = body_text(got), body_text(got, "html")
-    assert '"scan.pdf" (50.0 KB, application/pdf)' in plain and '"scan.pdf"' in html.replace("&quot;", '"')
+    assert '"scan.pdf" (48.8 KiB, application/pdf)' in plain and '"scan.pdf"' in html.replace("&quot;", '"')
     assert "fakepath" not in plain + html
     (ev,) = [e for e in proxy.events("attachment") if e["verdict"] == "offload"]
     key = ev["storage_key"]
@@ -62,8 +62,8 @@ def test_offloaded_file_named_with_a_path_is_stored_and_served_under_its_base_na
     meta = json.loads(stored.with_name(f".{stored.name}.meta.json").read_text())
     assert meta["filename"] == "scan.pdf"
     (url,) = {u.decode() for u in LINK.findall(plain.encode())}
-    status, _, page = fetch(url)
+    status, _, page = get(url)
     assert status == 200 and b"<h1>scan.pdf</h1>" in page and b"fakepath" not in page
-    status, headers, body = fetch(url + "/download")
+    status, headers, body = get(url + "/download")
     assert status == 200 and body == big
     assert headers["Content-Disposition"] == "attachment; filename=\"scan.pdf\"; filename*=UTF-8''scan.pdf"

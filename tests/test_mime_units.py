@@ -8,8 +8,6 @@ import quopri
 
 import pytest
 
-import samples
-from mail import attachment, b64, entity, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload.errors import PermanentError
 from smtp_offload.inspect.names import base_name, disarm
@@ -17,9 +15,12 @@ from smtp_offload.mime import scan
 from smtp_offload.mime.codec import decode, parse_cte
 from smtp_offload.mime.htmlbody import notice_offset
 from smtp_offload.model import Verdict
-from smtp_offload.pipeline import render
-from smtp_offload.process import Processor
-from test_mime_notice import BROWSER_ONLY, DECOYS, MARK, Visible
+from smtp_offload.app import decide_policy
+from smtp_offload.delivery.decide import decide
+from smtp_offload.delivery.prepare import render
+from tests.support import samples
+from tests.support.decoys import BROWSER_ONLY, DECOYS, MARK, Visible
+from tests.support.mail import attachment, b64, entity, message, multipart, text
 
 EXE = samples.pe_exe()
 
@@ -153,8 +154,8 @@ def test_which_leaves_are_files(leaf, is_file):
 
 
 @pytest.fixture(scope="module")
-def processor():
-    return Processor(config_mod.load(None, env={}), store=None, secret=None, log=None)
+def policy():
+    return decide_policy(config_mod.load(None, env={}))
 
 
 def _encoded_message(inner: bytes, cte: str = "base64") -> bytes:
@@ -162,13 +163,13 @@ def _encoded_message(inner: bytes, cte: str = "base64") -> bytes:
     return entity([("Content-Type", "message/rfc822"), ("Content-Transfer-Encoding", cte)], body)
 
 
-def test_encoded_message_is_one_unit_named_after_the_bad_file_inside(processor):
+def test_encoded_message_is_one_unit_named_after_the_bad_file_inside(policy):
     inner = message(multipart(text(), attachment(EXE, "invoice.pdf", "application/pdf")))
-    an, _ = processor.evaluate(message(multipart(text(), _encoded_message(inner))))
-    (unit,) = an.attachments
+    plan = decide(message(multipart(text(), _encoded_message(inner))), policy)
+    (unit,) = plan.decisions
     assert unit.verdict is Verdict.BLOCKED
     assert unit.reason.startswith('the attached message carries "invoice.pdf": ')
-    assert [i.name for i in unit.inner] == ["invoice.pdf"]
+    assert [i.name for i in unit.file.inner] == ["invoice.pdf"]
 
 
 def test_parts_inside_an_encoded_message_count_against_the_limits():
@@ -181,25 +182,25 @@ def test_parts_inside_an_encoded_message_count_against_the_limits():
         scan.parse(raw, scan.Limits(max_depth=2))
 
 
-def test_an_ambiguous_encoded_message_is_relayed_in_the_reading_we_judged(processor):
+def test_an_ambiguous_encoded_message_is_relayed_in_the_reading_we_judged(policy):
     inner = message(multipart(text(), attachment(samples.pdf(), "../scan.pdf", "application/pdf"),
                               boundary="inner-b")).replace(b"--inner-b--\r\n", b"")  # unclosed too
     raw = message(multipart(text(), _encoded_message(inner)))
-    an, _ = processor.evaluate(raw)
-    assert an.attachments[0].verdict is Verdict.KEEP
-    out = render(an)
-    again, _ = processor.evaluate(out)
-    assert again.ambiguities == [] and not again.renamed
+    plan = decide(raw, policy)
+    assert plan.decisions[0].verdict is Verdict.KEEP
+    out = render(plan)
+    again = decide(out, policy)
+    assert again.analysis.ambiguities == () and not again.analysis.renamed
     unit = scan.parse(out).children[1]
     inner_part = unit.embedded.children[1]
     assert inner_part.filename == "scan.pdf" and not unit.embedded.unclosed
     assert decode(unit.embedded_data[inner_part.body_start:inner_part.end], inner_part.cte) == samples.pdf()
 
 
-def test_structure_errors_inside_an_encoded_message_refuse_the_message(processor):
+def test_structure_errors_inside_an_encoded_message_refuse_the_message(policy):
     inner = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--bX\r\nx\r\n"
     with pytest.raises(PermanentError) as exc:
-        processor.evaluate(message(multipart(text(), _encoded_message(inner))))
+        decide(message(multipart(text(), _encoded_message(inner))), policy)
     assert (exc.value.code, exc.value.status) == (550, "5.6.0")
 
 

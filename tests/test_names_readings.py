@@ -11,14 +11,13 @@ import urllib.parse
 
 import pytest
 
-import samples
-from conftest import Proxy, Sink
-from mail import attachment, b64, entity, message, multipart, text
 from smtp_offload.carriers import uuencoded_files
 from smtp_offload.inspect.names import name_problem
 from smtp_offload.mime import scan
-from test_attachments import attachment_payloads, body_text
-from test_inspect_proxy import decisions
+from tests.support import samples
+from tests.support.mail import attachment, b64, entity, message, multipart, text
+from tests.support.proc import Proxy, Sink
+from tests.support.relayed import attachment_payloads, body_text, verdict_reasons
 
 JS = b'var s = new ActiveXObject("WScript.Shell");\r\ns.Run("calc");\r\n'
 HEAD = (b"From: Customer <customer@sender.test>\r\nTo: support@example.com\r\nSubject: names\r\n"
@@ -108,7 +107,7 @@ def test_every_reading_of_a_name_is_judged(live, case):
                                           ("Content-Disposition", "attachment; " + TRICKY_NAMES[case])], JS)))
     got = relay(live, msg)
     assert attachment_payloads(got) == {} and b64(JS)[:40] not in got
-    ((_, (verdict, reason)),) = decisions(got).items()
+    ((_, (verdict, reason)),) = verdict_reasons(got).items()
     assert verdict == "blocked" and "extension are not accepted" in reason
 
 
@@ -116,7 +115,7 @@ def test_the_three_readings_in_one_message(live):
     msg = trio()
     got = relay(live, msg)
     assert attachment_payloads(got) == {}
-    assert sorted(v for v, _ in decisions(got).values()) == ["blocked"] * 3
+    assert sorted(v for v, _ in verdict_reasons(got).values()) == ["blocked"] * 3
 
 
 def trio() -> bytes:
@@ -156,7 +155,7 @@ SINGLE_LEAF = {
 def test_names_thunderbird_reads_outside_filename_and_name_are_judged(live, case):
     got = relay(live, HEAD + part(SINGLE_LEAF[case], JS))
     assert b64(JS)[:40] not in got and JS not in got
-    ((_, (verdict, _)),) = decisions(got).items()
+    ((_, (verdict, _)),) = verdict_reasons(got).items()
     assert verdict == "blocked"
     # The message became its notice: no header but our decision names the file any more.
     head = got[:got.index(b"\r\n\r\n")].replace(b"\r\n\t", b" ").split(b"\r\n")
@@ -168,7 +167,7 @@ def test_content_name_inside_a_multipart_is_judged(live):
                                           ("Content-Name", "=?utf-8?Q?invoice.js?=")], JS)))
     got = relay(live, msg)
     assert attachment_payloads(got) == {}
-    assert [v for v, _ in decisions(got).values()] == ["blocked"]
+    assert [v for v, _ in verdict_reasons(got).values()] == ["blocked"]
 
 
 def test_a_content_name_that_disagrees_is_dropped_when_the_headers_are_rebuilt(live):
@@ -251,7 +250,7 @@ def test_folded_encoded_word_name_of_a_real_pdf_is_delivered_unchanged(live):
     got = relay(live, msg)
     assert got.endswith(msg)
     name = "\u00dcbersicht Rechnungen 2024 Kunde M\u00fcller GmbH final.pdf"
-    assert decisions(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
+    assert verdict_reasons(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
 
 
 def test_long_encoded_word_name_of_a_real_pdf_is_delivered_unchanged(live):
@@ -264,7 +263,7 @@ def test_long_encoded_word_name_of_a_real_pdf_is_delivered_unchanged(live):
                                           ("Content-Disposition", f'attachment;\r\n filename="{words}"')], pdf)))
     got = relay(live, msg)
     assert got.endswith(msg)
-    assert decisions(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
+    assert verdict_reasons(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
 
 
 OUTLOOK_PDF = [("Content-Type", 'application/pdf; name="=?utf-8?Q?=C3=9Cbersicht.pdf?="'),
@@ -275,7 +274,7 @@ def test_encoded_word_name_is_no_conflict(live):
     msg = message(multipart(text(), part(OUTLOOK_PDF, samples.pdf())))
     got = relay(live, msg)
     assert got.endswith(msg)  # not rebuilt: a DKIM signature survives
-    assert [v for v, _ in decisions(got).values()] == ["keep"]
+    assert [v for v, _ in verdict_reasons(got).values()] == ["keep"]
 
 
 def test_encoded_word_name_is_accepted_when_ambiguous_mime_is_refused(make_proxy, sink):
@@ -315,7 +314,7 @@ def test_hebrew_name_with_a_right_to_left_mark_is_kept(live):
                                           ("Content-Disposition", f"attachment; filename*={rfc2231(name)}")], pdf)))
     got = relay(live, msg)
     assert got.endswith(msg)
-    assert decisions(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
+    assert verdict_reasons(got) == {name: ("keep", "content is a PDF, consistent with how it is labelled")}
 
 
 def test_right_to_left_override_still_disguises(live):
@@ -325,7 +324,7 @@ def test_right_to_left_override_still_disguises(live):
                                          samples.pdf())))
     got = relay(live, msg)
     assert attachment_payloads(got) == {}
-    ((_, (verdict, _)),) = decisions(got).items()
+    ((_, (verdict, _)),) = verdict_reasons(got).items()
     assert verdict in ("blocked", "spoofed")
 
 
@@ -344,5 +343,5 @@ def test_an_encoded_word_boundary_hides_no_part(live):
     msg = HEAD + f'Content-Type: multipart/mixed; boundary="{b}"\r\n\r\n'.encode() + body
     got = relay(live, msg)
     assert attachment_payloads(got) == {}
-    assert [(n, v) for n, (v, _) in decisions(got).items()] == [("a.exe", "blocked")]
+    assert [(n, v) for n, (v, _) in verdict_reasons(got).items()] == [("a.exe", "blocked")]
     assert samples.pe_exe() not in got and b64(samples.pe_exe())[:60] not in got

@@ -1,7 +1,7 @@
 """A pooled downstream connection never carries a reply into another session, and a reply
 that breaks the protocol never becomes a 250 (issue 11, items 1 and 2).
 
-The downstream is tests/scripted.py: every reply names what it answers (`rcpt:<addr>`,
+The downstream is tests/support/scripted.py: every reply names what it answers (`rcpt:<addr>`,
 `dot:<token>` ...), so a client can check that each reply it reads is its own.
 """
 
@@ -14,9 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import RawSession, Sink, SinkHandler, self_signed
-from mail import message, text
-from scripted import TAG, Act, ScriptedDownstream
+from smtp_offload.smtp.sink import Recorder
+from tests.support.mail import message, text
+from tests.support.net import RawSession, self_signed
+from tests.support.proc import Sink
+from tests.support.scripted import TAG, Act, ScriptedDownstream
 
 
 def token_message(token: str) -> bytes:
@@ -166,14 +168,14 @@ def test_pooled_connection_over_starttls_is_checked_and_reused(make_proxy, tmp_p
     ctx.load_cert_chain(crt, key)
     peers: list[tuple[str, int]] = []
 
-    class PeerHandler(SinkHandler):
+    class PeerHandler(Recorder):
         async def handle_DATA(self, server, session, envelope):
             peers.append(session.peer)
             assert session.ssl is not None
             return await super().handle_DATA(server, session, envelope)
 
     tls_sink = Sink(tls_context=ctx, require_starttls=True)
-    tls_sink.controller.handler = tls_sink.handler = PeerHandler()
+    tls_sink.controller.handler = tls_sink.recorder = PeerHandler(keep=None)
     try:
         proxy = make_proxy({"downstream": {"tls": "required", "tls_verify": False}}, downstream_port=tls_sink.port)
         for i in range(3):

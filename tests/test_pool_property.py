@@ -1,7 +1,7 @@
 """The promise under a hostile downstream and impatient clients, through the real proxy with
 its connection pool (issue 11, item 2).
 
-A scripted downstream (tests/scripted.py) that, driven by a seeded generator, delays its
+A scripted downstream (tests/support/scripted.py) that, driven by a seeded generator, delays its
 answers, drops the connection, answers DATA with 250, sends garbage, an unsolicited reply
 or a stale one, and answers a replayed MAIL or RCPT (the proxy opening a transaction again
 after losing its connection mid-envelope) differently than the first time; meanwhile many
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mail import message, text
-from scripted import TAG, Act, Conn, ScriptedDownstream
+from tests.support.mail import message, text
+from tests.support.scripted import TAG, Act, Conn, ScriptedDownstream
 
 SESSIONS = 160
 CONCURRENCY = 12

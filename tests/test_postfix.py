@@ -1,7 +1,7 @@
 """No message lost or doubled, proven with a real sending MTA: Debian's Postfix relays through
 the proxy to the recording downstream, and every message is counted by its Message-ID.
 
-One private Postfix instance serves the module (tests/postfix.py); its relayhost is a fixed
+One private Postfix instance serves the module (tests/support/postfix.py); its relayhost is a fixed
 port pair on which each test starts (and restarts) its proxy. Postfix retries every second or
 two, and the tests flush its queue while they wait, so a retry never waits for a timer.
 """
@@ -13,12 +13,16 @@ import hashlib
 
 import pytest
 
-import samples
-from conftest import AWS_ENV, free_port, missing
-from postfix import (HangingS3, Postfix, Sent, arrivals, compose, deliver_all, postfix_unavailable,
-                     proxy_on_ports, received, submit_all, wait_for)
-from test_attachments import LINK, attachment_payloads, body_text
-from test_s3_e2e import get
+from tests.support import samples
+from tests.support.env import missing
+from tests.support.http import get
+from tests.support.net import free_port
+from tests.support.postfix import (
+    HangingS3, Postfix, Sent, arrivals, compose, deliver_all, postfix_unavailable, proxy_on_ports, received,
+    submit_all, wait_for,
+)
+from tests.support.proc import AWS_ENV
+from tests.support.relayed import LINK, attachment_payloads, body_text
 
 _unavailable = postfix_unavailable()
 
@@ -177,7 +181,7 @@ def test_sigkill_mid_data_then_restart_delivers_every_message_once(mta, proxies,
 
 def test_downstream_451_for_a_while_then_every_message_once(mta, proxies, sink):
     proxy = proxies("p", {"policy": {"offload_over_bytes": THRESHOLD}})
-    sink.handler.data_reply = "451 4.3.0 try later"
+    sink.recorder.data_reply = "451 4.3.0 try later"
     sent = [compose("defer-plain-1"), compose("defer-big", big={"report.pdf": samples.big_pdf(150_000)}),
             compose("defer-plain-2"), compose("defer-small", small={"logo.png": samples.png()})]
     submit_all(mta, sent)
@@ -192,7 +196,7 @@ def test_downstream_451_for_a_while_then_every_message_once(mta, proxies, sink):
              diagnose=mta.diagnose)
     assert sink.messages == []
 
-    sink.handler.data_reply = None
+    sink.recorder.data_reply = None
     deliver_all(mta, sink, sent)
 
     assert_exactly_once(mta, sink, sent)

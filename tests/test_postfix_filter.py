@@ -1,5 +1,5 @@
 """Arrangement A of deploy/postfix/README.md, end to end: a private Postfix instance
-(tests/postfix.py) configured from deploy/postfix/content-filter/ receives mail on its public
+(tests/support/postfix.py) configured from deploy/postfix/content-filter/ receives mail on its public
 smtpd, hands it to the proxy through the `smtp-offload` content-filter transport, the proxy
 relays the rewritten message to Postfix's re-injection smtpd, and Postfix delivers it (once,
 not back into the filter) to the recording sink.
@@ -20,12 +20,14 @@ import tomllib
 
 import pytest
 
-import samples
-from conftest import ROOT, free_port, wait_port, missing
-from postfix import MASTER_CF, Postfix, Sent, arrivals, deliver_all, postfix_unavailable, received
-from postfix import compose as _compose
-from test_attachments import LINK, attachment_payloads, body_text
-from test_s3_e2e import get
+from tests.support import samples
+from tests.support.env import ROOT, missing
+from tests.support.http import get
+from tests.support.net import free_port, wait_port
+from tests.support.postfix import (
+    MASTER_CF, Postfix, Sent, arrivals, compose as _compose, deliver_all, postfix_unavailable, received,
+)
+from tests.support.relayed import LINK, attachment_payloads, body_text
 
 _unavailable = postfix_unavailable()
 
@@ -137,7 +139,7 @@ class RelayPostfix(Postfix):
 
 
 def proxy_overrides(snippets=SNIPPETS, keep_domains: bool = False) -> dict[str, dict]:
-    """A shipped proxy config as overrides for conftest's Proxy, less what is about this
+    """A shipped proxy config as overrides for tests/support/proc.py's Proxy, less what is about this
     machine (ports, paths; the domains unless `keep_domains`), which the test sets."""
     cfg = tomllib.loads((snippets / "smtp-offload.toml").read_text())
     sections: dict[str, dict] = {}

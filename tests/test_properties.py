@@ -14,17 +14,17 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import samples
-from conftest import Proxy, Sink
-from mail import attachment, entity, message, multipart, text
 from smtp_offload import config as config_mod
 from smtp_offload.errors import PermanentError
-from smtp_offload.mime import scan
 from smtp_offload.model import Verdict
-from smtp_offload.pipeline import render
-from smtp_offload.process import Processor
+from smtp_offload.app import decide_policy
+from smtp_offload.delivery.decide import decide
+from smtp_offload.delivery.prepare import render
+from tests.support import samples
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.proc import Proxy, Sink
 
-PROCESSOR = Processor(config_mod.load(None, env={}), store=None, secret=None, log=None)
+POLICY = decide_policy(config_mod.load(None, env={}))
 FILES = [samples.pdf(), samples.png(), samples.jpeg(), samples.pe_exe(), samples.zip_file(), b"", samples.text(),
          samples.docx(), samples.elf()]
 TYPES = ["application/pdf", "image/png", "image/jpeg", "application/octet-stream", "text/plain", "application/zip",
@@ -48,20 +48,20 @@ trees = st.recursive(leaf(), lambda kids: st.builds(
 
 def check_invariants(raw: bytes) -> None:
     try:
-        an, rejection = PROCESSOR.evaluate(raw)
+        plan = decide(raw, POLICY)
     except PermanentError as exc:
         assert 550 <= exc.code < 560 and exc.status.startswith("5.")
         return
-    if rejection is not None:  # a policy refusal (say, an empty uuencoded a.exe in the text): clear, one line
-        assert rejection.text and rejection.text.isprintable() and rejection.text.isascii()
+    if plan.refusal is not None:  # a policy refusal (say, an empty uuencoded a.exe in the text): clear, one line
+        assert plan.refusal.startswith("550 5.7.1 ") and plan.refusal.isprintable() and plan.refusal.isascii()
         return
-    out = render(an)
+    out = render(plan)
     assert out.count(b"\r") == out.count(b"\r\n") == out.count(b"\n")
-    again, _ = PROCESSOR.evaluate(out)
-    assert again.ambiguities == []
-    kept = sorted(a.sha256 for a in an.attachments if a.verdict is Verdict.KEEP)
-    assert sorted(a.sha256 for a in again.attachments) == kept
-    assert all(a.verdict is Verdict.KEEP for a in again.attachments)
+    again = decide(out, POLICY)
+    assert again.analysis.ambiguities == ()
+    kept = sorted(d.file.sha256 for d in plan.decisions if d.verdict is Verdict.KEEP)
+    assert sorted(d.file.sha256 for d in again.decisions) == kept
+    assert all(d.verdict is Verdict.KEEP for d in again.decisions)
 
 
 @settings(max_examples=150, deadline=None)

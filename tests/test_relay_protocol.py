@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import RawSession
-from mail import message, text
+from tests.support.mail import message, text
+from tests.support.net import RawSession
 
 
 def test_postmaster_without_a_domain_is_accepted_and_relayed(proxy, sink):

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from conftest import RawSession
-from mail import message, text
-from scripted import Act, ScriptedDownstream
+from tests.support.mail import message, text
+from tests.support.net import RawSession
+from tests.support.scripted import Act, ScriptedDownstream
 
 
 def start(make_proxy, ds: ScriptedDownstream):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import free_port
-from mail import message, text
+from tests.support.mail import message, text
+from tests.support.net import free_port
 
 
 def clean() -> bytes:
@@ -84,16 +84,16 @@ def test_downstream_down_gives_4xx(make_proxy, sink):
 
 
 def test_downstream_5xx_on_data_reaches_sender(proxy, sink):
-    sink.handler.data_reply = "554 5.6.0 Content rejected by policy"
+    sink.recorder.data_reply = "554 5.6.0 Content rejected by policy"
     code, text_ = proxy.send(clean())
     assert code == 554 and b"5.6.0" in text_
 
 
 def test_downstream_4xx_and_421_on_data_give_4xx(proxy, sink):
-    sink.handler.data_reply = "452 4.3.1 Insufficient storage"
+    sink.recorder.data_reply = "452 4.3.1 Insufficient storage"
     code, text_ = proxy.send(clean())
     assert code == 452 and text_.startswith(b"4.3.1")
-    sink.handler.data_reply = "421 4.3.2 Shutting down"
+    sink.recorder.data_reply = "421 4.3.2 Shutting down"
     code, text_ = proxy.send(clean())
     assert code == 451 and text_.startswith(b"4.3.2")
     ev = proxy.events("message")
@@ -101,8 +101,8 @@ def test_downstream_4xx_and_421_on_data_give_4xx(proxy, sink):
 
 
 def test_recipient_verdicts_are_mirrored(proxy, sink):
-    sink.handler.rcpt_replies["gone@example.com"] = "550 5.1.1 No such user"
-    sink.handler.rcpt_replies["full@example.com"] = "452 4.2.2 Mailbox full"
+    sink.recorder.rcpt_replies["gone@example.com"] = "550 5.1.1 No such user"
+    sink.recorder.rcpt_replies["full@example.com"] = "452 4.2.2 Mailbox full"
     with proxy.client() as c:
         c.ehlo("client.test")
         c.mail("a@sender.test")
@@ -163,7 +163,7 @@ def test_long_lines_policy(make_proxy, sink):
 @pytest.fixture
 def plain_sink():
     """A downstream that offers neither 8BITMIME nor SMTPUTF8."""
-    from conftest import Sink
+    from tests.support.proc import Sink
     s = Sink(decode_data=True, enable_SMTPUTF8=False)
     yield s
     s.stop()
@@ -196,7 +196,7 @@ def test_sigterm_drains_and_exits_zero(proxy, sink):
 
 
 def test_strict_envelope_addresses(proxy, sink):
-    from conftest import RawSession
+    from tests.support.net import RawSession
 
     with RawSession(proxy.smtp_port) as s:
         s.command(b"EHLO c.test")

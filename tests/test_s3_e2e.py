@@ -5,30 +5,15 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 import pytest
 
-import samples
-from conftest import free_port
-from mail import attachment, message, multipart, text
-from test_attachments import LINK, attachment_payloads, body_text
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-def get(url: str, follow: bool = True) -> tuple[int, dict, bytes]:
-    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(url, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+from tests.support import samples
+from tests.support.http import get
+from tests.support.mail import attachment, message, multipart, text
+from tests.support.net import free_port
+from tests.support.relayed import LINK, attachment_payloads, body_text
 
 
 def s3_overrides(s3server, bucket: str, **links) -> dict:
@@ -105,9 +90,9 @@ def test_refused_message_leaves_no_orphans(make_proxy, sink, s3server):
     bucket = s3server.new_bucket()
     proxy = make_proxy(s3_overrides(s3server, bucket))
     msg, _ = big_message()
-    sink.handler.data_reply = "554 5.7.1 Rejected by policy"
+    sink.recorder.data_reply = "554 5.7.1 Rejected by policy"
     assert proxy.send(msg)[0] == 554
-    sink.handler.data_reply = "451 4.3.0 Try later"
+    sink.recorder.data_reply = "451 4.3.0 Try later"
     assert proxy.send(msg)[0] == 451
     assert [e["verdict"] for e in proxy.events("attachment")] == ["offload", "offload"]
     assert stored_keys(s3server, bucket) == []
@@ -136,7 +121,7 @@ def test_s3_unreachable_fails_open(make_proxy, sink, s3server):
 
 
 def test_wrong_bucket_stops_the_start_with_one_line(tmp_path, s3server, sink):
-    from conftest import Proxy
+    from tests.support.proc import Proxy
 
     p = Proxy(tmp_path, sink.port, s3_overrides(s3server, "no-such-bucket-x"))
     with pytest.raises(RuntimeError) as err:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -11,12 +10,13 @@ import urllib.request
 
 import pytest
 
-import samples
-from conftest import free_port, write_config
 from smtp_offload.config import S3StorageConfig
 from smtp_offload.errors import StorageError
 from smtp_offload.storage import StoredObject, make_key
 from smtp_offload.storage.s3 import S3Store
+from tests.support import samples
+from tests.support.net import free_port
+from tests.support.proc import write_config
 
 
 def store_for(s3server, **kw) -> tuple[S3Store, str]:

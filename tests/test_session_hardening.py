@@ -14,13 +14,13 @@ import ssl
 
 import pytest
 
-from conftest import RawSession
-from mail import message, text
-from scripted import Act
-from test_metrics import Scrape, scrape_until
-from test_session_limits import assert_clean_log, closed
 from smtp_offload.app import DEFAULT_RESERVE
 from smtp_offload.smtp.server import declared_size, printable
+from tests.support.mail import message, text
+from tests.support.net import RawSession, closed
+from tests.support.proc import assert_clean_log
+from tests.support.scrape import Scrape, scrape_until
+from tests.support.scripted import Act
 
 DEADLINE = 60.0  # generous: the timeouts under test are 2-4 s; this only stops a broken test
 SHORT = {"idle_timeout": 2, "command_timeout": 2, "envelope_timeout": 4}

@@ -10,22 +10,15 @@ import time
 
 import pytest
 
-from conftest import RawSession
-from mail import message, text
-from test_metrics import Scrape, scrape_until
 from smtp_offload import config as config_mod
 from smtp_offload.errors import ConfigError
 from smtp_offload.smtp.server import Limits, client_key
+from tests.support.mail import message, text
+from tests.support.net import RawSession, closed
+from tests.support.proc import assert_clean_log
+from tests.support.scrape import Scrape, scrape_until
 
 DEADLINE = 30.0  # generous: a deadline under test is 1-2 s; this only stops a broken test
-
-
-def closed(s: RawSession) -> bool:
-    """The proxy closed the connection: EOF (or a reset, if a byte of ours crossed its close)."""
-    try:
-        return s.file.read(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 def trickle(s: RawSession, data: bytes, every: float = 0.2) -> bytes:
@@ -60,12 +53,6 @@ def v1(src: str) -> bytes:
     family = "TCP6" if ":" in src else "TCP4"
     dst = "::1" if ":" in src else "127.0.0.1"
     return f"PROXY {family} {src} {dst} 40000 25\r\n".encode()
-
-
-def assert_clean_log(proxy) -> None:
-    """Turning a connection away or cutting it off is not an error: nothing logged as one."""
-    assert not [e for e in proxy.events() if e.get("level") in ("error", "critical")]
-    assert "Traceback" not in proxy.log_path.read_text(errors="replace")
 
 
 def until_greeted(open_session, timeout: float = DEADLINE) -> RawSession:

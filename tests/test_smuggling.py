@@ -7,10 +7,10 @@ import socket
 
 import pytest
 
-from conftest import RawSession, self_signed
-from faulty import FaultyServer
 
-from mail import message, text
+from tests.support.faulty import FaultyServer
+from tests.support.mail import message, text
+from tests.support.net import RawSession, self_signed
 
 SPOOF = b"MAIL FROM:<ceo@bank.test>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n"
 LOOKALIKES = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r", b"\r.\r", b"\r.\n", b"\n.\r",

@@ -18,8 +18,8 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-import samples
-from mail import attachment, message, multipart, text
+from tests.support import samples
+from tests.support.mail import attachment, message, multipart, text
 
 _parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 MIN_ACCEPTED = 0.95  # share of the load that must get 250 (and then be found downstream)
@@ -105,7 +105,7 @@ def _run(make_proxy, sink, sessions: int, per_session: int, seconds: float | Non
     warm = asyncio.run(_load(proxy.smtp_port, 20, 2, start=10_000_000))  # imports, caches, pools
     assert all(r == 250 for r in warm.values())
     rss0, fds0 = _rss_kib(pid), _fds(pid)
-    sink.handler.messages.clear()
+    sink.recorder.messages.clear()
     total: dict[int, object] = {}
     deadline = time.monotonic() + (seconds or 0)
     rnd = 0
@@ -139,7 +139,7 @@ def test_the_check_refuses_a_load_that_was_not_accepted(make_proxy, sink):
     """The soak's own check can fail: a load the downstream deferred (every reply a 451, no mail
     lost) is not a passed soak."""
     proxy = make_proxy({"policy": {"offload_over_bytes": 100_000}})
-    sink.handler.data_reply = "451 4.3.0 Try again later"
+    sink.recorder.data_reply = "451 4.3.0 Try again later"
     results = asyncio.run(_load(proxy.smtp_port, 5, 2))
     assert set(results.values()) == {451}
     with pytest.raises(AssertionError, match="only 0 of 10 accepted"):

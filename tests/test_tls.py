@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 
-from mail import message, text
+from tests.support.mail import message, text
 
 
 def _client_ctx() -> ssl.SSLContext:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from conftest import free_port
+from tests.support.net import free_port
 
 
 class FaultyServer:
@@ -57,13 +57,7 @@ class FaultyServer:
                     self.received += chunk
                 return
             conn.sendall(b"220 faulty.test ESMTP\r\n")
-            while not self._stop.is_set():
-                try:
-                    line = f.readline()
-                except socket.timeout:
-                    continue
-                if not line:
-                    return
+            for line in self._lines(f):
                 cmd = line[:4].upper()
                 self.commands.append(line)
                 if cmd in (b"EHLO", b"HELO"):
@@ -87,8 +81,8 @@ class FaultyServer:
             except OSError:
                 pass
 
-    def _data(self, conn: socket.socket, f) -> None:
-        start = len(self.received)
+    def _lines(self, f):
+        """The client's lines until it closes or the server stops (reads time out to see that)."""
         while not self._stop.is_set():
             try:
                 line = f.readline()
@@ -96,6 +90,11 @@ class FaultyServer:
                 continue
             if not line:
                 return
+            yield line
+
+    def _data(self, conn: socket.socket, f) -> None:
+        start = len(self.received)
+        for line in self._lines(f):
             self.received += line
             if self.mode == "drop_mid_data" and len(self.received) > 200:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -103,6 +102,8 @@ class FaultyServer:
             if line == b".\r\n":
                 self.data_blocks.append(bytes(self.received[start:]))
                 break
+        else:
+            return
         while self.mode == "hang_after_data" and not self._stop.is_set():
             self._stop.wait(0.2)
 

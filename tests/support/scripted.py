@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from conftest import free_port
+from tests.support.net import free_port
 
 TAG = re.compile(rb"\b(mail|rcpt|data|dot|extra):<([^>]*)>")
 TOKEN = re.compile(rb"TOKEN-[A-Za-z0-9-]+")

@@ -15,8 +15,8 @@ import struct
 import zipfile
 import zlib
 
-from smtp_offload.harness.files import (  # noqa: F401  (re-exported for the tests)
-    _RELS, _build_pdf, _content_types, _png_chunk, _zip, big_jpeg, big_pdf, docx, jpeg, pdf, pe_exe, png, zip_file,
+from smtp_offload.harness.files import (  # noqa: F401  (the harness's builders, re-exported for the tests)
+    OOXML_RELS, big_jpeg, big_pdf, docx, jpeg, ooxml, ooxml_content_types, pack_zip, pdf, pe_exe, png, zip_file,
 )
 
 # Cheap, argument-free builders (tests call each of these twice). The bombs
@@ -62,17 +62,10 @@ def xlsx() -> bytes:
         b'<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
         b"<sheetData/></worksheet>"
     )
-    return _zip([
-        ("[Content_Types].xml", _content_types(
-            b'<Override PartName="/xl/workbook.xml" ContentType="application/'
-            b'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-            b'<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/'
-            b'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>')),
-        ("_rels/.rels", _RELS % b"xl/workbook.xml"),
-        ("xl/workbook.xml", workbook),
-        ("xl/_rels/workbook.xml.rels", wb_rels),
-        ("xl/worksheets/sheet1.xml", sheet),
-    ])
+    return ooxml("xl/workbook.xml", "vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml", workbook, (
+        ("xl/_rels/workbook.xml.rels", wb_rels, None),
+        ("xl/worksheets/sheet1.xml", sheet, "vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"),
+    ))
 
 
 def pptx() -> bytes:
@@ -81,13 +74,8 @@ def pptx() -> bytes:
         b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         b'<p:presentation xmlns:p="http://schemas.openxmlformats.org/presentationml/2006/main"/>'
     )
-    return _zip([
-        ("[Content_Types].xml", _content_types(
-            b'<Override PartName="/ppt/presentation.xml" ContentType="application/'
-            b'vnd.openxmlformats-officedocument.presentationml.presentation.main+xml"/>')),
-        ("_rels/.rels", _RELS % b"ppt/presentation.xml"),
-        ("ppt/presentation.xml", pres),
-    ])
+    return ooxml("ppt/presentation.xml", "vnd.openxmlformats-officedocument.presentationml.presentation.main+xml",
+                 pres)
 
 
 def odt() -> bytes:
@@ -105,7 +93,7 @@ def odt() -> bytes:
         b'<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>'
         b"</manifest:manifest>"
     )
-    return _zip([
+    return pack_zip([
         ("mimetype", b"application/vnd.oasis.opendocument.text"),
         ("content.xml", content),
         ("META-INF/manifest.xml", manifest),
@@ -120,7 +108,7 @@ def epub() -> bytes:
         b'<rootfiles><rootfile full-path="content.opf" media-type="application/oebps-package+xml"/>'
         b"</rootfiles></container>"
     )
-    return _zip([
+    return pack_zip([
         ("mimetype", b"application/epub+zip"),
         ("META-INF/container.xml", container),
     ], stored_first=True)
@@ -268,11 +256,11 @@ def docm() -> bytes:
     """docx() plus a VBA project: what Word saves as .docm (macro-enabled)."""
     with zipfile.ZipFile(io.BytesIO(docx())) as zf:
         members = [(i.filename, zf.read(i)) for i in zf.infolist()]
-    members[0] = ("[Content_Types].xml", _content_types(
+    members[0] = ("[Content_Types].xml", ooxml_content_types(
         b'<Default Extension="bin" ContentType="application/vnd.ms-office.vbaProject"/>'
         b'<Override PartName="/word/document.xml" ContentType="application/'
         b'vnd.ms-word.document.macroEnabled.main+xml"/>'))
-    return _zip(members + [("word/vbaProject.bin", ole_with_vba())])
+    return pack_zip(members + [("word/vbaProject.bin", ole_with_vba())])
 
 
 def ole_with_vba() -> bytes:

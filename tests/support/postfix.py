@@ -22,8 +22,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from conftest import Proxy, free_port, wait_port
-from mail import attachment, multipart, text
+from tests.support.mail import attachment, multipart, text
+from tests.support.net import free_port, wait_port
+from tests.support.proc import Proxy
 
 POSTFIX = Path("/usr/sbin/postfix")
 T = TypeVar("T")

@@ -1,0 +1,176 @@
+"""Real components on loopback: the proxy as a subprocess (`python -m smtp_offload serve`) with
+its own config file, the product's recording sink as the downstream, moto's S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+from smtp_offload.config import dump_sections
+from smtp_offload.smtp.sink import Received, RecordingSink
+from tests.support.net import free_port, wait_port, wait_smtp
+
+
+class Sink(RecordingSink):
+    """The product's recording sink (smtp_offload/smtp/sink.py), started on a free loopback port,
+    keeping every message. `recorder` scripts replies (data_reply, rcpt_replies) and takes
+    replaced hooks; `smtp_kwargs` go to aiosmtpd (tls_context, require_starttls, decode_data ...)."""
+
+    def __init__(self, **smtp_kwargs):
+        self.port = free_port()
+        super().__init__("127.0.0.1", self.port, keep=None, **smtp_kwargs)
+        self.start()
+
+    @property
+    def messages(self) -> list[Received]:
+        return list(self.recorder.messages)
+
+
+def write_config(path: Path, sections: dict[str, dict]) -> Path:
+    path.write_text(dump_sections(sections))
+    return path
+
+
+def dead_s3(**policy) -> dict[str, dict]:
+    """Overrides for S3 storage on a port nobody listens on (credentials: the s3server fixture)."""
+    return {"storage": {"backend": "s3"},
+            "storage.s3": {"bucket": "any-bucket", "endpoint_url": f"http://127.0.0.1:{free_port()}",
+                           "region": "us-east-1", "connect_timeout": 1},
+            "policy": {"offload_over_bytes": 10_000, **policy}}
+
+
+class Proxy:
+    """smtp-offload started as in production: its own process, its own config file."""
+
+    def __init__(self, tmp: Path, downstream_port: int, overrides: dict[str, dict] | None = None,
+                 env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()):
+        self.extra_env = env or {}
+        self.wrapper = wrapper  # a command the proxy runs under (e.g. unshare), as a supervisor would
+        self.smtp_port, self.links_port = free_port(), free_port()
+        self.tmp = tmp
+        self.store = tmp / "store"
+        sections = {
+            "server": {"listen": f"127.0.0.1:{self.smtp_port}", "accepted_domains": ["example.com"],
+                       "hostname": "mx.test"},
+            "downstream": {"host": "127.0.0.1", "port": downstream_port, "tls": "none"},
+            "storage": {"backend": "local"},
+            "storage.local": {"path": str(self.store)},
+            "links": {"listen": f"127.0.0.1:{self.links_port}", "base_url": f"http://127.0.0.1:{self.links_port}",
+                      "secret_file": str(tmp / "link-secret")},
+            "log": {"format": "json"},
+            # No DNS from tests (only loopback is reachable): DKIM is tested in-process with a resolver.
+            "auth": {"verify_dkim": False},
+        }
+        for section, values in (overrides or {}).items():
+            sections.setdefault(section, {}).update(values)
+        self.config = write_config(tmp / "smtp-offload.toml", sections)
+        self.proxy_protocol = bool(sections["server"].get("proxy_protocol"))
+        self.log_path = tmp / "proxy.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Proxy":
+        self._log = open(self.log_path, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env.pop("SMTP_OFFLOAD_LINK_SECRET", None)
+        self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "smtp_offload", "serve",
+                                      "--config", str(self.config)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
+                                     start_new_session=True)  # its own group: nothing it forks outlives the test
+        try:
+            if self.proxy_protocol:  # it greets only after a PROXY header: a connection will do
+                wait_port(self.smtp_port, self.proc)
+            else:
+                wait_smtp(self.smtp_port, self.proc)
+            wait_port(self.links_port, self.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}; proxy output:\n{self.log_path.read_text(errors='replace')[-3000:]}") from None
+        return self
+
+    def stop(self) -> int | None:
+        if self._log.closed:
+            return self.proc.returncode if self.proc else None
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # any worker left behind
+            except (ProcessLookupError, PermissionError):
+                pass
+        self._log.close()
+        return self.proc.returncode if self.proc else None
+
+    def events(self, name: str | None = None) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if name is None or ev.get("event") == name:
+                out.append(ev)
+        return out
+
+    def client(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+
+    def send(self, message: bytes, sender: str = "customer@sender.test",
+             rcpts: tuple[str, ...] = ("support@example.com",)) -> tuple[int, bytes]:
+        """Send one message; return the final DATA reply (code, text)."""
+        with self.client() as c:
+            c.ehlo("client.test")
+            code, text = c.mail(sender)
+            assert code == 250, text
+            for r in rcpts:
+                code, text = c.rcpt(r)
+                assert code == 250, (r, code, text)
+            return c.data(message)
+
+
+def assert_clean_log(proxy: Proxy) -> None:
+    """Turning a connection away or cutting it off is not an error: nothing logged as one."""
+    assert not [e for e in proxy.events() if e.get("level") in ("error", "critical")]
+    assert "Traceback" not in proxy.log_path.read_text(errors="replace")
+
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+class S3Server:
+    """moto's S3-compatible HTTP server on loopback (a real server, not in-process patching)."""
+
+    def __init__(self):
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._n = 0
+
+    def client(self, service: str = "s3"):
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def new_bucket(self) -> str:
+        self._n += 1
+        name = f"offload-test-{self._n}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        resp = self.client().list_objects_v2(Bucket=bucket)
+        return sorted(o["Key"] for o in resp.get("Contents", []))
