@@ -109,7 +109,7 @@ class Handler:
         refusal = check_sender(address)
         if refusal:
             envelope.smtp_utf8 = False  # aiosmtpd set it from this refused command's parameters
-            self.log.info("mail_refused", client=client_ip(session), sender=address, reply=refusal)
+            self.log.info("mail_refused", sender=address, reply=refusal)
             return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -124,14 +124,14 @@ class Handler:
             return str(R.TOO_MANY_RECIPIENTS)
         refusal = check_recipient(address, self.accepted)
         if refusal:
-            self.log.info("rcpt_refused", client=client_ip(session), rcpt=address, reply=refusal)
+            self.log.info("rcpt_refused", rcpt=address, reply=refusal)
             self.metrics.refused("relay_denied")
             return refusal
         ds = getattr(session, "downstream", None)
         if envelope.rcpt_tos and not _in_step(ds, envelope):
             # Never reached by design (a failed replay keeps the transaction): a fresh one here
             # would lose the recipients that already got 250.
-            self.log.error("transaction_lost", client=client_ip(session), rcpt=address,
+            self.log.error("transaction_lost", rcpt=address,
                            recipients=list(envelope.rcpt_tos))
             return str(R.TRANSACTION_LOST)
         try:
@@ -144,14 +144,13 @@ class Handler:
             reply = await ds.rcpt(address)
         except TemporaryError as exc:
             if getattr(session, "client_gone", False):  # the reply goes nowhere; no outage either
-                self.log.info("client_gone", client=client_ip(session), command="RCPT", rcpt=address,
+                self.log.info("client_gone", command="RCPT", rcpt=address,
                               detail=exc.detail)
             else:
-                self.log.warning("downstream_unavailable", client=client_ip(session),
-                                 rcpt=address, reply=exc.reply, detail=exc.detail)
+                self.log.warning("downstream_unavailable", rcpt=address, reply=exc.reply, detail=exc.detail)
             return exc.reply
         except asyncio.CancelledError:  # aiosmtpd cancels the command when the client sends EOF
-            self.log.info("client_gone", client=client_ip(session), command="RCPT", rcpt=address)
+            self.log.info("client_gone", command="RCPT", rcpt=address)
             raise
         if reply.ok:
             envelope.rcpt_tos.append(address)
@@ -180,8 +179,9 @@ class Handler:
             "helo": session.host_name, "sender": envelope.mail_from, "recipients": list(envelope.rcpt_tos),
             "size": len(envelope.original_content or b""),
         }
-        # Every event of this message (attachment, offload_failed, arc_seal_failed ...) carries these.
-        with structlog.contextvars.bound_contextvars(queue_id=queue_id, client=client_ip(session)), server.busy():
+        # Every event of this message (attachment, offload_failed, arc_seal_failed ...) carries its
+        # queue_id, and the session's client (bound by the server before the session's first hook).
+        with structlog.contextvars.bound_contextvars(queue_id=queue_id), server.busy():
             try:
                 reply, outcome, extra = await self._deliver(session, envelope, queue_id)
             except Exception as exc:  # a bug must not bounce mail: 451 and a traceback

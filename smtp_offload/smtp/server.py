@@ -41,6 +41,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
 from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from .. import replies as R
@@ -183,6 +184,7 @@ class GatewaySMTP(SMTP):
         self._tls_up = False  # the STARTTLS handshake completed
         self._eof = False  # the client half-closed: answer what it sent, then close
         self._answered = False  # ... and that is done: nothing more is said
+        self._client_bound = False  # the session's client is in its log context (structlog contextvars)
         super().__init__(handler, **kwargs)
 
     # -- timers ------------------------------------------------------------
@@ -596,6 +598,12 @@ class GatewaySMTP(SMTP):
         return True
 
     async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if not self._client_bound:
+            # The session's task runs every hook: bound once here, before the first (PROXY when
+            # the load balancer sends one, so the address it names), every event of the session
+            # and of its messages carries the client.
+            structlog.contextvars.bind_contextvars(client=client_ip(self.session))
+            self._client_bound = True
         if command == "EHLO":  # aiosmtpd offers AUTH after STARTTLS; see smtp_AUTH
             args = (args[0], [r for r in args[1] if not r.startswith("250-AUTH")])
         status = await super()._call_handler_hook(command, *args)
