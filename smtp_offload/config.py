@@ -343,6 +343,8 @@ def _coerce(key: str, value: typing.Any, hint, meta: typing.Mapping = {}) -> typ
         if not items and "empty" in meta:
             return meta["empty"]
         return origin(items)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum) and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")

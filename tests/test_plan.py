@@ -119,10 +119,12 @@ def test_a_refusal_still_records_every_file():
     assert verdicts(plan) == {"setup.exe": Verdict.BLOCKED, "a.pdf": Verdict.KEEP}
 
 
-def test_message_level_carriers_refuse_before_any_file():
-    partial = message(multipart(text(), attachment(b"From: x\r\n\r\nhi", None, 'message/partial; id="a"; number=1')))
+def test_message_level_carriers_refuse_and_still_record_every_file():
+    partial = message(multipart(text(), attachment(samples.pdf(), "a.pdf", "application/pdf"),
+                                attachment(b"From: x\r\n\r\nhi", None, 'message/partial; id="a"; number=1')))
     plan = plan_of(partial)
-    assert plan.refusal.startswith("550 5.7.1 Fragmented messages") and plan.decisions == ()
+    assert plan.refusal.startswith("550 5.7.1 Fragmented messages")
+    assert verdicts(plan)["a.pdf"] is Verdict.KEEP
     assert plan_of(partial, on_partial="keep").refusal is None
 
 

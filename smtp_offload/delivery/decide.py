@@ -234,25 +234,37 @@ def _by_policy(f: File, policy: PlanPolicy) -> tuple[Decision, str | None]:
     return Decision(f, Verdict.KEEP, reason), None
 
 
+def _as_judged(files) -> list[Decision]:
+    return [Decision(f, f.judgement.verdict, f.judgement.reason) for f in files]
+
+
 def plan(an: Analysis, policy: PlanPolicy, fit: Fit) -> Plan:
-    """Each file's decision; `refusal` set when policy refuses the message."""
-    if an.partial and policy.on_partial is KeepOrReject.REJECT:
-        return Plan(an, (), R.POLICY_REFUSED.format(
-            reason="Fragmented messages (message/partial) cannot be inspected and are not accepted"))
-    if an.encrypted and policy.on_encrypted is KeepOrReject.REJECT:
-        return Plan(an, (), R.POLICY_REFUSED.format(reason="Encrypted messages cannot be inspected and are not accepted"))
-    if policy.on_uuencode is Uuencode.INSPECT:
-        for name, j in an.uuencoded:
-            if j.verdict is not Verdict.KEEP:
-                return Plan(an, (), _refused("File uuencoded in the message text", name, j.reason))
+    """Each file's decision; `refusal` set when policy refuses the message (the files it did not
+    get to are recorded as judged, for the metrics and `smtp-offload scan`)."""
+    refusal = _refused_message(an, policy)
+    if refusal is not None:
+        return Plan(an, tuple(_as_judged(an.files)), refusal)
     decisions: list[Decision] = []
     for i, f in enumerate(an.files):
         decision, refusal = _by_policy(f, policy)
         decisions.append(decision)
-        if refusal is not None:  # the files after it are recorded as judged
-            rest = [Decision(g, g.judgement.verdict, g.judgement.reason) for g in an.files[i + 1:]]
-            return Plan(an, tuple(decisions + rest), refusal)
+        if refusal is not None:
+            return Plan(an, tuple(decisions + _as_judged(an.files[i + 1:])), refusal)
     return Plan(an, tuple(_fit(an, decisions, fit)))
+
+
+def _refused_message(an: Analysis, policy: PlanPolicy) -> str | None:
+    """What refuses the whole message, whatever its files are: hidden carriers policy rejects."""
+    if an.partial and policy.on_partial is KeepOrReject.REJECT:
+        return R.POLICY_REFUSED.format(
+            reason="Fragmented messages (message/partial) cannot be inspected and are not accepted")
+    if an.encrypted and policy.on_encrypted is KeepOrReject.REJECT:
+        return R.POLICY_REFUSED.format(reason="Encrypted messages cannot be inspected and are not accepted")
+    if policy.on_uuencode is Uuencode.INSPECT:
+        for name, j in an.uuencoded:
+            if j.verdict is not Verdict.KEEP:
+                return _refused("File uuencoded in the message text", name, j.reason)
+    return None
 
 
 def _fit(an: Analysis, decisions: list[Decision], fit: Fit) -> list[Decision]:
