@@ -165,3 +165,25 @@ def test_broken_arc_key_is_a_config_error_at_start(tmp_path):
                            text=True, cwd=tmp_path, timeout=30)
         assert r.returncode == 2 and "config error: auth.arc.private_key_file" in r.stderr, (verb, r)
         assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name", ["Authentication-Results", "AUTHENTICATION-RESULTS", "authentication-results "])
+def test_forged_results_are_found_whatever_the_case_of_their_name(name):
+    cfg = config_mod.load(None, env={})
+    auth = auth_mod.Authenticator(dataclasses.replace(cfg.auth, authserv_id="mx.test"), "mx.test")
+    msg = message(text())
+    raw = f"{name}: MX.test; dkim=pass header.d=bank.test\r\nX-Other: 1\r\n".encode() + msg
+    assert auth_mod.strip_forged(raw, auth) == b"X-Other: 1\r\n" + msg
+    other = b"Authentication-Results: elsewhere.test; dkim=pass\r\n" + msg
+    assert auth_mod.strip_forged(other, auth) is other
+
+
+def test_signatures_are_found_whatever_the_case_of_their_name():
+    cfg = config_mod.load(None, env={})
+    auth = auth_mod.Authenticator(dataclasses.replace(cfg.auth, dns_timeout=0.5), "mx.test",
+                                  resolver=lambda name: asyncio.sleep(0, result=None))
+    raw = signed(message(text())).replace(b"DKIM-Signature", b"DKIM-SIGNATURE", 1)
+    (result,) = asyncio.run(auth.verify(raw)).dkim
+    assert (result.domain, result.selector) == ("sender.test", "s1")  # looked up: no key, so no pass
+    assert result.result != "pass"
+    assert asyncio.run(auth.verify(message(text()))).dkim == []

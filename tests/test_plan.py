@@ -157,3 +157,12 @@ def test_policy_values_are_checked_where_they_are_declared():
         PlanPolicy(on_tnef="maybe")
     with pytest.raises(ValueError, match="offload_over_bytes"):
         PlanPolicy(offload_over_bytes=0)
+
+
+@pytest.mark.parametrize("field", [b"X-Smtp-Offload: v=1; action=unchanged", b"X-SMTP-OFFLOAD-Attachment: v=1",
+                                   b"x-smtp-offload-warning: none"])
+def test_our_headers_arriving_from_outside_are_forgeries_and_dropped(field):
+    clean = files(1 * KB)
+    plan = plan_of(field + b"\r\n" + clean)
+    assert plan.analysis.forged_headers and render(plan) == clean
+    assert not plan_of(clean).analysis.forged_headers
