@@ -42,7 +42,6 @@ class Prepared:
     outcomes: tuple[FileOutcome, ...] = ()
     changed: bool = False  # the body differs from what was received
     stored: tuple[str, ...] = ()  # keys written for this message (rollback deletes them)
-    storage_failed: bool = False
     message_id: str | None = None
 
 
@@ -161,7 +160,7 @@ class Preparer:
         message = trace + body
         if changed or self.seal_unchanged:
             message = await self._seal(message)
-        return Prepared(message, outcomes, changed, stored, failed, plan.analysis.message_id)
+        return Prepared(message, outcomes, changed, stored, plan.analysis.message_id)
 
     def untouched(self, inbound: Inbound, data: bytes, auth: AuthResults) -> Prepared:
         """policy.on_signed = "skip" and a passing signature from a listed domain: the message
@@ -218,8 +217,6 @@ class Preparer:
                              detail=str(exc)[:200] if isinstance(exc, (StorageError, LinkError)) else None)
         if any(o.offload_failed for o in out.values()):
             self.breaker.failure()
-            # What was stored for this message stays: the message goes on without those files
-            # inline only when policy keeps them; otherwise their links are in the notice.
         else:
             self.breaker.success()
         return out
