@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__, sdnotify
 from .config import Backend, Config, LinksMode, parse_hostport
 from .auth import Authenticator, check_start
+from .api.files import FilesApi
 from .links.secret import load_secrets
 from .links.server import LinkServer
 from .metrics import Metrics, Readiness, downstream_probe
@@ -110,8 +111,9 @@ class App:
 
         readiness = Readiness(store, downstream_probe(cfg.downstream, cfg.downstream.helo_name or self.hostname),
                               log=self.log, draining=lambda: self.limits.draining)
+        files = FilesApi(preparer=pipeline.preparer, policy=decide_policy(cfg), cfg=cfg.api, log=self.log)
         self.link_server = LinkServer(store, secret, cfg.links, log=self.log, metrics=self.metrics,
-                                      readiness=readiness)
+                                      readiness=readiness, api_cfg=cfg.api, files=files)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
         own_port = cfg.links.worker_port_base + self.worker if self.worker is not None and \
             cfg.links.worker_port_base else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import ipaddress
 import json
 import os
@@ -69,6 +70,13 @@ class LogLevel(enum.StrEnum):
     INFO = "info"
     WARNING = "warning"
     ERROR = "error"
+
+
+class Scope(enum.StrEnum):
+    """What an API key may do (links.api_keys)."""
+    INSPECT = "inspect"  # POST /api/v1/inspect
+    UPLOAD = "upload"  # POST /api/v1/upload/attachment, GET /api/v1/jobs/{id}
+    LINKS = "links"  # /api/v1/links/refresh, revoke, show
 
 
 class TenantFrom(enum.Enum):
@@ -192,6 +200,44 @@ class StorageConfig(_Options):
         return (TenantFrom.RECIPIENT_DOMAIN if self.tenant else TenantFrom.NONE), ""
 
 
+@dataclass(frozen=True)
+class ApiKey:
+    """One entry of links.api_keys: a plain string (every scope) or a table."""
+
+    key: str
+    id: str = ""  # names the key in audit events and job records; default: derived from the key
+    scopes: tuple[Scope, ...] = tuple(Scope)
+    customer: str = ""  # bound to one customer id: X-CustomerId must be this one (or absent)
+    rate_per_minute: int = 0  # 0: api.rate_per_minute
+
+    def __post_init__(self) -> None:
+        scopes = self.scopes if isinstance(self.scopes, (list, tuple, frozenset, set)) else (self.scopes,)
+        object.__setattr__(self, "scopes", tuple(option_types.check(Scope, {}, s) for s in scopes))
+        if not self.id and isinstance(self.key, str):
+            # Not secret, stable across instances and restarts: the audit log can say which key.
+            object.__setattr__(self, "id", "key-" + hashlib.sha256(self.key.encode("utf-8")).hexdigest()[:10])
+
+
+@dataclass
+class ApiConfig(_Options):
+    """[api]: the upload and inspect API on the link server (issue 13)."""
+
+    max_bytes: int = positive(100 * 1024 * 1024)  # a larger body gets 413
+    # Genesys data actions time out after 1-60 s, CXone REST actions after at most 90 s: a file
+    # bigger than this, or work taking longer than the deadline, is answered 202 with a job to poll.
+    max_sync_bytes: int = positive(25 * 1024 * 1024)
+    sync_deadline_seconds: float = positive(8.0)
+    rate_per_minute: int = positive(600)  # per key, unless the key sets its own
+    job_lease_seconds: float = positive(30.0)  # a PENDING job untouched this long is finished by any instance
+    job_ttl_seconds: int = positive(24 * 3600)  # how long job and idempotency records answer
+    # Inspect-by-URL: hosts, IPs or CIDRs that may be fetched although private or loopback
+    # (and over http); everything else must be a public https URL.
+    fetch_allow_hosts: list[str] = field(default_factory=list)
+    fetch_timeout_seconds: float = positive(30.0)
+    fetch_max_retries: int = 3
+    spool_dir: str = ""  # request bodies are spooled here; "" = the system's temporary directory
+
+
 @dataclass
 class LinksConfig(_Options):
     mode: LinksMode = LinksMode.REDIRECT
@@ -204,12 +250,17 @@ class LinksConfig(_Options):
     secret: str = ""
     old_secrets: list[str] = field(default_factory=list)  # still accepted, never used to sign
     secret_file: str = "var/link-secret"
-    # Bearer keys for the refresh/revoke API; empty disables it. Env: SMTP_OFFLOAD_API_KEYS (comma-separated).
-    api_keys: list[str] = field(default_factory=list)
+    # Bearer keys for the API (/api/v1/...); empty disables it. Each a string (every scope) or a
+    # table {key, id, scopes, customer, rate_per_minute}. Env: SMTP_OFFLOAD_API_KEYS (comma-separated).
+    api_keys: list[ApiKey] = field(default_factory=list)
     # With server.workers > 1, worker i also serves this app (/metrics, /readyz...) on the
     # links.listen host at port worker_port_base + i, so each worker can be scraped; the
     # shared port reaches an arbitrary worker. 0 = off.
     worker_port_base: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.api_keys = [ApiKey(k) if isinstance(k, str) else k for k in self.api_keys]
 
 
 @dataclass
@@ -243,6 +294,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = field(default="<embedded default>", metadata={"internal": True})
@@ -269,7 +321,7 @@ def load(path: str | os.PathLike | None = None, env: typing.Mapping[str, str] | 
     if env.get(SECRET_ENV):
         cfg.links.secret = env[SECRET_ENV]
     if env.get(API_KEYS_ENV):
-        cfg.links.api_keys = [k.strip() for k in env[API_KEYS_ENV].split(",") if k.strip()]
+        cfg.links.api_keys = [ApiKey(k.strip()) for k in env[API_KEYS_ENV].split(",") if k.strip()]
     validate(cfg)
     return cfg
 
@@ -336,6 +388,12 @@ def _coerce(key: str, value: typing.Any, hint, meta: typing.Mapping = {}) -> typ
     if origin in (typing.Union, types.UnionType):  # "X | None": None only via meta["empty"]
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):  # a list entry given as a string or a table (links.api_keys)
+        if isinstance(value, str):
+            return hint(value)
+        if isinstance(value, dict) and "key" not in value:
+            raise ConfigError(f"{key}.key: required")
+        return _build(hint, value, f"{key}.")
     if origin in (list, tuple, frozenset):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
@@ -442,9 +500,20 @@ def validate(cfg: Config) -> None:
     for i, old in enumerate(links.old_secrets):
         if len(old) < 32:
             raise ConfigError(f"links.old_secrets[{i}]: must be at least 32 characters")
-    for i, key in enumerate(links.api_keys):
-        if len(key) < 24:
-            raise ConfigError(f"links.api_keys[{i}]: must be at least 24 characters")
+    _validate_api_keys(links.api_keys)
+    for i, host in enumerate(cfg.api.fetch_allow_hosts):
+        bad = not host.strip() or any(c.isspace() for c in host)
+        if "/" in host and not bad:
+            try:
+                ipaddress.ip_network(host, strict=False)
+            except ValueError:
+                bad = True
+        if bad:
+            raise ConfigError(f"api.fetch_allow_hosts[{i}]: expected a host name, an IP address or a CIDR, got {host!r}")
+    if cfg.api.max_sync_bytes > cfg.api.max_bytes:
+        raise ConfigError("api.max_sync_bytes: must not exceed api.max_bytes")
+    if cfg.api.fetch_max_retries < 0:
+        raise ConfigError(f"api.fetch_max_retries: must be 0 or more, got {cfg.api.fetch_max_retries}")
     if not 0 <= links.worker_port_base <= 65535 - s.workers + 1:
         raise ConfigError(f"links.worker_port_base: must be 0 (off) or a port number, got {links.worker_port_base}")
     if links.mode is LinksMode.PRESIGNED:
@@ -453,6 +522,29 @@ def validate(cfg: Config) -> None:
         if links.ttl_seconds > 7 * 24 * 3600:
             raise ConfigError("links.ttl_seconds: presigned URLs cannot live longer than 7 days (604800); "
                               'use links.mode = "redirect" for longer links')
+
+
+def _validate_api_keys(keys: list[ApiKey]) -> None:
+    seen_keys: set[str] = set()
+    seen_ids: set[str] = set()
+    for i, k in enumerate(keys):
+        where = f"links.api_keys[{i}]"
+        if not isinstance(k.key, str) or len(k.key) < 24:
+            raise ConfigError(f"{where}: must be at least 24 characters")
+        if any(c.isspace() for c in k.key) or not k.key.isprintable():
+            raise ConfigError(f"{where}.key: must not contain spaces or control characters")
+        if not k.scopes:
+            raise ConfigError(f"{where}.scopes: must name at least one of {', '.join(s.value for s in Scope)}")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", k.id):
+            raise ConfigError(f"{where}.id: letters, digits, '.', '_' and '-' only (1 to 64), got {k.id!r}")
+        if k.rate_per_minute < 0:
+            raise ConfigError(f"{where}.rate_per_minute: must be 0 (api.rate_per_minute) or more")
+        if k.key in seen_keys:
+            raise ConfigError(f"{where}: the same key is listed twice")
+        if k.id in seen_ids:
+            raise ConfigError(f"{where}.id: {k.id!r} is used by another key")
+        seen_keys.add(k.key)
+        seen_ids.add(k.id)
 
 
 def _validate_s3(s3: S3StorageConfig) -> None:
@@ -472,6 +564,8 @@ def plain(value: typing.Any) -> typing.Any:
     """An option's value as TOML/JSON has it: enums by value, sets as sorted lists."""
     if isinstance(value, enum.Enum):
         return value.value
+    if dataclasses.is_dataclass(value):
+        return table(value)
     if isinstance(value, (frozenset, set)):
         return sorted(value)
     if isinstance(value, (list, tuple)):
@@ -496,6 +590,10 @@ def table(obj: typing.Any) -> dict[str, typing.Any]:
 def toml_value(value: typing.Any) -> str:
     """A scalar or list of scalars as TOML (JSON's strings, numbers and lists are TOML too)."""
     value = plain(value)
+    if isinstance(value, dict):  # an inline table (a links.api_keys entry)
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value).lower() if isinstance(value, bool) else json.dumps(value)
 
 
@@ -511,7 +609,8 @@ def dump_sections(sections: dict[str, dict[str, typing.Any]]) -> str:
 def as_dict(cfg: Config) -> dict:
     """The effective config with secrets masked (for check-config)."""
     out = table(cfg)
-    for key in ("secret", "old_secrets", "api_keys"):
+    for key in ("secret", "old_secrets"):
         if out["links"][key]:
             out["links"][key] = "********" if isinstance(out["links"][key], str) else ["********"] * len(out["links"][key])
+    out["links"]["api_keys"] = [{**k, "key": "********"} for k in out["links"]["api_keys"]]
     return out

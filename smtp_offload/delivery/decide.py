@@ -304,6 +304,20 @@ def projected_size(an: Analysis, decisions) -> int:
 
 
 # -- decide -----------------------------------------------------------------------------------
+def decide_file(data: bytes, filename: str, declared_type: str | None, policy: DecidePolicy) -> Decision:
+    """One file sent to the HTTP side, judged as the same file attached to a mail would be:
+    a decision of OFFLOAD (accepted: it is stored) or EMPTY, SPOOFED or BLOCKED (refused)."""
+    part = Part(path="1", start=0, end=len(data), header_end=0, body_start=0, body_end=len(data),
+                content_type=(declared_type or "application/octet-stream").strip().lower(), params={},
+                disposition="attachment", filename=filename, cte="binary", names=[filename])
+    judged = judge_part(data, part, policy.inspect)
+    f = File(part=part, data=data, sha256=hashlib.sha256(data).hexdigest(), judgement=judged, wire_size=len(data))
+    decision, _refusal = _by_policy(f, policy.plan)  # the API refuses the file, whatever policy does to a mail
+    if decision.verdict in (Verdict.KEEP, Verdict.OFFLOAD):
+        return Decision(f, Verdict.OFFLOAD, judged.reason)
+    return decision
+
+
 def decide(data: bytes, policy: DecidePolicy) -> Plan:
     """The plan for one message as received (CRLF line ends). Raises SmtpReplyError for a
     message refused before any file is judged: bare newlines, structure past a limit, MIME

@@ -10,6 +10,7 @@ the downstream is deferred (451), never truncated.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import hashlib
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from .. import replies as R
 from ..auth import AuthResults, Authenticator, SealError
 from ..breaker import CircuitBreaker
-from ..config import LinksConfig, TenantFrom
+from ..config import LinksConfig, LinksMode, TenantFrom
 from ..errors import StorageError
 from ..links.service import LinkError, mint
 from ..metrics import Metrics
@@ -226,10 +227,18 @@ class Preparer:
             return FileOutcome(d.file, Verdict.KEEP, "offload failed; kept in the message", offload_failed=True)
         return FileOutcome(d.file, d.verdict, d.reason, offload_failed=True)
 
-    async def _put(self, d: Decision, ctx: _Context) -> FileOutcome:
+    async def offload_file(self, d: Decision, *, tenant: str | None, unique: str, day: datetime,
+                           sender: str | None = None) -> FileOutcome:
+        """Store one file sent to the HTTP side and link it through the link service (never a
+        raw presigned URL: the API's caller passes it on). `unique` (from the job or the
+        Idempotency-Key) makes a retry land on the same key. Raises StorageError."""
+        ctx = _Context(None, sender, datetime.now(timezone.utc).isoformat(timespec="seconds"), day, tenant)
+        return await asyncio.wait_for(self._put(d, ctx, unique=unique, redirect=True), self.policy.storage_timeout)
+
+    async def _put(self, d: Decision, ctx: _Context, *, unique: str | None = None,
+                   redirect: bool = False) -> FileOutcome:
         assert self.store is not None and self.secret is not None
         f = d.file
-        unique = None
         if ctx.message_id:
             # Same message, same file -> same key: a retried delivery overwrites, never duplicates.
             seed = "\0".join((ctx.message_id, f.sha256, f.name, f.part.path, ctx.tenant or ""))
@@ -246,7 +255,8 @@ class Preparer:
             raise
         finally:
             self.metrics.storage_put(time.monotonic() - started, result, f.size)
-        link = await mint(self.store, self.secret, self.links, obj, self.links.ttl_seconds)
+        links = dataclasses.replace(self.links, mode=LinksMode.REDIRECT) if redirect else self.links
+        link = await mint(self.store, self.secret, links, obj, self.links.ttl_seconds)
         return FileOutcome(f, d.verdict, d.reason, obj.key, link.url, link.expires)
 
     async def discard(self, keys: tuple[str, ...] | list[str]) -> None:

@@ -5,20 +5,21 @@
   POST /api/v1/links/revoke   {"token": T} | {"token_id": ID} -> {"revoked": ID}
   GET  /api/v1/links/show?token=T -> grant (expiry, token_id, revoked) + object metadata
 
-Every call needs `Authorization: Bearer <key>` with a key from `links.api_keys`; with no
-keys configured the API does not exist (404), so nobody can probe it.
+Every call needs `Authorization: Bearer <key>` with a key from `links.api_keys` that has the
+"links" scope (api.keys); with no keys configured the API does not exist (404), so nobody can
+probe it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from smtp_offload.api.keys import Keys, Refused
+from smtp_offload.config import Scope
 from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.service import LinkService
 
@@ -35,8 +36,8 @@ class _ApiError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def add_routes(app: web.Application, service: LinkService, api_keys: Sequence[str], log: Any) -> None:
-    api = _Api(service, api_keys, log)
+def add_routes(app: web.Application, service: LinkService, keys: Keys, log: Any) -> None:
+    api = _Api(service, keys, log)
     app.router.add_post("/api/v1/links/refresh", api.wrap("refresh", api.refresh))
     app.router.add_post("/api/v1/links/revoke", api.wrap("revoke", api.revoke))
     app.router.add_get("/api/v1/links/show", api.wrap("show", api.show))
@@ -55,11 +56,8 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 class _Api:
-    def __init__(self, service: LinkService, api_keys: Sequence[str], log: Any) -> None:
-        self.service, self.log = service, log
-        # Compared as digests: equal length whatever was sent, so the comparison time says
-        # nothing about a key's length or prefix.
-        self._key_digests = [hashlib.sha256(k.encode("utf-8")).digest() for k in api_keys]
+    def __init__(self, service: LinkService, keys: Keys, log: Any) -> None:
+        self.service, self.keys, self.log = service, keys, log
 
     def wrap(self, action: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         """Auth, error mapping and the one audit event per call, around a handler that returns JSON."""
@@ -70,7 +68,7 @@ class _Api:
             status = 500
             try:
                 try:
-                    self._authorize(request)
+                    audit["key_id"] = self._authorize(request)
                     body = await handler(request)
                     resp = _json(200, body)
                 except _ApiError as e:
@@ -93,19 +91,13 @@ class _Api:
 
         return endpoint
 
-    def _authorize(self, request: web.Request) -> None:
-        if not self._key_digests:
+    def _authorize(self, request: web.Request) -> str:
+        if not self.keys.enabled:
             raise _ApiError(404, "API disabled")
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        challenge = 'Bearer realm="smtp-offload"'
-        if scheme.lower() != "bearer" or not credential.strip():
-            raise _ApiError(401, "missing bearer token", {"WWW-Authenticate": challenge})
-        sent = hashlib.sha256(credential.strip().encode("utf-8", "surrogateescape")).digest()
-        ok = False
-        for digest in self._key_digests:  # no early exit: timing does not tell which key matched
-            ok |= hmac.compare_digest(sent, digest)
-        if not ok:
-            raise _ApiError(401, "invalid API key", {"WWW-Authenticate": challenge + ', error="invalid_token"'})
+        try:
+            return self.keys.admit(request.headers.get("Authorization", ""), Scope.LINKS).id
+        except Refused as r:
+            raise _ApiError(r.status, r.message, r.headers) from None
 
     @staticmethod
     async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:

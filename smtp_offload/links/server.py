@@ -25,7 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from smtp_offload.config import LinksConfig
+from smtp_offload.api.files import FilesApi, json_errors
+from smtp_offload.api.keys import Keys
+from smtp_offload.config import ApiConfig, LinksConfig
 from smtp_offload.links import api, pages
 from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.service import Gone, LinkService
@@ -56,10 +58,13 @@ _READINESS = web.AppKey("readiness", Any)
 
 
 def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
-             metrics: Any = None, readiness: Any = None) -> web.Application:
+             metrics: Any = None, readiness: Any = None, api_cfg: ApiConfig | None = None,
+             files: FilesApi | None = None) -> web.Application:
     """The aiohttp application; `secrets` = [signing secret, *old secrets] (see load_secrets);
-    `metrics` (metrics.Metrics) adds /metrics, `readiness` (metrics.Readiness) adds /readyz."""
-    app = web.Application(client_max_size=api.MAX_BODY_BYTES)  # the API's JSON is the only request body
+    `metrics` (metrics.Metrics) adds /metrics, `readiness` (metrics.Readiness) adds /readyz,
+    `files` (api.files.FilesApi) the upload, job and inspect API."""
+    # JSON is the only body read whole; uploads are streamed (api.body) under api.max_bytes.
+    app = web.Application(client_max_size=api.MAX_BODY_BYTES, middlewares=[json_errors])
     service = LinkService(store, secrets, cfg_links)
     app[_SERVICE], app[_LOG] = service, log
     app.router.add_get("/healthz", _healthz)
@@ -71,14 +76,19 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
         app.router.add_get("/readyz", _readyz)
     app.router.add_get("/f/{token}", _landing)  # add_get also answers HEAD
     app.router.add_get("/f/{token}/download", _download, allow_head=False)
-    api.add_routes(app, service, cfg_links.api_keys, log)
+    keys = Keys(cfg_links.api_keys, (api_cfg or ApiConfig()).rate_per_minute)  # one registry: one rate per key
+    api.add_routes(app, service, keys, log)
+    if files is not None:
+        files.add_routes(app, keys)
     return app
 
 
 class LinkServer:
     def __init__(self, store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
-                 metrics: Any = None, readiness: Any = None) -> None:
-        self._app = make_app(store, secrets, cfg_links, log=log, metrics=metrics, readiness=readiness)
+                 metrics: Any = None, readiness: Any = None, api_cfg: ApiConfig | None = None,
+                 files: FilesApi | None = None) -> None:
+        self._app = make_app(store, secrets, cfg_links, log=log, metrics=metrics, readiness=readiness,
+                             api_cfg=api_cfg, files=files)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 

@@ -94,6 +94,31 @@ class Store(Protocol):
 
     async def is_revoked(self, token_id: str) -> bool: ...
 
+    # Records: small state every instance sharing the store must see (API jobs, idempotency
+    # results, staged job bodies), kept where no object key and so no link can reach.
+    async def put_record(self, name: str, data: bytes) -> None:
+        """Write (or replace) record `name` (see RECORD_NAME); StorageError on failure."""
+        ...
+
+    async def get_record(self, name: str) -> bytes:
+        """KeyError when absent, StorageError when the store is unusable."""
+        ...
+
+    async def delete_record(self, name: str) -> None:
+        """Idempotent."""
+        ...
+
+
+RECORDS = ".records"  # a dot segment: make_key never produces one, so no object key reaches a record
+RECORD_NAME = re.compile(r"[a-z]+/[A-Za-z0-9_-]{1,128}(\.[a-z]{1,8})?")
+
+
+def check_record_name(name: str) -> str:
+    """`kind/name[.ext]`, the only record names there are; InvalidKey otherwise."""
+    if not isinstance(name, str) or not RECORD_NAME.fullmatch(name):
+        raise InvalidKey(name)
+    return name
+
 
 def _safe_char(c: str) -> str:
     if c in _SAFE_ASCII:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtp_offload.errors import StorageError
-from smtp_offload.storage.base import CHUNK_SIZE, InvalidKey, StoredObject
+from smtp_offload.storage.base import CHUNK_SIZE, RECORDS, InvalidKey, StoredObject, check_record_name
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
@@ -209,6 +209,39 @@ class LocalStore:
             return await asyncio.to_thread(self._revoked_path(token_id).exists)
         except OSError as e:
             raise StorageError(f"reading revocations failed: {e}") from e
+
+
+    def _record_path(self, name: str) -> Path:
+        return self._root / RECORDS / check_record_name(name)
+
+    async def put_record(self, name: str, data: bytes) -> None:
+        def _put() -> None:
+            path = self._record_path(name)
+            for d in (path.parent.parent, path.parent):
+                d.mkdir(mode=_DIR_MODE, exist_ok=True)
+            _atomic_write(path, data)
+
+        try:
+            await asyncio.to_thread(_put)
+        except OSError as e:
+            raise StorageError(f"writing record {name} failed: {e}") from e
+
+    async def get_record(self, name: str) -> bytes:
+        path = self._record_path(name)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            self._raise_if_root_gone()
+            raise KeyError(name) from None
+        except OSError as e:
+            raise StorageError(f"reading record {name} failed: {e}") from e
+
+    async def delete_record(self, name: str) -> None:
+        path = self._record_path(name)
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as e:
+            raise StorageError(f"deleting record {name} failed: {e}") from e
 
 
 class _ChunkReader:

@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from ..config import S3StorageConfig
 from ..errors import StorageError
-from .base import CHUNK_SIZE, StoredObject, content_disposition
+from .base import CHUNK_SIZE, RECORDS, StoredObject, check_record_name, content_disposition
 
 _META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
 
@@ -75,6 +75,11 @@ class S3Store:
                                        max_concurrency=4, use_threads=True)
         self._uploads: asyncio.Semaphore | None = None
 
+    def _sse(self) -> dict[str, str]:
+        if not self.cfg.sse:
+            return {}
+        return {"ServerSideEncryption": self.cfg.sse, **({"SSEKMSKeyId": self.cfg.kms_key_id} if self.cfg.kms_key_id else {})}
+
     def _error(self, exc: BaseException) -> StorageError:
         reason = describe(exc, self.bucket, self.cfg.endpoint_url)
         return StorageError(reason, permanent=any(h in reason for h in _PERMANENT_HINTS))
@@ -100,11 +105,8 @@ class S3Store:
             # S3 metadata travels as HTTP headers: ASCII only, so values are percent-encoded.
             "Metadata": {_meta_name(k): urllib.parse.quote(str(getattr(obj, k)), safe="@<>.:-_ ")
                          for k in _META_FIELDS if getattr(obj, k) is not None},
+            **self._sse(),
         }
-        if self.cfg.sse:
-            extra["ServerSideEncryption"] = self.cfg.sse
-            if self.cfg.kms_key_id:
-                extra["SSEKMSKeyId"] = self.cfg.kms_key_id
         if self._uploads is None:
             self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
         async with self._uploads:
@@ -156,6 +158,24 @@ class S3Store:
         except KeyError:
             return False
         return True
+
+    def _record_key(self, name: str) -> str:
+        return "/".join(p for p in (self.key_prefix, RECORDS, check_record_name(name)) if p)
+
+    async def put_record(self, name: str, data: bytes) -> None:
+        await self._call(self.client.upload_fileobj, io.BytesIO(data), self.bucket, self._record_key(name),
+                         ExtraArgs=self._sse(), Config=self.transfer)
+
+    async def get_record(self, name: str) -> bytes:
+        key = self._record_key(name)
+        resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+        try:
+            return await asyncio.to_thread(resp["Body"].read)
+        except (BotoCoreError, OSError) as exc:
+            raise self._error(exc) from exc
+
+    async def delete_record(self, name: str) -> None:
+        await self._call(self.client.delete_object, Bucket=self.bucket, Key=self._record_key(name))
 
     def credentials(self) -> tuple[bool, bool]:
         """(credentials found, credentials are temporary: STS session, role, SSO)."""

@@ -1,0 +1,99 @@
+"""A request body on its way to the pipeline: streamed to a private spool file, base64 decoded
+on the fly, hashed and counted, refused (413) as soon as it passes the limit.
+
+The body is never held whole in memory while it arrives; it is read once, into one bytes
+object, when it is judged (inspect/ works on bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from .keys import Refused
+
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Spooled:
+    path: str
+    size: int
+    sha256: str
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as fh:
+            return fh.read()
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def too_large(limit: int) -> Refused:
+    return Refused(413, "too_large", f"the file is larger than this API accepts ({limit} bytes)")
+
+
+class _Base64:
+    """Incremental base64: whitespace (line breaks) ignored, complete quads decoded as they come."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.pending + chunk.translate(None, b" \t\r\n")
+        cut = len(data) - len(data) % 4
+        self.pending = data[cut:]
+        return self._decode(data[:cut])
+
+    def close(self) -> bytes:
+        if self.pending:
+            raise Refused(400, "bad_request", "the body is not valid base64 (its length is not a multiple of 4)")
+        return b""
+
+    @staticmethod
+    def _decode(data: bytes) -> bytes:
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            raise Refused(400, "bad_request", "the body is not valid base64 (Content-Transfer-Encoding: base64)") \
+                from None
+
+
+async def spool(chunks: AsyncIterator[bytes], *, limit: int, base64_encoded: bool, directory: str | None,
+                declared_length: int | None = None) -> Spooled:
+    """Write the body to a new 0600 file in `directory`; Refused(413) past `limit` decoded bytes
+    (at once when Content-Length already says so), Refused(400) for bad base64."""
+    if declared_length is not None:
+        # base64 is 4/3 longer, plus line breaks: only a body that cannot fit is refused unread.
+        most = limit * 4 // 3 + limit // 40 + 64 if base64_encoded else limit
+        if declared_length > most:
+            raise too_large(limit)
+    fd, path = tempfile.mkstemp(prefix="api-", suffix=".spool", dir=directory or None)  # mode 0600
+    digest, size = hashlib.sha256(), 0
+    decoder = _Base64() if base64_encoded else None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            async for chunk in chunks:
+                data = decoder.feed(chunk) if decoder else chunk
+                size += len(data)
+                if size > limit:
+                    raise too_large(limit)
+                digest.update(data)
+                fh.write(data)
+            if decoder:
+                decoder.close()
+    except BaseException:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        raise
+    return Spooled(path, size, digest.hexdigest())
