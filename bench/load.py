@@ -2,6 +2,8 @@
 
     python -m bench.load --port P --kind small --sessions 20 --duration 10 --warmup 1
     python -m bench.load --port P --kind large --pdf-size 26214400 --once
+    python -m bench.load --port P --kind upload --pdf-size 26214400 --once --path /api/v1/upload/attachment \
+        --api-key KEY
 
 Throughput mode: N concurrent sessions, each sending messages back to back in one
 connection (MAIL, RCPT, DATA, ... then QUIT). A message's latency is MAIL sent -> final
@@ -9,6 +11,10 @@ reply to the data. Messages started during the warm-up are not counted; no messa
 started after warm-up + duration; the measured window ends with the last reply.
 Once mode: one connection, one message; the time runs from the connect() call (the
 client's first byte) to the final reply.
+Upload (--kind upload, always once): one HTTP/1.1 POST with http.client of a PDF of
+--pdf-size bytes as the raw body (Content-Length, `X-Filename: big.pdf`, `Authorization:
+Bearer KEY` with --api-key); the time runs from connect() to the last byte of the response.
+Any status but 200 is "unexpected"; the response's JSON is in the output ("response").
 
 Prints one JSON object on stdout. Every reply code is counted per step; any code other
 than the expected one (220, 250, 250, 250, 354, 250, 221) is "unexpected", and so is every
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import http.client
 import json
 import math
 import resource
@@ -256,6 +263,56 @@ async def once(host: str, port: int, kind: str, pdf_size: int, timeout: float) -
     return result
 
 
+def upload(host: str, port: int, path: str, pdf_size: int, api_key: str | None, filename: str,
+           timeout: float) -> dict:
+    """One POST of a PDF of `pdf_size` bytes; the body is built before the clock starts."""
+    body = messages.samples.big_pdf(pdf_size)
+    result: dict = {"mode": "once", "kind": "upload", "client": "http.client", "message_bytes": [len(body)],
+                    "pdf_bytes": pdf_size, "path": path}
+    errors: collections.Counter = collections.Counter()
+    replies: dict[str, dict[str, int]] = {}
+    unexpected = 0
+    cpu0 = _cpu()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        t0 = time.perf_counter()
+        conn.connect()
+        conn.putrequest("POST", path, skip_accept_encoding=True)
+        if api_key:
+            conn.putheader("Authorization", f"Bearer {api_key}")
+        conn.putheader("X-Filename", filename)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        t_body = time.perf_counter()
+        conn.send(body)
+        t_sent = time.perf_counter()
+        resp = conn.getresponse()
+        raw = resp.read()
+        t1 = time.perf_counter()
+        replies["POST"] = {str(resp.status): 1}
+        ok = resp.status == 200
+        if not ok:
+            unexpected += 1
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = {"unparsed": raw[:500].decode(errors="replace")}
+        result.update({"status": resp.status, "response": answer, "time_s": t1 - t0, "upload_s": t_sent - t_body,
+                       "after_upload_s": t1 - t_sent, "messages_ok": int(ok),
+                       "throughput": (1 / (t1 - t0)) if ok else 0.0,
+                       "mb_per_s": len(body) / (t1 - t0) / 1e6 if ok else 0.0,
+                       "latency_ms": percentiles([t1 - t0] if ok else [])})
+    except (OSError, http.client.HTTPException) as exc:
+        errors[type(exc).__name__] += 1
+        unexpected += 1
+        result.update({"time_s": None, "messages_ok": 0, "throughput": 0.0, "latency_ms": percentiles([]),
+                       "error": f"{type(exc).__name__}: {exc}"[:300]})
+    finally:
+        conn.close()
+    result.update({"replies": replies, "errors": dict(errors), "unexpected": unexpected, "client_cpu_s": _cpu() - cpu0})
+    return result
+
+
 def _replies(st: Stats) -> dict[str, dict[str, int]]:
     return {step: {str(k): v for k, v in sorted(c.items())} for step, c in st.replies.items() if c}
 
@@ -264,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.load")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--kind", choices=["small", "mix", "large"], default="small")
+    ap.add_argument("--kind", choices=["small", "mix", "large", "upload"], default="small",
+                    help="upload: one HTTP POST of a PDF (--path, --api-key; always once)")
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=1.0)
@@ -272,8 +330,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pdf-size", type=int, default=25 * 1024 * 1024)
     ap.add_argument("--timeout", type=float, default=120.0, help="per message")
     ap.add_argument("--raw", action="store_true", help="include every latency (ms) in the output")
+    ap.add_argument("--path", default="/api/v1/upload/attachment", help="upload: the URL path")
+    ap.add_argument("--api-key", help="upload: sent as Authorization: Bearer KEY")
+    ap.add_argument("--filename", default="big.pdf", help="upload: the X-Filename header")
     args = ap.parse_args(argv)
-    if args.once:
+    if args.kind == "upload":
+        res = upload(args.host, args.port, args.path, args.pdf_size, args.api_key, args.filename, args.timeout)
+    elif args.once:
         res = asyncio.run(once(args.host, args.port, args.kind, args.pdf_size, args.timeout))
     else:
         res = asyncio.run(throughput(args.host, args.port, args.kind, args.sessions, args.duration, args.warmup,

@@ -2,7 +2,7 @@
 load against each, a table on stdout and the results as JSON.
 
     python -m bench                # full run (about 3 minutes)
-    python -m bench --quick        # every scenario about 1 s, the large message about 4 MB
+    python -m bench --quick        # every scenario about 1 s, the large message/upload about 3-4 MB
     python -m bench --show FILE    # print the table of an earlier results file
 
 See bench/README.md for what is measured and how.
@@ -37,6 +37,9 @@ SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true"}
 MB = 1_000_000
+# The proxy's API key in (f): any 24+ characters (links.api_keys); the upload's URL path.
+API_KEY = "bench-api-key-0123456789abcdef"
+UPLOAD_PATH = "/api/v1/upload/attachment"
 
 
 class BenchTimeout(Exception):
@@ -68,10 +71,13 @@ def workers_supported() -> tuple[bool, str]:
 # --- candidates ------------------------------------------------------------------
 
 class Candidate:
-    """A running server under test: its process, its port and what to check afterwards."""
+    """A running server under test: its process, its port and what to check afterwards.
+    `http_port`: where it takes HTTP uploads (the proxy's link server, the aiohttp discard server)."""
 
-    def __init__(self, name: str, child: Child, port: int, store: Path | None = None, bucket: str | None = None):
+    def __init__(self, name: str, child: Child, port: int, store: Path | None = None, bucket: str | None = None,
+                 http_port: int | None = None):
         self.name, self.child, self.port, self.store, self.bucket = name, child, port, store, bucket
+        self.http_port = http_port
 
     def log_errors(self) -> int:
         if self.child.log_path is None or not self.child.log_path.exists():
@@ -135,9 +141,13 @@ class Bench:
 
     # candidates ---------------------------------------------------------------------
     def start(self, name: str, *, log_level: str = "warning", backend: str = "local", workers: int | None = None,
-              offload_over: int | None = None) -> Candidate:
+              offload_over: int | None = None, api: bool = False) -> Candidate:
         self._n += 1
         port = free_port()
+        if name == "http-discard":
+            child = self.children.start(name, [PY, "-m", "bench.servers", "http-discard", "--listen",
+                                               f"127.0.0.1:{port}"], port=port)
+            return Candidate(name, child, port, http_port=port)
         if name == "discard":
             child = self.children.start(name, [PY, "-m", "bench.servers", "discard", "--listen", f"127.0.0.1:{port}"],
                                         port=port)
@@ -166,6 +176,12 @@ class Bench:
                       "secret_file": str(d / "link-secret")},
             "log": {"format": "json", "level": log_level},
         }
+        if api:
+            # A synchronous 200 for the whole body (not a 202 job): max_sync_bytes above its size.
+            sections["links"]["api_keys"] = [API_KEY]
+            (d / "spool").mkdir()
+            sections["api"] = {"max_sync_bytes": 100 * 1024 * 1024, "max_bytes": 200 * 1024 * 1024,
+                               "sync_deadline_seconds": 600, "spool_dir": str(d / "spool")}
         bucket = None
         env = {}
         if backend == "s3":
@@ -182,7 +198,7 @@ class Bench:
             time.sleep(0.05)  # every worker forked (each binds its own SO_REUSEPORT socket)
         if workers and workers > 1:
             time.sleep(0.5)
-        return Candidate(name, child, port, store=d / "store", bucket=bucket)
+        return Candidate(name, child, port, store=d / "store", bucket=bucket, http_port=links)
 
     def stop(self, cand: Candidate) -> None:
         self.children.stop(cand.child)
@@ -199,6 +215,13 @@ class Bench:
             return {"error": f"load generator exited {out.returncode}: {out.stderr.strip()[-500:]}",
                     "throughput": 0.0, "unexpected": 1}
         return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def upload(self, cand: Candidate, pdf_size: int, timeout: float) -> dict:
+        """One HTTP POST of a `pdf_size`-byte PDF to the candidate's HTTP port (bench.load --kind upload)."""
+        assert cand.http_port is not None, cand.name
+        return self.load(cand.http_port, "--kind", "upload", "--once", "--pdf-size", str(pdf_size),
+                         "--path", UPLOAD_PATH, "--api-key", API_KEY, "--filename", "big.pdf",
+                         "--timeout", "300", timeout=timeout)
 
     def smtp_source(self, port: int, duration: float, warmup: float) -> dict:
         """Postfix's smtp-source against `port` for warm-up + duration; its running counter gives the rate."""
@@ -303,15 +326,16 @@ class Bench:
             for cand in cands.values():
                 self.stop(cand)
 
-    def once(self, specs: dict[str, dict]) -> dict[str, dict]:
-        """The large message: `large_runs` rounds; in each, every candidate of `specs` in turn
-        on a fresh process (one small warm-up message first). Returns {label: result}."""
+    def once(self, specs: dict[str, dict], client: str = "smtp") -> dict[str, dict]:
+        """The large message (client "smtp") or the large HTTP upload (client "http"): `large_runs`
+        rounds; in each, every candidate of `specs` in turn on a fresh process (one small warm-up
+        message or upload first). Returns {label: result}."""
         o = self.o
         runs: dict[str, list[dict]] = {k: [] for k in specs}
         for i in range(o.large_runs):
             order = list(specs) if i % 2 == 0 else list(reversed(specs))
             for lbl in order:
-                res = self.once_run(lbl, specs[lbl])
+                res = self.once_run(lbl, specs[lbl], client)
                 runs[lbl].append(res)
                 t = res.get("time_s")
                 print(f"  {lbl:<22} run {i + 1}: " + (f"{t:7.3f} s" if t is not None else "failed")
@@ -320,16 +344,25 @@ class Bench:
                       + (f"  ERROR {res['error'][:200]}" if res.get("error") else ""), flush=True)
         return {lbl: merge_runs(r, proxy=specs[lbl]["name"] == "proxy") for lbl, r in runs.items()}
 
-    def once_run(self, lbl: str, kw: dict) -> dict:
+    def once_run(self, lbl: str, kw: dict, client: str = "smtp") -> dict:
         o = self.o
+        http = client == "http"
         cand = self.start(**kw)
         try:
-            warm = self.load(cand.port, "--kind", "small", "--once", timeout=60)
+            if http:
+                warm = self.upload(cand, 4096, timeout=60)
+            else:
+                warm = self.load(cand.port, "--kind", "small", "--once", timeout=60)
             time.sleep(0.3)
             before = self.stored(cand)
+            cpu0 = cpu_seconds(cand.child.pid)
             with CpuWatch(self.children) as machine, RssSampler(cand.child.pid) as rss:
-                res = self.load(cand.port, "--kind", "large", "--once", "--pdf-size", str(o.pdf_size),
-                                "--timeout", "300", timeout=400)
+                if http:
+                    res = self.upload(cand, o.pdf_size, timeout=400)
+                else:
+                    res = self.load(cand.port, "--kind", "large", "--once", "--pdf-size", str(o.pdf_size),
+                                    "--timeout", "300", timeout=400)
+            res["server_cpu_s"] = cpu_seconds(cand.child.pid) - cpu0
             res["rss"] = rss.result()
             res["other_cpu_pct"] = machine.other_pct
             res["warmup_unexpected"] = warm.get("unexpected", 1)
@@ -337,6 +370,8 @@ class Bench:
             if kw["name"] == "proxy":
                 res["offloaded"] = self.stored(cand) > before
                 res["log_errors"] = cand.log_errors()
+            if http:
+                self.check_upload(kw["name"], res)
             if not cand.child.alive():
                 res["unexpected"] += 1
                 res["error"] = f"{lbl} died: {cand.child.log_tail(500)}"
@@ -345,6 +380,27 @@ class Bench:
             self.stop(cand)
             if cand.bucket:
                 self.empty_bucket(cand.bucket)
+
+    @staticmethod
+    def check_upload(name: str, res: dict) -> None:
+        """(f): the answer must say what the server did with the whole body, else "unexpected"."""
+        if res.get("status") != 200:
+            return  # already counted by the client
+        size = res.get("message_bytes", [0])[0]
+        answer = res.get("response") or {}
+        problems = []
+        if name == "proxy":
+            if answer.get("verdict") != "accepted":
+                problems.append(f"verdict {answer.get('verdict')!r}, not 'accepted'")
+            if answer.get("fileSize") != size:
+                problems.append(f"fileSize {answer.get('fileSize')!r}, sent {size}")
+            if not res.get("offloaded"):
+                problems.append("no file of that size in the store")
+        elif answer.get("bytes") != size:
+            problems.append(f"read {answer.get('bytes')!r} bytes, sent {size}")
+        if problems:
+            res["unexpected"] = res.get("unexpected", 0) + len(problems)
+            res["error"] = "; ".join(problems)
 
     def stored(self, cand: Candidate) -> int:
         """How many stored objects at least half the PDF's size (proof that the file was offloaded)."""
@@ -412,6 +468,7 @@ def merge_runs(runs: list[dict], proxy: bool) -> dict:
         "runs": runs, "time_s": med, "times_s": times, "message_bytes": size,
         "throughput": (1 / med) if med else 0.0, "mb_per_s": size / med / MB if med else 0.0,
         "upload_s": _median([r.get("upload_s") for r in runs]),
+        "server_cpu_s": _median([r.get("server_cpu_s") for r in runs]),
         "after_upload_s": _median([r.get("after_upload_s") for r in runs]),
         "peak_above_idle_bytes": peak, "idle_bytes": _median([r.get("rss", {}).get("idle_bytes") for r in runs]),
         "rss_over_size": peak / size if size else None,
@@ -493,6 +550,14 @@ def run(opts: argparse.Namespace) -> dict:
                 specs["passthrough"] = {"name": "passthrough"}
             S["d"] = {"title": d_title, "mode": "once", "candidates": bench.once(specs)}
 
+        f_title = (f"one {big} upload, POST {UPLOAD_PATH} on the link server (sync 200, local store) vs a bare "
+                   f"aiohttp handler that discards the body; median of {opts.large_runs} (runs interleaved)")
+
+        def f():
+            print(f"(f) {f_title}", flush=True)
+            specs = {"aiohttp discard": {"name": "http-discard"}, "proxy (API)": {"name": "proxy", "api": True}}
+            S["f"] = {"title": f_title, "mode": "once", "client": "http", "candidates": bench.once(specs, "http")}
+
         def e():
             ok, why = workers_supported()
             if not ok:
@@ -505,7 +570,7 @@ def run(opts: argparse.Namespace) -> dict:
             S["e"] = {"title": f"{small_title}{rounds}: server.workers 1 vs 2", "mode": "throughput",
                       "candidates": bench.throughput(specs, "small")}
 
-        for key, fn in (("a", a), ("b", b), ("c", c), ("d", d), ("e", e)):
+        for key, fn in (("a", a), ("b", b), ("c", c), ("d", d), ("e", e), ("f", f)):
             if key not in scen:
                 continue
             try:
@@ -521,7 +586,8 @@ def run(opts: argparse.Namespace) -> dict:
             "seconds": round(time.monotonic() - t_start, 1),
             "quick": opts.quick,
             "receiver": bench.receiver,
-            "client": "smtp-source (scenario a, e)" if opts.client == "smtp-source" else "bench.load (asyncio)",
+            "client": ("smtp-source (scenario a, e)" if opts.client == "smtp-source" else "bench.load (asyncio)")
+                      + ("; (f) http.client" if "f" in scen else ""),
             "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
                      "machine": platform.machine()},
             "options": {k: v for k, v in vars(opts).items() if k not in ("show",)},
@@ -594,6 +660,15 @@ def checks(S: dict) -> list[dict]:
                         "target": ">= 1.7", "result": "SKIP", "per_round": []})
         else:
             tp("e", "proxy (workers=2)", "proxy (workers=1)", 1.7, ">=")
+    if "f" in S:
+        api, peer = cand("f", "proxy (API)"), cand("f", "aiohttp discard")
+        runs = api.get("runs", [])
+        size = api.get("message_bytes")
+        add("(f) api upload time / aiohttp discard time", _ratio(api.get("time_s"), peer.get("time_s")),
+            per_round=[r for r in (_ratio(p, q) for p, q in zip(api.get("times_s", []), peer.get("times_s", [])))
+                       if r is not None])
+        add("(f) api upload peak RSS above idle / body size", api.get("rss_over_size"),
+            per_round=[r.get("rss", {}).get("peak_above_idle_bytes", 0) / size for r in runs if size])
     return out
 
 
@@ -632,15 +707,18 @@ def render(results: dict) -> str:
                     + (f"  ERROR: {r['error'][:120]}" if r.get("error") else ""))
         else:
             lines.append(f"    {'candidate':<22}{'time s':>9}{'upload s':>10}{'after s':>9}{'MB/s':>8}"
-                         f"{'RSS+ MB':>9}{'idle MB':>9}{'RSS+/size':>10}{'offloaded':>10}{'ok':>5}{'unexp':>7}{'other%':>8}")
+                         f"{'RSS+ MB':>9}{'idle MB':>9}{'RSS+/size':>10}{'CPU s':>7}{'offloaded':>10}{'ok':>5}"
+                         f"{'unexp':>7}{'other%':>8}")
             for name, r in cands.items():
                 off = r.get("offloaded")
                 lines.append(
                     f"    {name:<22}{_f(r.get('time_s'), '9.3f'):>9}{_f(r.get('upload_s'), '10.3f'):>10}"
                     f"{_f(r.get('after_upload_s'), '9.3f'):>9}{_f(r.get('mb_per_s'), '8.1f'):>8}"
                     f"{r.get('peak_above_idle_bytes', 0) / MB:>9.1f}{_f((r.get('idle_bytes') or 0) / MB, '9.1f'):>9}"
-                    f"{_f(r.get('rss_over_size'), '10.2f'):>10}{'-' if off is None else ('yes' if off else 'NO'):>10}"
-                    f"{r.get('messages_ok', 0):>5}{r.get('unexpected', '?'):>7}{_f(r.get('other_cpu_pct'), '8.0f'):>8}")
+                    f"{_f(r.get('rss_over_size'), '10.2f'):>10}{_f(r.get('server_cpu_s'), '7.2f'):>7}"
+                    f"{'-' if off is None else ('yes' if off else 'NO'):>10}"
+                    f"{r.get('messages_ok', 0):>5}{r.get('unexpected', '?'):>7}{_f(r.get('other_cpu_pct'), '8.0f'):>8}"
+                    + next((f"  ERROR: {x['error'][:120]}" for x in r.get("runs", []) if x.get("error")), ""))
         lines.append("")
     lines.append(f"    {'check':<56}{'value':>7}{'target':>10}  {'result':<7}per round (run)")
     for c in results.get("checks", []):
@@ -657,6 +735,8 @@ def render(results: dict) -> str:
     lines.append("")
     lines.append("msgs/s: answered 250 in the measured window; latency: MAIL sent -> final reply; RSS+: peak RSS "
                  "above idle (max over runs); time: connect -> final reply (median); after s: last byte sent -> reply;\n"
+                 "(f): time: connect -> last byte of the HTTP response, RSS+/size: over the body size; "
+                 "CPU s: the candidate's CPU for the large message/upload (median);\n"
                  "CPU ms/msg: the candidate's CPU per message; other%: CPU used by processes outside the bench.")
     return "\n".join(lines)
 
@@ -665,17 +745,20 @@ def render(results: dict) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description="smtp-offload benchmark (see bench/README.md)")
-    ap.add_argument("--quick", action="store_true", help="about 1 s per scenario, a ~4 MB large message")
+    ap.add_argument("--quick", action="store_true", help="about 1 s per scenario, a ~4 MB large message "
+                    "and a 2.9 MB upload")
     ap.add_argument("--json", metavar="PATH", help="results file (default bench/results/<date>.json)")
     ap.add_argument("--duration", type=float, help="seconds measured per throughput scenario (10; quick 1)")
     ap.add_argument("--warmup", type=float, help="seconds of load before measuring (1; quick 0.3)")
     ap.add_argument("--sessions", type=int, default=20, help="concurrent sessions (20)")
     ap.add_argument("--rounds", type=int, help="throughput scenarios: the duration is split into this many "
                     "slices per candidate, interleaved between candidates (5; quick 1)")
-    ap.add_argument("--large-runs", type=int, help="runs of the large message; the median is reported (3; quick 1)")
-    ap.add_argument("--pdf-size", type=int, help="large PDF bytes (26214400 -> 36 MB message; quick 2.9 MB)")
+    ap.add_argument("--large-runs", type=int, help="runs of the large message and of the upload; the median is "
+                    "reported (3; quick 1)")
+    ap.add_argument("--pdf-size", type=int, help="large PDF bytes (26214400 -> 36 MB message, 25 MiB upload; "
+                    "quick 2.9 MB)")
     ap.add_argument("--offload-over", type=int, help="proxy policy.offload_over_bytes (10485760; quick 1 MB)")
-    ap.add_argument("--scenarios", default="abcde", help="which of a b c d e to run (abcde)")
+    ap.add_argument("--scenarios", default="abcdef", help="which of a b c d e f to run (abcdef)")
     ap.add_argument("--receiver", choices=["auto", "smtp-sink", "aiosmtpd"], default="auto")
     ap.add_argument("--client", choices=["bench", "smtp-source"], default="bench",
                     help="load generator for (a)/(e): ours (default) or Postfix's smtp-source (no latencies)")
@@ -693,7 +776,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     o.pdf_size = o.pdf_size if o.pdf_size is not None else (2_900_000 if q else 25 * 1024 * 1024)
     o.offload_over = o.offload_over if o.offload_over is not None else (1024 * 1024 if q else 10 * 1024 * 1024)
     o.max_seconds = o.max_seconds if o.max_seconds is not None else (170.0 if q else 900.0)
-    o.scenarios = [c for c in o.scenarios.lower() if c in "abcde"]
+    o.scenarios = [c for c in o.scenarios.lower() if c in "abcdef"]
     return o
 
 

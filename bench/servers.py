@@ -1,13 +1,17 @@
-"""The bench's own SMTP servers, each meant to run as its own process.
+"""The bench's own servers (SMTP, and one HTTP), each meant to run as its own process.
 
-    python -m bench.servers discard     --listen 127.0.0.1:PORT
-    python -m bench.servers sink        --listen 127.0.0.1:PORT       (receiver when smtp-sink is missing)
-    python -m bench.servers passthrough --listen 127.0.0.1:PORT --downstream 127.0.0.1:PORT
+    python -m bench.servers discard      --listen 127.0.0.1:PORT
+    python -m bench.servers sink         --listen 127.0.0.1:PORT       (receiver when smtp-sink is missing)
+    python -m bench.servers passthrough  --listen 127.0.0.1:PORT --downstream 127.0.0.1:PORT
+    python -m bench.servers http-discard --listen 127.0.0.1:PORT
 
 discard/sink: aiosmtpd that accepts every message and throws it away (the best an
 aiosmtpd-based proxy can do). passthrough: aiosmtpd -> aiosmtplib with no parsing at
 all; every message opens a NEW downstream connection, sends `envelope.original_content`
 with the envelope's sender and recipients and returns the downstream's own reply.
+http-discard: a bare aiohttp server whose every POST reads the body in 256 KiB chunks,
+drops them and answers 200 {"ok": true, "bytes": N} (the best an aiohttp-based upload
+API can do; the peer of the proxy's POST /api/v1/upload/attachment).
 """
 
 from __future__ import annotations
@@ -75,12 +79,40 @@ async def serve(handler, listen: str) -> None:
         await stop.wait()
 
 
+async def serve_http_discard(listen: str) -> None:
+    from aiohttp import web  # here, so that the SMTP servers' idle RSS does not carry aiohttp
+
+    async def discard(request: web.Request) -> web.Response:
+        n = 0
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            n += len(chunk)
+        return web.json_response({"ok": True, "bytes": n})
+
+    host, port = _hostport(listen)
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", discard)
+    runner = web.AppRunner(app, access_log=None)  # as the proxy's link server: no access log
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True, backlog=1024).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.servers")
-    ap.add_argument("kind", choices=["discard", "sink", "passthrough"])
+    ap.add_argument("kind", choices=["discard", "sink", "passthrough", "http-discard"])
     ap.add_argument("--listen", required=True)
     ap.add_argument("--downstream", help="host:port (passthrough)")
     args = ap.parse_args(argv)
+    if args.kind == "http-discard":
+        asyncio.run(serve_http_discard(args.listen))
+        return
     if args.kind == "passthrough":
         if not args.downstream:
             ap.error("passthrough needs --downstream")

@@ -69,6 +69,13 @@ def configure(fmt: str = "json", level: str = "info") -> None:
 _ALREADY_LOGGED = ("invalid PROXY handshake", "PROXY error")
 
 
+try:
+    from aiohttp.http_exceptions import BadHttpMessage as _BadHttpMessage
+except ImportError:  # pragma: no cover - aiohttp is a dependency
+    class _BadHttpMessage(Exception):  # type: ignore[no-redef]
+        pass
+
+
 class StdlibToStructlog(logging.Handler):
     """Warnings and errors of libraries that log through the standard library (aiosmtpd,
     asyncio) as our own JSON events: `library_log` with `logger` and `message`. Their text can
@@ -81,9 +88,14 @@ class StdlibToStructlog(logging.Handler):
             if record.name.startswith("mail.") and any(m in message for m in _ALREADY_LOGGED):
                 return
             fields = {"logger": record.name, "message": _escape(message)}
-            if record.exc_info:
-                fields["exc_info"] = record.exc_info
             method = {"CRITICAL": "critical", "ERROR": "error"}.get(record.levelname, "warning")
+            exc = record.exc_info[1] if record.exc_info else None
+            if isinstance(exc, _BadHttpMessage):
+                # A client's malformed HTTP request (NUL in a header, a broken request line) is
+                # answered 400 by aiohttp: the client's problem, noted without a traceback.
+                method, fields["reason"] = "info", _escape(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            elif record.exc_info:
+                fields["exc_info"] = record.exc_info
             getattr(structlog.get_logger(record.name), method)("library_log", **fields)
         except Exception:  # logging must never raise into the code that logs
             self.handleError(record)

@@ -251,16 +251,18 @@ def test_malformed_requests_get_a_readable_400(api, headers, body, fragment):
     assert objects(api.store) == []
 
 
-def test_raw_non_utf8_filename_bytes_are_refused(api):
-    conn = http.client.HTTPConnection("127.0.0.1", api.links_port, timeout=30)
-    conn.putrequest("POST", "/api/v1/upload/attachment")
-    conn.putheader("Authorization", f"Bearer {KEY}")
-    conn.putheader("X-Filename", b"r\xe9sum\xe9.pdf")  # Latin-1, not UTF-8
-    conn.putheader("Content-Length", "3")
-    conn.endheaders(b"abc")
-    resp = conn.getresponse()
-    out = json.loads(resp.read())
-    assert resp.status == 400 and "UTF-8" in out["message"]
+def test_raw_filename_bytes_in_utf8_or_latin1(api):
+    for raw in ("résumé.pdf".encode("utf-8"), "résumé.pdf".encode("latin-1")):
+        conn = http.client.HTTPConnection("127.0.0.1", api.links_port, timeout=30)
+        conn.putrequest("POST", "/api/v1/upload/attachment")
+        conn.putheader("Authorization", f"Bearer {KEY}")
+        conn.putheader("X-Filename", raw)
+        conn.putheader("Content-Length", str(len(files.pdf())))
+        conn.endheaders(files.pdf())
+        resp = conn.getresponse()
+        out = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200 and out["fileName"] == "résumé.pdf", out
 
 
 def test_inspect_judges_and_stores_nothing(api):

@@ -617,3 +617,9 @@ async def test_the_resolver_honours_the_allow_list():
     assert await SafeResolver(("FILES.internal",), FakeDNS("10.0.0.5", "192.168.0.1")).resolve("files.internal", 443)
     with pytest.raises(OSError):
         await SafeResolver(("10.0.0.0/8",), FakeDNS("10.0.0.5", "192.168.0.1")).resolve("files.internal", 443)
+
+
+async def test_a_host_name_that_does_not_resolve_is_the_callers_to_fix():
+    # The sandbox resolves no public names: a DNS failure is what any outside name gets here.
+    err = await failing("https://no-such-host.invalid/file.pdf", FetchPolicy(timeout=20))
+    assert (err.status, err.error) == (422, "url_unreachable") and "no-such-host.invalid" in err.message

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from smtp_offload.harness import files
 from smtp_offload.harness.mime import attachment, message, multipart, text
-from tests.support.api import KEY, call, poll, upload
+from tests.support.api import KEY, poll, upload
 from tests.support.http import get
 
 SECRET = "shared-link-secret-for-both-instances-0123456789"

@@ -18,7 +18,7 @@ def test_bench_quick(tmp_path):
     assert out.exists(), f"no results (exit {proc.returncode})\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     results = json.loads(out.read_text())
     scenarios = results["scenarios"]
-    assert set(scenarios) == set("abcde"), scenarios.keys()
+    assert set(scenarios) == set("abcdef"), scenarios.keys()
     for key, scenario in scenarios.items():
         assert "error" not in scenario, (key, scenario["error"])
         if scenario.get("skipped"):
@@ -33,4 +33,10 @@ def test_bench_quick(tmp_path):
             for name, r in scenario["candidates"].items():
                 if name.startswith("proxy"):
                     assert r["offloaded"], (key, name)
+    # (f): the API answered the upload synchronously, accepted, and the peer read every byte.
+    sent = [r["message_bytes"][0] for r in scenarios["f"]["candidates"]["proxy (API)"]["runs"]]
+    for r in scenarios["f"]["candidates"]["proxy (API)"]["runs"]:
+        assert r["status"] == 200 and r["response"]["verdict"] == "accepted", r.get("response")
+    for r, size in zip(scenarios["f"]["candidates"]["aiohttp discard"]["runs"], sent):
+        assert r["status"] == 200 and r["response"]["bytes"] == size, r.get("response")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -290,8 +290,9 @@ def _client_error(exc: aiohttp.ClientError, host: str, policy: FetchPolicy) -> F
     elif isinstance(exc, aiohttp.ClientSSLError):
         reason = f"the TLS handshake with {host} failed (is it an https server?)"
     elif isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return _fetch_failed(f"the file could not be fetched: the host name {host} could not be resolved; "
-                             "check the link")
+        # The link names no host that exists: the caller's input to fix, not our gateway failing.
+        return FetchError(422, "url_unreachable", f"the file could not be fetched: the host name {host} "
+                                                  "could not be resolved; check the link")
     elif isinstance(exc, aiohttp.ClientConnectorError):
         what = "refused the connection" if isinstance(exc.os_error, ConnectionRefusedError) else "could not be reached"
         reason = f"{host} {what}"

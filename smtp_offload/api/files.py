@@ -89,12 +89,18 @@ def filename_of(request: web.Request, required: bool = True) -> str | None:
         if required:
             raise _bad("the X-Filename header is required (the file's name, UTF-8 or percent-encoded)")
         return None
+    raw_bytes = raw.encode("utf-8", "surrogateescape")  # aiohttp decodes header bytes this way
     try:
-        name = raw.encode("utf-8", "surrogateescape").decode("utf-8")
-        if "%" in name:
-            name = urllib.parse.unquote(name, errors="strict")
+        name = raw_bytes.decode("utf-8")
     except UnicodeError:
-        raise _bad("X-Filename must be UTF-8 (or percent-encoded UTF-8)") from None
+        # Not UTF-8: many HTTP clients send a header's non-ASCII characters as ISO-8859-1, the
+        # header charset HTTP/1.1 long defined. Read it so rather than refuse the customer's file.
+        name = raw_bytes.decode("latin-1")
+    if "%" in name:
+        try:
+            name = urllib.parse.unquote(name, errors="strict")
+        except UnicodeError:
+            raise _bad("X-Filename must be UTF-8 (or percent-encoded UTF-8)") from None
     name = name.strip()
     if not name or len(name) > MAX_FILENAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise _bad(f"X-Filename must be 1 to {MAX_FILENAME} characters without control characters")
@@ -392,11 +398,11 @@ class FilesApi:
 
     # -- inspect ----------------------------------------------------------------------------
     async def inspect(self, request: web.Request, key, audit: dict[str, Any]) -> Answer:
-        filename = filename_of(request, required=False)
-        is_json = request.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json"
-        if filename is None and is_json:
+        # JSON asks for a fetch; a JSON file to inspect comes as application/octet-stream.
+        if request.headers.get("Content-Type", "").split(";")[0].strip().lower() == "application/json":
             spooled, filename, declared = await self._fetched(request, audit)
         else:
+            filename = filename_of(request, required=False)
             if filename is None:
                 raise _bad("the X-Filename header is required (or send JSON {\"url\", \"fileName\"})")
             declared = declared_type_of(request)
