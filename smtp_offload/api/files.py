@@ -63,15 +63,12 @@ class Answer:
     after: Callable[[], None] | None = None  # run once the response is sent
 
 
-@dataclass(frozen=True)
-class Upload:
-    """One file to judge and store, as a job records it."""
+@dataclass
+class _Beat:
+    """A running job's heartbeat and its end, ordered by one lock."""
 
-    filename: str
-    declared_type: str | None
-    customer: str | None
-    size: int
-    sha256: str
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    done: bool = False
 
 
 def storage_down() -> Refused:
@@ -142,7 +139,7 @@ def base64_body(request: web.Request) -> bool:
 
 def idempotency_key_of(request: web.Request) -> str | None:
     value = request.headers.get("Idempotency-Key")
-    if value is None:
+    if value is None or value == "":  # a flow template's unset variable sends it empty: none given
         return None
     if not 0 < len(value) <= 255 or not all(33 <= ord(c) < 127 for c in value):
         raise _bad("Idempotency-Key must be 1 to 255 visible ASCII characters")
@@ -232,9 +229,8 @@ class FilesApi:
         audit.update(customer=customer, file=filename)
         spooled = await self._spool(request, encoded)
         try:
-            up = Upload(filename, declared, customer, spooled.size, spooled.sha256)
-            audit.update(sha256=up.sha256, size=up.size)
-            fingerprint = hashlib.sha256(json.dumps([up.sha256, filename, customer, declared]).encode()).hexdigest()
+            audit.update(sha256=spooled.sha256, size=spooled.size)
+            fingerprint = hashlib.sha256(json.dumps([spooled.sha256, filename, customer, declared]).encode()).hexdigest()
             remembered = None
             if idem is not None:
                 remembered = hashlib.sha256(f"{key.id}\0{idem}".encode()).hexdigest()[:64]
@@ -244,21 +240,25 @@ class FilesApi:
                         raise Refused(409, "idempotency_conflict",
                                       "this Idempotency-Key was used for a different request")
                     audit["replayed"] = True
+                    self._audit_result(audit, seen["body"])
                     return Answer(seen["status"], seen["body"], seen["headers"])
             job = Job(id=uuid.uuid4().hex, key_id=key.id, created=time.time(),
                       unique=remembered[:32] if remembered else uuid.uuid4().hex, filename=filename,
-                      declared_type=declared, customer=customer, size=up.size, sha256=up.sha256,
+                      declared_type=declared, customer=customer, size=spooled.size, sha256=spooled.sha256,
                       owner=self.instance, idempotency=remembered)
             data = spooled.read()
         finally:
             spooled.remove()
-        if wants_async(request) or up.size > self.cfg.max_sync_bytes:
+        if job.size == 0:  # known at once: no job to poll for it
+            answer = Answer(400, dict(EMPTY))
+        elif wants_async(request) or job.size > self.cfg.max_sync_bytes:
             return await self._accept(job, data, fingerprint, audit, stop_after=True)
-        work = asyncio.ensure_future(self._process(job, data))
-        done, _ = await asyncio.wait({work}, timeout=self.cfg.sync_deadline_seconds)
-        if not done:  # past the deadline: the work goes on as a job the caller polls
-            return await self._accept(job, data, fingerprint, audit, work=work)
-        answer = work.result()
+        else:
+            work = asyncio.ensure_future(self._process(job, data))
+            done, _ = await asyncio.wait({work}, timeout=self.cfg.sync_deadline_seconds)
+            if not done:  # past the deadline: the work goes on as a job the caller polls
+                return await self._accept(job, data, fingerprint, audit, work=work)
+            answer = work.result()
         self._audit_result(audit, answer.body)
         if remembered and answer.status < 500:
             await self._storage(self.records.remember(remembered, fingerprint, answer.status, answer.body))
@@ -330,28 +330,15 @@ class FilesApi:
         task.add_done_callback(lambda _t: self.running.pop(job.id, None))
 
     async def _finish(self, job: Job, data: bytes | None, work: asyncio.Future | None) -> None:
-        beat = asyncio.ensure_future(self._heartbeat(job))
+        beat = _Beat()
+        beating = asyncio.ensure_future(self._heartbeat(job, beat))
         try:
-            if data is None:
-                try:
-                    data = await self.records.staged(job.id)
-                except KeyError:
-                    data = None
-            if data is None:
-                answer = Answer(500, {"error": "lost", "message": "the job's file was lost; upload it again"})
-            elif work is not None:
-                answer = await work
-            else:
-                answer = await self._process(job, data)
-            if answer.status == 200:
-                status = Status.COMPLETE
-            elif answer.status in (400, 422):
-                status = Status.REJECTED
-            else:
-                status = Status.FAILED
-            beat.cancel()
-            await self.records.save(replace(job, status=status, heartbeat=time.time(), owner=self.instance,
-                                            result=answer.body))
+            answer = await self._outcome(job, data, work)
+            status = {200: Status.COMPLETE, 400: Status.REJECTED, 422: Status.REJECTED}.get(answer.status, Status.FAILED)
+            async with beat.lock:  # a heartbeat already writing finishes first: PENDING never lands after this
+                beat.done = True
+                await self.records.save(replace(job, status=status, heartbeat=time.time(), owner=self.instance,
+                                                result=answer.body))
             self.log.info("api_job", job_id=job.id, status=status.value, key_id=job.key_id, customer=job.customer,
                           file=job.filename, sha256=job.sha256, verdict=answer.body.get("verdict"),
                           storage_key=answer.body.get("s3Key"))
@@ -360,16 +347,37 @@ class FilesApi:
             # The record stays PENDING: when its lease runs out, the next instance asked finishes it.
             self.log.warning("api_job_unfinished", job_id=job.id, error=type(exc).__name__, detail=str(exc)[:200])
         finally:
-            beat.cancel()
+            beat.done = True
+            beating.cancel()
 
-    async def _heartbeat(self, job: Job) -> None:
+    async def _outcome(self, job: Job, data: bytes | None, work: asyncio.Future | None) -> Answer:
+        """The job's answer, whatever happens: a bug becomes FAILED, not a job PENDING forever."""
+        try:
+            if work is not None:
+                return await work
+            if data is None:
+                try:
+                    data = await self.records.staged(job.id)
+                except KeyError:
+                    return Answer(500, {"error": "lost", "message": "the job's file was lost; upload it again"})
+            return await self._process(job, data)
+        except StorageError:
+            raise
+        except Exception as exc:
+            self.log.error("api_internal_error", action="job", job_id=job.id, exc_info=exc)
+            return Answer(500, {"error": "internal", "message": "internal error"})
+
+    async def _heartbeat(self, job: Job, beat: "_Beat") -> None:
         period = self.cfg.job_lease_seconds / 3
         while True:
             await asyncio.sleep(period)
-            try:
-                await self.records.touch(job, self.instance)
-            except StorageError:
-                pass  # the next beat tries again; past the lease another instance may take over
+            async with beat.lock:
+                if beat.done:
+                    return
+                try:
+                    await self.records.touch(job, self.instance)
+                except StorageError:
+                    pass  # the next beat tries again; past the lease another instance may take over
 
     async def job(self, request: web.Request, key, audit: dict[str, Any]) -> Answer:
         job_id = request.match_info["jobId"]
