@@ -236,6 +236,8 @@ class ApiConfig(_Options):
     fetch_timeout_seconds: float = positive(30.0)
     fetch_max_retries: int = 3
     spool_dir: str = ""  # request bodies are spooled here; "" = the system's temporary directory
+    # Bodies judged and stored at once are held in memory: past this total, 503 with Retry-After.
+    max_inflight_bytes: int = positive(512 * 1024 * 1024)
 
 
 @dataclass
@@ -537,6 +539,8 @@ def _validate_api_keys(keys: list[ApiKey]) -> None:
             raise ConfigError(f"{where}.scopes: must name at least one of {', '.join(s.value for s in Scope)}")
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", k.id):
             raise ConfigError(f"{where}.id: letters, digits, '.', '_' and '-' only (1 to 64), got {k.id!r}")
+        if k.customer and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", k.customer):
+            raise ConfigError(f"{where}.customer: 1 to 63 letters, digits, '.', '_' or '-', got {k.customer!r}")
         if k.rate_per_minute < 0:
             raise ConfigError(f"{where}.rate_per_minute: must be 0 (api.rate_per_minute) or more")
         if k.key in seen_keys:
@@ -554,6 +558,8 @@ def _validate_s3(s3: S3StorageConfig) -> None:
         raise ConfigError(f"storage.s3.endpoint_url: must start with http:// or https://, got {s3.endpoint_url!r}")
     if s3.kms_key_id and s3.sse is not Sse.KMS:
         raise ConfigError('storage.s3.kms_key_id: only used with storage.s3.sse = "aws:kms"')
+    if any(p.startswith(".") for p in s3.prefix.strip("/").split("/") if p):
+        raise ConfigError(f"storage.s3.prefix: no segment may start with '.' (those are the store's own), got {s3.prefix!r}")
     if s3.part_size < 5 * 1024 * 1024:
         raise ConfigError("storage.s3.part_size: S3 needs parts of at least 5 MiB (5242880)")
     if s3.multipart_threshold < s3.part_size:

@@ -34,3 +34,9 @@ def when(ts: float | datetime) -> str:
     else:
         moment = datetime.fromtimestamp(ts, timezone.utc)
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def clip(text: object, limit: int = 120) -> str:
+    """A client's value as shown back to people: printable, and at most `limit` characters."""
+    shown = "".join(c if c.isprintable() else "?" for c in str(text))
+    return shown if len(shown) <= limit else shown[:limit] + "…"

@@ -7,6 +7,8 @@ import hashlib
 import http.client
 import json
 import os
+import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -25,8 +27,11 @@ KEYS = [KEY, {"key": INSPECT_ONLY, "id": "inspector", "scopes": ["inspect"]},
 
 
 @pytest.fixture
-def api(make_proxy):
-    p = make_proxy({"links": {"api_keys": KEYS}, "api": {"max_bytes": 2_000_000, "max_sync_bytes": 1_000_000}})
+def api(make_proxy, tmp_path):
+    p = make_proxy({"links": {"api_keys": KEYS}, "api": {"max_bytes": 2_000_000, "max_sync_bytes": 1_000_000,
+                                                           "spool_dir": str(tmp_path / "spool")}})
+    (tmp_path / "spool").mkdir()
+    p.spool = tmp_path / "spool"
     p.base = f"http://127.0.0.1:{p.links_port}"
     return p
 
@@ -157,7 +162,7 @@ def test_over_the_size_limit_is_413(api):
     resp = conn.getresponse()
     assert resp.status == 413 and json.loads(resp.read())["error"] == "too_large"
     conn.close()
-    assert objects(api.store) == [] and not list(Path(api.tmp).glob("**/api-*.spool"))
+    assert objects(api.store) == [] and not list(api.spool.iterdir())
 
 
 def test_idempotency_key_returns_the_same_result_and_stores_once(api):
@@ -346,3 +351,135 @@ def test_inspect_by_url_refuses_private_targets_unless_allowed(api, fileserver):
 def test_inspect_bad_json_gets_a_readable_400(api, payload, fragment):
     status, _h, body = call(api.base, "POST", "/api/v1/inspect", payload, {"Content-Type": "application/json"})
     assert status == 400 and fragment in body["message"], body
+
+
+def test_a_customer_bound_key_reaches_only_its_customers_links(api):
+    mine = call(api.base, "POST", "/api/v1/upload/attachment", files.pdf(), {"X-Filename": "a.pdf"}, key=ACME)[2]
+    theirs = upload(api.base, files.pdf(), "b.pdf", X_CustomerId="globex")[2]
+    refresh = "/api/v1/links/refresh"
+    status, _h, body = call(api.base, "POST", refresh, json.dumps({"key": mine["s3Key"]}).encode(), key=ACME)
+    assert status == 200 and body["key"] == mine["s3Key"]
+    for payload in ({"key": theirs["s3Key"]}, {"token": theirs["downloadUrl"].rsplit("/", 1)[1]}):
+        status, _h, body = call(api.base, "POST", refresh, json.dumps(payload).encode(), key=ACME)
+        assert status == 404, body
+    token = urllib.parse.quote(theirs["downloadUrl"].rsplit("/", 1)[1])
+    assert call(api.base, "GET", f"/api/v1/links/show?token={token}", key=ACME)[0] == 404
+    status, _h, body = call(api.base, "POST", "/api/v1/links/revoke", b'{"token_id": "0123456789abcdef"}', key=ACME)
+    assert status == 403
+    assert call(api.base, "POST", "/api/v1/links/revoke",
+                json.dumps({"token": theirs["downloadUrl"].rsplit("/", 1)[1]}).encode(), key=ACME)[0] == 404
+    assert get(theirs["downloadUrl"])[0] == 200  # untouched
+
+
+def test_concurrent_requests_under_one_idempotency_key_store_one_file(api):
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, b = files.big_pdf(400_000), files.big_pdf(400_100)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda d: upload(api.base, d, "a.pdf", Idempotency_Key="same"), [a, b, a, b]))
+    ok = [r[2] for r in results if r[0] == 200]
+    assert ok and all(r[0] in (200, 409) for r in results), [r[:3:2] for r in results]
+    assert len({o["s3Key"] for o in ok}) == 1 and len({o["sha256"] for o in ok}) == 1
+    [key] = objects(api.store)
+    assert hashlib.sha256((api.store / key).read_bytes()).hexdigest() == ok[0]["sha256"]
+
+
+def test_compressed_bodies_are_refused_and_a_dropped_upload_leaves_nothing(api):
+    import gzip
+    import socket
+
+    status, _h, body = upload(api.base, gzip.compress(files.pdf()), "a.pdf", Content_Encoding="gzip")
+    assert status == 415 and body["error"] == "unsupported_encoding"
+    # A client that goes away half-way through its body.
+    s = socket.create_connection(("127.0.0.1", api.links_port))
+    s.sendall(b"POST /api/v1/upload/attachment HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+              + b"\r\nX-Filename: a.pdf\r\nContent-Length: 1000000\r\n\r\n" + b"%PDF-1.4\n" + b"0" * 100_000)
+    s.close()
+    for _ in range(300):
+        if [e for e in api.events("api") if e["status"] == 499]:
+            break
+        time.sleep(0.05)
+    [event] = [e for e in api.events("api") if e["status"] == 499]
+    assert event["error"] == "client_disconnected"
+    assert not [e for e in api.events() if e.get("level") in ("error", "critical")]
+    assert objects(api.store) == [] and not list(api.spool.iterdir())
+
+
+def test_a_json_body_sent_in_pieces_is_read_whole(make_proxy, fileserver):
+    p = make_proxy({"links": {"api_keys": [KEY]}, "api": {"fetch_allow_hosts": ["127.0.0.1"]}})
+    payload = json.dumps({"url": fileserver.base + "/file/scan.pdf", "fileName": "scan.pdf"}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", p.links_port, timeout=30)
+    conn.putrequest("POST", "/api/v1/inspect")
+    for k, v in {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json",
+                 "Content-Length": str(len(payload))}.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    conn.send(payload[:20])
+    time.sleep(0.3)  # the second piece arrives later: the server must wait for it
+    conn.send(payload[20:])
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    assert resp.status == 200 and body["verdict"] == "accepted", body
+
+
+@pytest.mark.parametrize("payload", [
+    {"url": "https://x.test/a", "z" * 60_000: 1},
+    {"url": "http://" + "a" * 60_000 + ".test/x"},
+    {"url": "https://" + "1" * 5000 + "/x"},
+    {"url": "s" * 60_000 + "://x/y"},
+])
+def test_answers_stay_small_whatever_is_echoed(api, payload):
+    status, _h, body = call(api.base, "POST", "/api/v1/inspect", json.dumps(payload).encode(),
+                            {"Content-Type": "application/json"})
+    assert 400 <= status < 500, body  # call() asserts the size
+
+
+def test_base64_padding_inside_the_body_is_refused_however_it_is_cut(api):
+    for pieces in ([b"aGVsbG8=aGVsbG8="], [b"aGVsbG8=", b"aGVsbG8="]):
+        conn = http.client.HTTPConnection("127.0.0.1", api.links_port, timeout=30)
+        conn.putrequest("POST", "/api/v1/upload/attachment")
+        for k, v in {"Authorization": f"Bearer {KEY}", "X-Filename": "a.txt", "Transfer-Encoding": "chunked",
+                     "Content-Transfer-Encoding": "base64"}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        for piece in pieces:
+            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.1)
+        conn.send(b"0\r\n\r\n")
+        resp = conn.getresponse()
+        assert resp.status == 400 and "base64" in json.loads(resp.read())["message"]
+        conn.close()
+
+
+def test_mime_style_base64_close_to_the_limit_is_accepted(api):
+    pdf = files.big_pdf(1_950_000)
+    assert len(pdf) < 2_000_000
+    status, _h, body = upload(api.base, base64.encodebytes(pdf), "big.pdf", Content_Transfer_Encoding="base64")
+    assert status in (200, 202) and (status == 202 or body["fileSize"] == len(pdf)), body
+
+
+def test_job_polls_have_their_own_rate(api):
+    accepted = [call(api.base, "POST", "/api/v1/upload/attachment", files.pdf(),
+                     {"X-Filename": "a.pdf", "Prefer": "respond-async"}, key=SLOW) for _ in range(4)]
+    assert [a[0] for a in accepted] == [202, 202, 202, 429]
+    job_id = accepted[0][2]["jobId"]
+    assert poll(api.base, job_id, key=SLOW)["status"] == "COMPLETE"  # polling is not starved
+
+
+def test_the_inflight_budget_lets_one_body_through_and_refuses_past_it():
+    from smtp_offload.api.files import FilesApi
+    from smtp_offload.api.keys import Refused
+    from smtp_offload.config import ApiConfig
+
+    api = FilesApi.__new__(FilesApi)  # the budget alone: no store, no server
+    api.cfg, api.inflight = ApiConfig(max_inflight_bytes=1000), 0
+    api._hold(5000)  # one body always goes, however large
+    with pytest.raises(Refused) as refused:
+        api._hold(1)
+    assert refused.value.status == 503 and refused.value.headers["Retry-After"]
+    api._release(5000)
+    api._hold(600)
+    with pytest.raises(Refused):
+        api._hold(401)
+    api._hold(400)
+    assert api.inflight == 1000

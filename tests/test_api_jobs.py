@@ -11,7 +11,7 @@ from pathlib import Path
 
 from smtp_offload.harness import files
 from smtp_offload.harness.mime import attachment, message, multipart, text
-from tests.support.api import KEY, poll, upload
+from tests.support.api import KEY, call, poll, upload
 from tests.support.http import get
 
 SECRET = "shared-link-secret-for-both-instances-0123456789"
@@ -103,3 +103,53 @@ def test_twenty_concurrent_uploads_while_smtp_keeps_flowing(make_proxy, sink):
     assert len({r[2]["s3Key"] for r in results}) == 20
     assert codes == [250] * 6 and len(sink.messages) == 6
     assert all(b"report.pdf" in m.content and len(m.content) < 100_000 for m in sink.messages)  # offloaded
+
+
+def test_records_in_s3_are_never_reachable_through_a_link(make_proxy, s3server):
+    bucket = s3server.new_bucket()
+    p = make_proxy(_s3(s3server, bucket))
+    base = f"http://127.0.0.1:{p.links_port}"
+    assert upload(base, files.pdf(), "a.pdf", Idempotency_Key="k1")[0] == 200
+    status, _h, accepted = upload(base, files.pdf(), "b.pdf", Prefer="respond-async")
+    poll(base, accepted["jobId"])
+    records = [k for k in s3server.keys(bucket) if "/.records/" in k]
+    assert records  # the idempotency record and the job record
+    for key in records + ["smtp-offload/.revoked/x", "smtp-offload/../x", "smtp-offload//x"]:
+        status, _h, body = call(base, "POST", "/api/v1/links/refresh", json.dumps({"key": key}).encode())
+        assert status == 404, (key, body)
+
+
+def test_concurrent_polls_take_a_dead_instances_job_over_once_and_a_late_finish_changes_nothing(make_proxy, s3server):
+    import os
+    import signal
+
+    bucket = s3server.new_bucket()
+    overrides = _s3(s3server, bucket, job_lease_seconds=1.0)
+    a = make_proxy(overrides, env={"SMTP_OFFLOAD_FAILPOINT": "job-accepted"})
+    b = make_proxy(overrides)
+    base_b = f"http://127.0.0.1:{b.links_port}"
+    data = files.big_pdf(200_000)
+    status, _h, accepted = upload(f"http://127.0.0.1:{a.links_port}", data, "scan.pdf", Prefer="respond-async")
+    assert status == 202
+    job_id = accepted["jobId"]
+    for _ in range(600):
+        if _stopped(a.proc.pid):
+            break
+        time.sleep(0.05)
+    assert _stopped(a.proc.pid)  # paused (a long GC, a VM migration), not dead
+    time.sleep(1.5)  # past the lease: A's heartbeat is older than job_lease_seconds
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _i: call(base_b, "GET", f"/api/v1/jobs/{job_id}")[0], range(8)))
+    assert answers == [200] * 8
+    done = poll(base_b, job_id)
+    assert done["status"] == "COMPLETE"
+    assert len([e for e in b.events("api_job_taken_over") if e["job_id"] == job_id]) == 1
+    # A wakes up and finishes too: B's answer stands, and there is still one object.
+    os.kill(a.proc.pid, signal.SIGCONT)
+    for _ in range(600):
+        if a.events("api_job_already_finished") or a.events("api_job"):
+            break
+        time.sleep(0.05)
+    assert [e["job_id"] for e in a.events("api_job_already_finished")] == [job_id] and not a.events("api_job")
+    assert poll(base_b, job_id) == done
+    assert [k for k in s3server.keys(bucket) if "/.records/" not in k] == [done["s3Key"]]

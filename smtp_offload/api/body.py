@@ -46,12 +46,19 @@ class _Base64:
 
     def __init__(self) -> None:
         self.pending = b""
+        self.ended = False  # a quad with "=" padding was the last: nothing may follow it
 
     def feed(self, chunk: bytes) -> bytes:
         data = self.pending + chunk.translate(None, b" \t\r\n")
+        if self.ended and data:
+            raise self._invalid()
         cut = len(data) - len(data) % 4
         self.pending = data[cut:]
-        return self._decode(data[:cut])
+        whole = data[:cut]
+        if b"=" in whole[:-4] or (b"=" in whole and self.pending):
+            raise self._invalid()  # padding inside the data, wherever the chunks were cut
+        self.ended = whole.endswith(b"=")
+        return self._decode(whole)
 
     def close(self) -> bytes:
         if self.pending:
@@ -59,29 +66,36 @@ class _Base64:
         return b""
 
     @staticmethod
-    def _decode(data: bytes) -> bytes:
+    def _invalid() -> Refused:
+        return Refused(400, "bad_request", "the body is not valid base64 (Content-Transfer-Encoding: base64)")
+
+    @classmethod
+    def _decode(cls, data: bytes) -> bytes:
         try:
             return base64.b64decode(data, validate=True)
         except (binascii.Error, ValueError):
-            raise Refused(400, "bad_request", "the body is not valid base64 (Content-Transfer-Encoding: base64)") \
-                from None
+            raise cls._invalid() from None
 
 
 async def spool(chunks: AsyncIterator[bytes], *, limit: int, base64_encoded: bool, directory: str | None,
                 declared_length: int | None = None) -> Spooled:
     """Write the body to a new 0600 file in `directory`; Refused(413) past `limit` decoded bytes
     (at once when Content-Length already says so), Refused(400) for bad base64."""
-    if declared_length is not None:
-        # base64 is 4/3 longer, plus line breaks: only a body that cannot fit is refused unread.
-        most = limit * 4 // 3 + limit // 40 + 64 if base64_encoded else limit
-        if declared_length > most:
-            raise too_large(limit)
+    # base64 is 4/3 longer, plus line breaks (76-character MIME lines, 64-character PEM ones...):
+    # a body that cannot fit even so is refused unread, and no body may run past it (whitespace).
+    most = limit * 3 // 2 + 1024 if base64_encoded else limit
+    if declared_length is not None and declared_length > most:
+        raise too_large(limit)
     fd, path = tempfile.mkstemp(prefix="api-", suffix=".spool", dir=directory or None)  # mode 0600
     digest, size = hashlib.sha256(), 0
     decoder = _Base64() if base64_encoded else None
     try:
         with os.fdopen(fd, "wb") as fh:
+            received = 0
             async for chunk in chunks:
+                received += len(chunk)
+                if received > most:
+                    raise too_large(limit)
                 data = decoder.feed(chunk) if decoder else chunk
                 size += len(data)
                 if size > limit:

@@ -56,11 +56,16 @@ _NUMERIC_LABEL = re.compile(r"(0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
 _ALLOW_HINT = "only public hosts can be fetched, unless api.fetch_allow_hosts lists this one"
 
 
+MAX_MESSAGE = 500
+
+
 class FetchError(Exception):
     """A fetch that failed, as the API answers it: `status` is OUR HTTP status, `error` the
     machine code of the error body, `message` its text for a person."""
 
     def __init__(self, status: int, error: str, message: str):
+        if len(message) > MAX_MESSAGE:  # it may echo a host or scheme of any length: answers stay small
+            message = message[:MAX_MESSAGE] + "…"
         super().__init__(message)
         self.status = status
         self.error = error

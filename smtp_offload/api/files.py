@@ -32,7 +32,8 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientConnectionError, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from ..config import ApiConfig, Scope
 from ..delivery.decide import DecidePolicy, decide_file
@@ -40,6 +41,7 @@ from ..delivery.prepare import INLINE_BYTES, Preparer
 from ..errors import StorageError
 from ..links.service import utc
 from ..model import Verdict
+from ..units import clip
 from .body import CHUNK, Spooled, spool
 from .fetch import FetchError, FetchPolicy, fetch
 from .jobs import Job, Records, Status
@@ -48,9 +50,10 @@ from .keys import Keys, Refused
 FAILPOINT_ENV = "SMTP_OFFLOAD_FAILPOINT"  # tests only: "job-accepted" stops the process after a 202
 MAX_FILENAME = 1024
 MAX_JSON_BYTES = 64 * 1024
+MAX_URL = 8192
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
-_CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")
+_CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # one storage key segment as is (case aside)
 _MAX_USER_AGENT = 300
 EMPTY = {"error": "empty", "message": "Empty file"}  # the seed's answer for zero bytes
 
@@ -124,8 +127,18 @@ def customer_of(request: web.Request) -> str | None:
     if value is None or not value.strip():
         return None
     if not _CUSTOMER.fullmatch(value.strip()):
-        raise _bad("X-CustomerId must be 1 to 128 letters, digits or . _ @ : -")
+        raise _bad("X-CustomerId must be 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return value.strip()
+
+
+def identity_encoding(request: web.Request) -> None:
+    """A file's bytes as sent, or base64: a compressed body would be judged after aiohttp
+    inflated it, and a truncated gzip stream inflates to a shorter "file" without an error."""
+    enc = request.headers.get("Content-Encoding", "").strip().lower()
+    if enc not in ("", "identity"):
+        raise Refused(415, "unsupported_encoding",
+                      "Content-Encoding is not accepted: send the file's bytes (or base64 with "
+                      "Content-Transfer-Encoding: base64)")
 
 
 def base64_body(request: web.Request) -> bool:
@@ -169,7 +182,9 @@ class FilesApi:
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.fetch_policy = FetchPolicy(allow_hosts=tuple(cfg.fetch_allow_hosts), timeout=cfg.fetch_timeout_seconds,
                                         max_retries=cfg.fetch_max_retries, max_bytes=cfg.max_bytes)
-        self.running: dict[str, asyncio.Task] = {}
+        self.running: dict[str, asyncio.Task | None] = {}  # None: claimed, about to start
+        self.idempotent_now: set[str | None] = set()  # Idempotency-Keys at work on this instance
+        self.inflight = 0  # bytes of bodies held in memory (api.max_inflight_bytes)
         self.keys: Keys | None = None
 
     def add_routes(self, app: web.Application, keys: Keys) -> None:
@@ -191,7 +206,7 @@ class FilesApi:
                     assert self.keys is not None
                     if not self.keys.enabled:
                         raise Refused(404, "not_found", "the API is not enabled (no links.api_keys)")
-                    key = self.keys.admit(request.headers.get("Authorization", ""), scope)
+                    key = self.keys.admit(request.headers.get("Authorization", ""), scope, polls=action == "job")
                     audit["key_id"] = key.id
                     answer = await handler(request, key, audit)
                 except Refused as r:
@@ -201,6 +216,12 @@ class FilesApi:
                     kept = {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
                     answer = Answer(e.status, {"error": "too_large" if e.status == 413 else "bad_request",
                                                "message": e.reason}, kept)
+                except BadHttpMessage as e:  # a body aiohttp could not read (broken chunking, bad gzip)
+                    answer = Answer(400, {"error": "bad_request",
+                                          "message": f"the request body could not be read: {clip(e.message)}"})
+                except (ConnectionError, ClientConnectionError):  # the client went away mid-body
+                    # Nobody reads this answer; the audit says 499, nginx's "client closed request".
+                    answer = Answer(499, {"error": "client_disconnected", "message": "the client went away"})
                 except Exception as e:  # a bug: a JSON 500 and a traceback in our log, nothing leaked
                     self.log.error("api_internal_error", action=action, exc_info=e)
                     answer = Answer(500, {"error": "internal", "message": "internal error"})
@@ -209,9 +230,11 @@ class FilesApi:
                     audit["error"] = answer.body.get("error")
                 resp = _json(answer.status, answer.body, answer.headers)
                 if answer.after is not None:
-                    await resp.prepare(request)
-                    await resp.write_eof()
-                    answer.after()
+                    try:  # send the 202 before the work starts (a test may stop the process here) ...
+                        await resp.prepare(request)
+                        await resp.write_eof()
+                    finally:  # ... and start the work even when the client is gone: the job is accepted
+                        answer.after()
                 return resp
             finally:
                 (self.log.warning if status >= 500 else self.log.info)("api", status=status, **audit)
@@ -228,43 +251,82 @@ class FilesApi:
         idem = idempotency_key_of(request)
         audit.update(customer=customer, file=filename)
         spooled = await self._spool(request, encoded)
+        audit.update(sha256=spooled.sha256, size=spooled.size)
+        fingerprint = hashlib.sha256(json.dumps([spooled.sha256, filename, customer, declared]).encode()).hexdigest()
+        remembered = hashlib.sha256(f"{key.id}\0{idem}".encode()).hexdigest()[:64] if idem is not None else None
         try:
-            audit.update(sha256=spooled.sha256, size=spooled.size)
-            fingerprint = hashlib.sha256(json.dumps([spooled.sha256, filename, customer, declared]).encode()).hexdigest()
-            remembered = None
-            if idem is not None:
-                remembered = hashlib.sha256(f"{key.id}\0{idem}".encode()).hexdigest()[:64]
-                seen = await self._storage(self.records.remembered(remembered))
+            if remembered is not None:
+                seen = await self._replay(remembered, fingerprint, audit)  # reserves the key when it is new
                 if seen is not None:
-                    if seen["fingerprint"] != fingerprint:
-                        raise Refused(409, "idempotency_conflict",
-                                      "this Idempotency-Key was used for a different request")
-                    audit["replayed"] = True
-                    self._audit_result(audit, seen["body"])
-                    return Answer(seen["status"], seen["body"], seen["headers"])
-            job = Job(id=uuid.uuid4().hex, key_id=key.id, created=time.time(),
-                      unique=remembered[:32] if remembered else uuid.uuid4().hex, filename=filename,
+                    return seen
+        except BaseException:
+            spooled.remove()
+            raise
+        try:  # from here on this request owns `remembered` (idempotent_now) until it has answered
+            # The storage key follows the Idempotency-Key and the bytes: a retry lands on the same
+            # object, and a different file under a reused key can never replace it.
+            unique = hashlib.sha256(f"{remembered}\0{spooled.sha256}".encode()).hexdigest()[:32] if remembered \
+                else uuid.uuid4().hex
+            job = Job(id=uuid.uuid4().hex, key_id=key.id, created=time.time(), unique=unique, filename=filename,
                       declared_type=declared, customer=customer, size=spooled.size, sha256=spooled.sha256,
                       owner=self.instance, idempotency=remembered)
-            data = spooled.read()
-        finally:
-            spooled.remove()
-        if job.size == 0:  # known at once: no job to poll for it
-            answer = Answer(400, dict(EMPTY))
-        elif wants_async(request) or job.size > self.cfg.max_sync_bytes:
-            return await self._accept(job, data, fingerprint, audit, stop_after=True)
-        else:
+            try:
+                if job.size == 0:  # known at once: no job to poll for it
+                    return await self._answered(Answer(400, dict(EMPTY)), remembered, fingerprint, audit)
+                self._hold(job.size)
+                try:
+                    data = spooled.read()
+                except BaseException:
+                    self._release(job.size)
+                    raise
+            finally:
+                spooled.remove()
+            if wants_async(request) or job.size > self.cfg.max_sync_bytes:
+                return await self._accept(job, data, fingerprint, audit, stop_after=True)
             work = asyncio.ensure_future(self._process(job, data))
             done, _ = await asyncio.wait({work}, timeout=self.cfg.sync_deadline_seconds)
             if not done:  # past the deadline: the work goes on as a job the caller polls
                 return await self._accept(job, data, fingerprint, audit, work=work)
-            answer = work.result()
+            self._release(job.size)
+            return await self._answered(work.result(), remembered, fingerprint, audit)
+        finally:
+            self.idempotent_now.discard(remembered)
+
+    async def _replay(self, remembered: str, fingerprint: str, audit: dict[str, Any]) -> Answer | None:
+        """The answer already given for this Idempotency-Key, 409 for another request under it
+        (or while the first is still at work on this instance), or None: go on, it is ours."""
+        if remembered in self.idempotent_now:
+            raise Refused(409, "idempotency_conflict", "a request with this Idempotency-Key is still being "
+                          "processed; retry in a moment", {"Retry-After": "1"})
+        seen = await self._storage(self.records.remembered(remembered))
+        if seen is None:
+            self.idempotent_now.add(remembered)
+            return None
+        if seen["fingerprint"] != fingerprint:
+            raise Refused(409, "idempotency_conflict", "this Idempotency-Key was used for a different request")
+        audit["replayed"] = True
+        self._audit_result(audit, seen["body"])
+        return Answer(seen["status"], seen["body"], seen["headers"])
+
+    async def _answered(self, answer: Answer, remembered: str | None, fingerprint: str,
+                        audit: dict[str, Any]) -> Answer:
         self._audit_result(audit, answer.body)
         if remembered and answer.status < 500:
             await self._storage(self.records.remember(remembered, fingerprint, answer.status, answer.body))
         return answer
 
+    def _hold(self, size: int) -> None:
+        """Count a body read into memory against api.max_inflight_bytes (one may always go)."""
+        if self.inflight and self.inflight + size > self.cfg.max_inflight_bytes:
+            raise Refused(503, "busy", "too many files are being processed right now; retry shortly",
+                          {"Retry-After": "5"})
+        self.inflight += size
+
+    def _release(self, size: int) -> None:
+        self.inflight -= size
+
     async def _spool(self, request: web.Request, encoded: bool) -> Spooled:
+        identity_encoding(request)
         return await spool(request.content.iter_chunked(CHUNK), limit=self.cfg.max_bytes, base64_encoded=encoded,
                            directory=self.cfg.spool_dir or None, declared_length=request.content_length)
 
@@ -297,22 +359,27 @@ class FilesApi:
     # -- jobs -------------------------------------------------------------------------------
     async def _accept(self, job: Job, data: bytes, fingerprint: str, audit: dict[str, Any], *,
                       work: asyncio.Future | None = None, stop_after: bool = False) -> Answer:
-        """Make the work a durable job: body staged, record PENDING, then 202."""
+        """Make the work a durable job: body staged, record PENDING, then 202. The job now owns
+        `data` (and its share of api.max_inflight_bytes)."""
         job = replace(job, heartbeat=time.time())
         try:
             await self.records.stage(job.id, data)
             await self.records.save(job)
         except StorageError:
             if work is None:
-                raise storage_down()
+                self._release(job.size)
+                raise storage_down() from None
             # No durable job without the store: finish the work here and answer it.
             answer = await work
-            self._audit_result(audit, answer.body)
-            return answer
+            self._release(job.size)
+            return await self._answered(answer, job.idempotency, fingerprint, audit)
         body = {"jobId": job.id, "status": Status.PENDING.value}
         location = {"Location": f"/api/v1/jobs/{job.id}"}
         if job.idempotency:
-            await self._storage(self.records.remember(job.idempotency, fingerprint, 202, body, location))
+            try:
+                await self.records.remember(job.idempotency, fingerprint, 202, body, location)
+            except StorageError as exc:  # the job stands; only a retry would not find it
+                self.log.warning("api_idempotency_unrecorded", job_id=job.id, error=str(exc)[:200])
         audit["job_id"] = job.id
         if work is not None:
             self._run(job, data, work)
@@ -325,9 +392,16 @@ class FilesApi:
         self._run(job, data)
 
     def _run(self, job: Job, data: bytes | None, work: asyncio.Future | None = None) -> None:
+        """Finish `job` in the background; with `data`, the job holds its bytes until it ends."""
         task = asyncio.ensure_future(self._finish(job, data, work))
         self.running[job.id] = task
-        task.add_done_callback(lambda _t: self.running.pop(job.id, None))
+        held = len(data) if data is not None else 0
+
+        def done(_t: asyncio.Task) -> None:
+            self.running.pop(job.id, None)
+            self._release(held)
+
+        task.add_done_callback(done)
 
     async def _finish(self, job: Job, data: bytes | None, work: asyncio.Future | None) -> None:
         beat = _Beat()
@@ -337,6 +411,11 @@ class FilesApi:
             status = {200: Status.COMPLETE, 400: Status.REJECTED, 422: Status.REJECTED}.get(answer.status, Status.FAILED)
             async with beat.lock:  # a heartbeat already writing finishes first: PENDING never lands after this
                 beat.done = True
+                if await self._finished_elsewhere(job):
+                    # Another instance took the job over (this one was paused past its lease) and
+                    # answered first: its answer stands, the object is the same (same storage key).
+                    self.log.info("api_job_already_finished", job_id=job.id)
+                    return
                 await self.records.save(replace(job, status=status, heartbeat=time.time(), owner=self.instance,
                                                 result=answer.body))
             self.log.info("api_job", job_id=job.id, status=status.value, key_id=job.key_id, customer=job.customer,
@@ -349,6 +428,13 @@ class FilesApi:
         finally:
             beat.done = True
             beating.cancel()
+
+    async def _finished_elsewhere(self, job: Job) -> bool:
+        try:
+            current = await self.records.load(job.id)
+        except KeyError:
+            return False
+        return current.status is not Status.PENDING
 
     async def _outcome(self, job: Job, data: bytes | None, work: asyncio.Future | None) -> Answer:
         """The job's answer, whatever happens: a bug becomes FAILED, not a job PENDING forever."""
@@ -390,15 +476,21 @@ class FilesApi:
             raise Refused(404, "not_found", "no such job (unknown id, or expired)")
         if job.stale(self.cfg.job_lease_seconds) and job.id not in self.running:
             # Its instance died: finish it here, from the staged body, under the same storage key.
-            self.log.warning("api_job_taken_over", job_id=job.id, previous_owner=job.owner)
-            job = await self._storage(self.records.touch(job, self.instance))
+            self.running[job.id] = None  # claimed before any await: concurrent polls here take it once
+            previous = job.owner
+            try:
+                job = await self._storage(self.records.touch(job, self.instance))
+            except BaseException:
+                self.running.pop(job.id, None)
+                raise
+            self.log.warning("api_job_taken_over", job_id=job.id, previous_owner=previous)
             self._run(job, None)
         audit.update(customer=job.customer, file=job.filename, sha256=job.sha256, verdict=job.result.get("verdict"))
         return Answer(200, job.as_json())
 
     async def _shutdown(self, app: web.Application) -> None:
         """Let running jobs finish for a while; one cut short stays PENDING for another instance."""
-        tasks = list(self.running.values())
+        tasks = [t for t in self.running.values() if t is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=min(10.0, self.cfg.job_lease_seconds))
             for t in tasks:
@@ -417,20 +509,33 @@ class FilesApi:
             spooled = await self._spool(request, base64_body(request))
         audit.update(file=filename, sha256=spooled.sha256, size=spooled.size)
         try:
-            data = spooled.read()
+            self._hold(spooled.size)
+            try:
+                data = spooled.read()
+            except BaseException:
+                self._release(spooled.size)
+                raise
         finally:
             spooled.remove()
-        if len(data) < INLINE_BYTES:
-            d = decide_file(data, filename, declared, self.policy)
-        else:
-            d = await asyncio.to_thread(decide_file, data, filename, declared, self.policy)
+        try:
+            if len(data) < INLINE_BYTES:
+                d = decide_file(data, filename, declared, self.policy)
+            else:
+                d = await asyncio.to_thread(decide_file, data, filename, declared, self.policy)
+        finally:
+            self._release(spooled.size)
         body = {"verdict": api_verdict(d.verdict), "reason": d.reason, "detectedType": d.file.judgement.detected_type,
                 "size": d.file.size, "sha256": d.file.sha256, "fileName": filename}
         self._audit_result(audit, body)
         return Answer(200, body)
 
     async def _fetched(self, request: web.Request, audit: dict[str, Any]) -> tuple[Spooled, str, str | None]:
-        raw = await request.content.read(MAX_JSON_BYTES + 1)
+        identity_encoding(request)
+        raw = b""
+        async for chunk in request.content.iter_chunked(CHUNK):  # read() alone returns what has arrived so far
+            raw += chunk
+            if len(raw) > MAX_JSON_BYTES:
+                break
         if len(raw) > MAX_JSON_BYTES:
             raise Refused(413, "too_large", f"the JSON body is larger than {MAX_JSON_BYTES} bytes")
         try:
@@ -441,10 +546,12 @@ class FilesApi:
             raise _bad("the body must be a JSON object {\"url\", \"fileName\", \"declaredType\"}")
         unknown = sorted(set(req) - {"url", "fileName", "declaredType"})
         if unknown:
-            raise _bad(f"unknown field: {unknown[0]} (expected: url, fileName, declaredType)")
+            raise _bad(f"unknown field: {clip(unknown[0])} (expected: url, fileName, declaredType)")
         url, name, declared = req.get("url"), req.get("fileName"), req.get("declaredType")
         if not isinstance(url, str) or not url:
             raise _bad("url is required (the file's https URL)")
+        if len(url) > MAX_URL:
+            raise _bad(f"url is longer than {MAX_URL} characters")
         if name is None:
             name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]) or "file"
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_FILENAME \
@@ -452,7 +559,7 @@ class FilesApi:
             raise _bad(f"fileName must be 1 to {MAX_FILENAME} characters without control characters")
         if declared is not None and (not isinstance(declared, str) or not _MEDIA_TYPE.fullmatch(declared.strip())):
             raise _bad("declaredType must be a media type such as application/pdf")
-        audit["url_host"] = urllib.parse.urlsplit(url).hostname
+        audit["url_host"] = clip(urllib.parse.urlsplit(url).hostname or "", 255)
         fd, path = tempfile.mkstemp(prefix="api-", suffix=".fetch", dir=self.cfg.spool_dir or None)
         try:
             with os.fdopen(fd, "wb") as fh:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from ..config import ApiKey, Scope
 
 CHALLENGE = 'Bearer realm="smtp-offload"'
+POLL_FACTOR = 10
 
 
 class Refused(Exception):
@@ -73,15 +74,19 @@ class Keys:
                           {"WWW-Authenticate": CHALLENGE + ', error="invalid_token"'})
         return found
 
-    def admit(self, authorization: str, scope: Scope) -> ApiKey:
-        """authenticate, then the key's scope and rate; Refused(401, 403 or 429)."""
+    def admit(self, authorization: str, scope: Scope, *, polls: bool = False) -> ApiKey:
+        """authenticate, then the key's scope and rate; Refused(401, 403 or 429). Job polls
+        (`polls`) have their own bucket at ten times the rate: a flow polling a large upload's
+        job every second must not starve its next uploads."""
         key = self.authenticate(authorization)
         if scope not in key.scopes:
             raise Refused(403, "forbidden", f'this API key may not use the "{scope.value}" API '
                           f"(its scopes: {', '.join(s.value for s in key.scopes)})")
-        bucket = self._buckets.get(key.id)
+        name = f"{key.id}/polls" if polls else key.id
+        bucket = self._buckets.get(name)
         if bucket is None:
-            bucket = self._buckets[key.id] = _Bucket(key.rate_per_minute or self.default_rate, self.clock())
+            rate = (key.rate_per_minute or self.default_rate) * (POLL_FACTOR if polls else 1)
+            bucket = self._buckets[name] = _Bucket(rate, self.clock())
         wait = bucket.take(self.clock())
         if wait:
             seconds = max(1, math.ceil(wait))
@@ -94,7 +99,7 @@ class Keys:
         """The customer a call acts for: the key's own when it is bound to one (a different one
         sent is refused with 403), else what the caller sent."""
         if key.customer:
-            if sent and sent != key.customer:
+            if sent and sent.lower() != key.customer.lower():
                 raise Refused(403, "forbidden", "this API key is bound to another customer id")
             return key.customer
         return sent or None

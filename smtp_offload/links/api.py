@@ -19,15 +19,16 @@ from typing import Any
 from aiohttp import web
 
 from smtp_offload.api.keys import Keys, Refused
-from smtp_offload.config import Scope
+from smtp_offload.config import ApiKey, Scope
 from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.service import LinkService
+from smtp_offload.units import clip
 
 MAX_BODY_BYTES = 64 * 1024  # requests are a token and a number; anything bigger is not ours
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _MAX_USER_AGENT = 300
 
-Handler = Callable[[web.Request], Awaitable[dict[str, Any]]]
+Handler = Callable[[web.Request, ApiKey], Awaitable[dict[str, Any]]]
 
 
 class _ApiError(Exception):
@@ -68,8 +69,9 @@ class _Api:
             status = 500
             try:
                 try:
-                    audit["key_id"] = self._authorize(request)
-                    body = await handler(request)
+                    key = self._authorize(request)
+                    audit["key_id"] = key.id
+                    body = await handler(request, key)
                     resp = _json(200, body)
                 except _ApiError as e:
                     resp = _json(e.status, {"error": e.message}, e.headers)
@@ -91,11 +93,11 @@ class _Api:
 
         return endpoint
 
-    def _authorize(self, request: web.Request) -> str:
+    def _authorize(self, request: web.Request) -> ApiKey:
         if not self.keys.enabled:
             raise _ApiError(404, "API disabled")
         try:
-            return self.keys.admit(request.headers.get("Authorization", ""), Scope.LINKS).id
+            return self.keys.admit(request.headers.get("Authorization", ""), Scope.LINKS)
         except Refused as r:
             raise _ApiError(r.status, r.message, r.headers) from None
 
@@ -110,7 +112,7 @@ class _Api:
             raise _ApiError(400, "request body must be a JSON object")
         unknown = sorted(set(data) - allowed)
         if unknown:
-            raise _ApiError(400, f"unknown field: {unknown[0]} (expected: {', '.join(sorted(allowed))})")
+            raise _ApiError(400, f"unknown field: {clip(unknown[0])} (expected: {', '.join(sorted(allowed))})")
         return data
 
     async def _call(self, work: Awaitable[Any]) -> Any:
@@ -123,19 +125,45 @@ class _Api:
                 raise
             raise _ApiError(outcome.api_status, outcome.message) from None
 
-    async def refresh(self, request: web.Request) -> dict[str, Any]:
+    async def _own(self, key: ApiKey, *, token: Any = None, storage_key: Any = None) -> None:
+        """A key bound to a customer acts on that customer's files only; another's are as
+        absent to it as files that do not exist (404, nothing to probe)."""
+        if not key.customer:
+            return
+        if token is not None:
+            storage_key = await self._call(self._grant_key(token))
+        if not isinstance(storage_key, str):
+            return  # the service refuses it as malformed
+        try:
+            obj = await self.service.store.stat(storage_key)
+        except KeyError:
+            obj = None
+        if obj is None or (obj.tenant or "").lower() != key.customer.lower():
+            raise _ApiError(404, "file no longer available")
+
+    async def _grant_key(self, token: Any) -> str:
+        if not isinstance(token, str):
+            return token
+        return self.service.verify(token, allow_expired=True).key
+
+    async def refresh(self, request: web.Request, key: ApiKey) -> dict[str, Any]:
         data = await self._body(request, {"token", "key", "ttl_seconds"})
+        await self._own(key, token=data.get("token"), storage_key=data.get("key"))
         minted = await self._call(self.service.refresh(
             token=data.get("token"), key=data.get("key"), ttl=data.get("ttl_seconds")))
         return minted.as_json()
 
-    async def revoke(self, request: web.Request) -> dict[str, Any]:
+    async def revoke(self, request: web.Request, key: ApiKey) -> dict[str, Any]:
         data = await self._body(request, {"token", "token_id"})
+        if key.customer and data.get("token") is None and data.get("token_id") is not None:
+            raise _ApiError(403, "a key bound to a customer revokes a link by its token, not by token_id")
+        await self._own(key, token=data.get("token"))
         token_id = await self._call(self.service.revoke(token=data.get("token"), token_id=data.get("token_id")))
         return {"revoked": token_id}
 
-    async def show(self, request: web.Request) -> dict[str, Any]:
+    async def show(self, request: web.Request, key: ApiKey) -> dict[str, Any]:
         token = request.query.get("token")
         if not token:
             raise _ApiError(400, "query parameter token is required")
+        await self._own(key, token=token)
         return await self._call(self.service.show(token))

@@ -109,6 +109,17 @@ class Store(Protocol):
         ...
 
 
+def check_key(key: str) -> str:
+    """An object key as make_key makes them, or InvalidKey: keys reach the store from links
+    and API calls, so one naming an internal object (a dot segment: records, revocations,
+    probes, sidecars), a path escape or an absolute path is refused by every store alike."""
+    if not isinstance(key, str) or not key or "\x00" in key or "\\" in key or key.startswith("/"):
+        raise InvalidKey(key)
+    if any(not p or p.startswith(".") for p in key.split("/")):
+        raise InvalidKey(key)
+    return key
+
+
 RECORDS = ".records"  # a dot segment: make_key never produces one, so no object key reaches a record
 RECORD_NAME = re.compile(r"[a-z]+/[A-Za-z0-9_-]{1,128}(\.[a-z]{1,8})?")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtp_offload.errors import StorageError
-from smtp_offload.storage.base import CHUNK_SIZE, RECORDS, InvalidKey, StoredObject, check_record_name
+from smtp_offload.storage.base import CHUNK_SIZE, RECORDS, InvalidKey, StoredObject, check_key, check_record_name
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
@@ -47,12 +47,7 @@ class LocalStore:
 
         Touches the file system (resolve), so only call it from a worker thread.
         """
-        if not isinstance(key, str) or not key or "\x00" in key or "\\" in key or key.startswith("/"):
-            raise InvalidKey(key)
-        parts = key.split("/")
-        if any(not p or p.startswith(".") for p in parts):  # "", ".", "..", internal dotfiles
-            raise InvalidKey(key)
-        path = self._root.joinpath(*parts)
+        path = self._root.joinpath(*check_key(key).split("/"))  # no "", ".", "..", internal dotfiles
         # Lexical checks cannot see symlinks planted inside root; resolving can.
         if not path.resolve().is_relative_to(self._root):
             raise InvalidKey(key)

@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from ..config import S3StorageConfig
 from ..errors import StorageError
-from .base import CHUNK_SIZE, RECORDS, StoredObject, check_record_name, content_disposition
+from .base import CHUNK_SIZE, RECORDS, StoredObject, check_key, check_record_name, content_disposition
 
 _META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
 
@@ -110,12 +110,12 @@ class S3Store:
         if self._uploads is None:
             self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
         async with self._uploads:
-            await self._call(self.client.upload_fileobj, io.BytesIO(data), self.bucket, obj.key,
+            await self._call(self.client.upload_fileobj, io.BytesIO(data), self.bucket, check_key(obj.key),
                              ExtraArgs=extra, Config=self.transfer)
         return obj
 
     async def stat(self, key: str) -> StoredObject:
-        head = await self._call(self.client.head_object, Bucket=self.bucket, Key=key)
+        head = await self._call(self.client.head_object, Bucket=self.bucket, Key=check_key(key))
         meta = {k: urllib.parse.unquote(v) for k, v in head.get("Metadata", {}).items()}
         return StoredObject(
             key=key, size=int(head["ContentLength"]), sha256=meta.get("sha256", ""),
@@ -125,11 +125,11 @@ class S3Store:
         )
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
-        resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=key)
+        resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=check_key(key))
         return _BodyReader(resp["Body"])
 
     async def delete(self, key: str) -> None:
-        await self._call(self.client.delete_object, Bucket=self.bucket, Key=key)
+        await self._call(self.client.delete_object, Bucket=self.bucket, Key=check_key(key))
 
     async def check(self) -> None:
         """The bucket exists and takes writes: write and delete a small probe object."""
