@@ -7,7 +7,6 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
 import time
 import urllib.parse
 from pathlib import Path
@@ -467,19 +466,17 @@ def test_job_polls_have_their_own_rate(api):
 
 
 def test_the_inflight_budget_lets_one_body_through_and_refuses_past_it():
-    from smtp_offload.api.files import FilesApi
+    from smtp_offload.api.body import Budget
     from smtp_offload.api.keys import Refused
-    from smtp_offload.config import ApiConfig
 
-    api = FilesApi.__new__(FilesApi)  # the budget alone: no store, no server
-    api.cfg, api.inflight = ApiConfig(max_inflight_bytes=1000), 0
-    api._hold(5000)  # one body always goes, however large
+    budget = Budget(1000)
+    budget.hold(5000)  # one body always goes, however large
     with pytest.raises(Refused) as refused:
-        api._hold(1)
+        budget.hold(1)
     assert refused.value.status == 503 and refused.value.headers["Retry-After"]
-    api._release(5000)
-    api._hold(600)
+    budget.release(5000)
+    budget.hold(600)
     with pytest.raises(Refused):
-        api._hold(401)
-    api._hold(400)
-    assert api.inflight == 1000
+        budget.hold(401)
+    budget.hold(400)
+    assert budget.used == 1000

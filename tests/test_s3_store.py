@@ -175,3 +175,22 @@ def test_s3_config_validation(tmp_path):
         with pytest.raises(ConfigError) as err:
             config_mod.load(path, env={})
         assert key in str(err.value)
+
+
+async def test_records_round_trip_and_no_object_call_reaches_them(s3server):
+    store, bucket = store_for(s3server, prefix="mail/in")
+    await store.put_record("jobs/abc.json", b'{"status": "PENDING"}')
+    assert await store.get_record("jobs/abc.json") == b'{"status": "PENDING"}'
+    assert "mail/in/.records/jobs/abc.json" in s3server.keys(bucket)
+    for key in ("mail/in/.records/jobs/abc.json", "mail/in/.revoked/x", "mail/in/../x", "mail//in", "/abs"):
+        with pytest.raises(KeyError):
+            await store.stat(key)
+        with pytest.raises(KeyError):
+            await store.open(key)
+        with pytest.raises(KeyError):
+            await store.delete(key)
+    with pytest.raises(KeyError):
+        await store.get_record("jobs/../../x")
+    await store.delete_record("jobs/abc.json")
+    with pytest.raises(KeyError):
+        await store.get_record("jobs/abc.json")

@@ -240,3 +240,23 @@ def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path: Path) -> No
             p.join(60)
         assert [p.exitcode for p in procs] == [0] * 6, f"round {round_}"
         assert root.is_dir()
+
+
+async def test_records_round_trip_stay_out_of_reach_and_are_swept(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    await store.put_record("jobs/abc.json", b"{}")
+    await store.put_record("idem/def.json", b"{}")
+    assert await store.get_record("jobs/abc.json") == b"{}"
+    for bad in ("../x", "jobs/../../x", "jobs/a/b", "/etc/passwd", "jobs/", "Jobs/x"):
+        with pytest.raises(KeyError):
+            await store.get_record(bad)
+    with pytest.raises(KeyError):
+        await store.stat(".records/jobs/abc.json")  # no object key reaches a record
+    old = tmp_path / ".records" / "jobs" / "abc.json"
+    os.utime(old, (old.stat().st_atime - 7200, old.stat().st_mtime - 7200))
+    assert await store.sweep_records(3600) == 1
+    with pytest.raises(KeyError):
+        await store.get_record("jobs/abc.json")
+    assert await store.get_record("idem/def.json") == b"{}"
+    await store.delete_record("idem/def.json")
+    await store.delete_record("idem/def.json")  # idempotent

@@ -37,6 +37,23 @@ class Spooled:
             pass
 
 
+class Budget:
+    """Bytes of bodies held in memory at once, all calls together (api.max_inflight_bytes):
+    past it, 503 with Retry-After. One body may always go, however large."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def hold(self, size: int) -> None:
+        if self.used and self.used + size > self.limit:
+            raise Refused(503, "busy", "too many files are being processed right now; retry shortly",
+                          {"Retry-After": "5"})
+        self.used += size
+
+    def release(self, size: int) -> None:
+        self.used -= size
+
+
 def too_large(limit: int) -> Refused:
     return Refused(413, "too_large", f"the file is larger than this API accepts ({limit} bytes)")
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
@@ -237,6 +238,27 @@ class LocalStore:
             await asyncio.to_thread(path.unlink, missing_ok=True)
         except OSError as e:
             raise StorageError(f"deleting record {name} failed: {e}") from e
+
+
+    async def sweep_records(self, max_age: float) -> int:
+        """Delete records older than `max_age` seconds (finished jobs, staged bodies of jobs
+        nobody asked about again, old Idempotency-Key answers); the number deleted. S3 leaves
+        this to a lifecycle rule on the prefix's .records/ (README, "HTTP API")."""
+        def _sweep() -> int:
+            cutoff, n = time.time() - max_age, 0
+            for path in (self._root / RECORDS).glob("*/*"):
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        n += 1
+                except FileNotFoundError:
+                    continue  # another instance swept it first
+            return n
+
+        try:
+            return await asyncio.to_thread(_sweep)
+        except OSError as e:
+            raise StorageError(f"sweeping records failed: {e}") from e
 
 
 class _ChunkReader:
