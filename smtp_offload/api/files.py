@@ -44,19 +44,12 @@ from .body import CHUNK, Budget, Spooled, spool
 from .fetch import FetchError, FetchPolicy, fetch
 from .jobs import Job, Records
 from .keys import Keys, Refused
-from .protocol import (EMPTY, MAX_FILENAME, MEDIA_TYPE, Answer, api_verdict, bad, base64_body, customer_of,
+from .protocol import (EMPTY, HEADERS, MAX_FILENAME, MAX_USER_AGENT, MEDIA_TYPE, Answer, json_response, kept_headers, api_verdict, bad, base64_body, customer_of,
                        declared_type_of, filename_of, idempotency_key_of, identity_encoding, storage_down,
                        wants_async)
 from .runner import JobRunner
 
-MAX_JSON_BYTES = 64 * 1024
 MAX_URL = 8192
-_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-_MAX_USER_AGENT = 300
-
-
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, headers={**_HEADERS, **(headers or {})})
 
 
 class FilesApi:
@@ -87,7 +80,7 @@ class FilesApi:
     def _endpoint(self, action: str, scope: Scope, handler: Callable[..., Awaitable[Answer]]):
         async def endpoint(request: web.Request) -> web.StreamResponse:
             audit: dict[str, Any] = {"action": action, "remote": request.remote, "key_id": None,
-                                     "user_agent": request.headers.get("User-Agent", "")[:_MAX_USER_AGENT]}
+                                     "user_agent": request.headers.get("User-Agent", "")[:MAX_USER_AGENT]}
             status = 500
             try:
                 try:
@@ -101,9 +94,8 @@ class FilesApi:
                     answer = Answer(r.status, {"error": r.error, "message": r.message, **r.extra},
                                     r.headers)
                 except web.HTTPException as e:  # aiohttp's own refusals (413 from read(), 405...)
-                    kept = {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
                     answer = Answer(e.status, {"error": "too_large" if e.status == 413 else "bad_request",
-                                               "message": e.reason}, kept)
+                                               "message": e.reason}, kept_headers(e))
                 except BadHttpMessage as e:  # a body aiohttp could not read (broken chunking, bad gzip)
                     answer = Answer(400, {"error": "bad_request",
                                           "message": f"the request body could not be read: {clip(e.message)}"})
@@ -116,7 +108,7 @@ class FilesApi:
                 status = answer.status
                 if status >= 400:
                     audit["error"] = answer.body.get("error")
-                resp = _json(answer.status, answer.body, answer.headers)
+                resp = json_response(answer.status, answer.body, answer.headers)
                 if answer.after is not None:
                     try:  # send the 202 before the work starts (a test may stop the process here) ...
                         await resp.prepare(request)
@@ -310,13 +302,7 @@ class FilesApi:
 
     async def _fetched(self, request: web.Request, audit: dict[str, Any]) -> tuple[Spooled, str, str | None]:
         identity_encoding(request)
-        raw = b""
-        async for chunk in request.content.iter_chunked(CHUNK):  # read() alone returns what has arrived so far
-            raw += chunk
-            if len(raw) > MAX_JSON_BYTES:
-                break
-        if len(raw) > MAX_JSON_BYTES:
-            raise Refused(413, "too_large", f"the JSON body is larger than {MAX_JSON_BYTES} bytes")
+        raw = await request.read()  # the whole body (past the app's 64 KiB: aiohttp's 413, answered as JSON)
         try:
             req = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -378,11 +364,11 @@ async def json_errors(request: web.Request, handler: Callable[[web.Request], Awa
     except web.HTTPException as e:
         if e.status < 400 or not request.path.startswith("/api/"):
             raise
-        kept = {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
         message = "no such API endpoint" if e.status == 404 else e.reason
-        return _json(e.status, {"error": _ROUTER_ERRORS.get(e.status, "bad_request"), "message": message}, kept)
+        return json_response(e.status, {"error": _ROUTER_ERRORS.get(e.status, "bad_request"), "message": message},
+                             kept_headers(e))
 
 
 async def _openapi(request: web.Request) -> web.Response:
     text = resources.files("smtp_offload.api").joinpath("openapi.json").read_text("utf-8")
-    return web.Response(text=text, content_type="application/json", headers=_HEADERS)
+    return web.Response(text=text, content_type="application/json", headers=HEADERS)

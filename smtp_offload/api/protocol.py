@@ -18,6 +18,8 @@ MAX_FILENAME = 1024
 MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # one storage key segment as is (case aside)
 EMPTY = {"error": "empty", "message": "Empty file"}  # the seed's answer for zero bytes
+HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}  # on every API answer
+MAX_USER_AGENT = 300  # it is client-chosen; bound what goes into the audit log
 
 
 @dataclass
@@ -26,6 +28,15 @@ class Answer:
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     after: Callable[[], None] | None = None  # run once the response is sent
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers={**HEADERS, **(headers or {})})
+
+
+def kept_headers(e: web.HTTPException) -> dict[str, str]:
+    """An aiohttp refusal's headers that still apply (Allow on a 405...); the body is ours."""
+    return {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
 
 
 def storage_down() -> Refused:

@@ -19,14 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from smtp_offload.api.keys import Keys, Refused
+from smtp_offload.api.protocol import MAX_USER_AGENT, json_response, kept_headers
 from smtp_offload.config import ApiKey, Scope
 from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.service import LinkService
 from smtp_offload.units import clip
 
 MAX_BODY_BYTES = 64 * 1024  # requests are a token and a number; anything bigger is not ours
-_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-_MAX_USER_AGENT = 300
 
 Handler = Callable[[web.Request, ApiKey], Awaitable[dict[str, Any]]]
 
@@ -47,15 +46,6 @@ def add_routes(app: web.Application, service: LinkService, keys: Keys, log: Any)
 _HTTP_MESSAGES = {413: f"request body larger than {MAX_BODY_BYTES} bytes"}
 
 
-def _kept_headers(e: web.HTTPException) -> dict[str, str]:
-    # Allow (405) and the like still apply; the body and its type are ours now.
-    return {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
-
-
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(body, status=status, headers={**_HEADERS, **(headers or {})})
-
-
 class _Api:
     def __init__(self, service: LinkService, keys: Keys, log: Any) -> None:
         self.service, self.keys, self.log = service, keys, log
@@ -65,24 +55,24 @@ class _Api:
 
         async def endpoint(request: web.Request) -> web.Response:
             audit: dict[str, Any] = {"action": action, "remote": request.remote,
-                                     "user_agent": request.headers.get("User-Agent", "")[:_MAX_USER_AGENT]}
+                                     "user_agent": request.headers.get("User-Agent", "")[:MAX_USER_AGENT]}
             status = 500
             try:
                 try:
                     key = self._authorize(request)
                     audit["key_id"] = key.id
                     body = await handler(request, key)
-                    resp = _json(200, body)
+                    resp = json_response(200, body)
                 except _ApiError as e:
-                    resp = _json(e.status, {"error": e.message}, e.headers)
+                    resp = json_response(e.status, {"error": e.message}, e.headers)
                     audit["error"] = e.message
                 except web.HTTPException as e:  # aiohttp's own refusals, e.g. 413 from read()
                     message = _HTTP_MESSAGES.get(e.status, e.reason)
-                    resp = _json(e.status, {"error": message}, _kept_headers(e))
+                    resp = json_response(e.status, {"error": message}, kept_headers(e))
                     audit["error"] = message
                 except Exception as e:  # a bug: a JSON 500 and a traceback in our log, not aiohttp's page
                     self.log.error("link_api_internal_error", action=action, exc_info=e)
-                    resp = _json(500, {"error": "internal error"})
+                    resp = json_response(500, {"error": "internal error"})
                     audit["error"] = "internal error"
                 status = resp.status
                 if status == 200:

@@ -44,6 +44,10 @@ def dead_s3(**policy) -> dict[str, dict]:
             "policy": {"offload_over_bytes": 10_000, **policy}}
 
 
+class PortTaken(RuntimeError):
+    pass
+
+
 class Proxy:
     """smtp-offload started as in production: its own process, its own config file."""
 
@@ -51,29 +55,48 @@ class Proxy:
                  env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()):
         self.extra_env = env or {}
         self.wrapper = wrapper  # a command the proxy runs under (e.g. unshare), as a supervisor would
-        self.smtp_port, self.links_port = free_port(), free_port()
         self.tmp = tmp
         self.store = tmp / "store"
-        sections = {
-            "server": {"listen": f"127.0.0.1:{self.smtp_port}", "accepted_domains": ["example.com"],
-                       "hostname": "mx.test"},
-            "downstream": {"host": "127.0.0.1", "port": downstream_port, "tls": "none"},
-            "storage": {"backend": "local"},
-            "storage.local": {"path": str(self.store)},
-            "links": {"listen": f"127.0.0.1:{self.links_port}", "base_url": f"http://127.0.0.1:{self.links_port}",
-                      "secret_file": str(tmp / "link-secret")},
-            "log": {"format": "json"},
-            # No DNS from tests (only loopback is reachable): DKIM is tested in-process with a resolver.
-            "auth": {"verify_dkim": False},
-        }
-        for section, values in (overrides or {}).items():
-            sections.setdefault(section, {}).update(values)
-        self.config = write_config(tmp / "smtp-offload.toml", sections)
+        self.downstream_port, self.overrides = downstream_port, overrides or {}
+        self.config = tmp / "smtp-offload.toml"
+        sections = self._write_config()
         self.proxy_protocol = bool(sections["server"].get("proxy_protocol"))
         self.log_path = tmp / "proxy.log"
         self.proc: subprocess.Popen | None = None
 
+    def _write_config(self) -> dict[str, dict]:
+        """Pick free ports and write the config file with them (again on a retry)."""
+        self.smtp_port, self.links_port = free_port(), free_port()
+        sections = {
+            "server": {"listen": f"127.0.0.1:{self.smtp_port}", "accepted_domains": ["example.com"],
+                       "hostname": "mx.test"},
+            "downstream": {"host": "127.0.0.1", "port": self.downstream_port, "tls": "none"},
+            "storage": {"backend": "local"},
+            "storage.local": {"path": str(self.store)},
+            "links": {"listen": f"127.0.0.1:{self.links_port}", "base_url": f"http://127.0.0.1:{self.links_port}",
+                      "secret_file": str(self.tmp / "link-secret")},
+            "log": {"format": "json"},
+            # No DNS from tests (only loopback is reachable): DKIM is tested in-process with a resolver.
+            "auth": {"verify_dkim": False},
+        }
+        for section, values in self.overrides.items():
+            sections.setdefault(section, {}).update(values)
+        write_config(self.config, sections)
+        return sections
+
     def start(self) -> "Proxy":
+        for attempt in range(3):
+            try:
+                return self._start()
+            except PortTaken:
+                # free_port() gave a port that something else took before the proxy bound it
+                # (the kernel hands the same range to outgoing connections): new ports, again.
+                if attempt == 2:
+                    raise
+                self._write_config()
+        raise AssertionError("unreachable")
+
+    def _start(self) -> "Proxy":
         self._log = open(self.log_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("SMTP_OFFLOAD_LINK_SECRET", None)
@@ -89,7 +112,11 @@ class Proxy:
             wait_port(self.links_port, self.proc)
         except (RuntimeError, TimeoutError) as exc:
             self.stop()
-            raise RuntimeError(f"{exc}; proxy output:\n{self.log_path.read_text(errors='replace')[-3000:]}") from None
+            output = self.log_path.read_text(errors='replace')[-3000:]
+            if "address already in use" in output:
+                self.log_path.write_text("")
+                raise PortTaken(output) from None
+            raise RuntimeError(f"{exc}; proxy output:\n{output}") from None
         return self
 
     def stop(self) -> int | None:
