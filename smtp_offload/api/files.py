@@ -61,7 +61,7 @@ class FilesApi:
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.fetch_policy = FetchPolicy(allow_hosts=tuple(cfg.fetch_allow_hosts), timeout=cfg.fetch_timeout_seconds,
                                         max_retries=cfg.fetch_max_retries, max_bytes=cfg.max_bytes)
-        self.idempotent_now: set[str | None] = set()  # Idempotency-Keys at work on this instance
+        self.idempotent_now: set[str] = set()  # Idempotency-Keys at work on this instance
         self.budget = Budget(cfg.max_inflight_bytes)
         self.runner = JobRunner(records=self.records, cfg=cfg, log=log, instance=self.instance, process=self._process,
                                 release=self.budget.release)
@@ -134,15 +134,13 @@ class FilesApi:
         audit.update(sha256=spooled.sha256, size=spooled.size)
         fingerprint = hashlib.sha256(json.dumps([spooled.sha256, filename, customer, declared]).encode()).hexdigest()
         remembered = hashlib.sha256(f"{key.id}\0{idem}".encode()).hexdigest()[:64] if idem is not None else None
+        reserved = False  # this request holds `remembered` in idempotent_now until it has answered
         try:
             if remembered is not None:
                 seen = await self._replay(remembered, fingerprint, audit)  # reserves the key when it is new
                 if seen is not None:
                     return seen
-        except BaseException:
-            spooled.remove()
-            raise
-        try:  # from here on this request owns `remembered` (idempotent_now) until it has answered
+                reserved = True
             # The storage key follows the Idempotency-Key and the bytes: a retry lands on the same
             # object, and a different file under a reused key can never replace it.
             unique = hashlib.sha256(f"{remembered}\0{spooled.sha256}".encode()).hexdigest()[:32] if remembered \
@@ -150,17 +148,9 @@ class FilesApi:
             job = Job(id=uuid.uuid4().hex, key_id=key.id, created=time.time(), unique=unique, filename=filename,
                       declared_type=declared, customer=customer, size=spooled.size, sha256=spooled.sha256,
                       owner=self.instance, idempotency=remembered)
-            try:
-                if job.size == 0:  # known at once: no job to poll for it
-                    return await self._answered(Answer(400, dict(EMPTY)), remembered, fingerprint, audit)
-                self.budget.hold(job.size)
-                try:
-                    data = spooled.read()
-                except BaseException:
-                    self.budget.release(job.size)
-                    raise
-            finally:
-                spooled.remove()
+            if job.size == 0:  # known at once: no job to poll for it
+                return await self._answered(Answer(400, dict(EMPTY)), remembered, fingerprint, audit)
+            data = self._read(spooled)
             if wants_async(request) or job.size > self.cfg.max_sync_bytes:
                 return await self._to_job(job, data, fingerprint, audit, stop_after=True)
             work = asyncio.ensure_future(self._process(job, data))
@@ -170,7 +160,9 @@ class FilesApi:
             self.budget.release(job.size)
             return await self._answered(work.result(), remembered, fingerprint, audit)
         finally:
-            self.idempotent_now.discard(remembered)
+            spooled.remove()
+            if reserved:
+                self.idempotent_now.discard(remembered)
 
     async def _replay(self, remembered: str, fingerprint: str, audit: dict[str, Any]) -> Answer | None:
         """The answer already given for this Idempotency-Key, 409 for another request under it
@@ -178,10 +170,15 @@ class FilesApi:
         if remembered in self.idempotent_now:
             raise Refused(409, "idempotency_conflict", "a request with this Idempotency-Key is still being "
                           "processed; retry in a moment", {"Retry-After": "1"})
-        seen = await self._storage(self.records.remembered(remembered))
+        self.idempotent_now.add(remembered)  # before the await below: a concurrent twin sees it
+        try:
+            seen = await self._storage(self.records.remembered(remembered))
+        except BaseException:
+            self.idempotent_now.discard(remembered)
+            raise
         if seen is None:
-            self.idempotent_now.add(remembered)
             return None
+        self.idempotent_now.discard(remembered)
         if seen["fingerprint"] != fingerprint:
             raise Refused(409, "idempotency_conflict", "this Idempotency-Key was used for a different request")
         audit["replayed"] = True
@@ -195,6 +192,25 @@ class FilesApi:
             await self._storage(self.records.remember(remembered, fingerprint, answer.status, answer.body))
         return answer
 
+    def _read(self, spooled: Spooled) -> bytes:
+        """The spooled body in memory, counted against the in-flight budget (the caller
+        releases it); the spool file is gone either way."""
+        try:
+            self.budget.hold(spooled.size)
+            try:
+                return spooled.read()
+            except BaseException:
+                self.budget.release(spooled.size)
+                raise
+        finally:
+            spooled.remove()
+
+    async def _judge(self, data: bytes, filename: str, declared: str | None):
+        if len(data) < INLINE_BYTES:
+            return decide_file(data, filename, declared, self.policy)
+        # Sniffing and archive inspection of a big file is CPU work for a thread.
+        return await asyncio.to_thread(decide_file, data, filename, declared, self.policy)
+
     async def _spool(self, request: web.Request, encoded: bool) -> Spooled:
         identity_encoding(request)
         return await spool(request.content.iter_chunked(CHUNK), limit=self.cfg.max_bytes, base64_encoded=encoded,
@@ -202,10 +218,7 @@ class FilesApi:
 
     async def _process(self, job: Job, data: bytes) -> Answer:
         """Judge, then store and link an accepted file: the answer a synchronous call gets."""
-        if len(data) < INLINE_BYTES:
-            d = decide_file(data, job.filename, job.declared_type, self.policy)
-        else:  # sniffing and archive inspection of a big file is CPU work for a thread
-            d = await asyncio.to_thread(decide_file, data, job.filename, job.declared_type, self.policy)
+        d = await self._judge(data, job.filename, job.declared_type)
         j = d.file.judgement
         if d.verdict is Verdict.EMPTY:
             return Answer(400, dict(EMPTY))
@@ -279,20 +292,9 @@ class FilesApi:
             declared = declared_type_of(request)
             spooled = await self._spool(request, base64_body(request))
         audit.update(file=filename, sha256=spooled.sha256, size=spooled.size)
+        data = self._read(spooled)
         try:
-            self.budget.hold(spooled.size)
-            try:
-                data = spooled.read()
-            except BaseException:
-                self.budget.release(spooled.size)
-                raise
-        finally:
-            spooled.remove()
-        try:
-            if len(data) < INLINE_BYTES:
-                d = decide_file(data, filename, declared, self.policy)
-            else:
-                d = await asyncio.to_thread(decide_file, data, filename, declared, self.policy)
+            d = await self._judge(data, filename, declared)
         finally:
             self.budget.release(spooled.size)
         body = {"verdict": api_verdict(d.verdict), "reason": d.reason, "detectedType": d.file.judgement.detected_type,
