@@ -480,3 +480,40 @@ def test_the_inflight_budget_lets_one_body_through_and_refuses_past_it():
         budget.hold(401)
     budget.hold(400)
     assert budget.used == 1000
+
+
+def test_a_bound_key_gets_503_not_500_when_the_store_is_down(make_proxy, s3server):
+    from tests.support.proc import dead_s3
+
+    overrides = dead_s3()
+    overrides["links"] = {"api_keys": KEYS}
+    p = make_proxy(overrides)
+    base = f"http://127.0.0.1:{p.links_port}"
+    status, _h, body = call(base, "POST", "/api/v1/links/refresh", b'{"key": "acme/2026/11/30/x/a.pdf"}', key=ACME)
+    assert status == 503, body
+    status, headers, body = upload(base, files.pdf(), "a.pdf")
+    assert status == 503 and body["error"] == "storage_unavailable" and headers["Retry-After"]
+    assert not [e for e in p.events() if e.get("level") in ("error", "critical")]
+
+
+def test_a_client_leaving_the_link_api_mid_body_is_no_error(api):
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", api.links_port))
+    s.sendall(b"POST /api/v1/links/refresh HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+              + b"\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"key\": ")
+    s.close()
+    for _ in range(300):
+        if api.events("link_api"):
+            break
+        time.sleep(0.05)
+    [event] = api.events("link_api")
+    assert event["status"] == 499 and event["error"] == "client_disconnected"
+    assert not [e for e in api.events() if e.get("level") in ("error", "critical")]
+    # A gzip body the API was never going to inflate: a plain 400, no traceback.
+    status, _h, body = call(api.base, "POST", "/api/v1/links/refresh", b"\x1f\x8bgarbage",
+                            {"Content-Encoding": "gzip", "Content-Type": "application/json"})
+    assert status == 400
+    status, _h, body = upload(api.base, b"\x1f\x8bgarbage", "a.pdf", Content_Encoding="gzip")
+    assert status == 415
+    assert not [e for e in api.events() if e.get("level") in ("error", "critical")]

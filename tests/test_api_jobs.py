@@ -54,8 +54,8 @@ def test_a_job_whose_instance_dies_is_finished_by_another(make_proxy, s3server):
     assert done["status"] == "COMPLETE" and done["sha256"] == hashlib.sha256(data).hexdigest()
     objects = [k for k in s3server.keys(bucket) if "/.records/" not in k]
     assert objects == [done["s3Key"]]
-    record = json.loads(client.get_object(Bucket=bucket, Key=f"smtp-offload/.records/jobs/{job_id}.json")["Body"].read())
-    assert record["status"] == "COMPLETE" and record["owner"] != "" and str(a.proc.pid) not in record["owner"]
+    answer = json.loads(client.get_object(Bucket=bucket, Key=f"smtp-offload/.records/answers/{job_id}.json")["Body"].read())
+    assert answer["status"] == "COMPLETE" and answer["owner"] != "" and str(a.proc.pid) not in answer["owner"]
     assert [e for e in b.events("api_job_taken_over") if e["job_id"] == job_id]
     # The staged body is gone, and asking again changes nothing.
     assert not [k for k in s3server.keys(bucket) if "/.records/bodies/" in k]

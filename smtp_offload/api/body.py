@@ -44,8 +44,11 @@ class Budget:
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
 
+    def fits(self, size: int) -> bool:
+        return not self.used or self.used + size <= self.limit
+
     def hold(self, size: int) -> None:
-        if self.used and self.used + size > self.limit:
+        if not self.fits(size):
             raise Refused(503, "busy", "too many files are being processed right now; retry shortly",
                           {"Retry-After": "5"})
         self.used += size

@@ -64,7 +64,7 @@ class FilesApi:
         self.idempotent_now: set[str] = set()  # Idempotency-Keys at work on this instance
         self.budget = Budget(cfg.max_inflight_bytes)
         self.runner = JobRunner(records=self.records, cfg=cfg, log=log, instance=self.instance, process=self._process,
-                                release=self.budget.release)
+                                budget=self.budget)
         self.keys: Keys | None = None
 
     def add_routes(self, app: web.Application, keys: Keys) -> None:
@@ -113,7 +113,9 @@ class FilesApi:
                     try:  # send the 202 before the work starts (a test may stop the process here) ...
                         await resp.prepare(request)
                         await resp.write_eof()
-                    finally:  # ... and start the work even when the client is gone: the job is accepted
+                    except (ConnectionError, ClientConnectionError):
+                        status = 499  # the client never got its 202; the job is accepted all the same
+                    finally:  # ... and start the work even when the client is gone
                         answer.after()
                 return resp
             finally:
@@ -250,8 +252,10 @@ class FilesApi:
                 self.budget.release(job.size)
                 raise storage_down() from None
             # No durable job without the store: finish the work here and answer it.
-            answer = await work
-            self.budget.release(job.size)
+            try:
+                answer = await work
+            finally:
+                self.budget.release(job.size)
             return await self._answered(answer, job.idempotency, fingerprint, audit)
         if job.idempotency:
             try:

@@ -1,11 +1,15 @@
 """Durable API state in the configured store, so any instance behind the balancer answers:
 job records, the staged bodies of jobs, and the results kept for an Idempotency-Key.
 
-A job is PENDING until the instance working on it writes COMPLETE, REJECTED or FAILED. While
-it works it renews `heartbeat`; a PENDING job whose heartbeat is older than the lease was
-left by an instance that died, and whichever instance is asked about it next finishes it
-from the staged body. The file's storage key comes from the job (`unique`, `created`), so a
-job finished twice still leaves one object.
+A job is PENDING until the instance working on it writes its answer (COMPLETE, REJECTED or
+FAILED). While it works it renews `heartbeat`; a PENDING job whose heartbeat is older than
+the lease was left by an instance that died (or stalled), and whichever instance is asked
+about it next finishes it from the staged body. The file's storage key comes from the job
+(`unique`, `created`), so a job finished twice still leaves one object.
+
+The answer is its own record (`answers/<id>.json`), apart from the job record that heartbeats
+and takeovers rewrite: once written, no late heartbeat of a stalled instance can turn it back
+into PENDING, and the answer always wins when both are read.
 """
 
 from __future__ import annotations
@@ -65,14 +69,28 @@ class Records:
         await self.store.put_record(f"jobs/{job.id}.json", json.dumps(data).encode())
 
     async def load(self, job_id: str) -> Job:
-        """KeyError when unknown or past api.job_ttl_seconds."""
+        """The job with its answer when it has one; KeyError when unknown or past api.job_ttl_seconds."""
         if not is_job_id(job_id):
             raise KeyError(job_id)
         raw = json.loads(await self.store.get_record(f"jobs/{job_id}.json"))
         job = Job(**{**raw, "status": Status(raw["status"])})
         if time.time() - job.created > self.ttl:
             raise KeyError(job_id)
+        answer = await self.answer(job_id)
+        if answer is not None:
+            job = replace(job, status=Status(answer["status"]), result=answer["result"], owner=answer["owner"])
         return job
+
+    async def answer(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(await self.store.get_record(f"answers/{job_id}.json"))
+        except KeyError:
+            return None
+
+    async def answered(self, job: Job, status: Status, result: dict[str, Any], owner: str) -> None:
+        """Record the job's answer (the job record itself is left to heartbeats and takeovers)."""
+        data = {"status": status.value, "result": result, "owner": owner, "at": time.time()}
+        await self.store.put_record(f"answers/{job.id}.json", json.dumps(data).encode())
 
     async def touch(self, job: Job, owner: str) -> Job:
         job = replace(job, owner=owner, heartbeat=time.time())
@@ -95,6 +113,10 @@ class Records:
         except KeyError:
             return None
         return raw if time.time() - raw.get("at", 0) <= self.ttl else None
+
+    async def forget(self, name: str) -> None:
+        """A job under this Idempotency-Key failed: a retry must do the work again, not get it."""
+        await self.store.delete_record(f"idem/{name}.json")
 
     async def remember(self, name: str, fingerprint: str, status: int, body: dict[str, Any],
                        headers: dict[str, str] | None = None) -> None:

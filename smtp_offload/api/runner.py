@@ -1,10 +1,9 @@
 """Jobs at work: accepted (body staged, record PENDING, 202), finished in the background under a
 heartbeat, taken over by any instance once their own instance stopped beating, swept when old.
 
-A job's answer is written once: the heartbeat and the final write are ordered by one lock (a
-late heartbeat cannot put PENDING back), and a finish that finds the job already answered
-(by an instance that took it over while this one was paused) leaves that answer alone; both
-wrote the same object, under the job's storage key.
+A job's answer is its own record (api.jobs), which no heartbeat or takeover rewrites; a finish
+that finds the job already answered (by an instance that took it over while this one was
+paused) leaves that answer alone: both wrote the same object, under the job's storage key.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from typing import Any
 
 from ..config import ApiConfig
 from ..errors import StorageError
+from .body import Budget
 from .jobs import Job, Records, Status
 from .protocol import Answer
 
@@ -38,10 +38,10 @@ class _Beat:
 
 class JobRunner:
     def __init__(self, *, records: Records, cfg: ApiConfig, log: Any, instance: str, process: Process,
-                 release: Callable[[int], None]) -> None:
+                 budget: Budget) -> None:
         self.records, self.cfg, self.log, self.instance = records, cfg, log, instance
         self.process = process  # the synchronous call's work: judge, store, link
-        self.release = release  # gives a finished job's bytes back to the in-flight budget
+        self.budget = budget  # a job holds its bytes' share of api.max_inflight_bytes until it ends
         self.running: dict[str, asyncio.Task | None] = {}  # None: claimed, about to start
         self.sweeper: asyncio.Future | None = None
 
@@ -67,28 +67,31 @@ class JobRunner:
 
     async def take_over_if_stale(self, job: Job) -> Job:
         """A PENDING job whose instance stopped beating is finished here, from its staged body."""
-        if not job.stale(self.cfg.job_lease_seconds) or job.id in self.running:
-            return job
+        if not job.stale(self.cfg.job_lease_seconds) or job.id in self.running or not self.budget.fits(job.size):
+            return job  # (with no room for its bytes now, a later poll takes it over)
         self.running[job.id] = None  # claimed before any await: concurrent polls here take it once
+        self.budget.hold(job.size)
         previous = job.owner
         try:
             job = await self.records.touch(job, self.instance)
         except BaseException:
             self.running.pop(job.id, None)
+            self.budget.release(job.size)
             raise
         self.log.warning("api_job_taken_over", job_id=job.id, previous_owner=previous)
-        self._run(job, None)
+        self._run(job, None, held=job.size)
         return job
 
-    def _run(self, job: Job, data: bytes | None, work: asyncio.Future | None = None) -> None:
-        """Finish `job` in the background; with `data`, the job holds its bytes until it ends."""
+    def _run(self, job: Job, data: bytes | None, work: asyncio.Future | None = None, *, held: int | None = None) -> None:
+        """Finish `job` in the background; it holds its bytes' budget (`held`, else len(data))
+        until it ends."""
         task = asyncio.ensure_future(self._finish(job, data, work))
         self.running[job.id] = task
-        held = len(data) if data is not None else 0
+        held = len(data) if held is None and data is not None else held or 0
 
         def done(_t: asyncio.Task) -> None:
             self.running.pop(job.id, None)
-            self.release(held)
+            self.budget.release(held)
 
         task.add_done_callback(done)
 
@@ -100,11 +103,12 @@ class JobRunner:
             status = _STATUS.get(answer.status, Status.FAILED)
             async with beat.lock:  # a heartbeat already writing finishes first: PENDING never lands after this
                 beat.done = True
-                if await self._answered_elsewhere(job):
+                if await self.records.answer(job.id) is not None:
                     self.log.info("api_job_already_finished", job_id=job.id)
                     return
-                await self.records.save(replace(job, status=status, heartbeat=time.time(), owner=self.instance,
-                                                result=answer.body))
+                await self.records.answered(job, status, answer.body, self.instance)
+            if status is Status.FAILED and job.idempotency:
+                await self.records.forget(job.idempotency)  # a retry under the same key works again
             self.log.info("api_job", job_id=job.id, status=status.value, key_id=job.key_id, customer=job.customer,
                           file=job.filename, sha256=job.sha256, verdict=answer.body.get("verdict"),
                           storage_key=answer.body.get("s3Key"))
@@ -116,13 +120,6 @@ class JobRunner:
             beat.done = True
             beating.cancel()
 
-    async def _answered_elsewhere(self, job: Job) -> bool:
-        try:
-            current = await self.records.load(job.id)
-        except KeyError:
-            return False
-        return current.status is not Status.PENDING
-
     async def _outcome(self, job: Job, data: bytes | None, work: asyncio.Future | None) -> Answer:
         """The job's answer, whatever happens: a bug becomes FAILED, not a job PENDING forever."""
         try:
@@ -131,7 +128,7 @@ class JobRunner:
             if data is None:
                 try:
                     data = await self.records.staged(job.id)
-                except KeyError:
+                except KeyError:  # gone with its answer (an owner that finished meanwhile), or lost
                     return Answer(500, {"error": "lost", "message": "the job's file was lost; upload it again"})
             return await self.process(job, data)
         except StorageError:

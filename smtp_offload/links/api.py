@@ -16,7 +16,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientConnectionError, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from smtp_offload.api.keys import Keys, Refused
 from smtp_offload.api.protocol import MAX_USER_AGENT, json_response, kept_headers
@@ -70,6 +71,13 @@ class _Api:
                     message = _HTTP_MESSAGES.get(e.status, e.reason)
                     resp = json_response(e.status, {"error": message}, kept_headers(e))
                     audit["error"] = message
+                except BadHttpMessage as e:  # a body aiohttp could not read (broken chunking...)
+                    message = f"the request body could not be read: {clip(e.message)}"
+                    resp = json_response(400, {"error": message})
+                    audit["error"] = message
+                except (ConnectionError, ClientConnectionError):  # the client went away mid-body
+                    resp = json_response(499, {"error": "the client went away"})  # nobody reads it
+                    audit["error"] = "client_disconnected"
                 except Exception as e:  # a bug: a JSON 500 and a traceback in our log, not aiohttp's page
                     self.log.error("link_api_internal_error", action=action, exc_info=e)
                     resp = json_response(500, {"error": "internal error"})
@@ -125,7 +133,7 @@ class _Api:
         if not isinstance(storage_key, str):
             return  # the service refuses it as malformed
         try:
-            obj = await self.service.store.stat(storage_key)
+            obj = await self._call(self.service.store.stat(storage_key))  # store down: 503, as for any call
         except KeyError:
             obj = None
         if obj is None or (obj.tenant or "").lower() != key.customer.lower():

@@ -99,7 +99,9 @@ class LinkServer:
             raise RuntimeError("LinkServer already started")
         # No access log: request lines carry the token, i.e. the bearer credential.
         # The audit events below are the record of who fetched what.
-        runner = web.AppRunner(self._app, access_log=None)
+        # No inflating of request bodies: the API refuses encoded uploads (415), and aiohttp
+        # would otherwise inflate (and log) a bad gzip body nobody asked it to read.
+        runner = web.AppRunner(self._app, access_log=None, auto_decompress=False)
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
