@@ -145,31 +145,31 @@ class Origin:
             pass
 
 
-@pytest.fixture
-async def origin(request):
+async def _serve(ssl_context: ssl.SSLContext | None):
+    """An Origin on a loopback port, over TLS with `ssl_context`; stopped after the test."""
     o = Origin()
     runner = web.AppRunner(o.app(), shutdown_timeout=1)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
     o.port = runner.addresses[0][1]
     yield o
     o.stop.set()
     await runner.cleanup()
+
+
+@pytest.fixture
+async def origin(request):
+    async for o in _serve(None):
+        yield o
 
 
 @pytest.fixture
 async def tls_origin(cert):
     """The same server over TLS, with a self-signed certificate no client trusts."""
-    o = Origin()
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(*cert)
-    runner = web.AppRunner(o.app(), shutdown_timeout=1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
-    o.port = runner.addresses[0][1]
-    yield o
-    o.stop.set()
-    await runner.cleanup()
+    async for o in _serve(ctx):
+        yield o
 
 
 @pytest.fixture

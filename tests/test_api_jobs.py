@@ -28,22 +28,27 @@ def _s3(s3server, bucket: str, **api) -> dict:
             "links": {"api_keys": [KEY], "secret": SECRET}, "api": api}
 
 
-def test_a_job_whose_instance_dies_is_finished_by_another(make_proxy, s3server):
-    bucket = s3server.new_bucket()
+def _accepted_then_stopped(make_proxy, s3server, bucket: str, data: bytes):
+    """Instances A and B sharing `bucket`; A accepts an async upload of `data` and stops itself
+    right after its 202, before any work (the failpoint). Returns (a, b, job id)."""
     overrides = _s3(s3server, bucket, job_lease_seconds=1.0)
     a = make_proxy(overrides, env={"SMTP_OFFLOAD_FAILPOINT": "job-accepted"})
     b = make_proxy(overrides)
-    data = files.big_pdf(300_000)
     status, _h, accepted = upload(f"http://127.0.0.1:{a.links_port}", data, "scan.pdf", Prefer="respond-async")
     assert status == 202
-    job_id = accepted["jobId"]
-    # A stops itself right after answering 202, before any work; then it dies as a crash would.
     for _ in range(600):
         if _stopped(a.proc.pid):
             break
         time.sleep(0.05)
     assert _stopped(a.proc.pid)
-    a.proc.kill()
+    return a, b, accepted["jobId"]
+
+
+def test_a_job_whose_instance_dies_is_finished_by_another(make_proxy, s3server):
+    bucket = s3server.new_bucket()
+    data = files.big_pdf(300_000)
+    a, b, job_id = _accepted_then_stopped(make_proxy, s3server, bucket, data)
+    a.proc.kill()  # then it dies, as a crash would
     a.proc.wait()
     client = s3server.client()
     record = json.loads(client.get_object(Bucket=bucket, Key=f"smtp-offload/.records/jobs/{job_id}.json")["Body"].read())
@@ -124,19 +129,9 @@ def test_concurrent_polls_take_a_dead_instances_job_over_once_and_a_late_finish_
     import signal
 
     bucket = s3server.new_bucket()
-    overrides = _s3(s3server, bucket, job_lease_seconds=1.0)
-    a = make_proxy(overrides, env={"SMTP_OFFLOAD_FAILPOINT": "job-accepted"})
-    b = make_proxy(overrides)
+    a, b, job_id = _accepted_then_stopped(make_proxy, s3server, bucket, files.big_pdf(200_000))
     base_b = f"http://127.0.0.1:{b.links_port}"
-    data = files.big_pdf(200_000)
-    status, _h, accepted = upload(f"http://127.0.0.1:{a.links_port}", data, "scan.pdf", Prefer="respond-async")
-    assert status == 202
-    job_id = accepted["jobId"]
-    for _ in range(600):
-        if _stopped(a.proc.pid):
-            break
-        time.sleep(0.05)
-    assert _stopped(a.proc.pid)  # paused (a long GC, a VM migration), not dead
+    # A is paused (a long GC, a VM migration), not dead.
     time.sleep(1.5)  # past the lease: A's heartbeat is older than job_lease_seconds
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _i: call(base_b, "GET", f"/api/v1/jobs/{job_id}")[0], range(8)))
