@@ -15,6 +15,7 @@ from .auth import Authenticator, check_start
 from .api.files import FilesApi
 from .links.secret import load_secrets
 from .links.server import LinkServer
+from .portal.service import Portal
 from .metrics import Metrics, Readiness, downstream_probe
 from .delivery.decide import DecidePolicy
 from .delivery.pipeline import Pipeline
@@ -112,8 +113,9 @@ class App:
         readiness = Readiness(store, downstream_probe(cfg.downstream, cfg.downstream.helo_name or self.hostname),
                               log=self.log, draining=lambda: self.limits.draining)
         files = FilesApi(preparer=pipeline.preparer, policy=decide_policy(cfg), cfg=cfg.api, log=self.log)
+        portal = self.portal(pipeline.preparer, secret) if cfg.portal.enabled else None
         self.link_server = LinkServer(store, secret, cfg.links, log=self.log, metrics=self.metrics,
-                                      readiness=readiness, api_cfg=cfg.api, files=files)
+                                      readiness=readiness, api_cfg=cfg.api, files=files, portal=portal)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
         own_port = cfg.links.worker_port_base + self.worker if self.worker is not None and \
             cfg.links.worker_port_base else None
@@ -124,6 +126,14 @@ class App:
         self.log.info("started", smtp=cfg.server.listen, links=cfg.links.listen, config=cfg.source,
                       downstream=f"{cfg.downstream.host}:{cfg.downstream.port}", version=__version__,
                       storage=describe_store(cfg))
+
+    def portal(self, preparer: Preparer, secret: list[bytes]) -> Portal:
+        """The upload portal: the mail rules, the mail store and links, the mail downstream."""
+        cfg = self.cfg
+        helo = cfg.downstream.helo_name or self.hostname
+        return Portal(preparer=preparer, policy=decide_policy(cfg), cfg=cfg.portal, links=cfg.links, secrets=secret,
+                      downstream=lambda: Downstream(cfg.downstream, helo), accepted_domains=cfg.server.accepted_domains,
+                      hostname=self.hostname, log=self.log)
 
     async def stop(self, drain: float | None = None) -> None:
         """Stop accepting; idle sessions get 421 at once, messages in flight may finish

@@ -77,6 +77,7 @@ class Scope(enum.StrEnum):
     INSPECT = "inspect"  # POST /api/v1/inspect
     UPLOAD = "upload"  # POST /api/v1/upload/attachment, GET /api/v1/jobs/{id}
     LINKS = "links"  # /api/v1/links/refresh, revoke, show
+    PORTAL = "portal"  # /api/v1/portal/sessions: upload links for customers
 
 
 class TenantFrom(enum.Enum):
@@ -240,6 +241,39 @@ class ApiConfig(_Options):
     max_inflight_bytes: int = positive(512 * 1024 * 1024)
 
 
+# What a customer may send through the portal unless [portal] accepted_types says otherwise:
+# documents and pictures, the files a case needs. Judged by their bytes like any attachment.
+PORTAL_TYPES = ["pdf", "jpg", "jpeg", "png", "gif", "heic", "tif", "tiff", "bmp", "webp", "doc", "docx", "xls",
+                "xlsx", "ppt", "pptx", "odt", "ods", "odp", "rtf", "txt", "csv", "eml", "msg", "zip"]
+
+
+@dataclass
+class PortalConfig(_Options):
+    """[portal]: the direct upload page for customers on the link server (issue 14)."""
+
+    enabled: bool = True  # POST /api/v1/portal/sessions and the /u/ pages
+    # The From of the message that delivers a session's files; "" = portal@<server.hostname>.
+    sender: str = ""
+    sender_name: str = "Customer upload portal"
+    ttl_seconds: int = positive(7 * 24 * 3600)  # a session's lifetime unless ttlSeconds asks less
+    max_ttl_seconds: int = positive(30 * 24 * 3600)
+    max_file_bytes: int = positive(100 * 1024 * 1024)
+    max_session_bytes: int = positive(500 * 1024 * 1024)
+    max_files: int = positive(20)  # per session, refused files included
+    sessions_per_customer: int = positive(20)  # open at once, per customerId
+    uploads_per_minute: int = positive(30)  # new files per client address (each instance counts its own)
+    form_max_bytes: int = positive(20 * 1024 * 1024)  # the upload form for browsers without JavaScript
+    chunk_bytes: int = positive(8 * 1024 * 1024)  # one resumable (tus) request; what a cut-off can cost
+    accepted_types: list[str] = field(default_factory=lambda: list(PORTAL_TYPES))  # extensions; [] = any
+    # Files sent by themselves this long after the last upload; 0 = only when the customer presses Send.
+    quiet_seconds: int = 0
+    retry_seconds: float = positive(60.0)  # first delay after the downstream refused or was down; doubles
+    max_retry_seconds: float = positive(3600.0)
+    # Resumable uploads in progress live here until they are complete (then in the store's staging
+    # area). Behind a balancer, route /u/ by path to one instance or share this directory.
+    spool_dir: str = "var/portal"
+
+
 @dataclass
 class LinksConfig(_Options):
     mode: LinksMode = LinksMode.REDIRECT
@@ -297,6 +331,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     links: LinksConfig = field(default_factory=LinksConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    portal: PortalConfig = field(default_factory=PortalConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = field(default="<embedded default>", metadata={"internal": True})
@@ -512,6 +547,7 @@ def validate(cfg: Config) -> None:
                 bad = True
         if bad:
             raise ConfigError(f"api.fetch_allow_hosts[{i}]: expected a host name, an IP address or a CIDR, got {host!r}")
+    _validate_portal(cfg.portal)
     if cfg.api.max_sync_bytes > cfg.api.max_bytes:
         raise ConfigError("api.max_sync_bytes: must not exceed api.max_bytes")
     if cfg.api.fetch_max_retries < 0:
@@ -620,3 +656,18 @@ def as_dict(cfg: Config) -> dict:
             out["links"][key] = "********" if isinstance(out["links"][key], str) else ["********"] * len(out["links"][key])
     out["links"]["api_keys"] = [{**k, "key": "********"} for k in out["links"]["api_keys"]]
     return out
+
+
+def _validate_portal(p: PortalConfig) -> None:
+    if p.ttl_seconds > p.max_ttl_seconds:
+        raise ConfigError("portal.ttl_seconds: must not exceed portal.max_ttl_seconds")
+    if p.max_file_bytes > p.max_session_bytes:
+        raise ConfigError("portal.max_file_bytes: must not exceed portal.max_session_bytes")
+    if p.quiet_seconds < 0:
+        raise ConfigError(f"portal.quiet_seconds: must be 0 (off) or more, got {p.quiet_seconds}")
+    if p.sender and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", p.sender):
+        raise ConfigError(f"portal.sender: expected an address like portal@example.com, got {p.sender!r}")
+    for i, ext in enumerate(p.accepted_types):
+        if not isinstance(ext, str) or not re.fullmatch(r"[a-z0-9]{1,10}", ext.lower().lstrip(".")):
+            raise ConfigError(f"portal.accepted_types[{i}]: expected a file extension like \"pdf\", got {ext!r}")
+    p.accepted_types = [e.lower().lstrip(".") for e in p.accepted_types]

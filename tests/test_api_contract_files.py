@@ -40,12 +40,15 @@ REFRESH = ("/api/v1/links/refresh", "post")
 REVOKE = ("/api/v1/links/revoke", "post")
 SHOW = ("/api/v1/links/show", "get")
 SPEC = ("/api/v1/openapi.json", "get")
+PORTAL = ("/api/v1/portal/sessions", "post")
 
 UPLOAD_FIELDS = {"downloadUrl", "fileName", "fileSize", "s3Key", "verdict", "detectedType", "sha256", "expiresAt"}
 JOB_FIELDS = {"jobId", "status"}
 JOB_STATUSES = {"PENDING", "COMPLETE", "REJECTED", "FAILED"}
 INSPECT_FIELDS = {"verdict", "reason", "detectedType", "size", "sha256", "fileName"}
 VERDICTS = {"accepted", "empty", "spoofed", "blocked"}
+PORTAL_FIELDS = {"uploadUrl", "expiresAt", "sessionId"}
+PORTAL_REQUEST_FIELDS = {"caseId", "to", "customerId", "subject", "inReplyTo", "ttlSeconds"}
 REJECTION_FIELDS = {"error", "message", "verdict", "reason", "detectedType", "fileName", "fileSize", "sha256"}
 
 STATUSES = {  # every status the contract names, per operation
@@ -56,6 +59,7 @@ STATUSES = {  # every status the contract names, per operation
     REVOKE: {"200", "400", "401"},
     SHOW: {"200", "400", "401"},
     SPEC: {"200"},
+    PORTAL: {"201", "400", "401", "403", "422", "429", "503"},
 }
 HEADER_PARAMS = {  # header -> (required, maxLength or None)
     UPLOAD: {"X-Filename": (True, 1024), "X-CustomerId": (False, None), "X-Declared-Type": (False, None),
@@ -74,6 +78,8 @@ REJECTION = {"verdict": "spoofed", "reason": "declared PDF, but the bytes are a 
              "detectedType": "application/x-dosexec", "fileName": "invoice.pdf", "fileSize": 4096, "sha256": SHA}
 INSPECT_OK = {"verdict": "accepted", "reason": "PDF document, as declared", "detectedType": "application/pdf",
               "size": 1234, "sha256": SHA, "fileName": "invoice.pdf"}
+PORTAL_OK = {"uploadUrl": "https://files.example.com/u/abc", "expiresAt": "2026-12-07T10:00:00Z",
+             "sessionId": "0123456789abcdef0123"}
 
 
 def err(code: str, **extra: Any) -> dict[str, Any]:
@@ -145,6 +151,16 @@ RESPONSE_CASES = [
     (REVOKE, "200", {"revoked": "0123456789abcdef"}, True),
     (SHOW, "200", {"token_id": "0123456789abcdef", "key": "k", "expires": 1, "expires_at": "1970-01-01T00:00:01Z",
                    "expired": True, "revoked": False, "message_ref": None, "object": None}, True),
+    (PORTAL, "201", PORTAL_OK, True),
+    (PORTAL, "201", without(PORTAL_OK, "sessionId"), False),
+    (PORTAL, "201", {**PORTAL_OK, "sessionId": "0123456789ABCDEF0123"}, False),  # 20 lower-case hex
+    (PORTAL, "201", {**PORTAL_OK, "sessionId": JOB_ID}, False),
+    (PORTAL, "201", {**PORTAL_OK, "expiresAt": "2026-12-07T10:00:00+00:00"}, False),
+    (PORTAL, "400", err("bad_request"), True),
+    (PORTAL, "422", err("domain_not_accepted"), True),
+    (PORTAL, "429", err("too_many_sessions"), True),
+    (PORTAL, "429", err("rate_limited"), True),
+    (PORTAL, "503", {"message": "storage unavailable"}, False),
 ]
 
 REQUEST_CASES = [
@@ -160,6 +176,14 @@ REQUEST_CASES = [
     (REFRESH, "application/json", {"token": "t", "ttl_seconds": 0}, False),
     (REVOKE, "application/json", {"token_id": "0123456789abcdef"}, True),
     (REVOKE, "application/json", {"token_id": "xyz"}, False),
+    (PORTAL, "application/json", {"caseId": "c-1", "to": "support@contact.example.com"}, True),
+    (PORTAL, "application/json", {"caseId": "c-1", "to": "support@contact.example.com", "customerId": "cust-1",
+                                  "subject": "Your case", "inReplyTo": "<a@b>", "ttlSeconds": 604800}, True),
+    (PORTAL, "application/json", {"caseId": "c-1"}, False),
+    (PORTAL, "application/json", {"to": "support@contact.example.com"}, False),
+    (PORTAL, "application/json", {"caseId": "c-1", "to": "support@contact.example.com", "ttlSeconds": "604800"}, False),
+    (PORTAL, "application/json", {"caseId": "c-1", "to": "support@contact.example.com", "case": "c-1"}, False),
+    (PORTAL, "application/json", {"caseId": "c-1", "to": "support@contact.example.com", "ttlSeconds": 0}, False),
 ]
 
 
@@ -344,6 +368,7 @@ def test_openapi_every_contract_status_has_a_json_schema_and_no_store(op):
     (UPLOAD, "202", "Location"),
     (UPLOAD, "429", "Retry-After"), (UPLOAD, "503", "Retry-After"),
     (JOBS, "429", "Retry-After"), (INSPECT, "429", "Retry-After"),
+    (PORTAL, "429", "Retry-After"), (PORTAL, "503", "Retry-After"),
     (UPLOAD, "401", "WWW-Authenticate"), (JOBS, "401", "WWW-Authenticate"), (INSPECT, "401", "WWW-Authenticate"),
 ])
 def test_openapi_response_headers(op, status, header):
@@ -396,6 +421,9 @@ def test_openapi_request_bodies():
     inspect_json = request_content(root, *INSPECT)["application/json"]["schema"]
     assert properties(inspect_json, root) == {"url", "fileName", "declaredType"}
     assert required_always(inspect_json, root) == {"url", "fileName"}
+    portal_json = request_content(root, *PORTAL)["application/json"]["schema"]
+    assert properties(portal_json, root) == PORTAL_REQUEST_FIELDS
+    assert required_always(portal_json, root) == {"caseId", "to"}
     for op in (REFRESH, REVOKE):
         assert "application/json" in request_content(root, *op)
     assert {"token", "key", "ttl_seconds"} == properties(request_content(root, *REFRESH)["application/json"]["schema"], root)
@@ -468,6 +496,8 @@ def test_contract_names_are_in_the_schemas():
         assert field in success_properties(root, *UPLOAD), field
     assert success_property_types(root, *UPLOAD, "fileSize") == {"integer"}
     assert success_property_types(root, *INSPECT, "size") == {"integer"}
+    assert success_properties(root, *PORTAL) == PORTAL_FIELDS
+    assert required_always(response_schema(root, *PORTAL, "201"), root) == PORTAL_FIELDS
 
 
 # --- (b) Genesys Cloud data actions ---------------------------------------------------------------
@@ -503,10 +533,10 @@ def _genesys_operation(action: dict[str, Any]) -> tuple[str, str]:
     return path, request["requestType"].lower()
 
 
-def test_genesys_actions_cover_the_three_calls():
-    assert len(GENESYS_FILES) == 3, GENESYS_FILES
+def test_genesys_actions_cover_the_four_calls():
+    assert len(GENESYS_FILES) == 4, GENESYS_FILES
     ops = {_genesys_operation(json.loads(f.read_text("utf-8"))) for f in GENESYS_FILES}
-    assert ops == {UPLOAD, JOBS, INSPECT}
+    assert ops == {UPLOAD, JOBS, INSPECT, PORTAL}
 
 
 @pytest.fixture(params=GENESYS_FILES, ids=lambda p: p.name)
@@ -631,9 +661,9 @@ def _calls() -> list[dict[str, Any]]:
     return json.loads(CALLS.read_text(encoding="utf-8"))
 
 
-def test_cxone_calls_cover_the_three_calls_and_every_snippet():
+def test_cxone_calls_cover_the_four_calls_and_every_snippet():
     calls = _calls()
-    assert {(c["path"], c["method"].lower()) for c in calls} == {UPLOAD, JOBS, INSPECT}
+    assert {(c["path"], c["method"].lower()) for c in calls} == {UPLOAD, JOBS, INSPECT, PORTAL}
     assert sorted(c["snippet"] for c in calls) == sorted(p.name for p in CXONE.glob("*.snippet"))
     readme = (CXONE / "README.md").read_text(encoding="utf-8")
     assert BASE_URL in readme

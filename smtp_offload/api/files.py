@@ -44,7 +44,7 @@ from .body import CHUNK, Budget, Spooled, spool
 from .fetch import FetchError, FetchPolicy, fetch
 from .jobs import Job, Records
 from .keys import Keys, Refused
-from .protocol import (EMPTY, HEADERS, MAX_FILENAME, MAX_USER_AGENT, MEDIA_TYPE, Answer, json_response, kept_headers, api_verdict, bad, base64_body, customer_of,
+from .protocol import (EMPTY, read_small, HEADERS, MAX_FILENAME, MAX_USER_AGENT, MEDIA_TYPE, Answer, json_response, kept_headers, api_verdict, bad, base64_body, customer_of,
                        declared_type_of, filename_of, idempotency_key_of, identity_encoding, storage_down,
                        wants_async)
 from .runner import JobRunner
@@ -76,52 +76,8 @@ class FilesApi:
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._stop)
 
-    # -- the one wrapper: auth, error mapping, the audit event --------------------------------
     def _endpoint(self, action: str, scope: Scope, handler: Callable[..., Awaitable[Answer]]):
-        async def endpoint(request: web.Request) -> web.StreamResponse:
-            audit: dict[str, Any] = {"action": action, "remote": request.remote, "key_id": None,
-                                     "user_agent": request.headers.get("User-Agent", "")[:MAX_USER_AGENT]}
-            status = 500
-            try:
-                try:
-                    assert self.keys is not None
-                    if not self.keys.enabled:
-                        raise Refused(404, "not_found", "the API is not enabled (no links.api_keys)")
-                    key = self.keys.admit(request.headers.get("Authorization", ""), scope, polls=action == "job")
-                    audit["key_id"] = key.id
-                    answer = await handler(request, key, audit)
-                except Refused as r:
-                    answer = Answer(r.status, {"error": r.error, "message": r.message, **r.extra},
-                                    r.headers)
-                except web.HTTPException as e:  # aiohttp's own refusals (413 from read(), 405...)
-                    answer = Answer(e.status, {"error": "too_large" if e.status == 413 else "bad_request",
-                                               "message": e.reason}, kept_headers(e))
-                except BadHttpMessage as e:  # a body aiohttp could not read (broken chunking, bad gzip)
-                    answer = Answer(400, {"error": "bad_request",
-                                          "message": f"the request body could not be read: {clip(e.message)}"})
-                except (ConnectionError, ClientConnectionError):  # the client went away mid-body
-                    # Nobody reads this answer; the audit says 499, nginx's "client closed request".
-                    answer = Answer(499, {"error": "client_disconnected", "message": "the client went away"})
-                except Exception as e:  # a bug: a JSON 500 and a traceback in our log, nothing leaked
-                    self.log.error("api_internal_error", action=action, exc_info=e)
-                    answer = Answer(500, {"error": "internal", "message": "internal error"})
-                status = answer.status
-                if status >= 400:
-                    audit["error"] = answer.body.get("error")
-                resp = json_response(answer.status, answer.body, answer.headers)
-                if answer.after is not None:
-                    try:  # send the 202 before the work starts (a test may stop the process here) ...
-                        await resp.prepare(request)
-                        await resp.write_eof()
-                    except (ConnectionError, ClientConnectionError):
-                        status = 499  # the client never got its 202; the job is accepted all the same
-                    finally:  # ... and start the work even when the client is gone
-                        answer.after()
-                return resp
-            finally:
-                (self.log.warning if status >= 500 else self.log.info)("api", status=status, **audit)
-
-        return endpoint
+        return endpoint(action, scope, handler, keys=lambda: self.keys, log=self.log)
 
     # -- upload -----------------------------------------------------------------------------
     async def upload(self, request: web.Request, key, audit: dict[str, Any]) -> Answer:
@@ -308,7 +264,7 @@ class FilesApi:
 
     async def _fetched(self, request: web.Request, audit: dict[str, Any]) -> tuple[Spooled, str, str | None]:
         identity_encoding(request)
-        raw = await request.read()  # the whole body (past the app's 64 KiB: aiohttp's 413, answered as JSON)
+        raw = await read_small(request)  # the whole body (past 64 KiB: 413, answered as JSON)
         try:
             req = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -356,6 +312,56 @@ class FilesApi:
             return await work
         except StorageError:
             raise storage_down() from None
+
+
+def endpoint(action: str, scope: Scope, handler: Callable[..., Awaitable[Answer]], *,
+             keys: Callable[[], Keys | None], log: Any) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The one wrapper of every API endpoint: the key admitted for `scope`, refusals and
+    errors as JSON, and one audit event `api` per call. `handler(request, key, audit)`."""
+    async def endpoint(request: web.Request) -> web.StreamResponse:
+        audit: dict[str, Any] = {"action": action, "remote": request.remote, "key_id": None,
+                                 "user_agent": request.headers.get("User-Agent", "")[:MAX_USER_AGENT]}
+        status = 500
+        try:
+            try:
+                registry = keys()
+                if registry is None or not registry.enabled:
+                    raise Refused(404, "not_found", "the API is not enabled (no links.api_keys)")
+                key = registry.admit(request.headers.get("Authorization", ""), scope, polls=action == "job")
+                audit["key_id"] = key.id
+                answer = await handler(request, key, audit)
+            except Refused as r:
+                answer = Answer(r.status, {"error": r.error, "message": r.message, **r.extra},
+                                r.headers)
+            except web.HTTPException as e:  # aiohttp's own refusals (413 from read(), 405...)
+                answer = Answer(e.status, {"error": "too_large" if e.status == 413 else "bad_request",
+                                           "message": e.reason}, kept_headers(e))
+            except BadHttpMessage as e:  # a body aiohttp could not read (broken chunking, bad gzip)
+                answer = Answer(400, {"error": "bad_request",
+                                      "message": f"the request body could not be read: {clip(e.message)}"})
+            except (ConnectionError, ClientConnectionError):  # the client went away mid-body
+                # Nobody reads this answer; the audit says 499, nginx's "client closed request".
+                answer = Answer(499, {"error": "client_disconnected", "message": "the client went away"})
+            except Exception as e:  # a bug: a JSON 500 and a traceback in our log, nothing leaked
+                log.error("api_internal_error", action=action, exc_info=e)
+                answer = Answer(500, {"error": "internal", "message": "internal error"})
+            status = answer.status
+            if status >= 400:
+                audit["error"] = answer.body.get("error")
+            resp = json_response(answer.status, answer.body, answer.headers)
+            if answer.after is not None:
+                try:  # send the 202 before the work starts (a test may stop the process here) ...
+                    await resp.prepare(request)
+                    await resp.write_eof()
+                except (ConnectionError, ClientConnectionError):
+                    status = 499  # the client never got its 202; the job is accepted all the same
+                finally:  # ... and start the work even when the client is gone
+                    answer.after()
+            return resp
+        finally:
+            (log.warning if status >= 500 else log.info)("api", status=status, **audit)
+
+    return endpoint
 
 
 _ROUTER_ERRORS = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}

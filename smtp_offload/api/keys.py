@@ -27,7 +27,7 @@ class Refused(Exception):
         self.extra = extra  # more fields for the JSON body
 
 
-class _Bucket:
+class Bucket:
     """A token bucket: `rate` calls a minute, up to a minute's worth at once."""
 
     def __init__(self, rate: int, now: float) -> None:
@@ -53,7 +53,7 @@ class Keys:
         # Compared as digests: equal length whatever was sent, so the comparison time says
         # nothing about a key's length or prefix.
         self._digests = [hashlib.sha256(k.key.encode("utf-8")).digest() for k in self.keys]
-        self._buckets: dict[str, _Bucket] = {}  # per instance: behind a balancer each enforces its share
+        self._buckets: dict[str, Bucket] = {}  # per instance: behind a balancer each enforces its share
 
     @property
     def enabled(self) -> bool:
@@ -86,7 +86,7 @@ class Keys:
         bucket = self._buckets.get(name)
         if bucket is None:
             rate = (key.rate_per_minute or self.default_rate) * (POLL_FACTOR if polls else 1)
-            bucket = self._buckets[name] = _Bucket(rate, self.clock())
+            bucket = self._buckets[name] = Bucket(rate, self.clock())
         wait = bucket.take(self.clock())
         if wait:
             seconds = max(1, math.ceil(wait))

@@ -39,6 +39,22 @@ def kept_headers(e: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in e.headers.items() if k.lower() not in ("content-type", "content-length")}
 
 
+SMALL_BODY = 64 * 1024  # a JSON request: fields, a URL; anything bigger is not ours
+
+
+async def read_small(request: web.Request, limit: int = SMALL_BODY) -> bytes:
+    """A JSON request's body, whole, or 413 past `limit`. Not aiohttp's read(): its limit is the
+    app's client_max_size, which the portal's resumable chunks (portal.chunk_bytes) set higher."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(16384):
+        body += chunk
+        if len(body) > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(body))
+    return bytes(body)
+
+
 def storage_down() -> Refused:
     return Refused(503, "storage_unavailable", "the file store is unavailable; try again later", {"Retry-After": "30"})
 

@@ -20,13 +20,13 @@ from aiohttp import ClientConnectionError, web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from smtp_offload.api.keys import Keys, Refused
-from smtp_offload.api.protocol import MAX_USER_AGENT, json_response, kept_headers
+from smtp_offload.api.protocol import MAX_USER_AGENT, SMALL_BODY, json_response, kept_headers, read_small
 from smtp_offload.config import ApiKey, Scope
 from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.service import LinkService
 from smtp_offload.units import clip
 
-MAX_BODY_BYTES = 64 * 1024  # requests are a token and a number; anything bigger is not ours
+MAX_BODY_BYTES = SMALL_BODY  # requests are a token and a number; anything bigger is not ours
 
 Handler = Callable[[web.Request, ApiKey], Awaitable[dict[str, Any]]]
 
@@ -101,7 +101,7 @@ class _Api:
 
     @staticmethod
     async def _body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-        raw = await request.read()  # past MAX_BODY_BYTES: aiohttp's 413, answered by wrap()
+        raw = await read_small(request, MAX_BODY_BYTES)  # past it: 413, answered by wrap()
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]] nesting

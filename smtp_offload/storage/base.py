@@ -108,6 +108,10 @@ class Store(Protocol):
         """Idempotent."""
         ...
 
+    async def list_records(self, kind: str, prefix: str = "") -> list[str]:
+        """The names of the records of `kind` whose name starts with `prefix`, sorted."""
+        ...
+
 
 def check_key(key: str) -> str:
     """An object key as make_key makes them, or InvalidKey: keys reach the store from links

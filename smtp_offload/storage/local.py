@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtp_offload.errors import StorageError
-from smtp_offload.storage.base import CHUNK_SIZE, RECORDS, InvalidKey, StoredObject, check_key, check_record_name
+from smtp_offload.storage.base import CHUNK_SIZE, RECORD_NAME, RECORDS, InvalidKey, StoredObject, check_key, check_record_name
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
@@ -240,13 +240,26 @@ class LocalStore:
             raise StorageError(f"deleting record {name} failed: {e}") from e
 
 
-    async def sweep_records(self, max_age: float) -> int:
-        """Delete records older than `max_age` seconds (finished jobs, staged bodies of jobs
-        nobody asked about again, old Idempotency-Key answers); the number deleted. S3 leaves
-        this to a lifecycle rule on the prefix's .records/ (README, "HTTP API")."""
+    async def list_records(self, kind: str, prefix: str = "") -> list[str]:
+        """The names (`kind/name`) of the records of one kind whose name starts with `prefix`."""
+        check_record_name(f"{kind}/x")
+        try:
+            names = await asyncio.to_thread(os.listdir, self._root / RECORDS / kind)
+        except FileNotFoundError:
+            self._raise_if_root_gone()
+            return []
+        except OSError as e:
+            raise StorageError(f"listing records failed: {e}") from e
+        # Skips the temporary files of writes in progress (_atomic_write), which are no records.
+        return sorted(f"{kind}/{n}" for n in names if n.startswith(prefix) and RECORD_NAME.fullmatch(f"{kind}/{n}"))
+
+    async def sweep_records(self, max_age: float, kinds: tuple[str, ...] = ("jobs", "answers", "bodies", "idem")) -> int:
+        """Delete records of these kinds older than `max_age` seconds (finished jobs, staged
+        bodies of jobs nobody asked about again, old Idempotency-Key answers); the number
+        deleted. S3 leaves this to a lifecycle rule on the prefix's .records/ (README, "HTTP API")."""
         def _sweep() -> int:
             cutoff, n = time.time() - max_age, 0
-            for path in (self._root / RECORDS).glob("*/*"):
+            for path in (p for kind in kinds for p in (self._root / RECORDS / kind).glob("*")):
                 try:
                     if path.stat().st_mtime < cutoff:
                         path.unlink()

@@ -177,6 +177,19 @@ class S3Store:
     async def delete_record(self, name: str) -> None:
         await self._call(self.client.delete_object, Bucket=self.bucket, Key=self._record_key(name))
 
+    async def list_records(self, kind: str, prefix: str = "") -> list[str]:
+        """The names (`kind/name`) of the records of one kind whose name starts with `prefix`."""
+        base = self._record_key(f"{kind}/x")[:-1]
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            extra = {"ContinuationToken": token} if token else {}
+            resp = await self._call(self.client.list_objects_v2, Bucket=self.bucket, Prefix=base + prefix, **extra)
+            names += [f"{kind}/{o['Key'][len(base):]}" for o in resp.get("Contents", ())]
+            token = resp.get("NextContinuationToken")
+            if not resp.get("IsTruncated") or not token:
+                return sorted(names)
+
     def credentials(self) -> tuple[bool, bool]:
         """(credentials found, credentials are temporary: STS session, role, SSO)."""
         creds = self.session.get_credentials()

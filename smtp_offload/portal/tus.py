@@ -1,0 +1,184 @@
+"""Resumable uploads: the tus 1.0.0 protocol, served by aiohttp-tus, guarded here.
+
+  POST  /u/{token}/tus                 a new upload (Upload-Length, Upload-Metadata filename, filetype)
+  HEAD  /u/{token}/tus/{uid}           how much of it arrived (Upload-Offset): where a client resumes
+  PATCH /u/{token}/tus/{uid}           the next chunk, at most portal.chunk_bytes
+  DELETE /u/{token}/tus/{uid}          the customer cancelled it
+
+aiohttp-tus keeps an upload in progress under portal.spool_dir/<token>/ (so the runner can
+remove what an expired link left) and calls us once the last chunk arrived. It trusts its
+client more than a public page may, so every request passes the guard first:
+  - the link is checked (403 forged, 410 expired, revoked or sent) before the library runs;
+  - an upload id that is not a UUID is 404 (the library builds paths from it);
+  - a new upload must fit the session's limits, and the customer's file name never reaches
+    the file system: the library is told our file id instead (it would write to <dir>/<name>);
+  - a chunk must say its length and be at most portal.chunk_bytes (the library reads it whole);
+  - the library's GET (parses headers it was never given) is not served; Location is
+    made relative, so a client behind a TLS-terminating proxy resumes over https.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import ClientConnectionError, ClientPayloadError, web
+from aiohttp_tus import setup_tus
+from aiohttp_tus.data import Resource
+from aiohttp_tus.utils import get_resource
+
+from ..api.keys import Refused
+from ..api.protocol import MAX_FILENAME, MEDIA_TYPE
+from ..errors import StorageError
+from .session import LinkRefused, Session, new_fid
+from .service import Portal
+
+FAILPOINT_ENV = "SMTP_OFFLOAD_FAILPOINT"  # tests only: "portal-half" stops the process mid-upload
+_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TUS = {"Tus-Resumable": "1.0.0"}
+SESSION = "portal_session"  # the request's checked Session, for the library's callback
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def refusal(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": error, "message": message}, status=status,
+                             headers={**_TUS, "Cache-Control": "no-store", **(headers or {})})
+
+
+def link_refusal(e: LinkRefused) -> web.Response:
+    if e.why == "tampered":
+        return refusal(403, "link_not_valid", "this upload link is not valid")
+    return refusal(410, f"link_{e.why}", f"this upload link has {'expired' if e.why == 'expired' else 'been withdrawn'}")
+
+
+def metadata(header: str) -> dict[str, bytes]:
+    """Upload-Metadata: `key base64,key base64,key` (tus 1.0.0); ValueError when malformed."""
+    out: dict[str, bytes] = {}
+    for item in header.split(","):
+        parts = item.strip().split(" ")
+        if not parts[0]:
+            continue
+        if len(parts) > 2:
+            raise ValueError(item)
+        try:
+            out[parts[0]] = base64.b64decode(parts[1], validate=True) if len(parts) == 2 else b""
+        except binascii.Error:
+            raise ValueError(item) from None
+    return out
+
+
+def _name(meta: dict[str, bytes]) -> str:
+    try:
+        name = meta.get("filename", b"").decode("utf-8").strip()
+    except UnicodeDecodeError:
+        name = ""
+    if not name or len(name) > MAX_FILENAME or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise Refused(400, "bad_request", "the upload needs its file name (Upload-Metadata filename)")
+    return name
+
+
+def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
+    async def done(request: web.Request, resource: Resource, path: Path) -> None:
+        s = request[SESSION]
+        try:
+            f = await portal.records.load_file(s.id, resource.file_name)
+        except (KeyError, StorageError) as exc:  # its record is gone: nobody would ever see a verdict
+            log.warning("portal_upload_lost", session=s.id, file=resource.file_name, error=type(exc).__name__)
+            path.unlink(missing_ok=True)
+            return
+        await portal.judge(s, f, path, request.remote)
+
+    def guard(handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            try:
+                s = await portal.open(request.match_info["token"])
+            except LinkRefused as e:
+                return link_refusal(e)
+            except StorageError:
+                return refusal(503, "unavailable", "uploads are paused by a problem on our side; retrying",
+                               {"Retry-After": "10"})
+            uid = request.match_info.get("resource_uid")
+            if uid is not None and not _UID.fullmatch(uid):
+                return refusal(404, "not_found", "no such upload")
+            if request.method == "GET":
+                return refusal(405, "method_not_allowed", "not a tus request", {"Allow": "POST, OPTIONS"})
+            request[SESSION] = s
+            try:
+                if request.method == "POST":
+                    return await _create(request, s, handler)
+                if request.method == "PATCH":
+                    return await _patch(request, s, handler)
+                return await handler(request)
+            except Refused as r:
+                return refusal(r.status, r.error, r.message, r.headers)
+            except StorageError:
+                return refusal(503, "unavailable", "uploads are paused by a problem on our side; retrying",
+                               {"Retry-After": "10"})
+
+        return guarded
+
+    async def _create(request: web.Request, s: Session, handler: Handler) -> web.StreamResponse:
+        if not request.headers.get("Tus-Resumable"):
+            return refusal(412, "not_tus", "this endpoint speaks tus 1.0.0 (Tus-Resumable header)")
+        try:
+            meta = metadata(request.headers.get("Upload-Metadata", ""))
+            length = int(request.headers.get("Upload-Length", ""))
+        except ValueError:
+            raise Refused(400, "bad_request", "Upload-Length and a well-formed Upload-Metadata are required") from None
+        if length < 0:
+            raise Refused(400, "bad_request", "Upload-Length must not be negative")
+        name = _name(meta)
+        declared = None
+        try:
+            filetype = meta.get("filetype", b"").decode("ascii").strip().lower()
+            declared = filetype if MEDIA_TYPE.fullmatch(filetype) and filetype != "application/octet-stream" else None
+        except UnicodeDecodeError:
+            pass
+        if length == 0:
+            raise Refused(400, "empty", "refused: this file is empty — please choose the file again")
+        await portal.admit(s, name, length, request.remote)
+        fid = new_fid()
+        headers = request.headers.copy()
+        headers["Upload-Metadata"] = "filename " + base64.b64encode(fid.encode()).decode()
+        resp = await handler(request.clone(headers=headers))
+        uid = resp.headers.get("Tus-Temp-Filename", "")
+        if resp.status == 201 and _UID.fullmatch(uid):
+            await portal.begin(s, name, length, declared, upload=uid, fid=fid)
+            resp.headers["Location"] = f"tus/{uid}"  # relative to the endpoint (see the module doc)
+        return resp
+
+    async def _patch(request: web.Request, s: Session, handler: Handler) -> web.StreamResponse:
+        size = request.content_length
+        if size is None or size > portal.cfg.chunk_bytes:
+            return refusal(413, "too_large", f"a chunk must state its length and be at most {portal.cfg.chunk_bytes} "
+                           "bytes")
+        if s.state != "open":
+            return refusal(409, "already_sent", "these files were already sent to your case")
+        try:
+            before = get_resource(request)
+        except (OSError, ValueError, KeyError):
+            before = None
+        try:
+            resp = await handler(request)
+        except (ClientPayloadError, ConnectionError, ClientConnectionError):
+            # The connection broke mid-chunk: nothing of it was kept, the client resumes from
+            # the offset it asks for with HEAD.
+            log.info("portal_chunk", session=s.id, upload=request.match_info["resource_uid"], aborted=True)
+            return refusal(400, "incomplete", "the chunk did not arrive whole; resume from Upload-Offset")
+        if resp.status == 204:
+            offset = int(request.headers.get("Upload-Offset") or 0)
+            log.info("portal_chunk", session=s.id, upload=request.match_info["resource_uid"], offset=offset,
+                     bytes=size)
+            if before is not None and os.environ.get(FAILPOINT_ENV) == "portal-half" \
+                    and offset * 2 < before.file_size <= (offset + size) * 2:
+                os.kill(os.getpid(), signal.SIGSTOP)  # the resume test's crash: chunk kept, answer never sent
+        return resp
+
+    setup_tus(app, upload_path=portal.spool / "{token}", upload_url="/u/{token}/tus", decorator=guard,
+              on_upload_done=done)
