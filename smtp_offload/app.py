@@ -60,6 +60,14 @@ def build_pipeline(cfg: Config, store, secret: list[bytes] | None, log, metrics:
     return cls(decide_policy=policy, signed=p.signed, preparer=preparer, auth=auth, metrics=metrics)
 
 
+def make_portal(cfg: Config, preparer: Preparer, secrets: list[bytes], hostname: str, log) -> Portal:
+    """The upload portal: the mail rules, the mail store and links, the mail downstream."""
+    helo = cfg.downstream.helo_name or hostname
+    return Portal(preparer=preparer, policy=decide_policy(cfg), cfg=cfg.portal, links=cfg.links, secrets=secrets,
+                  downstream=lambda: Downstream(cfg.downstream, helo), accepted_domains=cfg.server.accepted_domains,
+                  hostname=hostname, log=log)
+
+
 class App:
     def __init__(self, cfg: Config, log, pipeline_class: type[Pipeline] = Pipeline, reuse_port: bool = False,
                  worker: int | None = None,
@@ -113,7 +121,7 @@ class App:
         readiness = Readiness(store, downstream_probe(cfg.downstream, cfg.downstream.helo_name or self.hostname),
                               log=self.log, draining=lambda: self.limits.draining)
         files = FilesApi(preparer=pipeline.preparer, policy=decide_policy(cfg), cfg=cfg.api, log=self.log)
-        portal = self.portal(pipeline.preparer, secret) if cfg.portal.enabled else None
+        portal = make_portal(cfg, pipeline.preparer, secret, self.hostname, self.log) if cfg.portal.enabled else None
         self.link_server = LinkServer(store, secret, cfg.links, log=self.log, metrics=self.metrics,
                                       readiness=readiness, api_cfg=cfg.api, files=files, portal=portal)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
@@ -126,14 +134,6 @@ class App:
         self.log.info("started", smtp=cfg.server.listen, links=cfg.links.listen, config=cfg.source,
                       downstream=f"{cfg.downstream.host}:{cfg.downstream.port}", version=__version__,
                       storage=describe_store(cfg))
-
-    def portal(self, preparer: Preparer, secret: list[bytes]) -> Portal:
-        """The upload portal: the mail rules, the mail store and links, the mail downstream."""
-        cfg = self.cfg
-        helo = cfg.downstream.helo_name or self.hostname
-        return Portal(preparer=preparer, policy=decide_policy(cfg), cfg=cfg.portal, links=cfg.links, secrets=secret,
-                      downstream=lambda: Downstream(cfg.downstream, helo), accepted_domains=cfg.server.accepted_domains,
-                      hostname=self.hostname, log=self.log)
 
     async def stop(self, drain: float | None = None) -> None:
         """Stop accepting; idle sessions get 421 at once, messages in flight may finish

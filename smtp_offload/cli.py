@@ -1,4 +1,4 @@
-"""Command line: serve, check-config, scan, links."""
+"""Command line: serve, check-config, scan, links, portal, send-samples."""
 
 from __future__ import annotations
 
@@ -179,6 +179,12 @@ def cmd_links(args) -> int:
     return run(args, _load(args.config))
 
 
+def cmd_portal(args) -> int:
+    from .portal.command import run
+
+    return run(args, _load(args.config))
+
+
 def cmd_send_samples(args) -> int:
     from .harness import send_samples
 
@@ -248,6 +254,23 @@ def main(argv: list[str] | None = None) -> int:
     for q in links.choices.values():
         q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
         q.set_defaults(key=None, ttl=None, token_id=None)
+    p = sub.add_parser("portal", help="upload links for customers: create, show, revoke, sweep")
+    p.set_defaults(func=cmd_portal)
+    portal = p.add_subparsers(dest="portal_command", required=True)
+    q = portal.add_parser("create", help="a new upload link for a case (prints JSON: uploadUrl, expiresAt, sessionId)")
+    q.add_argument("--case", required=True, metavar="ID", help="the case id (in the delivered message's subject)")
+    q.add_argument("--to", required=True, metavar="ADDRESS", help="where the files go: the case's mailbox address")
+    q.add_argument("--customer", metavar="ID", help="the customer id (storage tenant; sessions_per_customer)")
+    q.add_argument("--subject", help="the delivered message's subject (the case id is added)")
+    q.add_argument("--in-reply-to", metavar="MESSAGE-ID", help="thread the delivered message to this one")
+    q.add_argument("--ttl", type=int, metavar="SECONDS", help="lifetime (default: portal.ttl_seconds)")
+    q.add_argument("--url-only", action="store_true", help="print only the link")
+    for name, text in (("show", "a session's state and files"), ("revoke", "withdraw a session's link")):
+        q = portal.add_parser(name, help=text)
+        q.add_argument("session", metavar="SESSION-ID")
+    portal.add_parser("sweep", help="deliver what is due and remove expired sessions now (the servers do it too)")
+    for q in portal.choices.values():
+        q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
     p = sub.add_parser("send-samples", help="send a set of realistic sample messages to a running proxy")
     p.add_argument("--server", default="127.0.0.1:2525", help="the proxy's SMTP address (host:port)")
     p.add_argument("--to", default="support@localhost", help="recipient (in one of the proxy's accepted domains)")

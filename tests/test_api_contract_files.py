@@ -41,6 +41,8 @@ REVOKE = ("/api/v1/links/revoke", "post")
 SHOW = ("/api/v1/links/show", "get")
 SPEC = ("/api/v1/openapi.json", "get")
 PORTAL = ("/api/v1/portal/sessions", "post")
+PORTAL_SHOW = ("/api/v1/portal/sessions/{sessionId}", "get")
+PORTAL_REVOKE = ("/api/v1/portal/sessions/{sessionId}", "delete")
 
 UPLOAD_FIELDS = {"downloadUrl", "fileName", "fileSize", "s3Key", "verdict", "detectedType", "sha256", "expiresAt"}
 JOB_FIELDS = {"jobId", "status"}
@@ -60,6 +62,8 @@ STATUSES = {  # every status the contract names, per operation
     SHOW: {"200", "400", "401"},
     SPEC: {"200"},
     PORTAL: {"201", "400", "401", "403", "422", "429", "503"},
+    PORTAL_SHOW: {"200", "401", "403", "404", "503"},
+    PORTAL_REVOKE: {"200", "401", "403", "404", "503"},
 }
 HEADER_PARAMS = {  # header -> (required, maxLength or None)
     UPLOAD: {"X-Filename": (True, 1024), "X-CustomerId": (False, None), "X-Declared-Type": (False, None),

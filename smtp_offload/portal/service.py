@@ -339,6 +339,10 @@ class Portal:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def settle(self) -> None:
+        """Wait for the deliveries the last tick started (the command line's sweep)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     @property
     def interval(self) -> float:
         return max(0.5, min(15.0, self.cfg.retry_seconds, self.cfg.quiet_seconds or 15.0))

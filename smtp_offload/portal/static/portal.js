@@ -21,10 +21,11 @@
   var running = 0;
   var lastStatus = null;
 
-  function size(n) {
-    var units = ["bytes", "KB", "MB", "GB"], i = 0;
-    while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-    return (i ? n.toFixed(1) : n) + " " + units[i];
+  function size(n) {  // as the server writes sizes (units.human_size): "512 bytes", "38.1 MiB"
+    if (n < 1024) { return n + " bytes"; }
+    var units = ["KiB", "MiB", "GiB"], i = -1;
+    do { n /= 1024; i++; } while (Math.round(n * 10) / 10 >= 1024 && i < units.length - 1);
+    return n.toFixed(1) + " " + units[i];
   }
 
   function row(file) {
@@ -97,7 +98,8 @@
   function start(file, r) {
     running++;
     var upload = new window.tus.Upload(file, {
-      endpoint: form.getAttribute("data-tus"),
+      // Absolute: tus resolves the server's relative Location against it.
+      endpoint: new URL(form.getAttribute("data-tus"), window.location.href).href,
       chunkSize: chunk,
       retryDelays: [0, 1000, 2000, 4000, 8000, 15000, 30000, 30000, 60000, 60000, 60000],
       metadata: {filename: file.name, filetype: file.type || ""},
