@@ -60,6 +60,9 @@ def summary(cfg: config_mod.Config) -> str:
         f"  storage     {storage}",
         f"  links       {ln.mode} mode at {ln.base_url}, valid {ln.ttl_seconds // 3600} h; secret: {secret}"
         + (f"; API enabled ({len(ln.api_keys)} key(s))" if ln.api_keys else ""),
+        f"  portal      " + (f"upload links at {ln.base_url}/u/…, files up to {human_size(cfg.portal.max_file_bytes)}, "
+                             f"delivered from {cfg.portal.sender or 'portal@' + (s.hostname or '<hostname>')}"
+                             if cfg.portal.enabled else "off"),
         f"  logs        {cfg.log.format}, level {cfg.log.level}",
     ])
 

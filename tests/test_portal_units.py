@@ -1,0 +1,103 @@
+"""The portal's pure parts (links, tus metadata, the customer's words) and its runner's
+sweep, in-process against a real local store."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import structlog
+
+from smtp_offload import config
+from smtp_offload.app import build_pipeline, decide_policy, make_portal
+from smtp_offload.auth import Authenticator
+from smtp_offload.delivery.decide import decide_file
+from smtp_offload.harness import files
+from smtp_offload.metrics import Metrics
+from smtp_offload.portal import words
+from smtp_offload.portal.session import FileState, LinkRefused, sign, verify
+from smtp_offload.portal.tus import metadata
+from smtp_offload.storage import LocalStore
+
+SECRET, OLD = b"s" * 40, b"o" * 40
+
+
+def test_a_link_verifies_with_the_current_or_an_old_secret_and_nothing_else():
+    exp = int(time.time()) + 60
+    token = sign(SECRET, "0" * 20, exp)
+    assert verify([SECRET], token) == ("0" * 20, exp)
+    assert verify([OLD, SECRET], token) == ("0" * 20, exp)  # rotation: still valid
+    for bad in (token[:-1] + ("A" if token[-1] != "A" else "B"), token.replace("0" * 20, "1" * 20), "", "x.y.z",
+                token + ".", token.upper()):
+        with pytest.raises(LinkRefused) as e:
+            verify([SECRET], bad)
+        assert e.value.why == "tampered"
+    with pytest.raises(LinkRefused) as e:
+        verify([SECRET], token, now=exp)
+    assert e.value.why == "expired" and e.value.expires == exp
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("filename YS5wZGY=,filetype YXBwbGljYXRpb24vcGRm", {"filename": b"a.pdf", "filetype": b"application/pdf"}),
+    ("filename YS5wZGY=,is_confidential", {"filename": b"a.pdf", "is_confidential": b""}),
+    ("", {}),
+])
+def test_tus_metadata(header, expected):
+    assert metadata(header) == expected
+
+
+@pytest.mark.parametrize("header", ["filename ***", "filename a b", "filename YS5wZGY"])
+def test_tus_metadata_refuses_what_it_cannot_read(header):
+    with pytest.raises(ValueError):
+        metadata(header)
+
+
+@pytest.mark.parametrize("name, data, expected", [
+    ("invoice.pdf", files.pe_exe(), "refused: this file is a Windows program, not a PDF — please send the original PDF"),
+    ("photo.jpg", files.pe_exe(), "refused: this file is a Windows program, not a JPEG image — please send the "
+                                  "original JPEG image"),
+    ("scan.pdf", files.jpeg(), "refused: this file is a JPEG image, not a PDF — please send the original PDF"),
+    ("scan.pdf", b"", "refused: this file is empty — please choose the file again"),
+    ("setup.exe", b"MZ" + b"\0" * 300, "refused: programs and scripts cannot be accepted — please send a document "
+                                       "or a picture"),
+])
+def test_refusals_in_plain_words(name, data, expected):
+    d = decide_file(data, name, None, decide_policy(config.Config()))
+    assert words.refusal(d.verdict, d.reason, d.file.judgement.detected_type, name) == expected
+
+
+def test_not_accepted_lists_what_is():
+    assert words.not_accepted("exe", ["pdf", "jpg"]) == \
+        "refused: .exe files are not accepted here — please send one of: PDF, JPG"
+
+
+async def test_the_sweep_removes_what_an_expired_session_left_and_nothing_else(tmp_path: Path):
+    cfg = config.Config()
+    cfg.portal.spool_dir = str(tmp_path / "spool")
+    cfg.server.accepted_domains = ["example.com"]
+    store = LocalStore(tmp_path / "store")
+    log = structlog.get_logger()
+    pipeline = build_pipeline(cfg, store, [SECRET], log, Metrics(), "mx.test", Authenticator(cfg.auth, "mx.test"))
+    portal = make_portal(cfg, pipeline.preparer, [SECRET], "mx.test", log)
+    old = await portal.create({"caseId": "C1", "to": "a@example.com", "customerId": "acme", "ttlSeconds": 60},
+                              None, "acme")
+    new = await portal.create({"caseId": "C2", "to": "a@example.com", "customerId": "acme"}, None, "acme")
+    s_old, s_new = [await portal.records.load(x["sessionId"]) for x in (old, new)]
+    for s in (s_old, s_new):  # one accepted file staged, one upload half done in the spool
+        f = await portal.begin(s, "a.pdf", 10, None)
+        path = tmp_path / f"{s.id}.pdf"
+        path.write_bytes(files.big_pdf(20_000))
+        assert (await portal.judge(s, f, path, None)).state == FileState.RECEIVED
+        partial = Path(cfg.portal.spool_dir) / sign(SECRET, s.id, s.expires) / ".resources"
+        partial.mkdir(parents=True)
+        (partial / "upload").write_bytes(b"half")
+    await portal.tick(now=s_old.expires + 1)
+    await portal.settle()
+    assert await portal.records.sessions() == [s_new.id]
+    staged = await store.list_records("portalstaged")
+    assert len(staged) == 1 and staged[0].startswith(f"portalstaged/{s_new.id}-")
+    assert not await store.list_records("portalfile", s_old.id)
+    assert [d.name.split(".")[0] for d in Path(cfg.portal.spool_dir).iterdir()] == [s_new.id]
+    assert list(await portal.records.open_sessions("acme", time.time())) == [s_new.id]
+    await portal.stop()
