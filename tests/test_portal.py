@@ -454,3 +454,110 @@ def test_the_documented_lifecycle_rules_are_accepted_and_spare_open_sessions(s3s
     from smtp_offload.config import Config, S3StorageConfig
     assert S3StorageConfig().prefix.strip("/") == "smtp-offload"
     assert days["portal"] * 86400 >= Config().portal.max_ttl_seconds + 86400  # + the day of retries
+
+
+# -- what a hostile or unlucky client may send (the red-team findings, each pinned) -----------
+def test_a_chunk_never_goes_past_the_upload_and_odd_tus_requests_get_clear_answers(portal):
+    p, base = portal(chunk_bytes=MB)
+    page = path_of(new_session(base)["uploadUrl"])
+    status, headers, _ = tus_create(base, page, "small.pdf", 10)
+    upload = f"{page}/{headers['Location']}"
+    for _ in range(3):  # would grow the spool without end if the library were asked
+        status, _h, body = tus_patch(base, upload, 0, b"A" * 100_000)
+        assert status == 413 and b"past the upload" in body
+    spooled = sum(f.stat().st_size for f in (p.tmp / "var" / "portal").rglob("*") if f.is_file())
+    assert spooled < 10_000
+    for offset in ("abc", "1_0", "-1", "+1", ""):
+        assert request(base, "PATCH", upload, b"x", {"Tus-Resumable": "1.0.0", "Upload-Offset": offset})[0] == 400
+    status, _h, _b = request(base, "POST", page + "/tus", headers={
+        "Tus-Resumable": "1.0.0", "Upload-Length": "1_0", "Upload-Metadata": "filename YS5wZGY="})
+    assert status == 400
+    fresh = f"{page}/tus/0b8a2a0e-1f7c-4d2b-9a55-3c2f6d1e9b10"
+    assert tus_patch(base, fresh, 0, b"x")[0] == 404
+    # Cancelled (DELETE): gone from the upload and from the page.
+    assert request(base, "DELETE", upload, headers={"Tus-Resumable": "1.0.0"})[0] == 204
+    assert tus_patch(base, upload, 0, b"x" * 10)[0] == 404
+    assert request(base, "HEAD", upload, headers={"Tus-Resumable": "1.0.0"})[0] == 404
+    assert status_of(base, page)["files"] == []
+    assert_clean_log(p)
+
+
+def test_a_complete_upload_answers_head_as_complete_and_a_repeated_last_chunk_cleanly(portal):
+    p, base = portal()
+    page = path_of(new_session(base)["uploadUrl"])
+    data = files.big_pdf(300_000)
+    upload = tus_upload(base, page, "scan.pdf", data)
+    # A client whose last answer was lost asks where it is: complete, so it does not start over.
+    assert tus_offset(base, upload) == len(data)
+    status, _h, body = tus_patch(base, upload, 0, data)
+    assert status == 409 and json.loads(body)["error"] == "complete"
+    assert [f["state"] for f in status_of(base, page)["files"]] == ["received"]
+    assert_clean_log(p)
+
+
+def test_concurrent_chunks_of_one_upload_are_taken_one_at_a_time(portal):
+    from concurrent.futures import ThreadPoolExecutor
+
+    p, base = portal()
+    page = path_of(new_session(base)["uploadUrl"])
+    data = files.big_pdf(2 * MB)
+    status, headers, _ = tus_create(base, page, "twice.pdf", len(data))
+    upload = f"{page}/{headers['Location']}"
+    with ThreadPoolExecutor(4) as pool:
+        statuses = sorted(pool.map(lambda _: tus_patch(base, upload, 0, data)[0], range(4)))
+    assert statuses == [204, 409, 409, 409]
+    assert [f["state"] for f in status_of(base, page)["files"]] == ["received"]
+    assert len(p.events("portal_upload")) == 1
+    assert_clean_log(p)
+
+
+def test_send_waits_for_a_file_still_uploading(portal, sink):
+    p, base = portal()
+    page = path_of(new_session(base)["uploadUrl"])
+    tus_upload(base, page, "first.pdf", files.big_pdf(50_000))
+    late = files.big_pdf(200_000)
+    status, headers, _ = tus_create(base, page, "late.pdf", len(late))
+    upload = f"{page}/{headers['Location']}"
+    assert tus_patch(base, upload, 0, late[:1000])[0] == 204
+    status, answer = send(base, page)
+    assert status == 409 and answer["error"] == "uploads_in_progress"
+    assert tus_patch(base, upload, 1000, late[1000:])[0] == 204
+    assert send(base, page)[1]["state"] == "sent"
+    text = _message(sink).get_body(("plain",)).get_content()
+    assert "first.pdf" in text and "late.pdf" in text
+
+
+def test_the_plain_form_takes_no_more_parts_than_the_session_has_room_for(portal):
+    p, base = portal(max_files=5)
+    page = path_of(new_session(base)["uploadUrl"])
+    status, _h, _b = post_form(base, page + "/form", [(f"e{i}.pdf", b"", "application/pdf") for i in range(300)])
+    assert status == 303
+    assert len(status_of(base, page)["files"]) == 5
+    page = path_of(new_session(base)["uploadUrl"])
+    boundary = "b0undary"
+    truncated = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\n\r\n"
+                 "%PDF-1.4 and then nothing").encode()
+    status, _h, body = request(base, "POST", page + "/form", truncated,
+                               {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert status == 400 and b"did not arrive whole" in body
+    for ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        assert request(base, "POST", page + "/form", b"a=b", {"Content-Type": ctype})[0] == 400
+    assert_clean_log(p)
+
+
+@pytest.mark.parametrize("subject", ["Invoice\u2028copy", "Invoice\u0085copy", "a\u200fb", "tab\there"])
+def test_a_subject_that_would_break_the_header_is_refused_at_once(portal, subject):
+    _p, base = portal()
+    status, _h, body = _create(base, {"caseId": "C1", "to": TO, "subject": subject})
+    assert status == 400 and "subject" in body["message"]
+
+
+def test_a_subject_in_any_language_and_spaces_of_any_kind_are_fine(portal, sink):
+    _p, base = portal(sender_name='Upload "portal", Acme')
+    page = path_of(new_session(base, subject="Réclamation\u00a0n° 42 — 請求書")["uploadUrl"])
+    tus_upload(base, page, "scan.pdf", files.big_pdf(50_000))
+    assert send(base, page)[1]["state"] == "sent"
+    msg = _message(sink)
+    assert msg["Subject"] == "[Case CASE-1042] Réclamation\u00a0n° 42 — 請求書"
+    assert msg["From"].addresses[0].display_name == 'Upload "portal", Acme'
+    assert sink.messages[0].content.isascii()  # 7bit: any downstream takes it

@@ -72,32 +72,39 @@ def test_not_accepted_lists_what_is():
         "refused: .exe files are not accepted here — please send one of: PDF, JPG"
 
 
-async def test_the_sweep_removes_what_an_expired_session_left_and_nothing_else(tmp_path: Path):
+async def test_at_expiry_received_files_are_delivered_then_everything_is_removed(tmp_path: Path, sink):
     cfg = config.Config()
     cfg.portal.spool_dir = str(tmp_path / "spool")
     cfg.server.accepted_domains = ["example.com"]
+    cfg.downstream.host, cfg.downstream.port, cfg.downstream.tls = "127.0.0.1", sink.port, config.DownstreamTls.NONE
     store = LocalStore(tmp_path / "store")
     log = structlog.get_logger()
     pipeline = build_pipeline(cfg, store, [SECRET], log, Metrics(), "mx.test", Authenticator(cfg.auth, "mx.test"))
     portal = make_portal(cfg, pipeline.preparer, [SECRET], "mx.test", log)
-    old = await portal.create({"caseId": "C1", "to": "a@example.com", "customerId": "acme", "ttlSeconds": 60},
-                              None, "acme")
-    new = await portal.create({"caseId": "C2", "to": "a@example.com", "customerId": "acme"}, None, "acme")
-    s_old, s_new = [await portal.records.load(x["sessionId"]) for x in (old, new)]
-    for s in (s_old, s_new):  # one accepted file staged, one upload half done in the spool
+    made = [await portal.create({"caseId": case, "to": "a@example.com", "customerId": "acme", **ttl}, None, "acme")
+            for case, ttl in (("C1", {"ttlSeconds": 60}), ("C2", {}), ("C3", {"ttlSeconds": 60}))]
+    s_old, s_new, s_empty = [await portal.records.load(x["sessionId"]) for x in made]
+    for s in (s_old, s_new):  # one accepted file staged
         f = await portal.begin(s, "a.pdf", 10, None)
         path = tmp_path / f"{s.id}.pdf"
         path.write_bytes(files.big_pdf(20_000))
         assert (await portal.judge(s, f, path, None)).state == FileState.RECEIVED
+    for s in (s_old, s_new, s_empty):  # an upload half done in the spool
         partial = Path(cfg.portal.spool_dir) / sign(SECRET, s.id, s.expires) / ".resources"
         partial.mkdir(parents=True)
         (partial / "upload").write_bytes(b"half")
-    await portal.tick(now=s_old.expires + 1)
+
+    later = s_old.expires + 1
+    await portal.tick(now=later)  # C1 expired with a received file nobody sent: delivered, not dropped
     await portal.settle()
+    assert len(sink.messages) == 1 and b"[Case C1]" in sink.messages[0].content
+    assert sorted(await portal.records.sessions()) == sorted([s_old.id, s_new.id])  # C3 had nothing: gone
+    await portal.tick(now=later)  # C1 was delivered: now it goes too
     assert await portal.records.sessions() == [s_new.id]
     staged = await store.list_records("portalstaged")
     assert len(staged) == 1 and staged[0].startswith(f"portalstaged/{s_new.id}-")
     assert not await store.list_records("portalfile", s_old.id)
     assert [d.name.split(".")[0] for d in Path(cfg.portal.spool_dir).iterdir()] == [s_new.id]
     assert list(await portal.records.open_sessions("acme", time.time())) == [s_new.id]
+    assert len(sink.messages) == 1
     await portal.stop()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr
 from datetime import datetime, timezone
 
 from ..relay import Downstream, Reply
@@ -30,7 +30,7 @@ def render(s: Session, files: list[FileEntry], *, sender: str, sender_name: str,
     refused = [f for f in files if f.state == FileState.REFUSED]
     # 7bit: names and subjects may be any language, and the downstream need not speak 8BITMIME.
     msg = EmailMessage(policy=SMTP.clone(cte_type="7bit"))
-    msg["From"] = f'"{sender_name}" <{sender}>' if sender_name else sender
+    msg["From"] = formataddr((sender_name, sender)) if sender_name else sender
     msg["To"] = s.to
     msg["Subject"] = subject(s)
     msg["Date"] = format_datetime(datetime.fromtimestamp(now, timezone.utc))

@@ -22,6 +22,7 @@ import re
 import shutil
 import socket
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -39,8 +40,8 @@ from ..model import Verdict
 from ..relay import Downstream
 from ..units import clip, human_size
 from . import message, words
-from .session import (FID_RE, FileEntry, FileState, LinkRefused, Records, Session, State, new_fid, new_sid, sign,
-                      verify)
+from .session import (FID_RE, FileEntry, FileState, LinkRefused, Records, Session, State, busy, new_fid, new_sid,
+                      sign, verify)
 
 _CASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:#/-]{0,63}")
 _CUSTOMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -80,9 +81,12 @@ class Portal:
         self.spool = Path(cfg.spool_dir)
         self._buckets: dict[str, Bucket] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._sending: set[str] = set()
+        self._sending: set[str] = set()  # sessions this instance is delivering now
+        self._scheduled: set[str] = set()  # ... or is about to (the runner's background sends)
         self._tasks: set[asyncio.Task] = set()
         self._runner: asyncio.Task | None = None
+        # Files are judged and promoted whole, in memory: two at a time bound that memory.
+        self._judging = asyncio.Semaphore(2)
 
     # -- sessions ----------------------------------------------------------------------------
     async def create(self, fields: Any, key: ApiKey | None, customer: str | None) -> dict[str, Any]:
@@ -139,8 +143,11 @@ class Portal:
             out["customerId"] = customer
         subject = fields.get("subject")
         if subject is not None:
-            if not isinstance(subject, str) or len(subject) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in subject):
-                raise _bad("subject must be at most 200 characters, without control characters")
+            # No control, format or line/paragraph separator characters (U+2028 breaks a header);
+            # spaces of any kind are fine.
+            if not isinstance(subject, str) or len(subject) > 200 or not all(
+                    c.isprintable() or unicodedata.category(c) == "Zs" for c in subject):
+                raise _bad("subject must be at most 200 characters, without control characters or line breaks")
             out["subject"] = subject.strip() or None
         reply_to = fields.get("inReplyTo")
         if reply_to is not None:
@@ -167,11 +174,12 @@ class Portal:
 
     async def revoke(self, sid: str, by: str) -> bool:
         """Withdraw a session: its link answers 410 and what it staged is deleted."""
-        try:
-            s = await self.records.load(sid)
-        except KeyError:
-            return False
-        await self.records.save(s.with_(revoked=True))
+        async with self._lock(sid):
+            try:
+                s = await self.records.load(sid)
+            except KeyError:
+                return False
+            await self.records.save(s.with_(revoked=True))
         for f in await self.records.files(sid):
             await self.records.unstage(sid, f.id)
         await self._forget_customer(s)
@@ -183,8 +191,7 @@ class Portal:
         received = [f for f in files if f.state == FileState.RECEIVED]
         return {"state": s.state, "message": DELIVERY_WORDS.get(s.state, ""), "caseId": s.case_id,
                 "expiresAt": utc(s.expires), "files": [f.public() for f in files],
-                "canSend": s.state == State.OPEN and bool(received) and not any(
-                    f.state == FileState.CHECKING for f in files)}
+                "canSend": s.state == State.OPEN and bool(received) and not busy(files, time.time())}
 
     # -- files -------------------------------------------------------------------------------
     async def admit(self, s: Session, name: str, size: int, remote: str | None) -> None:
@@ -214,37 +221,57 @@ class Portal:
 
     async def begin(self, s: Session, name: str, size: int, declared: str | None, upload: str = "",
                     fid: str | None = None) -> FileEntry:
-        f = FileEntry(id=fid or new_fid(), name=name, size=size, created=time.time(), declared=declared, upload=upload)
+        now = time.time()
+        f = FileEntry(id=fid or new_fid(), name=name, size=size, created=now, declared=declared, upload=upload,
+                      updated=now)
         await self.records.save_file(s.id, f)
         return f
 
+    async def touch(self, s: Session, fid: str) -> None:
+        """A chunk of this upload is arriving: it is alive (see session.busy)."""
+        try:
+            f = await self.records.load_file(s.id, fid)
+        except KeyError:
+            return
+        if f.state == FileState.UPLOADING:
+            await self.records.save_file(s.id, f.with_(updated=time.time()))
+
     async def judge(self, s: Session, f: FileEntry, path: Path, remote: str | None) -> FileEntry:
-        """A complete upload at `path` (removed here): judged, staged when accepted, recorded."""
+        """A complete upload at `path` (removed here): judged, staged when accepted, recorded.
+        One file at a time per pair of cores: each is read whole (at most portal.max_file_bytes)."""
         try:
             await self.records.save_file(s.id, f.with_(state=FileState.CHECKING))
-            data = await asyncio.to_thread(path.read_bytes)
-            d = decide_file(data, f.name, f.declared, self.policy) if len(data) < INLINE_BYTES \
-                else await asyncio.to_thread(decide_file, data, f.name, f.declared, self.policy)
-            j = d.file.judgement
-            judged = f.with_(size=len(data), verdict=d.verdict.value, reason=d.reason, detected_type=j.detected_type,
-                           sha256=d.file.sha256)
-            if d.verdict is Verdict.OFFLOAD:
-                await self.records.stage(s.id, f.id, data)
-                judged = judged.with_(state=FileState.RECEIVED, message=words.RECEIVED)
-            else:
-                judged = judged.with_(state=FileState.REFUSED,
-                               message=words.refusal(d.verdict, d.reason, j.detected_type, f.name))
+            async with self._judging:
+                data = await asyncio.to_thread(path.read_bytes)
+                d = decide_file(data, f.name, f.declared, self.policy) if len(data) < INLINE_BYTES \
+                    else await asyncio.to_thread(decide_file, data, f.name, f.declared, self.policy)
+                j = d.file.judgement
+                judged = f.with_(size=len(data), verdict=d.verdict.value, reason=d.reason,
+                                 detected_type=j.detected_type, sha256=d.file.sha256, updated=time.time())
+                if d.verdict is Verdict.OFFLOAD:
+                    await self.records.stage(s.id, f.id, data)
+                    judged = judged.with_(state=FileState.RECEIVED, message=words.RECEIVED)
+                else:
+                    judged = judged.with_(state=FileState.REFUSED,
+                                          message=words.refusal(d.verdict, d.reason, j.detected_type, f.name))
+                del data
         except StorageError as exc:
             self.log.warning("portal_stage_failed", session=s.id, file=f.id, error=clip(exc, 200))
             judged = f.with_(state=FileState.FAILED, message="not received: a problem on our side — please add "
-                           "this file again in a few minutes")
+                             "this file again in a few minutes")
         finally:
             path.unlink(missing_ok=True)
         try:
-            await self.records.save_file(s.id, judged)
+            # Under the session's lock, against its current state: a file that completes while
+            # (or after) the files are sent must not be taken for sent.
             async with self._lock(s.id):
                 current = await self.records.load(s.id)
-                await self.records.save(current.with_(last_upload=time.time()))
+                if current.state != State.OPEN and judged.state == FileState.RECEIVED:
+                    await self.records.unstage(s.id, f.id)
+                    judged = judged.with_(state=FileState.REFUSED, message="not sent: it arrived after your files "
+                                          "were sent to your case — please ask for a new upload link")
+                    self.log.warning("portal_upload_late", session=s.id, file=f.id, state=current.state)
+                await self.records.save_file(s.id, judged)
         except (StorageError, KeyError) as exc:
             self.log.warning("portal_record_failed", session=s.id, file=f.id, error=clip(exc, 200))
         self.log.info("portal_upload", session=s.id, case=s.case_id, file=f.id, name=clip(f.name, 200),
@@ -254,61 +281,93 @@ class Portal:
 
     # -- delivery ----------------------------------------------------------------------------
     async def send(self, sid: str, trigger: str) -> Session:
-        """Deliver the session's files (see the module doc); the session as it stands after."""
+        """Deliver the session's files (see the module doc); the session as it stands after.
+        `trigger`: customer (Send), quiet, expired, retry, takeover."""
         async with self._lock(sid):
             s = await self.records.load(sid)
             now = time.time()
-            if s.state == State.SENT or s.revoked:
-                return s
+            if s.state == State.SENT or s.revoked or sid in self._sending:
+                return s  # done, withdrawn, or being delivered by this instance right now
             if s.state == State.SENDING and s.owner != self.instance and s.lease_until > now:
                 return s  # another instance is at it
             files = await self.records.files(sid)
-            if trigger == "customer" and s.state == State.OPEN:
-                if any(f.state == FileState.CHECKING for f in files):
-                    raise Refused(409, "still_checking", "some files are still being checked; send them in a moment")
+            if s.state == State.OPEN:
                 if not any(f.state == FileState.RECEIVED for f in files):
-                    raise Refused(409, "nothing_to_send", "add at least one file that was received first")
+                    if trigger == "customer":
+                        raise Refused(409, "nothing_to_send", "add at least one file that was received first")
+                    return s
+                if trigger != "expired" and busy(files, now):
+                    if trigger == "customer":
+                        raise Refused(409, "uploads_in_progress", "some files are still uploading or being checked; "
+                                      "send them once every file shows its result")
+                    return s
             s = s.with_(state=State.SENDING, owner=self.instance, lease_until=now + LEASE, attempts=s.attempts + 1)
             await self.records.save(s)
             self._sending.add(sid)
-            try:
-                return await self._deliver(s, files, trigger)
-            finally:
-                self._sending.discard(sid)
+        beat = asyncio.ensure_future(self._heartbeat(sid))
+        try:
+            return await self._deliver(s, files, trigger, beat)
+        finally:
+            beat.cancel()
+            self._sending.discard(sid)
 
-    async def _deliver(self, s: Session, files: list[FileEntry], trigger: str) -> Session:
+    async def _heartbeat(self, sid: str) -> None:
+        """Renew the delivery's lease while it runs (promoting 500 MB can outlast one)."""
+        while True:
+            await asyncio.sleep(LEASE / 4)
+            try:
+                async with self._lock(sid):
+                    current = await self.records.load(sid)
+                    if current.state != State.SENDING or current.owner != self.instance:
+                        return
+                    await self.records.save(current.with_(lease_until=time.time() + LEASE))
+            except (StorageError, KeyError) as exc:
+                self.log.warning("portal_lease_failed", session=sid, error=clip(exc, 200))
+
+    async def _deliver(self, s: Session, files: list[FileEntry], trigger: str, beat: asyncio.Future) -> Session:
         reply_text, ok = "", False
         try:
             files = [await self._promote(s, f) if f.state == FileState.RECEIVED and not f.link else f for f in files]
             body = message.render(s, files, sender=self.sender, sender_name=self.cfg.sender_name, now=time.time())
             reply = await message.send(self.downstream(), self.sender, s.to, body)
             ok, reply_text = reply.ok, str(reply)
-        except (StorageError, asyncio.TimeoutError) as exc:
+        except (StorageError, asyncio.TimeoutError, KeyError) as exc:
             reply_text = f"storage: {clip(exc, 160)}"
         except SmtpReplyError as exc:
             reply_text = exc.reply
+        except Exception as exc:  # a bug: retried like an outage (the files stay staged), never a lost session
+            self.log.error("portal_send_failed", session=s.id, exc_info=exc)
+            reply_text = f"internal error: {type(exc).__name__}"
+        beat.cancel()
         sent = [f for f in files if f.state == FileState.RECEIVED]
         fields = dict(session=s.id, case=s.case_id, to=s.to, trigger=trigger, attempt=s.attempts, files=len(sent),
                       refused=sum(f.state == FileState.REFUSED for f in files), downstream_reply=clip(reply_text, 200))
-        if ok:
-            s = s.with_(state=State.SENT, sent_at=time.time(), owner="", last_error="")
+        async with self._lock(s.id):
+            current = await self.records.load(s.id)  # merged: a revocation meanwhile stays one
+            if ok:
+                s = current.with_(state=State.SENT, sent_at=time.time(), owner="", last_error="")
+            else:
+                delay = min(self.cfg.max_retry_seconds, self.cfg.retry_seconds * 2 ** max(0, s.attempts - 1))
+                s = current.with_(state=State.RETRYING, owner="", next_attempt=time.time() + delay,
+                                  last_error=clip(reply_text, 200))
             await self.records.save(s)
-            self.log.info("portal_send", outcome="delivered", **fields)
-            for f in sent:
-                await self.records.unstage(s.id, f.id)
-            await self._forget_customer(s)
+        if not ok:
+            self.log.warning("portal_send", outcome="deferred", retry_in=round(s.next_attempt - time.time(), 1),
+                             **fields)
             return s
-        delay = min(self.cfg.max_retry_seconds, self.cfg.retry_seconds * 2 ** max(0, s.attempts - 1))
-        s = s.with_(state=State.RETRYING, owner="", next_attempt=time.time() + delay, last_error=clip(reply_text, 200))
-        await self.records.save(s)
-        self.log.warning("portal_send", outcome="deferred", retry_in=round(delay, 1), **fields)
+        self.log.info("portal_send", outcome="delivered", **fields)
+        for f in sent:
+            await self.records.unstage(s.id, f.id)
+        await self._forget_customer(s)
         return s
 
     async def _promote(self, s: Session, f: FileEntry) -> FileEntry:
         """An accepted file out of staging: stored and linked like an offloaded attachment. The
         key follows the session and the file, so a retried promotion lands on the same object."""
-        data = await self.records.staged(s.id, f.id)
-        d = await asyncio.to_thread(decide_file, data, f.name, f.declared, self.policy)
+        async with self._judging:
+            data = await self.records.staged(s.id, f.id)
+            d = await asyncio.to_thread(decide_file, data, f.name, f.declared, self.policy)
+            del data
         if d.verdict is not Verdict.OFFLOAD:  # the policy changed since: judged again, refused now
             f = f.with_(state=FileState.REFUSED, verdict=d.verdict.value, reason=d.reason,
                       message=words.refusal(d.verdict, d.reason, d.file.judgement.detected_type, f.name))
@@ -361,32 +420,37 @@ class Portal:
         """One round: what is due is sent (in the background), what expired is removed."""
         now = time.time() if now is None else now
         for sid in await self.records.sessions():
-            if sid in self._sending:
+            if sid in self._sending or sid in self._scheduled:
                 continue
             try:
                 s = await self.records.load(sid)
+                trigger = await self._due(s, now)
             except KeyError:
                 continue
-            trigger = self._due(s, now)
-            if trigger == "expired":
+            if trigger == "remove":
                 await self._expire(s)
             elif trigger is not None:
                 self._background(sid, trigger)
         await asyncio.to_thread(self._sweep_spool, now)
 
-    def _due(self, s: Session, now: float) -> str | None:
+    async def _due(self, s: Session, now: float) -> str | None:
         undelivered = s.state in (State.RETRYING, State.SENDING)
         if now >= s.expires + (RETRY_AFTER_EXPIRY if undelivered else 0):
-            return "expired"
+            if s.state == State.OPEN and not s.revoked and any(
+                    f.state == FileState.RECEIVED for f in await self.records.files(s.id)):
+                return "expired"  # received files the customer never sent: delivered, not dropped
+            return "remove"
         if s.revoked:
             return None
         if s.state == State.RETRYING and s.next_attempt <= now:
             return "retry"
         if s.state == State.SENDING and s.lease_until <= now:
             return "takeover"  # its instance died mid-delivery
-        if s.state == State.OPEN and self.cfg.quiet_seconds and s.last_upload \
-                and now - s.last_upload >= self.cfg.quiet_seconds:
-            return "quiet"
+        if s.state == State.OPEN and self.cfg.quiet_seconds:
+            files = await self.records.files(s.id)
+            last = max((f.updated for f in files if f.state == FileState.RECEIVED), default=0.0)
+            if last and now - last >= self.cfg.quiet_seconds and not busy(files, now):
+                return "quiet"
         return None
 
     def _background(self, sid: str, trigger: str) -> None:
@@ -397,11 +461,13 @@ class Portal:
                 pass
             except (StorageError, KeyError) as exc:
                 self.log.warning("portal_send_failed", session=sid, trigger=trigger, error=clip(exc, 200))
+            except Exception as exc:  # a bug: logged, and the next tick tries again
+                self.log.error("portal_send_failed", session=sid, trigger=trigger, exc_info=exc)
 
-        self._sending.add(sid)  # until send() holds it: the next tick must not start a twin
+        self._scheduled.add(sid)  # until it ran: the next tick must not start a twin
         task = asyncio.ensure_future(go())
         self._tasks.add(task)
-        task.add_done_callback(lambda t: (self._tasks.discard(t), self._sending.discard(sid)))
+        task.add_done_callback(lambda t: (self._tasks.discard(t), self._scheduled.discard(sid)))
 
     async def _expire(self, s: Session) -> None:
         files = await self.records.files(s.id)

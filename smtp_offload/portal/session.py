@@ -91,7 +91,6 @@ class Session:
     next_attempt: float = 0.0
     last_error: str = ""  # the downstream's answer, for the log and the admin (never the page)
     sent_at: float = 0.0
-    last_upload: float = 0.0
 
     def message_id(self, domain: str) -> str:
         """One Message-ID for every attempt: a retry after a lost answer is the same message."""
@@ -102,6 +101,9 @@ class Session:
 
     def with_(self, **changes: Any) -> Session:
         return dataclasses.replace(self, **changes)
+
+
+ABANDONED = 600.0  # an upload that sent nothing for this long no longer holds up Send
 
 
 class FileState:
@@ -129,6 +131,7 @@ class FileEntry:
     link: str = ""  # once promoted (at send)
     link_expires: int = 0
     storage_key: str = ""
+    updated: float = 0.0  # the last chunk's arrival, while uploading: an upload quiet too long is abandoned
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -140,6 +143,12 @@ class FileEntry:
         """What the page may show: nothing the customer did not send, nothing internal."""
         return {"id": self.id, "name": self.name, "size": self.size, "state": self.state,
                 "message": self.message, "upload": self.upload}
+
+
+def busy(files: list[FileEntry], now: float) -> bool:
+    """Is a file still arriving or being checked (so the message would miss it)?"""
+    return any(f.state == FileState.CHECKING or (f.state == FileState.UPLOADING and now - f.updated < ABANDONED)
+               for f in files)
 
 
 def new_sid() -> str:
@@ -176,6 +185,9 @@ class Records:
     async def load_file(self, sid: str, fid: str) -> FileEntry:
         data = json.loads(await self.store.get_record(f"portalfile/{sid}-{fid}.json"))
         return FileEntry(**{k: v for k, v in data.items() if k in FileEntry.__dataclass_fields__})
+
+    async def delete_file(self, sid: str, fid: str) -> None:
+        await self.store.delete_record(f"portalfile/{sid}-{fid}.json")
 
     async def files(self, sid: str) -> list[FileEntry]:
         out = []

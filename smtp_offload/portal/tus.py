@@ -19,11 +19,13 @@ client more than a public page may, so every request passes the guard first:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import os
 import re
 import signal
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -36,12 +38,15 @@ from aiohttp_tus.utils import get_resource
 from ..api.keys import Refused
 from ..api.protocol import MAX_FILENAME, MEDIA_TYPE
 from ..errors import StorageError
-from .session import LinkRefused, Session, new_fid
+from ..units import clip
+from .session import FileEntry, LinkRefused, Session, new_fid
 from .service import Portal
 
 FAILPOINT_ENV = "SMTP_OFFLOAD_FAILPOINT"  # tests only: "portal-half" stops the process mid-upload
 _UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TUS = {"Tus-Resumable": "1.0.0"}
+_DIGITS = re.compile(r"[0-9]{1,18}")
+MAX_CHUNKS_AT_ONCE = 16  # each is read whole (portal.chunk_bytes): 128 MiB with the default
 SESSION = "portal_session"  # the request's checked Session, for the library's callback
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,7 +88,23 @@ def _name(meta: dict[str, bytes]) -> str:
     return name
 
 
+def _number(header: str | None) -> int | None:
+    """A tus length or offset: ASCII digits only (int() would also take "1_0", "+1", " ١ ")."""
+    return int(header) if header is not None and _DIGITS.fullmatch(header) else None
+
+
+def _resource(request: web.Request) -> Resource | None:
+    """The library's record of an upload in progress; None when there is none (any more)."""
+    try:
+        return get_resource(request)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
+    # Per upload; gone with the last request holding or awaiting it.
+    locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+    chunks = asyncio.Semaphore(MAX_CHUNKS_AT_ONCE)
     async def done(request: web.Request, resource: Resource, path: Path) -> None:
         s = request[SESSION]
         try:
@@ -114,7 +135,9 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
                     return await _create(request, s, handler)
                 if request.method == "PATCH":
                     return await _patch(request, s, handler)
-                return await handler(request)
+                if request.method == "HEAD":
+                    return await _head(request, s, handler)
+                return await _delete(request, s, handler)
             except Refused as r:
                 return refusal(r.status, r.error, r.message, r.headers)
             except StorageError:
@@ -128,11 +151,11 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
             return refusal(412, "not_tus", "this endpoint speaks tus 1.0.0 (Tus-Resumable header)")
         try:
             meta = metadata(request.headers.get("Upload-Metadata", ""))
-            length = int(request.headers.get("Upload-Length", ""))
         except ValueError:
-            raise Refused(400, "bad_request", "Upload-Length and a well-formed Upload-Metadata are required") from None
-        if length < 0:
-            raise Refused(400, "bad_request", "Upload-Length must not be negative")
+            meta = None
+        length = _number(request.headers.get("Upload-Length"))
+        if meta is None or length is None:
+            raise Refused(400, "bad_request", "Upload-Length and a well-formed Upload-Metadata are required")
         name = _name(meta)
         declared = None
         try:
@@ -153,30 +176,70 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
             resp.headers["Location"] = f"tus/{uid}"  # relative to the endpoint (see the module doc)
         return resp
 
+    async def _finished(s: Session, uid: str) -> FileEntry | None:
+        """The file an upload became, once complete (the library forgot the upload then)."""
+        return next((f for f in await portal.records.files(s.id) if f.upload == uid), None)
+
+    async def _head(request: web.Request, s: Session, handler: Handler) -> web.StreamResponse:
+        uid = request.match_info["resource_uid"]
+        if _resource(request) is None:
+            # Complete already: say so, so a client whose last answer was lost does not start over.
+            f = await _finished(s, uid)
+            if f is None:
+                return refusal(404, "not_found", "no such upload")
+            return web.Response(status=200, headers={**_TUS, "Cache-Control": "no-store", "Upload-Offset": str(f.size),
+                                                     "Upload-Length": str(f.size)})
+        return await handler(request)
+
+    async def _delete(request: web.Request, s: Session, handler: Handler) -> web.StreamResponse:
+        resource = _resource(request)
+        resp = await handler(request)
+        if resp.status == 204 and resource is not None:
+            await portal.records.delete_file(s.id, resource.file_name)
+        return resp
+
     async def _patch(request: web.Request, s: Session, handler: Handler) -> web.StreamResponse:
+        uid = request.match_info["resource_uid"]
         size = request.content_length
         if size is None or size > portal.cfg.chunk_bytes:
             return refusal(413, "too_large", f"a chunk must state its length and be at most {portal.cfg.chunk_bytes} "
                            "bytes")
+        offset = _number(request.headers.get("Upload-Offset"))
+        if offset is None:
+            return refusal(400, "bad_request", "Upload-Offset must be a whole number")
         if s.state != "open":
             return refusal(409, "already_sent", "these files were already sent to your case")
-        try:
-            before = get_resource(request)
-        except (OSError, ValueError, KeyError):
-            before = None
-        try:
-            resp = await handler(request)
-        except (ClientPayloadError, ConnectionError, ClientConnectionError):
-            # The connection broke mid-chunk: nothing of it was kept, the client resumes from
-            # the offset it asks for with HEAD.
-            log.info("portal_chunk", session=s.id, upload=request.match_info["resource_uid"], aborted=True)
-            return refusal(400, "incomplete", "the chunk did not arrive whole; resume from Upload-Offset")
+        lock = locks.get(uid)
+        if lock is None:
+            lock = locks[uid] = asyncio.Lock()
+        async with lock, chunks:  # one chunk of an upload at a time; a bounded number in memory
+            resource = _resource(request)
+            if resource is None:
+                f = await _finished(s, uid)
+                if f is not None and offset == f.size and size == 0:
+                    return web.Response(status=204, headers={**_TUS, "Upload-Offset": str(f.size)})
+                return refusal(404 if f is None else 409, "not_found" if f is None else "complete",
+                               "no such upload" if f is None else "this upload is complete")
+            if offset != resource.offset:
+                return refusal(409, "offset_mismatch", "resume from the Upload-Offset a HEAD request gives",
+                               {"Upload-Offset": str(resource.offset)})
+            if offset + size > resource.file_size:
+                return refusal(413, "too_large", "the chunk goes past the upload's Upload-Length")
+            await portal.touch(s, resource.file_name)
+            try:
+                resp = await handler(request)
+            except (ClientPayloadError, ConnectionError, ClientConnectionError, asyncio.IncompleteReadError):
+                # The connection broke mid-chunk: nothing of it was kept, the client resumes
+                # from the offset it asks for with HEAD.
+                log.info("portal_chunk", session=s.id, upload=uid, offset=offset, aborted=True)
+                return refusal(400, "incomplete", "the chunk did not arrive whole; resume from Upload-Offset")
+            except OSError as exc:  # the spool's disk: full, gone
+                log.warning("portal_spool_failed", session=s.id, upload=uid, error=clip(exc, 200))
+                return refusal(503, "unavailable", "uploads are paused by a problem on our side; retrying",
+                               {"Retry-After": "30"})
         if resp.status == 204:
-            offset = int(request.headers.get("Upload-Offset") or 0)
-            log.info("portal_chunk", session=s.id, upload=request.match_info["resource_uid"], offset=offset,
-                     bytes=size)
-            if before is not None and os.environ.get(FAILPOINT_ENV) == "portal-half" \
-                    and offset * 2 < before.file_size <= (offset + size) * 2:
+            log.info("portal_chunk", session=s.id, upload=uid, offset=offset, bytes=size)
+            if os.environ.get(FAILPOINT_ENV) == "portal-half" and offset * 2 < resource.file_size <= (offset + size) * 2:
                 os.kill(os.getpid(), signal.SIGSTOP)  # the resume test's crash: chunk kept, answer never sent
         return resp
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, ClientPayloadError, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from .. import __version__
 from ..api.body import CHUNK, spool
@@ -215,44 +216,56 @@ def _back(request: web.Request) -> web.Response:
 
 async def _form(request: web.Request) -> web.StreamResponse:
     """The plain form: each file part spooled (portal.form_max_bytes at most), then judged like
-    a resumable upload. Refusals are recorded as the file's result, shown on the page."""
+    a resumable upload. Refusals are recorded as the file's result, shown on the page; parts
+    past the session's portal.max_files are not read at all."""
     portal = request.app[_PORTAL]
     try:
         s = await _open(request)
+        room = portal.cfg.max_files - len(await portal.records.files(s.id))
+        if s.state != State.OPEN:
+            return _back(request)
+        reader = await request.multipart()
+        while room > 0:
+            part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader) or part.name != "file" or not part.filename:
+                continue
+            room -= 1
+            await _form_file(request, portal, s, part)
     except LinkRefused as e:
         return _gone(request, e)
     except StorageError:
         return _unavailable(request)
-    try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError, KeyError):
-        return _refused_page(request, 400, "Nothing was uploaded", "Please choose a file and press Upload.")
-    async for part in reader:
-        if not isinstance(part, BodyPartReader) or part.name != "file" or not part.filename:
-            continue
-        name = part.filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
-        declared = (part.headers.get("Content-Type") or "").split(";")[0].strip().lower() or None
-        try:
-            spooled = await spool(_chunks(part), limit=portal.cfg.form_max_bytes, base64_encoded=False,
-                                  directory=None, declared_length=None)
-        except Refused:
-            await _record_refusal(portal, s, name, f"refused: the form takes files up to "
-                                  f"{human_size(portal.cfg.form_max_bytes)}; larger files need JavaScript on")
-            continue
-        try:
-            if spooled.size == 0:
-                await _record_refusal(portal, s, name, "refused: this file is empty — please choose the file again")
-                continue
-            try:
-                await portal.admit(s, name, spooled.size, request.remote)
-            except Refused as r:
-                await _record_refusal(portal, s, name, r.message)
-                continue
-            f = await portal.begin(s, name, spooled.size, declared if declared != "application/octet-stream" else None)
-            await portal.judge(s, f, Path(spooled.path), request.remote)
-        finally:
-            spooled.remove()
+    except (ValueError, AssertionError, KeyError, BadHttpMessage, ClientPayloadError):  # not a whole form
+        return _refused_page(request, 400, "Nothing was uploaded", "The upload did not arrive whole. Please choose "
+                             "the file again and press Upload.")
     return _back(request)
+
+
+async def _form_file(request: web.Request, portal: Portal, s: Session, part: BodyPartReader) -> None:
+    name = part.filename.replace("\\", "/").rsplit("/", 1)[-1].strip() or "file"
+    declared = (part.headers.get("Content-Type") or "").split(";")[0].strip().lower() or None
+    try:
+        spooled = await spool(_chunks(part), limit=portal.cfg.form_max_bytes, base64_encoded=False,
+                              directory=None, declared_length=None)
+    except Refused:
+        await _record_refusal(portal, s, name, f"refused: the form takes files up to "
+                              f"{human_size(portal.cfg.form_max_bytes)}; larger files need JavaScript on")
+        return
+    try:
+        if spooled.size == 0:
+            await _record_refusal(portal, s, name, "refused: this file is empty — please choose the file again")
+            return
+        try:
+            await portal.admit(s, name, spooled.size, request.remote)
+        except Refused as r:
+            await _record_refusal(portal, s, name, r.message)
+            return
+        f = await portal.begin(s, name, spooled.size, declared if declared != "application/octet-stream" else None)
+        await portal.judge(s, f, Path(spooled.path), request.remote)
+    finally:
+        spooled.remove()
 
 
 async def _chunks(part: BodyPartReader):
