@@ -19,6 +19,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -60,7 +61,9 @@ def _s3(store: str, request) -> object | None:
 
 
 def _wait(driver, what, timeout: float = 120):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(what)
+    # Stale: the page was replaced while it was read (a form posted, the page redrawn): read again.
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(what)
 
 
 def _results(driver) -> dict[str, str]:
