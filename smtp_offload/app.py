@@ -60,12 +60,13 @@ def build_pipeline(cfg: Config, store, secret: list[bytes] | None, log, metrics:
     return cls(decide_policy=policy, signed=p.signed, preparer=preparer, auth=auth, metrics=metrics)
 
 
-def make_portal(cfg: Config, preparer: Preparer, secrets: list[bytes], hostname: str, log) -> Portal:
+def make_portal(cfg: Config, preparer: Preparer, secrets: list[bytes], hostname: str, log,
+                metrics: Metrics | None = None) -> Portal:
     """The upload portal: the mail rules, the mail store and links, the mail downstream."""
     helo = cfg.downstream.helo_name or hostname
     return Portal(preparer=preparer, policy=decide_policy(cfg), cfg=cfg.portal, links=cfg.links, secrets=secrets,
                   downstream=lambda: Downstream(cfg.downstream, helo), accepted_domains=cfg.server.accepted_domains,
-                  hostname=hostname, log=log)
+                  hostname=hostname, log=log, metrics=metrics)
 
 
 class App:
@@ -121,7 +122,8 @@ class App:
         readiness = Readiness(store, downstream_probe(cfg.downstream, cfg.downstream.helo_name or self.hostname),
                               log=self.log, draining=lambda: self.limits.draining)
         files = FilesApi(preparer=pipeline.preparer, policy=decide_policy(cfg), cfg=cfg.api, log=self.log)
-        portal = make_portal(cfg, pipeline.preparer, secret, self.hostname, self.log) if cfg.portal.enabled else None
+        portal = make_portal(cfg, pipeline.preparer, secret, self.hostname, self.log, self.metrics) \
+            if cfg.portal.enabled else None
         self.link_server = LinkServer(store, secret, cfg.links, log=self.log, metrics=self.metrics,
                                       readiness=readiness, api_cfg=cfg.api, files=files, portal=portal)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)

@@ -71,7 +71,17 @@ class Metrics:
         self._arc_seal_failures = Counter(
             PREFIX + "arc_seal_failures", "Changed messages that could not be ARC-sealed and were relayed "
             "unsealed (log event arc_seal_failed has the reason).", registry=r)
+        self._portal_uploads = Counter(
+            PREFIX + "portal_uploads", "Files the upload portal received whole, by result (received|refused|failed).",
+            ["result"], registry=r)
+        self._portal_deliveries = Counter(
+            PREFIX + "portal_deliveries", "Upload-portal messages handed to the downstream, by outcome "
+            "(delivered|deferred: to be retried).", ["outcome"], registry=r)
         # Series that exist from the start read 0 instead of being absent.
+        for result in ("received", "refused", "failed"):
+            self._portal_uploads.labels(result)
+        for outcome in ("delivered", "deferred"):
+            self._portal_deliveries.labels(outcome)
         for outcome, cls in (("relayed", "2xx"), ("rejected", "5xx"), ("deferred", "4xx"), ("failed", "4xx")):
             self._messages.labels(outcome, cls)
         for v in Verdict:
@@ -98,6 +108,12 @@ class Metrics:
 
     def arc_seal_failed(self) -> None:
         self._arc_seal_failures.inc()
+
+    def portal_upload(self, result: str) -> None:
+        self._portal_uploads.labels(result).inc()
+
+    def portal_delivery(self, outcome: str) -> None:
+        self._portal_deliveries.labels(outcome).inc()
 
     def refused(self, reason: str) -> None:
         self._refusals.labels(reason).inc()

@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 import time
-from email import message_from_bytes, policy
+from email import message_from_bytes
 from pathlib import Path
 
 import pytest
@@ -21,8 +21,8 @@ from smtp_offload.smtp.sink import RecordingSink
 from tests.support.api import KEY, call
 from tests.support.http import get
 from tests.support.net import free_port
-from tests.support.portal import (TO, new_session, path_of, post_form, request, send, status_of, tus_create,
-                                  tus_offset, tus_patch, tus_upload)
+from tests.support.portal import (TO, delivered, new_session, path_of, post_form, request, send, status_of,
+                                  tus_create, tus_offset, tus_patch, tus_upload)
 from tests.support.proc import assert_clean_log
 
 MB = 1024 * 1024
@@ -51,13 +51,6 @@ def _create(base: str, body: object, key: str | None = KEY) -> tuple[int, dict, 
                 {"Content-Type": "application/json"}, key=key)
 
 
-def _message(sink, count: int = 1):
-    for _ in range(400):
-        if len(sink.messages) >= count:
-            break
-        time.sleep(0.05)
-    assert len(sink.messages) == count, f"{len(sink.messages)} messages downstream"
-    return message_from_bytes(sink.messages[-1].content, policy=policy.default)
 
 
 # -- sessions --------------------------------------------------------------------------------
@@ -291,7 +284,7 @@ def test_the_plain_form_then_send_delivers_one_threaded_message(portal, sink):
 
     status, answer = send(base, page)
     assert status == 200 and answer == {"state": "sent", "message": "Your files were sent to your case."}
-    msg = _message(sink)
+    msg = delivered(sink)
     assert sink.messages[0].mail_from == "portal@mx.test" and sink.messages[0].rcpt_tos == [TO]
     assert msg["Subject"] == "[Case CASE-5] Damage photos" and msg["In-Reply-To"] == "<m1@crm.test>"
     assert msg["References"] == "<m1@crm.test>" and msg["From"].addresses[0].addr_spec == "portal@mx.test"
@@ -315,6 +308,11 @@ def test_the_plain_form_then_send_delivers_one_threaded_message(portal, sink):
     assert send(base, page)[0] == 200 and len(sink.messages) == 1
     [sent] = p.events("portal_send")
     assert sent["outcome"] == "delivered" and sent["files"] == 2 and sent["refused"] == 3
+    metrics = get(f"{base}/metrics")[2].decode()
+    for line in ('smtp_offload_portal_uploads_total{result="received"} 2.0',
+                 'smtp_offload_portal_uploads_total{result="refused"} 3.0',
+                 'smtp_offload_portal_deliveries_total{outcome="delivered"} 1.0'):
+        assert line in metrics
     assert_clean_log(p)
 
 
@@ -382,7 +380,7 @@ def test_a_quiet_period_sends_without_the_button(portal, sink):
     _p, base = portal(quiet_seconds=1)
     page = path_of(new_session(base)["uploadUrl"])
     tus_upload(base, page, "scan.pdf", files.big_pdf(50_000))
-    msg = _message(sink)
+    msg = delivered(sink)
     assert "scan.pdf" in msg.get_body(("plain",)).get_content()
     assert status_of(base, page)["state"] == "sent"
 
@@ -400,7 +398,7 @@ def test_the_same_flow_on_s3_keeps_everything_in_the_bucket(make_proxy, s3server
     keys = s3server.keys(bucket)
     assert any("/.records/portalstaged/" in k for k in keys) and any("/.records/portal/" in k for k in keys)
     assert send(base, page)[1]["state"] == "sent"
-    link = re.search(r"http://127\.0\.0\.1:\d+/f/\S+", _message(sink).get_body(("plain",)).get_content()).group(0)
+    link = re.search(r"http://127\.0\.0\.1:\d+/f/\S+", delivered(sink).get_body(("plain",)).get_content()).group(0)
     assert hashlib.sha256(get(link + "/download")[2]).digest() == hashlib.sha256(data).digest()
     keys = s3server.keys(bucket)
     assert not [k for k in keys if "/.records/portalstaged/" in k]
@@ -523,7 +521,7 @@ def test_send_waits_for_a_file_still_uploading(portal, sink):
     assert status == 409 and answer["error"] == "uploads_in_progress"
     assert tus_patch(base, upload, 1000, late[1000:])[0] == 204
     assert send(base, page)[1]["state"] == "sent"
-    text = _message(sink).get_body(("plain",)).get_content()
+    text = delivered(sink).get_body(("plain",)).get_content()
     assert "first.pdf" in text and "late.pdf" in text
 
 
@@ -557,7 +555,7 @@ def test_a_subject_in_any_language_and_spaces_of_any_kind_are_fine(portal, sink)
     page = path_of(new_session(base, subject="Réclamation\u00a0n° 42 — 請求書")["uploadUrl"])
     tus_upload(base, page, "scan.pdf", files.big_pdf(50_000))
     assert send(base, page)[1]["state"] == "sent"
-    msg = _message(sink)
+    msg = delivered(sink)
     assert msg["Subject"] == "[Case CASE-1042] Réclamation\u00a0n° 42 — 請求書"
     assert msg["From"].addresses[0].display_name == 'Upload "portal", Acme'
     assert sink.messages[0].content.isascii()  # 7bit: any downstream takes it

@@ -15,7 +15,6 @@ import os
 import re
 import signal
 import time
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from smtp_offload.portal.session import sign
 from tests.support.api import KEY
 from tests.support.env import ROOT, chrome
 from tests.support.http import get
-from tests.support.portal import new_session, request
+from tests.support.portal import delivered, new_session, request
 
 MB = 1024 * 1024
 SCREENSHOT_ENV = "SMTP_OFFLOAD_SCREENSHOTS"  # a directory: the README's screenshot is written there
@@ -90,13 +89,6 @@ def _write(tmp_path: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def _message(sink, count: int = 1):
-    for _ in range(600):
-        if len(sink.messages) >= count:
-            break
-        time.sleep(0.05)
-    assert len(sink.messages) == count, f"{len(sink.messages)} messages downstream"
-    return message_from_bytes(sink.messages[-1].content, policy=policy.default)
 
 
 def test_a_30_mb_pdf_uploads_with_progress_and_reaches_the_case_with_a_working_link(
@@ -126,7 +118,7 @@ def test_a_30_mb_pdf_uploads_with_progress_and_reaches_the_case_with_a_working_l
     send.click()
     _wait(browser, lambda d: "Your files were sent to your case" in d.find_element(By.ID, "delivery").text)
 
-    msg = _message(sink)
+    msg = delivered(sink)
     assert sink.messages[-1].rcpt_tos == ["support@example.com"]
     assert msg["Subject"] == "[Case CASE-2231] Signed contract"
     assert msg["In-Reply-To"] == "<case-2231@crm.example>" and msg["References"] == "<case-2231@crm.example>"
@@ -232,7 +224,7 @@ def test_without_javascript_the_plain_form_uploads_and_sends(tmp_path, make_prox
         assert _result(driver, pdf.name, timeout=30) == "received"
         driver.find_element(By.ID, "send").click()
         _wait(driver, lambda d: "Your files were sent to your case" in d.find_element(By.ID, "delivery").text, 30)
-        msg = _message(sink)
+        msg = delivered(sink)
         assert "[Case CASE-77]" in msg["Subject"] and "photo of receipt.pdf" in msg.get_body(("plain",)).get_content()
     finally:
         driver.quit()

@@ -36,6 +36,7 @@ from ..delivery.prepare import INLINE_BYTES, Preparer
 from ..errors import SmtpReplyError, StorageError
 from ..inspect.names import file_extension
 from ..links.service import utc
+from ..metrics import Metrics
 from ..model import Verdict
 from ..relay import Downstream
 from ..units import clip, human_size
@@ -69,7 +70,7 @@ def _bad(message: str) -> Refused:
 class Portal:
     def __init__(self, *, preparer: Preparer, policy: DecidePolicy, cfg: PortalConfig, links: LinksConfig,
                  secrets: list[bytes], downstream: Callable[[], Downstream], accepted_domains: list[str],
-                 hostname: str, log: Any, instance: str | None = None) -> None:
+                 hostname: str, log: Any, metrics: Metrics | None = None, instance: str | None = None) -> None:
         assert preparer.store is not None
         self.preparer, self.policy, self.cfg, self.links, self.secrets = preparer, policy, cfg, links, secrets
         self.records = Records(preparer.store)
@@ -77,6 +78,7 @@ class Portal:
         self.domains = {d.lower().rstrip(".") for d in accepted_domains}
         self.sender = cfg.sender or f"portal@{hostname}"
         self.log = log
+        self.metrics = metrics or Metrics()
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.spool = Path(cfg.spool_dir)
         self._buckets: dict[str, Bucket] = {}
@@ -274,6 +276,7 @@ class Portal:
                 await self.records.save_file(s.id, judged)
         except (StorageError, KeyError) as exc:
             self.log.warning("portal_record_failed", session=s.id, file=f.id, error=clip(exc, 200))
+        self.metrics.portal_upload(judged.state)
         self.log.info("portal_upload", session=s.id, case=s.case_id, file=f.id, name=clip(f.name, 200),
                       size=judged.size, sha256=judged.sha256 or None, state=judged.state, verdict=judged.verdict or None,
                       reason=judged.reason or None, remote=remote)
@@ -304,17 +307,23 @@ class Portal:
             s = s.with_(state=State.SENDING, owner=self.instance, lease_until=now + LEASE, attempts=s.attempts + 1)
             await self.records.save(s)
             self._sending.add(sid)
-        beat = asyncio.ensure_future(self._heartbeat(sid))
+        done = asyncio.Event()
+        beat = asyncio.ensure_future(self._heartbeat(sid, done))
         try:
-            return await self._deliver(s, files, trigger, beat)
+            return await self._deliver(s, files, trigger, done, beat)
         finally:
-            beat.cancel()
+            done.set()
             self._sending.discard(sid)
 
-    async def _heartbeat(self, sid: str) -> None:
-        """Renew the delivery's lease while it runs (promoting 500 MB can outlast one)."""
+    async def _heartbeat(self, sid: str, done: asyncio.Event) -> None:
+        """Renew the delivery's lease while it runs (promoting 500 MB can outlast one). Stopped
+        by `done`, never cancelled: a renewal half written must not land after the outcome."""
         while True:
-            await asyncio.sleep(LEASE / 4)
+            try:
+                await asyncio.wait_for(done.wait(), LEASE / 4)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 async with self._lock(sid):
                     current = await self.records.load(sid)
@@ -324,7 +333,8 @@ class Portal:
             except (StorageError, KeyError) as exc:
                 self.log.warning("portal_lease_failed", session=sid, error=clip(exc, 200))
 
-    async def _deliver(self, s: Session, files: list[FileEntry], trigger: str, beat: asyncio.Future) -> Session:
+    async def _deliver(self, s: Session, files: list[FileEntry], trigger: str, done: asyncio.Event,
+                       beat: asyncio.Future) -> Session:
         reply_text, ok = "", False
         try:
             files = [await self._promote(s, f) if f.state == FileState.RECEIVED and not f.link else f for f in files]
@@ -338,7 +348,8 @@ class Portal:
         except Exception as exc:  # a bug: retried like an outage (the files stay staged), never a lost session
             self.log.error("portal_send_failed", session=s.id, exc_info=exc)
             reply_text = f"internal error: {type(exc).__name__}"
-        beat.cancel()
+        done.set()
+        await beat  # a renewal in progress finishes before the outcome is written
         sent = [f for f in files if f.state == FileState.RECEIVED]
         fields = dict(session=s.id, case=s.case_id, to=s.to, trigger=trigger, attempt=s.attempts, files=len(sent),
                       refused=sum(f.state == FileState.REFUSED for f in files), downstream_reply=clip(reply_text, 200))
@@ -351,6 +362,7 @@ class Portal:
                 s = current.with_(state=State.RETRYING, owner="", next_attempt=time.time() + delay,
                                   last_error=clip(reply_text, 200))
             await self.records.save(s)
+        self.metrics.portal_delivery("delivered" if ok else "deferred")
         if not ok:
             self.log.warning("portal_send", outcome="deferred", retry_in=round(s.next_attempt - time.time(), 1),
                              **fields)

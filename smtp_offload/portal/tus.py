@@ -25,6 +25,7 @@ import binascii
 import os
 import re
 import signal
+import warnings
 import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -243,5 +244,7 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
                 os.kill(os.getpid(), signal.SIGSTOP)  # the resume test's crash: chunk kept, answer never sent
         return resp
 
-    setup_tus(app, upload_path=portal.spool / "{token}", upload_url="/u/{token}/tus", decorator=guard,
-              on_upload_done=done)
+    with warnings.catch_warnings():  # the library keys its config by a string, not a web.AppKey
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        setup_tus(app, upload_path=portal.spool / "{token}", upload_url="/u/{token}/tus", decorator=guard,
+                  on_upload_done=done)

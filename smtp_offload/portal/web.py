@@ -44,6 +44,8 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'se
 PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
                 "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow",
                 "Content-Security-Policy": CSP, "X-Frame-Options": "DENY"}
+# The page's own calls (status, send): not cached, not sniffed, no Referer with the link in it.
+JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 _STATIC = {"portal.js": "text/javascript", "tus.min.js": "text/javascript", "portal.css": "text/css"}
 _PORTAL = web.AppKey("portal", Portal)
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("smtp_offload.portal", "templates"),
@@ -179,7 +181,8 @@ async def _page(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     files = [{**f, "size_text": human_size(f["size"])} for f in status["files"]]
     return _html(200, _render(
-        request, "page.html", title=f"Send files for case {s.case_id}", case_id=s.case_id, token=token, state=s.state, files=files,
+        request, "page.html", title=f"Send files for case {s.case_id}", case_id=s.case_id, token=token,
+        state=s.state, files=files,
         delivery=DELIVERY_WORDS.get(s.state, ""), can_send=status["canSend"], expires=when(s.expires),
         max_file=human_size(cfg.max_file_bytes), max_session=human_size(cfg.max_session_bytes),
         max_files=cfg.max_files, max_file_bytes=cfg.max_file_bytes, chunk=cfg.chunk_bytes,
@@ -191,7 +194,7 @@ async def _page(request: web.Request) -> web.Response:
 async def _status(request: web.Request) -> web.Response:
     try:
         s = await _open(request)
-        return web.json_response(await request.app[_PORTAL].status(s), headers={"Cache-Control": "no-store"})
+        return web.json_response(await request.app[_PORTAL].status(s), headers=JSON_HEADERS)
     except LinkRefused as e:
         return _json_refusal(410 if e.why != "tampered" else 403, f"link_{e.why}", "this upload link is not valid "
                              "any more")
@@ -201,7 +204,7 @@ async def _status(request: web.Request) -> web.Response:
 
 def _json_refusal(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": error, "message": message}, status=status,
-                             headers={"Cache-Control": "no-store", **(headers or {})})
+                             headers={**JSON_HEADERS, **(headers or {})})
 
 
 def _wants_json(request: web.Request) -> bool:
@@ -276,6 +279,7 @@ async def _chunks(part: BodyPartReader):
 async def _record_refusal(portal: Portal, s: Session, name: str, message: str) -> None:
     f = await portal.begin(s, name, 0, None)
     await portal.records.save_file(s.id, f.with_(state="refused", message=message, reason=message))
+    portal.metrics.portal_upload("refused")
     portal.log.info("portal_upload", session=s.id, case=s.case_id, file=f.id, name=name[:200], state="refused",
                     reason=message)
 
@@ -286,19 +290,19 @@ async def _send(request: web.Request) -> web.StreamResponse:
         s = await _open(request)
         s = await portal.send(s.id, "customer")
     except LinkRefused as e:
-        return _gone(request, e) if not _wants_json(request) else _json_refusal(410, f"link_{e.why}", "this upload link is "
-                                                                         "not valid any more")
+        if not _wants_json(request):
+            return _gone(request, e)
+        return _json_refusal(403 if e.why == "tampered" else 410, f"link_{e.why}", "this upload link is not valid")
     except Refused as r:
-        if _wants_json(request):
-            return _json_refusal(r.status, r.error, r.message)
-        return _back(request)
+        return _json_refusal(r.status, r.error, r.message) if _wants_json(request) else _back(request)
     except StorageError:
-        return _unavailable(request) if not _wants_json(request) else _json_refusal(503, "unavailable", "a problem on our "
-                                                                              "side; please try again in a minute")
+        if not _wants_json(request):
+            return _unavailable(request)
+        return _json_refusal(503, "unavailable", "a problem on our side; please try again in a minute")
     if _wants_json(request):
         return web.json_response({"state": s.state, "message": DELIVERY_WORDS.get(s.state, "")},
                                  status=200 if s.state in (State.SENT, State.SENDING) else 202,
-                                 headers={"Cache-Control": "no-store"})
+                                 headers=JSON_HEADERS)
     return _back(request)
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from urllib.parse import urlsplit
 
 from tests.support.api import call
@@ -99,3 +102,13 @@ def status_of(base: str, page: str) -> dict:
 def send(base: str, page: str) -> tuple[int, dict]:
     status, _h, body = request(base, "POST", page + "/send", b"", {"Accept": "application/json"})
     return status, json.loads(body)
+
+
+def delivered(sink, count: int = 1) -> EmailMessage:
+    """The last of exactly `count` messages the sink received (waited for, up to 30 s)."""
+    for _ in range(600):
+        if len(sink.messages) >= count:
+            break
+        time.sleep(0.05)
+    assert len(sink.messages) == count, f"{len(sink.messages)} messages downstream"
+    return message_from_bytes(sink.messages[-1].content, policy=policy.default)
