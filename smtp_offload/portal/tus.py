@@ -106,6 +106,7 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
     # Per upload; gone with the last request holding or awaiting it.
     locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
     chunks = asyncio.Semaphore(MAX_CHUNKS_AT_ONCE)
+
     async def done(request: web.Request, resource: Resource, path: Path) -> None:
         s = request[SESSION]
         try:
