@@ -24,6 +24,7 @@ import socket
 import time
 import unicodedata
 import uuid
+import weakref
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -82,7 +83,8 @@ class Portal:
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.spool = Path(cfg.spool_dir)
         self._buckets: dict[str, Bucket] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # One per session (and per customer) on this instance; gone with the last task holding it.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._sending: set[str] = set()  # sessions this instance is delivering now
         self._scheduled: set[str] = set()  # ... or is about to (the runner's background sends)
         self._tasks: set[asyncio.Task] = set()
@@ -507,8 +509,6 @@ class Portal:
     def _lock(self, name: str) -> asyncio.Lock:
         lock = self._locks.get(name)
         if lock is None:
-            if len(self._locks) > 10_000:
-                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             lock = self._locks[name] = asyncio.Lock()
         return lock
 
