@@ -253,7 +253,7 @@ def test_files_bytes_and_addresses_are_limited_per_session(portal):
     assert status == 413 and json.loads(body)["error"] == "session_full"
     tus_upload(base, page, "b.pdf", files.big_pdf(5000)[:10])  # refused by its content: still a file
     status, _h, body = tus_create(base, page, "c.pdf", 5)
-    assert status == 409 and json.loads(body)["error"] == "too_many_files"
+    assert status == 403 and json.loads(body)["error"] == "too_many_files"  # final: tus clients retry a 409
     # The third new file from this address within a minute, on another session: 429.
     other = path_of(new_session(base)["uploadUrl"])
     assert tus_create(base, other, "d.pdf", 100)[0] == 201
@@ -304,7 +304,7 @@ def test_the_plain_form_then_send_delivers_one_threaded_message(portal, sink):
     assert not list((p.store / ".records").glob("portalstaged/*"))
     # Sent is final: the page says so, more files and a second send are refused.
     assert status_of(base, page)["state"] == "sent"
-    assert tus_create(base, page, "late.pdf", 100)[0] == 409
+    assert tus_create(base, page, "late.pdf", 100)[0] == 403
     assert send(base, page)[0] == 200 and len(sink.messages) == 1
     [sent] = p.events("portal_send")
     assert sent["outcome"] == "delivered" and sent["files"] == 2 and sent["refused"] == 3
@@ -559,3 +559,32 @@ def test_a_subject_in_any_language_and_spaces_of_any_kind_are_fine(portal, sink)
     assert msg["Subject"] == "[Case CASE-1042] Réclamation\u00a0n° 42 — 請求書"
     assert msg["From"].addresses[0].display_name == 'Upload "portal", Acme'
     assert sink.messages[0].content.isascii()  # 7bit: any downstream takes it
+
+
+def test_an_upload_another_instance_was_taking_is_started_over_not_taken_for_complete(make_proxy, tmp_path):
+    # Two instances on one store, each with its own spool: an upload begun on A and asked
+    # about on B (the balancer moved it) is unknown there, so the client starts over on B.
+    shared = {"links": {"api_keys": [KEY], "secret": "shared-secret-0123456789abcdef0123456789"},
+              "storage.local": {"path": str(tmp_path / "shared-store")}}
+    a, b = make_proxy(shared), make_proxy(shared)
+    base_a, base_b = (f"http://127.0.0.1:{p.links_port}" for p in (a, b))
+    page = path_of(new_session(base_a)["uploadUrl"])
+    data = files.big_pdf(300_000)
+    status, headers, _ = tus_create(base_a, page, "scan.pdf", len(data))
+    upload = f"{page}/{headers['Location']}"
+    assert tus_patch(base_a, upload, 0, data[:1000])[0] == 204
+    assert request(base_b, "HEAD", upload, headers={"Tus-Resumable": "1.0.0"})[0] == 404
+    assert tus_patch(base_b, upload, 1000, data[1000:])[0] == 404
+    assert status_of(base_b, page)["files"] == []  # not left "uploading" forever
+    tus_upload(base_b, page, "scan.pdf", data)
+    assert [(f["name"], f["state"]) for f in status_of(base_a, page)["files"]] == [("scan.pdf", "received")]
+
+
+def test_pressing_send_again_does_not_skip_the_backoff(portal):
+    p, base = portal(downstream_port=free_port(), retry_seconds=3600)
+    page = path_of(new_session(base)["uploadUrl"])
+    tus_upload(base, page, "scan.pdf", files.big_pdf(50_000))
+    assert send(base, page)[1]["state"] == "retrying"
+    for _ in range(3):
+        assert send(base, page)[1]["state"] == "retrying"
+    assert len(p.events("portal_send")) == 1

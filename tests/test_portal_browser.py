@@ -149,6 +149,19 @@ def test_an_executable_named_pdf_is_refused_on_the_page_with_its_reason(browser,
     assert upload["verdict"] == "blocked" and upload["state"] == "refused"
 
 
+def test_a_final_refusal_is_shown_at_once_not_retried(browser, make_proxy, sink, tmp_path):
+    proxy = make_proxy(_settings("local", None, max_files=1))
+    browser.get(new_session(f"http://127.0.0.1:{proxy.links_port}")["uploadUrl"])
+    one, two = (_write(tmp_path, name, files.big_pdf(50_000)) for name in ("one.pdf", "two.pdf"))
+    browser.find_element(By.ID, "files").send_keys(str(one))
+    assert _result(browser, "one.pdf") == "received"
+    browser.find_element(By.ID, "files").send_keys(str(two))
+    assert _result(browser, "two.pdf") == "refused: one link takes at most 1 file"
+    assert browser.find_element(By.ID, "send").is_enabled()
+    # Asked once: a final refusal is not retried as if the connection had failed.
+    assert [e["name"] for e in proxy.events("portal_upload_refused")] == ["two.pdf"]
+
+
 def test_an_upload_cut_off_halfway_resumes_without_resending_what_arrived(browser, store, request, make_proxy, sink,
                                                                           tmp_path):
     # The server stops itself (SIGSTOP) right after it kept the chunk that passes half the file,

@@ -108,3 +108,31 @@ async def test_at_expiry_received_files_are_delivered_then_everything_is_removed
     assert list(await portal.records.open_sessions("acme", time.time())) == [s_new.id]
     assert len(sink.messages) == 1
     await portal.stop()
+
+
+def test_a_check_that_never_finished_stops_holding_up_send_after_a_while():
+    from smtp_offload.portal.session import ABANDONED, FileEntry, busy
+
+    now = time.time()
+    checking = FileEntry(id="0" * 16, name="a.pdf", size=1, created=now, state=FileState.CHECKING, updated=now)
+    uploading = checking.with_(state=FileState.UPLOADING)
+    assert busy([checking], now) and busy([uploading], now)
+    assert not busy([checking], now + ABANDONED) and not busy([uploading], now + ABANDONED)
+    assert not busy([checking.with_(state=FileState.RECEIVED)], now)
+
+
+async def test_a_judgement_that_fails_leaves_the_file_failed_not_checking(tmp_path: Path, sink):
+    cfg = config.Config()
+    cfg.portal.spool_dir = str(tmp_path / "spool")
+    cfg.server.accepted_domains = ["example.com"]
+    store = LocalStore(tmp_path / "store")
+    log = structlog.get_logger()
+    pipeline = build_pipeline(cfg, store, [SECRET], log, Metrics(), "mx.test", Authenticator(cfg.auth, "mx.test"))
+    portal = make_portal(cfg, pipeline.preparer, [SECRET], "mx.test", log)
+    made = await portal.create({"caseId": "C1", "to": "a@example.com"}, None, None)
+    s = await portal.records.load(made["sessionId"])
+    f = await portal.begin(s, "a.pdf", 10, None)
+    judged = await portal.judge(s, f, tmp_path / "vanished.pdf", None)  # the spool file is gone
+    assert judged.state == FileState.FAILED and "please add this file again" in judged.message
+    assert [x.state for x in await portal.records.files(s.id)] == [FileState.FAILED]
+    await portal.stop()

@@ -201,7 +201,8 @@ class Portal:
     async def admit(self, s: Session, name: str, size: int, remote: str | None) -> None:
         """Refused (with the customer's words as message) unless one more file may come."""
         if s.state != State.OPEN:
-            raise Refused(409, "already_sent", "these files were already sent to your case; ask for a new link to "
+            # 403, not 409: tus clients retry a 409 (an offset conflict), and this answer is final.
+            raise Refused(403, "already_sent", "these files were already sent to your case; ask for a new link to "
                           "send more")
         if size > self.cfg.max_file_bytes:
             raise Refused(413, "too_large", words.too_large(self.cfg.max_file_bytes))
@@ -210,7 +211,8 @@ class Portal:
             raise Refused(415, "type_not_accepted", words.not_accepted(ext, self.cfg.accepted_types))
         files = await self.records.files(s.id)
         if len(files) >= self.cfg.max_files:
-            raise Refused(409, "too_many_files", f"refused: one link takes at most {self.cfg.max_files} files")
+            raise Refused(403, "too_many_files", f"refused: one link takes at most {self.cfg.max_files} "
+                          f"file{'s' if self.cfg.max_files != 1 else ''}")
         total = sum(f.size for f in files if f.state != FileState.REFUSED) + size
         if total > self.cfg.max_session_bytes:
             raise Refused(413, "session_full", f"refused: all files together may be at most "
@@ -244,7 +246,7 @@ class Portal:
         """A complete upload at `path` (removed here): judged, staged when accepted, recorded.
         One file at a time per pair of cores: each is read whole (at most portal.max_file_bytes)."""
         try:
-            await self.records.save_file(s.id, f.with_(state=FileState.CHECKING))
+            await self.records.save_file(s.id, f.with_(state=FileState.CHECKING, updated=time.time()))
             async with self._judging:
                 data = await asyncio.to_thread(path.read_bytes)
                 d = decide_file(data, f.name, f.declared, self.policy) if len(data) < INLINE_BYTES \
@@ -259,8 +261,11 @@ class Portal:
                     judged = judged.with_(state=FileState.REFUSED,
                                           message=words.refusal(d.verdict, d.reason, j.detected_type, f.name))
                 del data
-        except StorageError as exc:
-            self.log.warning("portal_stage_failed", session=s.id, file=f.id, error=clip(exc, 200))
+        except Exception as exc:  # the store, the spool's disk, or a bug: the file must not stay "checking"
+            if isinstance(exc, (StorageError, OSError)):
+                self.log.warning("portal_stage_failed", session=s.id, file=f.id, error=clip(exc, 200))
+            else:
+                self.log.error("portal_judge_failed", session=s.id, file=f.id, exc_info=exc)
             judged = f.with_(state=FileState.FAILED, message="not received: a problem on our side — please add "
                              "this file again in a few minutes")
         finally:
@@ -295,6 +300,8 @@ class Portal:
                 return s  # done, withdrawn, or being delivered by this instance right now
             if s.state == State.SENDING and s.owner != self.instance and s.lease_until > now:
                 return s  # another instance is at it
+            if s.state == State.RETRYING and trigger == "customer" and s.next_attempt > now:
+                return s  # pressing Send again does not hurry the downstream: the backoff stands
             files = await self.records.files(sid)
             if s.state == State.OPEN:
                 if not any(f.state == FileState.RECEIVED for f in files):

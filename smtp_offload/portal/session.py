@@ -103,7 +103,9 @@ class Session:
         return dataclasses.replace(self, **changes)
 
 
-ABANDONED = 600.0  # an upload that sent nothing for this long no longer holds up Send
+# An upload that sent nothing for this long, or a check that never finished (its instance
+# died), no longer holds up Send. Generous: a chunk of 8 MiB on a slow line takes minutes.
+ABANDONED = 1800.0
 
 
 class FileState:
@@ -147,8 +149,7 @@ class FileEntry:
 
 def busy(files: list[FileEntry], now: float) -> bool:
     """Is a file still arriving or being checked (so the message would miss it)?"""
-    return any(f.state == FileState.CHECKING or (f.state == FileState.UPLOADING and now - f.updated < ABANDONED)
-               for f in files)
+    return any(f.state in (FileState.CHECKING, FileState.UPLOADING) and now - f.updated < ABANDONED for f in files)
 
 
 def new_sid() -> str:

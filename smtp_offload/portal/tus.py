@@ -25,6 +25,7 @@ import binascii
 import os
 import re
 import signal
+import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable
@@ -40,7 +41,7 @@ from ..api.keys import Refused
 from ..api.protocol import MAX_FILENAME, MEDIA_TYPE
 from ..errors import StorageError
 from ..units import clip
-from .session import FileEntry, LinkRefused, Session, new_fid
+from .session import FileEntry, FileState, LinkRefused, Session, State, new_fid
 from .service import Portal
 
 FAILPOINT_ENV = "SMTP_OFFLOAD_FAILPOINT"  # tests only: "portal-half" stops the process mid-upload
@@ -48,7 +49,8 @@ _UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 _TUS = {"Tus-Resumable": "1.0.0"}
 _DIGITS = re.compile(r"[0-9]{1,18}")
 MAX_CHUNKS_AT_ONCE = 16  # each is read whole (portal.chunk_bytes): 128 MiB with the default
-SESSION = "portal_session"  # the request's checked Session, for the library's callback
+SESSION = "portal_session"
+COMPLETE = "portal_complete"  # (file id, path) of the upload the last PATCH completed  # the request's checked Session, for the library's callback
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -108,14 +110,19 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
     chunks = asyncio.Semaphore(MAX_CHUNKS_AT_ONCE)
 
     async def done(request: web.Request, resource: Resource, path: Path) -> None:
+        """The library's callback, inside the last PATCH and under the upload's lock: the file
+        is marked as being checked (so no one takes it for lost), and the judging is left to
+        _patch, which runs it once this upload's lock and chunk slot are free again."""
         s = request[SESSION]
         try:
             f = await portal.records.load_file(s.id, resource.file_name)
+            f = f.with_(state=FileState.CHECKING, updated=time.time())
+            await portal.records.save_file(s.id, f)
         except (KeyError, StorageError) as exc:  # its record is gone: nobody would ever see a verdict
             log.warning("portal_upload_lost", session=s.id, file=resource.file_name, error=type(exc).__name__)
             path.unlink(missing_ok=True)
             return
-        await portal.judge(s, f, path, request.remote)
+        request[COMPLETE] = (f, path)
 
     def guard(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -167,7 +174,12 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
             pass
         if length == 0:
             raise Refused(400, "empty", "refused: this file is empty — please choose the file again")
-        await portal.admit(s, name, length, request.remote)
+        try:
+            await portal.admit(s, name, length, request.remote)
+        except Refused as r:
+            log.info("portal_upload_refused", session=s.id, name=clip(name, 200), size=length, error=r.error,
+                     remote=request.remote)
+            raise
         fid = new_fid()
         headers = request.headers.copy()
         headers["Upload-Metadata"] = "filename " + base64.b64encode(fid.encode()).decode()
@@ -179,8 +191,16 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
         return resp
 
     async def _finished(s: Session, uid: str) -> FileEntry | None:
-        """The file an upload became, once complete (the library forgot the upload then)."""
-        return next((f for f in await portal.records.files(s.id) if f.upload == uid), None)
+        """The file an upload became once complete (the library forgot the upload then). An
+        upload the library does not know here but the record says is still arriving was lost
+        (a spool gone, a request routed to another instance): its record goes, the client starts
+        over."""
+        f = next((f for f in await portal.records.files(s.id) if f.upload == uid), None)
+        if f is not None and f.state == FileState.UPLOADING:
+            await portal.records.delete_file(s.id, f.id)
+            log.warning("portal_upload_lost", session=s.id, file=f.id, upload=uid, error="not in this spool")
+            return None
+        return f
 
     async def _head(request: web.Request, s: Session, handler: Handler) -> web.StreamResponse:
         uid = request.match_info["resource_uid"]
@@ -209,8 +229,8 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
         offset = _number(request.headers.get("Upload-Offset"))
         if offset is None:
             return refusal(400, "bad_request", "Upload-Offset must be a whole number")
-        if s.state != "open":
-            return refusal(409, "already_sent", "these files were already sent to your case")
+        if s.state != State.OPEN:
+            return refusal(403, "already_sent", "these files were already sent to your case")
         lock = locks.get(uid)
         if lock is None:
             lock = locks[uid] = asyncio.Lock()
@@ -230,6 +250,8 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
             await portal.touch(s, resource.file_name)
             try:
                 resp = await handler(request)
+                if COMPLETE not in request:
+                    await portal.touch(s, resource.file_name)  # a slow chunk is alive too
             except (ClientPayloadError, ConnectionError, ClientConnectionError, asyncio.IncompleteReadError):
                 # The connection broke mid-chunk: nothing of it was kept, the client resumes
                 # from the offset it asks for with HEAD.
@@ -239,6 +261,9 @@ def add_tus(app: web.Application, portal: Portal, log: Any) -> None:
                 log.warning("portal_spool_failed", session=s.id, upload=uid, error=clip(exc, 200))
                 return refusal(503, "unavailable", "uploads are paused by a problem on our side; retrying",
                                {"Retry-After": "30"})
+        complete = request.get(COMPLETE)
+        if complete is not None:  # the last chunk: judged before it is answered (the page then shows the verdict)
+            await portal.judge(s, *complete, request.remote)
         if resp.status == 204:
             log.info("portal_chunk", session=s.id, upload=uid, offset=offset, bytes=size)
             if os.environ.get(FAILPOINT_ENV) == "portal-half" and offset * 2 < resource.file_size <= (offset + size) * 2:

@@ -112,7 +112,10 @@
       },
       onShouldRetry: function (err) {
         var res = err.originalResponse, status = res ? res.getStatus() : 0;
-        var retry = !status || status === 409 || status === 423 || status === 429 || status >= 500;
+        // A 409 is retried (after a HEAD) only when it is about the offset; the server's other
+        // refusals are final and shown at once.
+        var conflict = status === 409 && /offset_mismatch|"complete"/.test(res.getBody() || "");
+        var retry = !status || conflict || status === 423 || status === 429 || status >= 500;
         if (retry) { r.result.textContent = "connection interrupted — resuming where it stopped…"; }
         return retry;
       },
@@ -135,7 +138,8 @@
 
   function settle(uid, r, round) {
     refresh().then(function (data) {
-      var f = data && data.files.filter(function (x) { return x.upload === uid; })[0];
+      var files = data && Array.isArray(data.files) ? data.files : [];
+      var f = files.filter(function (x) { return x.upload === uid; })[0];
       if (f && f.state !== "checking" && f.state !== "uploading") {
         running--;
         show(r, f.state, f.message || f.state);
@@ -152,9 +156,12 @@
 
   function refresh() {
     return fetch(statusUrl, {headers: {Accept: "application/json"}, credentials: "same-origin"})
-      .then(function (res) { return res.json(); })
+      .then(function (res) {
+        if (!res.ok) { throw new Error("status " + res.status); }
+        return res.json();
+      })
       .then(function (data) { lastStatus = data; return data; })
-      .catch(function () { return lastStatus; });
+      .catch(function () { return lastStatus; });  // a passing error: the next round asks again
   }
 
   function update() {
