@@ -23,6 +23,19 @@ from smtp_offload.storage import LocalStore
 SECRET, OLD = b"s" * 40, b"o" * 40
 
 
+def _portal(tmp_path: Path, downstream_port: int):
+    """A Portal in this process as app.py builds it, on a local store, delivering to the sink."""
+    cfg = config.Config()
+    cfg.portal.spool_dir = str(tmp_path / "spool")
+    cfg.server.accepted_domains = ["example.com"]
+    cfg.downstream.host, cfg.downstream.port, cfg.downstream.tls = "127.0.0.1", downstream_port, \
+        config.DownstreamTls.NONE
+    store = LocalStore(tmp_path / "store")
+    log = structlog.get_logger()
+    pipeline = build_pipeline(cfg, store, [SECRET], log, Metrics(), "mx.test", Authenticator(cfg.auth, "mx.test"))
+    return make_portal(cfg, pipeline.preparer, [SECRET], "mx.test", log), cfg, store
+
+
 def test_a_link_verifies_with_the_current_or_an_old_secret_and_nothing_else():
     exp = int(time.time()) + 60
     token = sign(SECRET, "0" * 20, exp)
@@ -73,14 +86,7 @@ def test_not_accepted_lists_what_is():
 
 
 async def test_at_expiry_received_files_are_delivered_then_everything_is_removed(tmp_path: Path, sink):
-    cfg = config.Config()
-    cfg.portal.spool_dir = str(tmp_path / "spool")
-    cfg.server.accepted_domains = ["example.com"]
-    cfg.downstream.host, cfg.downstream.port, cfg.downstream.tls = "127.0.0.1", sink.port, config.DownstreamTls.NONE
-    store = LocalStore(tmp_path / "store")
-    log = structlog.get_logger()
-    pipeline = build_pipeline(cfg, store, [SECRET], log, Metrics(), "mx.test", Authenticator(cfg.auth, "mx.test"))
-    portal = make_portal(cfg, pipeline.preparer, [SECRET], "mx.test", log)
+    portal, cfg, store = _portal(tmp_path, sink.port)
     made = [await portal.create({"caseId": case, "to": "a@example.com", "customerId": "acme", **ttl}, None, "acme")
             for case, ttl in (("C1", {"ttlSeconds": 60}), ("C2", {}), ("C3", {"ttlSeconds": 60}))]
     s_old, s_new, s_empty = [await portal.records.load(x["sessionId"]) for x in made]
@@ -122,13 +128,7 @@ def test_a_check_that_never_finished_stops_holding_up_send_after_a_while():
 
 
 async def test_a_judgement_that_fails_leaves_the_file_failed_not_checking(tmp_path: Path, sink):
-    cfg = config.Config()
-    cfg.portal.spool_dir = str(tmp_path / "spool")
-    cfg.server.accepted_domains = ["example.com"]
-    store = LocalStore(tmp_path / "store")
-    log = structlog.get_logger()
-    pipeline = build_pipeline(cfg, store, [SECRET], log, Metrics(), "mx.test", Authenticator(cfg.auth, "mx.test"))
-    portal = make_portal(cfg, pipeline.preparer, [SECRET], "mx.test", log)
+    portal, _cfg, _store = _portal(tmp_path, sink.port)
     made = await portal.create({"caseId": "C1", "to": "a@example.com"}, None, None)
     s = await portal.records.load(made["sessionId"])
     f = await portal.begin(s, "a.pdf", 10, None)
