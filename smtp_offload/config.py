@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .delivery.policy import BareNewlines, PlanPolicy, PreparePolicy, Signed, SignedPolicy
+from .delivery.policy import BareNewlines, HoldPolicy, PlanPolicy, PreparePolicy, Signed, SignedPolicy
 from .errors import ConfigError
 from .inspect.policy import InspectPolicy
 from . import options as option_types
@@ -41,6 +41,8 @@ class DownstreamTls(enum.StrEnum):
 class Backend(enum.StrEnum):
     LOCAL = "local"
     S3 = "s3"
+    AZURE = "azure"
+    GCS = "gcs"
 
 
 class LinksMode(enum.StrEnum):
@@ -78,6 +80,7 @@ class Scope(enum.StrEnum):
     UPLOAD = "upload"  # POST /api/v1/upload/attachment, GET /api/v1/jobs/{id}
     LINKS = "links"  # /api/v1/links/refresh, revoke, show
     PORTAL = "portal"  # /api/v1/portal/sessions: upload links for customers
+    QUARANTINE = "quarantine"  # /api/v1/quarantine: list, show, release and delete held files
 
 
 class TenantFrom(enum.Enum):
@@ -159,6 +162,7 @@ class PolicyConfig:
     inspect: InspectPolicy = flat(InspectPolicy)  # inspect/policy.py: what files are refused
     signed: SignedPolicy = flat(SignedPolicy)  # delivery/policy.py: DKIM-signed mail
     mime: MimeLimits = flat(MimeLimits)  # mime/scan.py: bounds on the work one message may cause
+    hold: HoldPolicy = flat(HoldPolicy)  # quarantine/: keeping stripped files for release
 
 
 @dataclass
@@ -185,13 +189,51 @@ class S3StorageConfig(_Options):
 
 
 @dataclass
-class StorageConfig(_Options):
+class AzureStorageConfig(_Options):
+    # Either a connection string (Azurite, or an account key: prefer the environment variable
+    # AZURE_STORAGE_CONNECTION_STRING to this file) or the account URL, whose credentials then
+    # come from the Azure identity chain (environment, managed identity, Azure CLI...).
+    container: str = ""
+    connection_string: str = ""
+    account_url: str = ""  # https://<account>.blob.core.windows.net
+    prefix: str = "smtp-offload"
+    max_concurrent_uploads: int = positive(4)  # across all messages of this process
+    connect_timeout: float = positive(10.0)
+    read_timeout: float = positive(60.0)
+
+
+@dataclass
+class GcsStorageConfig(_Options):
+    # Credentials: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, the metadata
+    # server...). Presigned links need credentials that can sign (a service account).
+    bucket: str = ""
+    project: str = ""
+    prefix: str = "smtp-offload"
+    endpoint_url: str = ""  # an emulator (fake-gcs-server, gcp-storage-emulator); empty = Google
+    max_concurrent_uploads: int = positive(4)
+    timeout: float = positive(60.0)
+
+
+@dataclass
+class StoreConfig(_Options):
+    """One store: the default one ([storage]) or a named one ([storage.stores.<name>])."""
+
     backend: Backend = Backend.LOCAL
+    local: LocalStorageConfig = field(default_factory=LocalStorageConfig)
+    s3: S3StorageConfig = field(default_factory=S3StorageConfig)
+    azure: AzureStorageConfig = field(default_factory=AzureStorageConfig)
+    gcs: GcsStorageConfig = field(default_factory=GcsStorageConfig)
+
+
+@dataclass
+class StorageConfig(StoreConfig):
     # Optional key segment so retention rules can target a customer: "" (none),
     # "recipient-domain", or "header:<Name>" (e.g. "header:X-Customer-Id").
     tenant: str = ""
-    local: LocalStorageConfig = field(default_factory=LocalStorageConfig)
-    s3: S3StorageConfig = field(default_factory=S3StorageConfig)
+    # Data residency: more stores, by name, and which tenants' files go to which one
+    # (tenant -> store name); everyone else's go to the store above.
+    stores: dict[str, StoreConfig] = field(default_factory=dict)
+    routes: dict[str, str] = field(default_factory=dict)
 
     @property
     def tenant_from(self) -> tuple[TenantFrom, str]:
@@ -293,6 +335,14 @@ class LinksConfig(_Options):
     # links.listen host at port worker_port_base + i, so each worker can be scraped; the
     # shared port reaches an arbitrary worker. 0 = off.
     worker_port_base: int = 0
+    # The agent who opens a link, as the SSO reverse proxy in front of the link server names them
+    # (oauth2-proxy: X-Auth-Request-Email or X-Forwarded-Email): the first of these headers present,
+    # believed only on requests whose TCP peer is one of trusted_proxies (IPs or CIDRs).
+    agent_headers: list[str] = field(default_factory=lambda: ["X-Auth-Request-Email", "X-Forwarded-Email"])
+    trusted_proxies: list[str] = field(default_factory=list)
+    # Without a trusted identity, the link page explains how to sign in instead of serving the file.
+    require_agent: bool = False
+    sign_in_url: str = ""  # where that page sends the agent (e.g. the proxy's /oauth2/start); "" = none
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -426,11 +476,17 @@ def _coerce(key: str, value: typing.Any, hint, meta: typing.Mapping = {}) -> typ
         hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):  # a list entry given as a string or a table (links.api_keys)
-        if isinstance(value, str):
+        if isinstance(value, str) and hint is ApiKey:
             return hint(value)
-        if isinstance(value, dict) and "key" not in value:
-            raise ConfigError(f"{key}.key: required")
+        required = [f.name for f in dataclasses.fields(hint)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if isinstance(value, dict) and (missing := [r for r in required if r not in value]):
+            raise ConfigError(f"{key}.{missing[0]}: required")
         return _build(hint, value, f"{key}.")
+    if origin is dict:  # a table whose keys are names the admin chooses (storage.stores, storage.routes)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return {str(k): _coerce(f"{key}.{k}", v, args[1]) for k, v in value.items()}
     if origin in (list, tuple, frozenset):
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
@@ -523,13 +579,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"auth.authserv_id: expected a host name, got {cfg.auth.authserv_id!r}")
     for i, server in enumerate(cfg.auth.dns_servers):
         parse_dns_server(f"auth.dns_servers[{i}]", server)
-    if cfg.storage.backend is Backend.S3:
-        _validate_s3(cfg.storage.s3)
-    t = cfg.storage.tenant
-    if t not in ("", "recipient-domain") and not (t.startswith("header:") and len(t) > len("header:")):
-        raise ConfigError(f'storage.tenant: must be "", "recipient-domain" or "header:<Name>", got {t!r}')
-    if not cfg.storage.local.path:
-        raise ConfigError("storage.local.path: must not be empty")
+    _validate_storage(cfg.storage)
     if not links.base_url.startswith(("http://", "https://")):
         raise ConfigError(f"links.base_url: must start with http:// or https://, got {links.base_url!r}")
     if links.secret and len(links.secret) < 32:
@@ -554,9 +604,27 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"api.fetch_max_retries: must be 0 or more, got {cfg.api.fetch_max_retries}")
     if not 0 <= links.worker_port_base <= 65535 - s.workers + 1:
         raise ConfigError(f"links.worker_port_base: must be 0 (off) or a port number, got {links.worker_port_base}")
+    for i, proxy in enumerate(links.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"links.trusted_proxies[{i}]: expected an IP address or a CIDR, got {proxy!r}") from None
+    for i, name in enumerate(links.agent_headers):
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name):
+            raise ConfigError(f"links.agent_headers[{i}]: expected a header name, got {name!r}")
+    if links.require_agent and not links.trusted_proxies:
+        raise ConfigError("links.require_agent: needs links.trusted_proxies (the SSO proxy that names the agent)")
+    if links.sign_in_url and not links.sign_in_url.startswith(("http://", "https://", "/")):
+        raise ConfigError(f"links.sign_in_url: expected an http(s) URL or a path, got {links.sign_in_url!r}")
+    hold = cfg.policy.hold
+    if hold.quarantine_sender and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", hold.quarantine_sender):
+        raise ConfigError(f"policy.quarantine_sender: expected an address like postmaster@example.com, "
+                          f"got {hold.quarantine_sender!r}")
     if links.mode is LinksMode.PRESIGNED:
-        if cfg.storage.backend is not Backend.S3:
-            raise ConfigError('links.mode: "presigned" needs storage.backend = "s3"')
+        every = [cfg.storage, *cfg.storage.stores.values()]
+        if any(sc.backend is Backend.LOCAL for sc in every):
+            raise ConfigError('links.mode: "presigned" needs a store that can presign (storage.backend = '
+                              '"s3", "azure" or "gcs", and the same for every storage.stores entry)')
         if links.ttl_seconds > 7 * 24 * 3600:
             raise ConfigError("links.ttl_seconds: presigned URLs cannot live longer than 7 days (604800); "
                               'use links.mode = "redirect" for longer links')
@@ -587,19 +655,69 @@ def _validate_api_keys(keys: list[ApiKey]) -> None:
         seen_ids.add(k.id)
 
 
-def _validate_s3(s3: S3StorageConfig) -> None:
+STORE_NAME = re.compile(r"[a-z][a-z0-9]{0,15}")
+
+
+def _validate_storage(st: StorageConfig) -> None:
+    t = st.tenant
+    if t not in ("", "recipient-domain") and not (t.startswith("header:") and len(t) > len("header:")):
+        raise ConfigError(f'storage.tenant: must be "", "recipient-domain" or "header:<Name>", got {t!r}')
+    _validate_store("storage", st)
+    for name, sc in st.stores.items():
+        if not STORE_NAME.fullmatch(name):
+            raise ConfigError(f"storage.stores.{name}: a store name is 1 to 16 lower-case letters and digits, "
+                              "starting with a letter")
+        _validate_store(f"storage.stores.{name}", sc)
+    for tenant, name in st.routes.items():
+        if name not in st.stores:
+            known = ", ".join(sorted(st.stores)) or "none configured"
+            raise ConfigError(f"storage.routes.{tenant}: no store named {name!r} in storage.stores ({known})")
+        if not tenant.strip():
+            raise ConfigError("storage.routes: a tenant must not be empty")
+
+
+def _validate_store(where: str, sc: StoreConfig) -> None:
+    if sc.backend is Backend.LOCAL and not sc.local.path:
+        raise ConfigError(f"{where}.local.path: must not be empty")
+    if sc.backend is Backend.S3:
+        _validate_s3(f"{where}.s3", sc.s3)
+    if sc.backend is Backend.AZURE:
+        az = sc.azure
+        if not 3 <= len(az.container) <= 63 or not re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?!-))*[a-z0-9]", az.container):
+            raise ConfigError(f'{where}.azure.container: required with backend = "azure" (3 to 63 lower-case '
+                              f"letters, digits and single hyphens), got {az.container!r}")
+        if bool(az.connection_string) == bool(az.account_url) and not os.environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+            raise ConfigError(f"{where}.azure.connection_string: set exactly one of connection_string "
+                              "(or AZURE_STORAGE_CONNECTION_STRING) and account_url")
+        if az.account_url and not az.account_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.azure.account_url: must start with http:// or https://, got {az.account_url!r}")
+        _validate_prefix(f"{where}.azure.prefix", az.prefix)
+    if sc.backend is Backend.GCS:
+        g = sc.gcs
+        if not 3 <= len(g.bucket) <= 222:
+            raise ConfigError(f'{where}.gcs.bucket: required with backend = "gcs" (3 or more characters)')
+        if g.endpoint_url and not g.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.gcs.endpoint_url: must start with http:// or https://, got {g.endpoint_url!r}")
+        _validate_prefix(f"{where}.gcs.prefix", g.prefix)
+
+
+def _validate_prefix(key: str, prefix: str) -> None:
+    if any(p.startswith((".", "@")) for p in prefix.strip("/").split("/") if p):
+        raise ConfigError(f"{key}: no segment may start with '.' or '@' (those are the store's own), got {prefix!r}")
+
+
+def _validate_s3(where: str, s3: S3StorageConfig) -> None:
     if len(s3.bucket) < 3:
-        raise ConfigError('storage.s3.bucket: required with storage.backend = "s3" (3 or more characters)')
+        raise ConfigError(f'{where}.bucket: required with backend = "s3" (3 or more characters)')
     if s3.endpoint_url and not s3.endpoint_url.startswith(("http://", "https://")):
-        raise ConfigError(f"storage.s3.endpoint_url: must start with http:// or https://, got {s3.endpoint_url!r}")
+        raise ConfigError(f"{where}.endpoint_url: must start with http:// or https://, got {s3.endpoint_url!r}")
     if s3.kms_key_id and s3.sse is not Sse.KMS:
-        raise ConfigError('storage.s3.kms_key_id: only used with storage.s3.sse = "aws:kms"')
-    if any(p.startswith(".") for p in s3.prefix.strip("/").split("/") if p):
-        raise ConfigError(f"storage.s3.prefix: no segment may start with '.' (those are the store's own), got {s3.prefix!r}")
+        raise ConfigError(f'{where}.kms_key_id: only used with {where}.sse = "aws:kms"')
+    _validate_prefix(f"{where}.prefix", s3.prefix)
     if s3.part_size < 5 * 1024 * 1024:
-        raise ConfigError("storage.s3.part_size: S3 needs parts of at least 5 MiB (5242880)")
+        raise ConfigError(f"{where}.part_size: S3 needs parts of at least 5 MiB (5242880)")
     if s3.multipart_threshold < s3.part_size:
-        raise ConfigError("storage.s3.multipart_threshold: must be at least storage.s3.part_size")
+        raise ConfigError(f"{where}.multipart_threshold: must be at least {where}.part_size")
 
 
 def plain(value: typing.Any) -> typing.Any:
@@ -612,6 +730,8 @@ def plain(value: typing.Any) -> typing.Any:
         return sorted(value)
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
@@ -655,6 +775,9 @@ def as_dict(cfg: Config) -> dict:
         if out["links"][key]:
             out["links"][key] = "********" if isinstance(out["links"][key], str) else ["********"] * len(out["links"][key])
     out["links"]["api_keys"] = [{**k, "key": "********"} for k in out["links"]["api_keys"]]
+    for store in (out["storage"], *out["storage"]["stores"].values()):
+        if store["azure"]["connection_string"]:
+            store["azure"]["connection_string"] = "********"
     return out
 
 

@@ -92,6 +92,19 @@ class PreparePolicy:
 
 
 @dataclass(frozen=True)
+class HoldPolicy:
+    """The quarantine (smtp_offload/quarantine): stripped files kept where an admin can release them."""
+
+    quarantine: bool = False  # keep every spoofed or blocked file that is stripped (empty ones are not kept)
+    quarantine_retention_days: int = positive(30)  # then purged
+    # The From of a released file's message; "" = postmaster@<server.hostname>.
+    quarantine_sender: str = ""
+
+    def __post_init__(self) -> None:
+        coerce(self)
+
+
+@dataclass(frozen=True)
 class SignedPolicy:
     """DKIM-signed mail (delivery/pipeline.py)."""
 

@@ -66,8 +66,9 @@ class Store(Protocol):
         """Metadata of `key`; KeyError when absent, StorageError when the store is unusable."""
         ...
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        """Await to get an iterator of CHUNK_SIZE-ish chunks.
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Await to get an iterator of CHUNK_SIZE-ish chunks of bytes [start, end) (end None:
+        to the end of the object; the caller keeps the range within stat's size).
 
         Raises KeyError on the await (not on first iteration) so a caller can still
         answer 404 before it commits to a response. The iterator releases its
@@ -88,11 +89,12 @@ class Store(Protocol):
         cannot make one (the link service then streams the bytes itself)."""
         ...
 
-    async def revoke(self, token_id: str) -> None:
-        """Record that a link is revoked, where every instance sharing the store sees it."""
+    async def revoke(self, token_id: str, key: str | None = None) -> None:
+        """Record that a link is revoked, where every instance sharing the store sees it.
+        `key`, the link's object when known, lets a routed store record it beside the file."""
         ...
 
-    async def is_revoked(self, token_id: str) -> bool: ...
+    async def is_revoked(self, token_id: str, key: str | None = None) -> bool: ...
 
     # Records: small state every instance sharing the store must see (API jobs, idempotency
     # results, staged job bodies), kept where no object key and so no link can reach.
@@ -111,6 +113,12 @@ class Store(Protocol):
     async def list_records(self, kind: str, prefix: str = "") -> list[str]:
         """The names of the records of `kind` whose name starts with `prefix`, sorted."""
         ...
+
+
+def check_range(start: int, end: int | None) -> None:
+    """The range open() takes: 0 <= start <= end; ValueError otherwise."""
+    if start < 0 or (end is not None and end < start):
+        raise ValueError(f"bad range {start}-{end}")
 
 
 def check_key(key: str) -> str:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtp_offload.errors import StorageError
-from smtp_offload.storage.base import CHUNK_SIZE, RECORD_NAME, RECORDS, InvalidKey, StoredObject, check_key, check_record_name
+from smtp_offload.storage.base import (CHUNK_SIZE, RECORD_NAME, RECORDS, InvalidKey, StoredObject, check_key, check_range,
+                                       check_record_name)
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
@@ -134,20 +135,24 @@ class LocalStore:
         if not self._root.is_dir():
             raise StorageError("storage root is missing")
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        check_range(start, end)
+
         def _open() -> BinaryIO:
             path = self._path(key)
             try:
                 if not self._meta_path(path).exists():
                     raise FileNotFoundError(path)  # not yet committed, or half deleted
-                return open(path, "rb")
+                fh = open(path, "rb")
+                fh.seek(start)
+                return fh
             except FileNotFoundError:
                 self._raise_if_root_gone()
                 raise KeyError(key) from None
             except OSError as e:
                 raise StorageError(f"opening {key} failed: {e}") from e
 
-        return _ChunkReader(await asyncio.to_thread(_open))
+        return _ChunkReader(await asyncio.to_thread(_open), None if end is None else end - start)
 
     async def delete(self, key: str) -> None:
         def _delete() -> None:
@@ -189,7 +194,7 @@ class LocalStore:
             raise InvalidKey(token_id)
         return self._root / ".revoked" / token_id
 
-    async def revoke(self, token_id: str) -> None:
+    async def revoke(self, token_id: str, key: str | None = None) -> None:
         def _revoke() -> None:
             path = self._revoked_path(token_id)
             path.parent.mkdir(mode=_DIR_MODE, exist_ok=True)
@@ -200,7 +205,7 @@ class LocalStore:
         except OSError as e:
             raise StorageError(f"recording revocation failed: {e}") from e
 
-    async def is_revoked(self, token_id: str) -> bool:
+    async def is_revoked(self, token_id: str, key: str | None = None) -> bool:
         try:
             return await asyncio.to_thread(self._revoked_path(token_id).exists)
         except OSError as e:
@@ -277,8 +282,9 @@ class LocalStore:
 class _ChunkReader:
     """Async iterator over an open file that reads off the event loop and always closes it."""
 
-    def __init__(self, fh: BinaryIO) -> None:
+    def __init__(self, fh: BinaryIO, length: int | None = None) -> None:
         self._fh: BinaryIO | None = fh
+        self._left = length  # bytes still to read; None: to the end
 
     def __aiter__(self) -> _ChunkReader:
         return self
@@ -286,8 +292,11 @@ class _ChunkReader:
     async def __anext__(self) -> bytes:
         if self._fh is None:
             raise StopAsyncIteration
+        want = CHUNK_SIZE if self._left is None else min(CHUNK_SIZE, self._left)
         try:
-            chunk = await asyncio.to_thread(self._fh.read, CHUNK_SIZE)
+            chunk = await asyncio.to_thread(self._fh.read, want) if want else b""
+            if self._left is not None:
+                self._left -= len(chunk)
         except OSError as e:
             await self.aclose()
             raise StorageError(f"reading failed: {e}") from e

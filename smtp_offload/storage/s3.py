@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from ..config import S3StorageConfig
 from ..errors import StorageError
-from .base import CHUNK_SIZE, RECORDS, StoredObject, check_key, check_record_name, content_disposition
+from .base import CHUNK_SIZE, RECORDS, StoredObject, check_key, check_range, check_record_name, content_disposition
 
 _META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
 
@@ -124,8 +124,13 @@ class S3Store:
             **{k: meta.get(_meta_name(k)) for k in ("message_id", "sender", "date", "tenant")},
         )
 
-    async def open(self, key: str) -> AsyncIterator[bytes]:
-        resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=check_key(key))
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        check_range(start, end)
+        if end is not None and end == start:
+            await self.stat(key)  # KeyError when absent, as for any other range
+            return _BodyReader(io.BytesIO(b""))
+        ranged = {} if not start and end is None else {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
+        resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=check_key(key), **ranged)
         return _BodyReader(resp["Body"])
 
     async def delete(self, key: str) -> None:
@@ -149,10 +154,10 @@ class S3Store:
             raise KeyError(token_id)
         return "/".join(p for p in (self.key_prefix, REVOKED, token_id) if p)
 
-    async def revoke(self, token_id: str) -> None:
+    async def revoke(self, token_id: str, key: str | None = None) -> None:
         await self._call(self.client.put_object, Bucket=self.bucket, Key=self._revoked_key(token_id), Body=b"")
 
-    async def is_revoked(self, token_id: str) -> bool:
+    async def is_revoked(self, token_id: str, key: str | None = None) -> bool:
         try:
             await self._call(self.client.head_object, Bucket=self.bucket, Key=self._revoked_key(token_id))
         except KeyError:
