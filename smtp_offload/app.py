@@ -26,7 +26,8 @@ from .relay.pool import DownstreamPool
 from .smtp.handler import Handler
 from .errors import StartupError, StorageError
 from .smtp.server import TOO_MANY, GatewaySMTP, Limits, Refuse
-from .storage import Store, open_store
+from .storage import Store, close_store, open_store
+from .storage.routed import stores_of
 
 # Reserved from the in-flight byte budget for a message whose sender declared no SIZE.
 DEFAULT_RESERVE = 10 * 1024 * 1024
@@ -83,6 +84,7 @@ class App:
         self.smtp_server: asyncio.base_events.Server | None = None
         self.link_server: LinkServer | None = None
         self.pool: DownstreamPool | None = None
+        self.store: Store | None = None
         s = cfg.server
         self.limits = Limits(max_sessions=s.max_sessions, max_inflight_bytes=s.max_inflight_bytes,
                              data_timeout=s.data_timeout, command_timeout=s.command_timeout,
@@ -93,7 +95,7 @@ class App:
     async def start(self) -> None:
         cfg = self.cfg
         secret = load_secrets(cfg.links, self.log)
-        store = open_store(cfg)
+        store = self.store = open_store(cfg)
         await check_store(cfg, store, self.log)
         pipeline = build_pipeline(cfg, store, secret, self.log, self.metrics, self.hostname,
                                   Authenticator(cfg.auth, self.hostname, self.resolver), self.pipeline_class)
@@ -159,28 +161,45 @@ class App:
             self.pool.close()
         if self.link_server is not None:
             await self.link_server.stop()
+        if self.store is not None:
+            await close_store(self.store)
         self.log.info("stopped")
 
 
-def describe_store(cfg: Config) -> str:
-    if cfg.storage.backend is Backend.S3:
-        s3 = cfg.storage.s3
+def describe_store(cfg: Config, name: str = "") -> str:
+    """Where the default store (or storage.stores.<name>) keeps files, for logs and messages."""
+    sc = cfg.storage.stores[name] if name else cfg.storage
+    if sc.backend is Backend.S3:
+        s3 = sc.s3
         return f"s3://{s3.bucket}/{s3.prefix.strip('/')}" + (f" at {s3.endpoint_url}" if s3.endpoint_url else "")
-    return str(Path(cfg.storage.local.path).resolve())
+    if sc.backend is Backend.GCS:
+        gcs = sc.gcs
+        return f"gs://{gcs.bucket}/{gcs.prefix.strip('/')}" + (f" at {gcs.endpoint_url}" if gcs.endpoint_url else "")
+    return str(Path(sc.local.path).resolve())
 
 
 async def check_store(cfg: Config, store: Store, log) -> None:
     """Refuse to start on a store that cannot work (wrong bucket, no credentials); start
-    anyway, failing open per message, when it is merely unreachable right now."""
-    try:
-        await asyncio.wait_for(store.check(), START_CHECK_SECONDS)
-    except asyncio.TimeoutError:
-        log.warning("storage_unavailable_at_start", storage=describe_store(cfg),
-                    reason=f"no answer within {START_CHECK_SECONDS:.0f} s")
-    except StorageError as exc:
-        if cfg.storage.backend is Backend.LOCAL or exc.permanent:
-            raise StartupError(f"storage {describe_store(cfg)}: {exc}") from None
-        log.warning("storage_unavailable_at_start", storage=describe_store(cfg), reason=str(exc))
+    anyway, failing open per message, when it is merely unreachable right now. Every named
+    store (storage.stores) is checked the same way."""
+    for name, one in stores_of(store).items():
+        where = describe_store(cfg) if not name else f"{name} ({describe_store(cfg, name)})"
+        try:
+            await asyncio.wait_for(one.check(), START_CHECK_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("storage_unavailable_at_start", storage=where,
+                        reason=f"no answer within {START_CHECK_SECONDS:.0f} s")
+        except StorageError as exc:
+            backend = (cfg.storage.stores[name] if name else cfg.storage).backend
+            if backend is Backend.LOCAL or exc.permanent:
+                raise StartupError((f"storage.stores.{name}: " if name else "") + f"storage {where}: {exc}") from None
+            log.warning("storage_unavailable_at_start", storage=where, reason=str(exc))
+    if cfg.links.mode is LinksMode.PRESIGNED:
+        # Found now, not as a failed link in every mail: a store that cannot sign URLs at all.
+        for name, one in stores_of(store).items():
+            problem = await one.presign_problem() if hasattr(one, "presign_problem") else None
+            if problem:
+                raise StartupError(f'links.mode = "presigned": storage {describe_store(cfg, name)}: {problem}')
     if cfg.links.mode is LinksMode.PRESIGNED and hasattr(store, "credentials"):
         found, temporary = store.credentials()
         if temporary:

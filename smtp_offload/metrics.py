@@ -22,12 +22,14 @@ from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported fo
 from prometheus_client import ProcessCollector
 
 from .model import Verdict
+from .storage.routed import stores_of
 
 PREFIX = "smtp_offload_"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 REFUSAL_REASONS = ("max_sessions", "busy", "shutting_down", "data_timeout", "too_big", "line_too_long",
                    "relay_denied", "too_many_recipients", "proxy_header",
                    "command_timeout", "envelope_timeout", "max_sessions_per_client", "tls_failed")
+QUARANTINE_ACTIONS = ("hold", "hold_failed", "release", "delete", "purge")
 _STORAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _DOWNSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
@@ -58,6 +60,7 @@ class Metrics:
             PREFIX + "downstream_data_seconds", "Time from sending a message to the downstream to its "
             "final reply, by reply class (2xx|4xx|5xx, or error when no reply came).",
             ["result"], buckets=_DOWNSTREAM_BUCKETS, registry=r)
+        self._watched: list[Any] = []  # the storage breakers, one per store
         self._breaker = Gauge(
             PREFIX + "storage_breaker_state", "Storage circuit breaker: 0 closed, 1 half-open, 2 open.", registry=r)
         self._sessions = Gauge(PREFIX + "smtp_sessions", "SMTP sessions open now.", registry=r)
@@ -77,7 +80,13 @@ class Metrics:
         self._portal_deliveries = Counter(
             PREFIX + "portal_deliveries", "Upload-portal messages handed to the downstream, by outcome "
             "(delivered|deferred: to be retried).", ["outcome"], registry=r)
+        self._quarantine = Counter(
+            PREFIX + "quarantine", "Quarantine actions (smtp_offload/quarantine), by action: hold (a stripped file "
+            "kept), hold_failed (stripped, not kept: the store failed), release, delete, purge (retention).",
+            ["action"], registry=r)
         # Series that exist from the start read 0 instead of being absent.
+        for action in QUARANTINE_ACTIONS:
+            self._quarantine.labels(action)
         for result in ("received", "refused", "failed"):
             self._portal_uploads.labels(result)
         for outcome in ("delivered", "deferred"):
@@ -115,13 +124,19 @@ class Metrics:
     def portal_delivery(self, outcome: str) -> None:
         self._portal_deliveries.labels(outcome).inc()
 
+    def quarantine(self, action: str) -> None:
+        self._quarantine.labels(action).inc()
+
     def refused(self, reason: str) -> None:
         self._refusals.labels(reason).inc()
 
     def breaker_changed(self, state: str) -> None:
-        self._breaker.set(BREAKER_STATES.get(state, 2))
+        # One breaker per store (data residency): the gauge shows the worst of them.
+        states = [b.state for b in self._watched] or [state]
+        self._breaker.set(max(BREAKER_STATES.get(s, 2) for s in states))
 
     def watch_breaker(self, breaker: Any) -> None:
+        self._watched.append(breaker)
         self.breaker_changed(breaker.state)
         breaker.on_change.append(self.breaker_changed)
 
@@ -162,14 +177,21 @@ class Readiness:
             return False, {"status": "draining"}
         async with self._lock:
             if self._result is None or self.clock() - self._at >= self.cache_seconds:
-                (storage, s_detail), (downstream, d_detail) = await asyncio.gather(
-                    self._probe(self.store.check), self._probe(self.downstream_probe))
-                checks = {"storage": storage, "downstream": downstream}
+                # Named stores (data residency) are reported but do not make this instance
+                # unready: their failure stays with their own customers (fail open).
+                named = {n: s for n, s in stores_of(self.store).items() if n}
+                (storage, s_detail), (downstream, d_detail), *others = await asyncio.gather(
+                    self._probe(self.store.check), self._probe(self.downstream_probe),
+                    *(self._probe(s.check) for s in named.values()))
+                checks = {"storage": storage, "downstream": downstream,
+                          **{f"storage_{n}": r for n, (r, _) in zip(named, others)}}
                 ready = storage == downstream == "ok"
-                was = self._result[1] if self._result is not None else {"storage": "ok", "downstream": "ok"}
+                was = self._result[1] if self._result is not None else {k: "ok" for k in checks}
                 self._result, self._at = (ready, checks), self.clock()
                 if self.log is not None and checks != was:  # log changes only, with what failed
-                    details = {k: v for k, v in (("storage_detail", s_detail), ("downstream_detail", d_detail)) if v}
+                    pairs = [("storage_detail", s_detail), ("downstream_detail", d_detail),
+                             *((f"storage_{n}_detail", d) for n, (_, d) in zip(named, others))]
+                    details = {k: v for k, v in pairs if v}
                     (self.log.info if ready else self.log.warning)("readiness", ready=ready, **checks, **details)
             ready, checks = self._result
         return ready, {"status": "ready" if ready else "not ready", **checks}

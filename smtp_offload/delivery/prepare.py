@@ -29,12 +29,15 @@ from ..mime import rewrite as rw
 from ..mime import scan
 from ..model import Envelope, FileOutcome, Verdict
 from ..notice import render as render_notice
+from ..quarantine.records import Holder, Origin
 from ..storage.base import Store, StoredObject, make_key
+from ..storage.routed import store_for
 from ..trace import decision_headers, received
 from .decide import OUR_HEADERS, Decision, Plan
 from .policy import Fit, PreparePolicy, StorageFailure
 
 INLINE_BYTES = 256 * 1024  # messages below this are rendered on the event loop
+_HELD = (Verdict.SPOOFED, Verdict.BLOCKED)  # stripped files policy.quarantine keeps (an empty one is nothing)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Prepared:
     changed: bool = False  # the body differs from what was received
     stored: tuple[str, ...] = ()  # keys written for this message (rollback deletes them)
     message_id: str | None = None
+    held: tuple[str, ...] = ()  # quarantine ids kept for this message (rollback deletes them too)
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,9 @@ def render(plan: Plan, outcomes: tuple[FileOutcome, ...] | None = None) -> bytes
 class Preparer:
     def __init__(self, *, store: Store | None, secret: bytes | None, links: LinksConfig, policy: PreparePolicy,
                  fit: Fit, tenant_from: tuple[TenantFrom, str], auth: Authenticator, hostname: str, log: Any,
-                 metrics: Metrics | None = None, seal_unchanged: bool = False):
+                 metrics: Metrics | None = None, seal_unchanged: bool = False, holder: Holder | None = None):
         self.store = store
+        self.holder = holder  # policy.quarantine: stripped spoofed and blocked files are kept here
         self.secret = secret  # the signing secret (links.secret.load_secrets()[0])
         self.links = links
         self.policy = policy
@@ -129,8 +134,18 @@ class Preparer:
         self.log = log
         self.metrics = metrics or Metrics()
         self.seal_unchanged = seal_unchanged
-        self.breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown_seconds, log)
-        self.metrics.watch_breaker(self.breaker)
+        # One breaker per store: a routed store that keeps failing must not turn offloading off
+        # for the customers of the others.
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.breaker = self._breaker(None)
+
+    def _breaker(self, tenant: str | None) -> CircuitBreaker:
+        name = store_for(self.store, tenant)[0] if self.store is not None else ""
+        if name not in self.breakers:
+            self.breakers[name] = CircuitBreaker(self.policy.breaker_failures, self.policy.breaker_cooldown_seconds,
+                                                 self.log, name=f"storage:{name}" if name else "storage")
+            self.metrics.watch_breaker(self.breakers[name])
+        return self.breakers[name]
 
     # -- the message ------------------------------------------------------------------------
     async def prepare(self, plan: Plan, inbound: Inbound, auth: AuthResults) -> Prepared:
@@ -161,7 +176,8 @@ class Preparer:
         message = trace + body
         if changed or self.seal_unchanged:
             message = await self._seal(message)
-        return Prepared(message, outcomes, changed, stored, plan.analysis.message_id)
+        held = tuple(o.quarantine_id for o in outcomes if o.quarantine_id)
+        return Prepared(message, outcomes, changed, stored, plan.analysis.message_id, held)
 
     def untouched(self, inbound: Inbound, data: bytes, auth: AuthResults) -> Prepared:
         """policy.on_signed = "skip" and a passing signature from a listed domain: the message
@@ -190,13 +206,35 @@ class Preparer:
         """Each decision's outcome: the files to offload stored and linked, within
         policy.storage_timeout for all of them; a failed one per policy.on_storage_failure."""
         wanted = [d for d in plan.decisions if d.verdict is Verdict.OFFLOAD]
-        if not wanted:
+        stripped = [d for d in plan.decisions if d.verdict in _HELD]
+        if not wanted and not (stripped and self.holder is not None):
             return as_decided(plan)
-        done = await self._store_all(wanted, _context(plan, envelope, self.tenant_from))
-        return tuple(done.get(id(d)) or FileOutcome(d.file, d.verdict, d.reason) for d in plan.decisions)
+        ctx = _context(plan, envelope, self.tenant_from)
+        done = await self._store_all(wanted, ctx) if wanted else {}
+        outcomes = tuple(done.get(id(d)) or FileOutcome(d.file, d.verdict, d.reason) for d in plan.decisions)
+        return await self._hold(plan, outcomes, envelope, ctx)
+
+    async def _hold(self, plan: Plan, outcomes: tuple[FileOutcome, ...], envelope: Envelope | None,
+                    ctx: _Context) -> tuple[FileOutcome, ...]:
+        """Each stripped spoofed or blocked file kept in the quarantine, its outcome given the
+        item's id (None where holding failed: the file is stripped all the same)."""
+        todo = [i for i, o in enumerate(outcomes) if o.verdict in _HELD]
+        if self.holder is None or not todo:
+            return outcomes
+        an = plan.analysis
+        origin = Origin.of(message_id=ctx.message_id, subject=scan.root_header(an.data, an.root, "subject"),
+                           sender=ctx.sender, recipients=envelope.rcpt_tos if envelope else (),
+                           from_header=scan.root_header(an.data, an.root, "from"), received=ctx.received,
+                           tenant=ctx.tenant)
+        ids = await asyncio.gather(*(self.holder.hold(outcomes[i].file, outcomes[i].verdict.value, outcomes[i].reason,
+                                                      origin, outcomes[i].file.part.path) for i in todo))
+        held = dict(zip(todo, ids))
+        return tuple(dataclasses.replace(o, quarantine_id=held[i]) if held.get(i) else o
+                     for i, o in enumerate(outcomes))
 
     async def _store_all(self, wanted: list[Decision], ctx: _Context) -> dict[int, FileOutcome]:
-        if self.store is None or not self.breaker.allow():
+        breaker = self._breaker(ctx.tenant)
+        if self.store is None or not breaker.allow():
             for d in wanted:
                 self.log.warning("offload_failed", name=d.file.name, size=d.file.size, error="circuit_open")
             return {id(d): self._failed(d) for d in wanted}
@@ -217,9 +255,9 @@ class Preparer:
                              error="timeout" if exc is None else type(exc).__name__,
                              detail=str(exc)[:200] if isinstance(exc, (StorageError, LinkError)) else None)
         if any(o.offload_failed for o in out.values()):
-            self.breaker.failure()
+            breaker.failure()
         else:
-            self.breaker.success()
+            breaker.success()
         return out
 
     def _failed(self, d: Decision) -> FileOutcome:
@@ -271,3 +309,5 @@ class Preparer:
 
     async def rollback(self, prepared: Prepared) -> None:
         await self.discard(prepared.stored)
+        if self.holder is not None and prepared.held:
+            await self.holder.discard(prepared.held)

@@ -7,13 +7,18 @@ command line see the same answer.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from multidict import CIMultiDictProxy
+
 from smtp_offload.config import LinksConfig, LinksMode
+from smtp_offload.errors import StorageError
 from smtp_offload.links import link_url
 from smtp_offload.links.tokens import ExpiredToken, Grant, is_token_id, message_ref, new_grant, sign, verify
 from smtp_offload.storage.base import Store, StoredObject
@@ -113,7 +118,7 @@ class LinkService:
 
     async def fetch(self, grant: Grant) -> StoredObject:
         """The object a live grant points to; Revoked, Gone or StorageError otherwise."""
-        if await self.store.is_revoked(grant.token_id):
+        if await self.store.is_revoked(grant.token_id, grant.key):
             raise Revoked(grant)
         try:
             obj = await self.store.stat(grant.key)
@@ -123,6 +128,17 @@ class LinkService:
         # file, the link must not hand it out.
         if grant.message_ref and obj.message_id and message_ref(obj.message_id) != grant.message_ref:
             raise Gone(grant.key)
+        return obj
+
+    async def describe(self, grant: Grant) -> StoredObject | None:
+        """The file a grant names, whether or not the link is expired or revoked; None when it
+        is gone, is another message's, or storage fails. For the audit log of a refusal, never to serve."""
+        try:
+            obj = await self.store.stat(grant.key)
+        except (KeyError, StorageError, OSError):
+            return None
+        if grant.message_ref and obj.message_id and message_ref(obj.message_id) != grant.message_ref:
+            return None
         return obj
 
     async def refresh(self, *, token: str | None = None, key: str | None = None,
@@ -136,7 +152,7 @@ class LinkService:
         ttl = self._ttl(ttl)
         if token is not None:
             grant = self.verify(token, allow_expired=True)
-            if await self.store.is_revoked(grant.token_id):
+            if await self.store.is_revoked(grant.token_id, grant.key):
                 raise Revoked(grant)
             key = grant.key
         try:
@@ -148,11 +164,14 @@ class LinkService:
     async def revoke(self, *, token: str | None = None, token_id: str | None = None) -> str:
         """Revoke one link (expired ones too); returns its token_id. Other links to the same file stay valid."""
         _one_of(token=token, token_id=token_id)
+        key = None
         if token is not None:
-            token_id = self.verify(token, allow_expired=True).token_id
+            grant = self.verify(token, allow_expired=True)
+            token_id, key = grant.token_id, grant.key
         if not is_token_id(token_id):
             raise InvalidRequest("token_id must be 16 lower-case hex characters")
-        await self.store.revoke(token_id)
+        # With the token the file's store is known; by id alone a routed store records it in every store.
+        await self.store.revoke(token_id, key)
         return token_id
 
     async def show(self, token: str) -> dict[str, Any]:
@@ -167,7 +186,7 @@ class LinkService:
         return {
             "token_id": grant.token_id, "key": grant.key, "expires": grant.expires,
             "expires_at": utc(grant.expires), "expired": grant.expires <= time.time(),
-            "revoked": await self.store.is_revoked(grant.token_id), "message_ref": grant.message_ref,
+            "revoked": await self.store.is_revoked(grant.token_id, grant.key), "message_ref": grant.message_ref,
             "object": object_json(obj) if obj is not None else None,
         }
 
@@ -179,6 +198,69 @@ class LinkService:
         if presigned(self.cfg) and ttl > PRESIGN_MAX_TTL:
             raise InvalidRequest(f"ttl_seconds cannot exceed {PRESIGN_MAX_TTL} for presigned URLs")
         return ttl
+
+
+# What an SSO proxy puts in its identity header: an address or a user name. Anything else
+# (spaces, quotes, control or invisible characters, a list) is not an identity to write into
+# an audit log that a SIEM parses. 254: the longest usable address (RFC 5321 path limit).
+MAX_AGENT_CHARS = 254
+_SPECIALS = r'\s@<>()\[\]\\,;:"'
+_AGENT_RE = re.compile(rf"[^{_SPECIALS}]{{1,64}}@[^{_SPECIALS}/]{{1,253}}|[\w.+-]{{1,64}}")
+
+
+@dataclass(frozen=True)
+class Agent:
+    """Who is asking, as a trusted SSO proxy named them (`name`), or why nobody is named."""
+
+    name: str | None = None
+    header: str | None = None  # the header that named them
+    ignored: str | None = None  # an identity header was sent but not believed: "untrusted_peer" | "invalid"
+
+
+def valid_agent(value: str) -> bool:
+    """Whether a header value looks like an address or a user name, safe to log as is."""
+    return (len(value) <= MAX_AGENT_CHARS and value.isprintable()
+            and _AGENT_RE.fullmatch(value) is not None)
+
+
+class AgentHeaders:
+    """Reads the agent's identity from links.agent_headers, believed only from links.trusted_proxies.
+
+    The peer is the TCP peer, never X-Forwarded-For: anyone can write that, and only the
+    connection says whether the request really passed through the SSO proxy. The first
+    configured header present decides; when its value is not a valid identity nobody is
+    named (falling through to the next header would let a header the proxy does not
+    overwrite win over the one it does)."""
+
+    def __init__(self, cfg: LinksConfig) -> None:
+        self.headers = list(cfg.agent_headers)
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in cfg.trusted_proxies]
+
+    def trusts(self, peer: str | None) -> bool:
+        if not peer or not self.trusted:
+            return False
+        try:
+            ip = ipaddress.ip_address(peer.split("%", 1)[0])  # an IPv6 peer may carry a zone
+        except ValueError:
+            return False  # a Unix socket, or no peer at all
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # a dual-stack listener sees IPv4 proxies as ::ffff:a.b.c.d
+        return any(ip in net for net in self.trusted)
+
+    def identify(self, peer: str | None, headers: CIMultiDictProxy[str]) -> Agent:
+        """The agent named by the first identity header present, if `peer` is trusted."""
+        for name in self.headers:
+            values = headers.getall(name, [])
+            if not values:
+                continue
+            if not self.trusts(peer):
+                return Agent(header=name, ignored="untrusted_peer")
+            value = values[0].strip()
+            # Two values: the proxy appended instead of replacing, so one may be the client's.
+            if len(values) > 1 or not valid_agent(value):
+                return Agent(header=name, ignored="invalid")
+            return Agent(name=value, header=name)
+        return Agent()
 
 
 def _one_of(**fields: Any) -> None:

@@ -206,8 +206,14 @@ class LocalStore:
             raise StorageError(f"recording revocation failed: {e}") from e
 
     async def is_revoked(self, token_id: str, key: str | None = None) -> bool:
+        def _is_revoked() -> bool:
+            if self._revoked_path(token_id).exists():
+                return True
+            self._raise_if_root_gone()  # a revoked link must not read as live while the volume is away
+            return False
+
         try:
-            return await asyncio.to_thread(self._revoked_path(token_id).exists)
+            return await asyncio.to_thread(_is_revoked)
         except OSError as e:
             raise StorageError(f"reading revocations failed: {e}") from e
 

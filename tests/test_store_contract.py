@@ -1,0 +1,328 @@
+"""One contract for every store: the same tests against the local store, S3 (moto's server),
+Azure Blob (Azurite), Google Cloud Storage (gcp-storage-emulator), and a routed store (local
+by default, S3 for one tenant). What a backend cannot do is in CAPABILITIES, and in the
+README's storage table: a test that does not apply says so by asserting the store's answer
+(presign returns None), never by skipping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from smtp_offload.config import S3StorageConfig
+from smtp_offload.errors import StorageError
+from smtp_offload.storage import InvalidKey, LocalStore, RoutedStore, Store, StoredObject, close_store, make_key
+from smtp_offload.storage.base import content_disposition
+from tests.support.net import free_port
+
+BACKENDS = ["local", "s3", "azure", "gcs", "routed"]
+ROUTED_TENANT = "acme-eu"  # the routed backend sends this tenant's files to its S3 store
+
+
+@dataclass(frozen=True)
+class Caps:
+    presign: bool  # makes URLs that download the object without us
+
+
+CAPABILITIES = {"local": Caps(presign=False), "s3": Caps(presign=True), "azure": Caps(presign=True),
+                "gcs": Caps(presign=True), "routed": Caps(presign=False)}
+
+
+def _s3(s3server, **kw) -> Store:
+    from smtp_offload.storage.s3 import S3Store
+
+    return S3Store(S3StorageConfig(bucket=s3server.new_bucket(), endpoint_url=s3server.endpoint,
+                                   region="us-east-1", prefix="t", **kw))
+
+
+def _s3_down() -> Store:
+    from smtp_offload.storage.s3 import S3Store
+
+    return S3Store(S3StorageConfig(bucket="down-bucket", endpoint_url=f"http://127.0.0.1:{free_port()}",
+                                   region="us-east-1", connect_timeout=2, read_timeout=2))
+
+
+def _make(backend: str, request, tmp_path: Path, *, down: bool = False) -> Store:
+    if backend == "local":
+        store = LocalStore(tmp_path / "store")
+        if down:  # the volume went away under a running store
+            shutil.rmtree(tmp_path / "store")
+        return store
+    if backend == "s3":
+        return _s3_down() if down else _s3(request.getfixturevalue("s3server"))
+    if backend == "azure":
+        from smtp_offload.storage.azure import AzureStore
+        from tests.support.azurite import azure_config, azure_down_config
+
+        return AzureStore(azure_down_config() if down else azure_config(request.getfixturevalue("azurite")))
+    if backend == "gcs":
+        from smtp_offload.storage.gcs import GcsStore
+        from tests.support.gcs import gcs_config, gcs_down_config
+
+        return GcsStore(gcs_down_config() if down else gcs_config(request.getfixturevalue("gcs_emulator")))
+    assert backend == "routed"
+    eu = _s3_down() if down else _s3(request.getfixturevalue("s3server"))
+    default = _make("local", request, tmp_path, down=down)
+    return RoutedStore(default, {"eu": eu}, {ROUTED_TENANT: "eu"})
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+async def store(backend, request, tmp_path) -> AsyncIterator[Store]:
+    s = _make(backend, request, tmp_path)
+    yield s
+    await close_store(s)
+
+
+@pytest.fixture
+async def down_store(backend, request, tmp_path) -> AsyncIterator[Store]:
+    s = _make(backend, request, tmp_path, down=True)
+    yield s
+    await close_store(s)
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    """Deterministic, incompressible-looking bytes (hash chain), so ranges cannot line up by luck."""
+    out, block = bytearray(), hashlib.sha256(str(seed).encode()).digest()
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block
+    return bytes(out[:size])
+
+
+def new_object(store: Store, data: bytes, name: str = "Rechnung Nr. 5 – Müller.pdf", *,
+               tenant: str | None = None, **kw) -> StoredObject:
+    return StoredObject(key=make_key(name, prefix=store.key_prefix, tenant=tenant), size=len(data),
+                        sha256=hashlib.sha256(data).hexdigest(), content_type=kw.pop("content_type", "application/pdf"),
+                        filename=name, tenant=tenant, **kw)
+
+
+def tenants(backend: str) -> list[str | None]:
+    """The tenants to store under: a routed store is tried on both of its stores."""
+    return [None, ROUTED_TENANT] if backend == "routed" else [None]
+
+
+async def read(store: Store, key: str, start: int = 0, end: int | None = None) -> bytes:
+    it = await store.open(key, start, end)
+    return b"".join([c async for c in it])
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+
+
+# -- put, stat, open --------------------------------------------------------------------------
+
+async def test_put_then_stat_gives_back_every_field(store, backend):
+    for tenant in tenants(backend):
+        data = payload(70_000)
+        obj = new_object(store, data, tenant=tenant, message_id="<m1@sender.test>", sender="kunde@sender.test",
+                         date="2026-11-30T10:00:00+00:00")
+        stored = await store.put(data, obj)
+        back = await store.stat(stored.key)
+        assert back == stored
+        assert (back.filename, back.size, back.sha256, back.content_type, back.tenant) == (
+            "Rechnung Nr. 5 – Müller.pdf", len(data), hashlib.sha256(data).hexdigest(), "application/pdf", tenant)
+        assert (back.message_id, back.sender, back.date) == ("<m1@sender.test>", "kunde@sender.test",
+                                                              "2026-11-30T10:00:00+00:00")
+
+
+async def test_metadata_that_is_absent_stays_absent(store):
+    data = b"%PDF-1.4 small"
+    stored = await store.put(data, new_object(store, data, "plain.pdf"))
+    back = await store.stat(stored.key)
+    assert (back.message_id, back.sender, back.date, back.tenant) == (None, None, None, None)
+
+
+async def test_get_returns_the_same_bytes_in_chunks(store, backend):
+    for tenant in tenants(backend):
+        data = payload(700_000)  # several CHUNK_SIZE chunks
+        stored = await store.put(data, new_object(store, data, "big.bin", tenant=tenant,
+                                                  content_type="application/octet-stream"))
+        chunks = [c async for c in await store.open(stored.key)]
+        assert len(chunks) >= 2
+        assert b"".join(chunks) == data
+
+
+async def test_an_empty_object_round_trips(store):
+    stored = await store.put(b"", new_object(store, b"", "empty.txt", content_type="text/plain"))
+    assert (await store.stat(stored.key)).size == 0
+    assert await read(store, stored.key) == b""
+
+
+@pytest.mark.parametrize("start, end", [(0, 1), (10, 100), (262_100, 262_200), (1, None), (699_995, None),
+                                         (0, 700_000), (5000, 5000)])
+async def test_a_range_reads_exactly_those_bytes(store, backend, start, end):
+    for tenant in tenants(backend):
+        data = payload(700_000, seed=start)
+        stored = await store.put(data, new_object(store, data, "ranged.bin", tenant=tenant))
+        assert await read(store, stored.key, start, end) == data[start:end]
+
+
+async def test_a_bad_range_is_refused(store):
+    data = payload(100)
+    stored = await store.put(data, new_object(store, data))
+    for start, end in ((-1, None), (50, 10)):
+        with pytest.raises(ValueError):
+            await read(store, stored.key, start, end)
+
+
+async def test_a_size_that_disagrees_with_the_data_is_refused(store):
+    data = payload(100)
+    with pytest.raises(ValueError):
+        await store.put(data, replace(new_object(store, data), size=99))
+
+
+# -- missing objects and bad keys --------------------------------------------------------------
+
+async def test_a_missing_object_is_a_key_error_everywhere(store, backend):
+    for tenant in tenants(backend):
+        key = (await store.put(b"x", new_object(store, b"x", tenant=tenant))).key
+        await store.delete(key)
+        with pytest.raises(KeyError):
+            await store.stat(key)
+        with pytest.raises(KeyError):  # on the await, before any byte: the caller can still answer 404
+            await store.open(key)
+        with pytest.raises(KeyError):
+            await store.open(key, 1, 2)
+        await store.delete(key)  # deleting an absent key is not an error
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs/x.pdf", "a/../b.pdf", ".records/jobs/x.json",
+                                 "t/.revoked/0123456789abcdef", "a//b.pdf", "a/./b", "a\\b", "x\x00y", ""])
+async def test_a_key_that_could_not_be_ours_is_refused(store, key):
+    for call in (store.stat(key), store.open(key), store.delete(key)):
+        with pytest.raises(InvalidKey):
+            await call
+    with pytest.raises(InvalidKey):
+        await store.put(b"x", replace(new_object(store, b"x"), key=key))
+
+
+# -- idempotent put and delete ------------------------------------------------------------------
+
+async def test_putting_the_same_key_again_replaces_it(store, backend):
+    for tenant in tenants(backend):
+        first = new_object(store, b"first version", "same.txt", tenant=tenant, content_type="text/plain")
+        one = await store.put(b"first version", first)
+        again = replace(first, size=len(b"second!"), sha256=hashlib.sha256(b"second!").hexdigest())
+        two = await store.put(b"second!", again)
+        assert one.key == two.key  # a retried message lands on the same key: no second copy
+        assert await read(store, two.key) == b"second!"
+        assert (await store.stat(two.key)).sha256 == again.sha256
+
+
+async def test_delete_removes_the_object_and_nothing_else(store, backend):
+    for tenant in tenants(backend):
+        a = await store.put(b"aaa", new_object(store, b"aaa", "a.txt", tenant=tenant))
+        b = await store.put(b"bbb", new_object(store, b"bbb", "b.txt", tenant=tenant))
+        await store.delete(a.key)
+        with pytest.raises(KeyError):
+            await store.stat(a.key)
+        assert await read(store, b.key) == b"bbb"
+
+
+# -- revocation -------------------------------------------------------------------------------
+
+async def test_revoke_is_seen_and_only_for_that_link(store, backend):
+    for tenant in tenants(backend):
+        key = (await store.put(b"x", new_object(store, b"x", tenant=tenant))).key
+        token, other = (os.urandom(8).hex() for _ in range(2))
+        assert not await store.is_revoked(token, key)
+        await store.revoke(token, key)
+        await store.revoke(token, key)  # twice is fine
+        assert await store.is_revoked(token, key)
+        assert not await store.is_revoked(other, key)
+        by_id = os.urandom(8).hex()  # revoked by id alone: the file's store is not known
+        await store.revoke(by_id)
+        assert await store.is_revoked(by_id, key) and await store.is_revoked(by_id)
+
+
+@pytest.mark.parametrize("token_id", ["../x", "a/b", "", "x" * 65, ".hidden"])
+async def test_a_revocation_id_that_could_escape_is_refused(store, token_id):
+    with pytest.raises(KeyError):
+        await store.revoke(token_id)
+
+
+# -- presigned URLs ----------------------------------------------------------------------------
+
+async def test_presign_downloads_the_bytes_under_the_original_name_or_says_it_cannot(store, backend):
+    data = payload(50_000)
+    stored = await store.put(data, new_object(store, data, "Bericht März.pdf"))
+    url = await store.presign(stored, 120)
+    if not CAPABILITIES[backend].presign:
+        assert url is None  # the link service streams the bytes itself
+        return
+    assert url.startswith("http://127.0.0.1:")
+    status, headers, body = fetch(url)
+    assert status == 200 and body == data
+    if backend != "gcs":  # the emulator ignores response-content-* overrides (README: storage table)
+        assert headers["content-disposition"] == content_disposition("Bericht März.pdf")
+        assert headers["content-type"] == "application/pdf"
+
+
+# -- records -----------------------------------------------------------------------------------
+
+async def test_records_round_trip_list_and_delete(store):
+    await store.put_record("jobs/j1.json", b'{"a": 1}')
+    await store.put_record("jobs/j2.json", b'{"a": 2}')
+    await store.put_record("idem/j1.json", b"{}")
+    await store.put_record("jobs/j1.json", b'{"a": 3}')  # replaced
+    assert await store.get_record("jobs/j1.json") == b'{"a": 3}'
+    assert await store.list_records("jobs") == ["jobs/j1.json", "jobs/j2.json"]
+    assert await store.list_records("jobs", "j2") == ["jobs/j2.json"]
+    await store.delete_record("jobs/j1.json")
+    await store.delete_record("jobs/j1.json")
+    with pytest.raises(KeyError):
+        await store.get_record("jobs/j1.json")
+    assert await store.list_records("jobs") == ["jobs/j2.json"]
+
+
+@pytest.mark.parametrize("name", ["../x", "jobs/../../x", "Jobs/x", "jobs/a/b", "jobs/", "jobs/x.json/"])
+async def test_a_record_name_that_could_escape_is_refused(store, name):
+    with pytest.raises(InvalidKey):
+        await store.put_record(name, b"x")
+    with pytest.raises(InvalidKey):
+        await store.get_record(name)
+
+
+async def test_records_and_revocations_are_not_objects(store):
+    await store.put_record("jobs/secret.json", b"{}")
+    token = os.urandom(8).hex()
+    await store.revoke(token)
+    for key in (f"{store.key_prefix}/.records/jobs/secret.json".lstrip("/"),
+                f"{store.key_prefix}/.revoked/{token}".lstrip("/")):
+        with pytest.raises(KeyError):
+            await store.stat(key)
+
+
+# -- health -------------------------------------------------------------------------------------
+
+async def test_check_passes_on_a_working_store(store):
+    await store.check()
+
+
+async def test_a_store_that_is_down_says_so_and_never_claims_a_file_is_missing(down_store):
+    data = b"%PDF-1.4 x"
+    obj = new_object(down_store, data, tenant=ROUTED_TENANT if isinstance(down_store, RoutedStore) else None)
+    calls: list[Callable] = [lambda: down_store.check(), lambda: down_store.put(data, obj),
+                             lambda: down_store.stat(obj.key), lambda: down_store.open(obj.key),
+                             lambda: down_store.is_revoked("0123456789abcdef", obj.key),
+                             lambda: down_store.put_record("jobs/x.json", b"{}")]
+    for call in calls:
+        with pytest.raises(StorageError) as caught:
+            await call()
+        assert not isinstance(caught.value, KeyError)
+        assert str(caught.value)  # a reason an operator can read
