@@ -210,6 +210,9 @@ class GcsStorageConfig(_Options):
     project: str = ""
     prefix: str = "smtp-offload"
     endpoint_url: str = ""  # an emulator (fake-gcs-server, gcp-storage-emulator); empty = Google
+    # A service-account JSON key: used for requests and for signing links instead of ADC. With
+    # endpoint_url (anonymous requests) it only signs, so presigned links can be tested there.
+    credentials_file: str = ""
     max_concurrent_uploads: int = positive(4)
     timeout: float = positive(60.0)
 
@@ -752,8 +755,11 @@ def table(obj: typing.Any) -> dict[str, typing.Any]:
 def toml_value(value: typing.Any) -> str:
     """A scalar or list of scalars as TOML (JSON's strings, numbers and lists are TOML too)."""
     value = plain(value)
-    if isinstance(value, dict):  # an inline table (a links.api_keys entry)
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, dict):  # an inline table (a links.api_keys entry, storage.routes)
+        def key(k: str) -> str:  # "example.de" must be quoted, or TOML reads it as a nested table
+            return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+        return "{" + ", ".join(f"{key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list) and any(isinstance(v, dict) for v in value):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value).lower() if isinstance(value, bool) else json.dumps(value)
