@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..storage.base import Store
+from ..storage.routed import store_for
 
 _TOKEN_RE = re.compile(r"([0-9a-f]{20})\.([0-9a-f]{1,12})\.([A-Za-z0-9_-]{22})")
 SID_RE = re.compile(r"[0-9a-f]{20}")
@@ -199,14 +200,19 @@ class Records:
                 continue  # deleted since the listing
         return sorted(out, key=lambda f: (f.created, f.id))
 
-    async def stage(self, sid: str, fid: str, data: bytes) -> None:
-        await self.store.put_record(f"portalstaged/{sid}-{fid}", data)
+    # A staged file is the customer's data: it waits in the store their files are routed to
+    # (storage.routes), not with the session records.
+    def _staging(self, s: Session) -> Store:
+        return store_for(self.store, s.customer)[1]
 
-    async def staged(self, sid: str, fid: str) -> bytes:
-        return await self.store.get_record(f"portalstaged/{sid}-{fid}")
+    async def stage(self, s: Session, fid: str, data: bytes) -> None:
+        await self._staging(s).put_record(f"portalstaged/{s.id}-{fid}", data)
 
-    async def unstage(self, sid: str, fid: str) -> None:
-        await self.store.delete_record(f"portalstaged/{sid}-{fid}")
+    async def staged(self, s: Session, fid: str) -> bytes:
+        return await self._staging(s).get_record(f"portalstaged/{s.id}-{fid}")
+
+    async def unstage(self, s: Session, fid: str) -> None:
+        await self._staging(s).delete_record(f"portalstaged/{s.id}-{fid}")
 
     async def open_sessions(self, customer: str, now: float) -> dict[str, int]:
         """sid -> expiry of the customer's sessions that have not expired."""
@@ -222,9 +228,9 @@ class Records:
         else:
             await self.store.delete_record(_customer_record(customer))
 
-    async def remove(self, sid: str) -> None:
+    async def remove(self, s: Session) -> None:
         """Everything a session left in the store."""
-        for kind in ("portalfile", "portalstaged"):
-            for name in await self.store.list_records(kind, f"{sid}-"):
-                await self.store.delete_record(name)
-        await self.store.delete_record(f"portal/{sid}.json")
+        for kind, store in (("portalfile", self.store), ("portalstaged", self._staging(s))):
+            for name in await store.list_records(kind, f"{s.id}-"):
+                await store.delete_record(name)
+        await self.store.delete_record(f"portal/{s.id}.json")
