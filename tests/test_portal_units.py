@@ -18,19 +18,19 @@ from smtp_offload.metrics import Metrics
 from smtp_offload.portal import words
 from smtp_offload.portal.session import FileState, LinkRefused, sign, verify
 from smtp_offload.portal.tus import metadata
-from smtp_offload.storage import LocalStore
+from smtp_offload.storage import LocalStore, RoutedStore
 
 SECRET, OLD = b"s" * 40, b"o" * 40
 
 
-def _portal(tmp_path: Path, downstream_port: int):
-    """A Portal in this process as app.py builds it, on a local store, delivering to the sink."""
+def _portal(tmp_path: Path, downstream_port: int, store=None):
+    """A Portal in this process as app.py builds it, on a local store (or `store`), delivering to the sink."""
     cfg = config.Config()
     cfg.portal.spool_dir = str(tmp_path / "spool")
     cfg.server.accepted_domains = ["example.com"]
     cfg.downstream.host, cfg.downstream.port, cfg.downstream.tls = "127.0.0.1", downstream_port, \
         config.DownstreamTls.NONE
-    store = LocalStore(tmp_path / "store")
+    store = store or LocalStore(tmp_path / "store")
     log = structlog.get_logger()
     pipeline = build_pipeline(cfg, store, [SECRET], log, Metrics(), "mx.test", Authenticator(cfg.auth, "mx.test"))
     return make_portal(cfg, pipeline.preparer, [SECRET], "mx.test", log), cfg, store
@@ -136,3 +136,23 @@ async def test_a_judgement_that_fails_leaves_the_file_failed_not_checking(tmp_pa
     assert judged.state == FileState.FAILED and "please add this file again" in judged.message
     assert [x.state for x in await portal.records.files(s.id)] == [FileState.FAILED]
     await portal.stop()
+
+
+async def test_a_routed_customers_staged_and_sent_files_stay_in_their_store(tmp_path: Path, sink):
+    default, eu = LocalStore(tmp_path / "us"), LocalStore(tmp_path / "eu")
+    portal, cfg, store = _portal(tmp_path, sink.port, RoutedStore(default, {"eu": eu}, {"acme-eu": "eu"}))
+    made = await portal.create({"caseId": "C9", "to": "a@example.com", "customerId": "acme-eu"}, None, "acme-eu")
+    s = await portal.records.load(made["sessionId"])
+    f = await portal.begin(s, "a.pdf", 10, None)
+    path = tmp_path / "a.pdf"
+    path.write_bytes(files.big_pdf(20_000))
+    assert (await portal.judge(s, f, path, None)).state == FileState.RECEIVED
+    assert len(await eu.list_records("portalstaged")) == 1  # the customer's bytes: in their region
+    assert await default.list_records("portalstaged") == []
+    assert await default.list_records("portal") == [f"portal/{s.id}.json"]  # the session: service state
+    await portal.send(s.id, "customer")
+    await portal.settle()
+    assert len(sink.messages) == 1
+    (sent,) = [x for x in await portal.records.files(s.id)]
+    assert sent.storage_key.startswith("@eu/") and (await store.stat(sent.storage_key)).tenant == "acme-eu"
+    assert await eu.list_records("portalstaged") == []
