@@ -47,6 +47,9 @@ def summary(cfg: config_mod.Config) -> str:
     storage = (f"S3 bucket {st.s3.bucket}, prefix {st.s3.prefix}" + (f" at {st.s3.endpoint_url}" if st.s3.endpoint_url
                else "") + (f", encryption {st.s3.sse}" if st.s3.sse else "")) if st.backend is config_mod.Backend.S3 \
         else f"local directory {st.local.path}"
+    if st.backend is config_mod.Backend.GCS:
+        storage = f"GCS bucket {st.gcs.bucket}, prefix {st.gcs.prefix}" + (f" at {st.gcs.endpoint_url}"
+                                                                          if st.gcs.endpoint_url else "")
     secret = "from the environment/config" if ln.secret else f"file {ln.secret_file}"
     return "\n".join([
         f"  SMTP        {s.listen} for {', '.join(s.accepted_domains)}; up to {human_size(s.max_message_bytes)}, "
@@ -78,7 +81,7 @@ def cmd_check_config(args) -> int:
         return 2
     print(f"{cfg.source}: ok")
     print(summary(cfg))
-    if cfg.storage.backend is config_mod.Backend.S3 and not args.offline:
+    if cfg.storage.backend in (config_mod.Backend.S3, config_mod.Backend.GCS) and not args.offline:
         from .app import describe_store
         from .storage import open_store
 
