@@ -82,6 +82,22 @@ def error(title: str, *paragraphs: str) -> str:
     return _document(title, f"<h1>{html.escape(title)}</h1>" + "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs))
 
 
+def sign_in(sign_in_url: str) -> str:
+    """links.require_agent without a trusted identity: how to get one. Deliberately the same
+    page for every token, valid or not, so it says nothing about the file or the link."""
+    body = (
+        "<h1>Sign in to open this file</h1>"
+        "<p>This file is available to signed-in support agents only.</p>"
+    )
+    if sign_in_url:
+        href = html.escape(sign_in_url, quote=True)
+        body += (f'<a class="button" href="{href}" rel="nofollow noreferrer">Sign in</a>'
+                 '<p class="note">After signing in, open the link from the email again.</p>')
+    else:
+        body += "<p>Sign in with your work account, then open the link from the email again.</p>"
+    return _document("Sign in to open this file", body)
+
+
 ASK_AGAIN = "Please ask the sender, or the support agent who sent you this link, for a new link."
 
 

@@ -32,7 +32,7 @@ from smtp_offload.api.keys import Keys
 from smtp_offload.config import ApiConfig, LinksConfig
 from smtp_offload.links import api, pages
 from smtp_offload.links.outcomes import outcome_of
-from smtp_offload.links.service import Gone, LinkService
+from smtp_offload.links.service import AgentHeaders, Gone, LinkService, Revoked
 from smtp_offload.links.tokens import ExpiredToken, Grant
 from smtp_offload.metrics import CONTENT_TYPE_LATEST
 from smtp_offload.portal import web as portal_web
@@ -56,6 +56,7 @@ _CONTENT_TYPE_RE = re.compile(rf'{_TOK}/{_TOK}(?:\s*;\s*{_TOK}=(?:{_TOK}|"[^"\\\
 _MAX_USER_AGENT = 300  # it is client-chosen; bound what goes into the log
 
 _SERVICE = web.AppKey("service", LinkService)
+_AGENTS = web.AppKey("agents", AgentHeaders)
 _LOG = web.AppKey("log", Any)
 _METRICS = web.AppKey("metrics", Any)
 _READINESS = web.AppKey("readiness", Any)
@@ -74,6 +75,7 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
     app = web.Application(client_max_size=limit, middlewares=[json_errors])
     service = LinkService(store, secrets, cfg_links)
     app[_SERVICE], app[_LOG] = service, log
+    app[_AGENTS] = AgentHeaders(cfg_links)
     app.router.add_get("/healthz", _healthz)
     if metrics is not None:
         app[_METRICS] = metrics
@@ -149,22 +151,44 @@ async def _metrics(request: web.Request) -> web.Response:
 
 class _Audit:
     """The one log event per request: who (address, agent), which link, which file, the outcome.
-    Never the token itself: it is the credential."""
+    Never the token itself: it is the credential.
+
+    Every view, download and refusal names the agent (as the trusted SSO proxy named them, or
+    null) beside the customer (the stored object's tenant) and the file, so a SIEM can check
+    that agents open only the files of customers they serve. `storage_key` and `tenant` are
+    the older names of `key` and `customer`, kept for existing queries."""
 
     def __init__(self, request: web.Request) -> None:
+        agent = request.app[_AGENTS].identify(_peer(request), request.headers)
+        self.agent = agent.name
         self.fields: dict[str, Any] = {
             "remote": request.remote, "user_agent": request.headers.get("User-Agent", "")[:_MAX_USER_AGENT],
             "method": request.method, "token_id": None, "storage_key": None, "message_id": None, "tenant": None,
+            "agent": agent.name, "customer": None, "key": None, "filename": None, "size": None, "sha256": None,
         }
+        if agent.header is not None:
+            self.fields["agent_header"] = agent.header
+        if agent.ignored is not None:
+            # Not an error: a client's forgery, or trusted_proxies not naming the SSO proxy.
+            self.fields["agent_ignored"] = agent.ignored
 
     def grant(self, grant: Grant) -> None:
-        self.fields.update(token_id=grant.token_id, storage_key=grant.key)
+        self.fields.update(token_id=grant.token_id, storage_key=grant.key, key=grant.key)
 
     def object(self, obj: StoredObject) -> None:
-        self.fields.update(message_id=obj.message_id, tenant=obj.tenant)
+        self.fields.update(message_id=obj.message_id, tenant=obj.tenant, customer=obj.tenant,
+                           filename=obj.filename, size=obj.size, sha256=obj.sha256 or None)
 
     def emit(self, log: Any, event: str, status: int) -> None:
         (log.warning if status >= 500 else log.info)(event, status=status, **self.fields)
+
+
+def _peer(request: web.Request) -> str | None:
+    """The address of whoever holds the connection: only that says a request came through
+    the SSO proxy (headers, X-Forwarded-For included, are the client's to write)."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
 
 
 class _Refused(Exception):
@@ -178,6 +202,7 @@ def _refused(exc: Exception, audit: _Audit) -> _Refused:
     outcome = outcome_of(exc)
     if outcome is None:
         raise exc
+    audit.fields["refusal"] = outcome.kind
     if outcome.detail is not None:
         audit.fields["error"] = outcome.detail  # for operators; the page says nothing about it
     return _Refused(outcome.page_status, outcome.page)
@@ -188,21 +213,46 @@ def _html(status: int, page: str) -> web.Response:
 
 
 async def _resolve(request: web.Request, audit: _Audit) -> tuple[Grant, StoredObject]:
-    """Token -> live grant -> object, or _Refused with the page to show."""
+    """Token -> live grant -> object, or _Refused with the page to show.
+
+    With links.require_agent and no trusted identity: the sign-in page, whatever the token,
+    so nobody learns anything about the link or its file without signing in. The link is
+    still resolved, for the log: who tried to open which customer's file."""
     service = request.app[_SERVICE]
+    if service.cfg.require_agent and audit.agent is None:
+        try:
+            await _resolve_link(service, request.match_info["token"], audit)
+        except _Refused:
+            pass
+        audit.fields["refusal"] = "agent_required"
+        raise _Refused(401, pages.sign_in(service.cfg.sign_in_url))
+    return await _resolve_link(service, request.match_info["token"], audit)
+
+
+async def _resolve_link(service: LinkService, token: str, audit: _Audit) -> tuple[Grant, StoredObject]:
     try:
-        grant = service.verify(request.match_info["token"])
+        grant = service.verify(token)
     except Exception as e:
         if isinstance(e, ExpiredToken):
             audit.grant(e.grant)
+            await _describe(service, e.grant, audit)
         raise _refused(e, audit) from None
     audit.grant(grant)
     try:
         obj = await service.fetch(grant)
     except Exception as e:
+        if isinstance(e, Revoked):
+            await _describe(service, grant, audit)
         raise _refused(e, audit) from None
     audit.object(obj)
     return grant, obj
+
+
+async def _describe(service: LinkService, grant: Grant, audit: _Audit) -> None:
+    """An expired or revoked link still names a customer's file: the refusal's log says whose."""
+    obj = await service.describe(grant)
+    if obj is not None:
+        audit.object(obj)
 
 
 async def _landing(request: web.Request) -> web.Response:
