@@ -175,6 +175,10 @@ def describe_store(cfg: Config, name: str = "") -> str:
     if sc.backend is Backend.GCS:
         gcs = sc.gcs
         return f"gs://{gcs.bucket}/{gcs.prefix.strip('/')}" + (f" at {gcs.endpoint_url}" if gcs.endpoint_url else "")
+    if sc.backend is Backend.AZURE:
+        from .storage.azure import endpoint_of
+
+        return f"azure://{sc.azure.container}/{sc.azure.prefix.strip('/')} at {endpoint_of(sc.azure)}"
     return str(Path(sc.local.path).resolve())
 
 

@@ -50,6 +50,10 @@ def summary(cfg: config_mod.Config) -> str:
     if st.backend is config_mod.Backend.GCS:
         storage = f"GCS bucket {st.gcs.bucket}, prefix {st.gcs.prefix}" + (f" at {st.gcs.endpoint_url}"
                                                                           if st.gcs.endpoint_url else "")
+    if st.backend is config_mod.Backend.AZURE:
+        from .storage.azure import endpoint_of
+
+        storage = f"Azure container {st.azure.container}, prefix {st.azure.prefix} at {endpoint_of(st.azure)}"
     secret = "from the environment/config" if ln.secret else f"file {ln.secret_file}"
     return "\n".join([
         f"  SMTP        {s.listen} for {', '.join(s.accepted_domains)}; up to {human_size(s.max_message_bytes)}, "
@@ -70,6 +74,15 @@ def summary(cfg: config_mod.Config) -> str:
     ])
 
 
+async def _check_online(store) -> None:
+    from .storage import close_store
+
+    try:
+        await store.check()
+    finally:
+        await close_store(store)  # an async SDK client left open warns at exit
+
+
 def cmd_check_config(args) -> int:
     from .auth import check_start
 
@@ -81,12 +94,13 @@ def cmd_check_config(args) -> int:
         return 2
     print(f"{cfg.source}: ok")
     print(summary(cfg))
-    if cfg.storage.backend in (config_mod.Backend.S3, config_mod.Backend.GCS) and not args.offline:
+    if cfg.storage.backend in (config_mod.Backend.S3, config_mod.Backend.GCS, config_mod.Backend.AZURE) \
+            and not args.offline:
         from .app import describe_store
         from .storage import open_store
 
         try:
-            asyncio.run(open_store(cfg).check())
+            asyncio.run(_check_online(open_store(cfg)))
         except StorageError as exc:
             print(f"smtp-offload: storage {describe_store(cfg)}: {exc}", file=sys.stderr)
             return 1

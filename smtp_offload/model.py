@@ -168,6 +168,7 @@ class FileOutcome:
     link: str | None = None
     link_expires: int | None = None  # unix time
     offload_failed: bool = False
+    quarantine_id: str | None = None  # a stripped file kept in the quarantine (smtp_offload/quarantine)
 
     @property
     def name(self) -> str:

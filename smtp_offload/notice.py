@@ -20,6 +20,10 @@ def _line(a: FileOutcome) -> tuple[str, str | None]:
                 f"Download it until {when(a.link_expires or 0)}:"), a.link
     if a.offload_failed:
         return f"{what} was too large to deliver and could not be stored; ask the sender for it again.", None
+    if a.quarantine_id:
+        # Only when the copy was really kept: a failed hold must not promise one.
+        return (f"{what} was removed: {a.reason}. A copy is held in quarantine. "
+                f"An administrator can release it: quarantine id {a.quarantine_id}."), None
     return f"{what} was removed: {a.reason}.", None
 
 

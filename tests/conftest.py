@@ -7,6 +7,7 @@ import os
 import pytest
 from hypothesis import settings
 
+from tests.support.azurite import azurite  # noqa: F401  (session fixture: Azurite's blob service)
 from tests.support.gcs import gcs_emulator  # noqa: F401  (session fixture: gcp-storage-emulator)
 from tests.support.net import self_signed
 from tests.support.proc import AWS_ENV, Proxy, S3Server, Sink

@@ -43,6 +43,10 @@ SPEC = ("/api/v1/openapi.json", "get")
 PORTAL = ("/api/v1/portal/sessions", "post")
 PORTAL_SHOW = ("/api/v1/portal/sessions/{sessionId}", "get")
 PORTAL_REVOKE = ("/api/v1/portal/sessions/{sessionId}", "delete")
+QUARANTINE_LIST = ("/api/v1/quarantine", "get")
+QUARANTINE_SHOW = ("/api/v1/quarantine/{id}", "get")
+QUARANTINE_RELEASE = ("/api/v1/quarantine/{id}/release", "post")
+QUARANTINE_DELETE = ("/api/v1/quarantine/{id}", "delete")
 
 UPLOAD_FIELDS = {"downloadUrl", "fileName", "fileSize", "s3Key", "verdict", "detectedType", "sha256", "expiresAt"}
 JOB_FIELDS = {"jobId", "status"}
@@ -64,6 +68,10 @@ STATUSES = {  # every status the contract names, per operation
     PORTAL: {"201", "400", "401", "403", "422", "429", "503"},
     PORTAL_SHOW: {"200", "401", "403", "404", "503"},
     PORTAL_REVOKE: {"200", "401", "403", "404", "503"},
+    QUARANTINE_LIST: {"200", "401", "403", "429", "503"},
+    QUARANTINE_SHOW: {"200", "401", "403", "404", "429", "503"},
+    QUARANTINE_RELEASE: {"200", "400", "401", "403", "404", "409", "410", "429", "502", "503"},
+    QUARANTINE_DELETE: {"200", "401", "403", "404", "429", "503"},
 }
 HEADER_PARAMS = {  # header -> (required, maxLength or None)
     UPLOAD: {"X-Filename": (True, 1024), "X-CustomerId": (False, None), "X-Declared-Type": (False, None),

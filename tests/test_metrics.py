@@ -69,6 +69,7 @@ def test_counters_and_histograms_follow_the_messages(make_proxy, sink):
         "smtp_offload_offloaded_bytes": "counter", "smtp_offload_refusals": "counter",
         "smtp_offload_arc_seal_failures": "counter",
         "smtp_offload_portal_uploads": "counter", "smtp_offload_portal_deliveries": "counter",
+        "smtp_offload_quarantine": "counter",
         "smtp_offload_storage_put_seconds": "histogram", "smtp_offload_downstream_data_seconds": "histogram",
         "smtp_offload_storage_breaker_state": "gauge", "smtp_offload_smtp_sessions": "gauge",
         "smtp_offload_messages_in_flight": "gauge", "smtp_offload_inflight_bytes": "gauge"}

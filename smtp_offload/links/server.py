@@ -8,6 +8,7 @@ Routes:
   /api/v1/links/...             refresh / revoke / show, see links.api
   /api/v1/upload, jobs, inspect the file API (api.files)
   /u/..., /api/v1/portal/...    the customers' upload portal (portal.web)
+  /api/v1/quarantine/...        held files: list, show, release, delete (quarantine.web)
   GET      /healthz             "ok": the process is alive
   GET      /readyz              200 when storage and the downstream answer, else 503 (JSON
                                 says which); probed at most every few seconds (metrics.Readiness)
@@ -37,6 +38,8 @@ from smtp_offload.links.tokens import ExpiredToken, Grant
 from smtp_offload.metrics import CONTENT_TYPE_LATEST
 from smtp_offload.portal import web as portal_web
 from smtp_offload.portal.service import Portal
+from smtp_offload.quarantine import web as quarantine_web
+from smtp_offload.quarantine.service import Quarantine
 from smtp_offload.storage.base import Store, StoredObject, content_disposition
 
 _COMMON_HEADERS = {
@@ -64,11 +67,12 @@ _READINESS = web.AppKey("readiness", Any)
 
 def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
              metrics: Any = None, readiness: Any = None, api_cfg: ApiConfig | None = None,
-             files: FilesApi | None = None, portal: Portal | None = None) -> web.Application:
+             files: FilesApi | None = None, portal: Portal | None = None,
+             quarantine: Quarantine | None = None) -> web.Application:
     """The aiohttp application; `secrets` = [signing secret, *old secrets] (see load_secrets);
     `metrics` (metrics.Metrics) adds /metrics, `readiness` (metrics.Readiness) adds /readyz,
     `files` (api.files.FilesApi) the upload, job and inspect API, `portal` (portal.service.Portal)
-    the upload portal's pages and API."""
+    the upload portal's pages and API, `quarantine` (quarantine.service.Quarantine) its API."""
     # Read whole: JSON (under 64 KiB, api.protocol.read_small) and the portal's resumable chunks
     # (aiohttp-tus reads each whole: portal.chunk_bytes). Uploads are streamed (api.body).
     limit = max(api.MAX_BODY_BYTES, portal.cfg.chunk_bytes + 65536 if portal is not None else 0)
@@ -91,15 +95,18 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
         files.add_routes(app, keys)
     if portal is not None:
         portal_web.add_routes(app, portal, keys, log)
+    if quarantine is not None:
+        quarantine_web.add_routes(app, quarantine, keys, log)
     return app
 
 
 class LinkServer:
     def __init__(self, store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
                  metrics: Any = None, readiness: Any = None, api_cfg: ApiConfig | None = None,
-                 files: FilesApi | None = None, portal: Portal | None = None) -> None:
+                 files: FilesApi | None = None, portal: Portal | None = None,
+                 quarantine: Quarantine | None = None) -> None:
         self._app = make_app(store, secrets, cfg_links, log=log, metrics=metrics, readiness=readiness,
-                             api_cfg=api_cfg, files=files, portal=portal)
+                             api_cfg=api_cfg, files=files, portal=portal, quarantine=quarantine)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
