@@ -16,6 +16,8 @@ from .api.files import FilesApi
 from .links.secret import load_secrets
 from .links.server import LinkServer
 from .portal.service import Portal
+from .quarantine.records import Holder
+from .quarantine.service import Quarantine
 from .metrics import Metrics, Readiness, downstream_probe
 from .delivery.decide import DecidePolicy
 from .delivery.pipeline import Pipeline
@@ -55,9 +57,11 @@ def build_pipeline(cfg: Config, store, secret: list[bytes] | None, log, metrics:
     """The delivery pipeline, its stages given their own policies (composed from the config once)."""
     p = cfg.policy
     policy = decide_policy(cfg)
+    holder = Holder(store, timeout=p.prepare.storage_timeout, log=log, metrics=metrics) \
+        if p.hold.quarantine and store is not None else None
     preparer = Preparer(store=store, secret=secret[0] if secret else None, links=cfg.links, policy=p.prepare,
                         fit=policy.fit, tenant_from=cfg.storage.tenant_from, auth=auth, hostname=hostname, log=log,
-                        metrics=metrics, seal_unchanged=cfg.auth.arc.seal_unchanged)
+                        metrics=metrics, seal_unchanged=cfg.auth.arc.seal_unchanged, holder=holder)
     return cls(decide_policy=policy, signed=p.signed, preparer=preparer, auth=auth, metrics=metrics)
 
 
@@ -68,6 +72,14 @@ def make_portal(cfg: Config, preparer: Preparer, secrets: list[bytes], hostname:
     return Portal(preparer=preparer, policy=decide_policy(cfg), cfg=cfg.portal, links=cfg.links, secrets=secrets,
                   downstream=lambda: Downstream(cfg.downstream, helo), accepted_domains=cfg.server.accepted_domains,
                   hostname=hostname, log=log, metrics=metrics)
+
+
+def make_quarantine(cfg: Config, preparer: Preparer, hostname: str, log, metrics: Metrics | None = None) -> Quarantine:
+    """The quarantine's admin side: the mail store, the mail downstream, the offload threshold."""
+    helo = cfg.downstream.helo_name or hostname
+    return Quarantine(store=preparer.store, policy=cfg.policy.hold, preparer=preparer,
+                      offload_over_bytes=cfg.policy.plan.offload_over_bytes,
+                      downstream=lambda: Downstream(cfg.downstream, helo), hostname=hostname, log=log, metrics=metrics)
 
 
 class App:
@@ -84,6 +96,7 @@ class App:
         self.smtp_server: asyncio.base_events.Server | None = None
         self.link_server: LinkServer | None = None
         self.pool: DownstreamPool | None = None
+        self.quarantine: Quarantine | None = None
         self.store: Store | None = None
         s = cfg.server
         self.limits = Limits(max_sessions=s.max_sessions, max_inflight_bytes=s.max_inflight_bytes,
@@ -126,8 +139,12 @@ class App:
         files = FilesApi(preparer=pipeline.preparer, policy=decide_policy(cfg), cfg=cfg.api, log=self.log)
         portal = make_portal(cfg, pipeline.preparer, secret, self.hostname, self.log, self.metrics) \
             if cfg.portal.enabled else None
+        # Always, even with policy.quarantine off: what was held before must still be released
+        # or purged on time.
+        self.quarantine = make_quarantine(cfg, pipeline.preparer, self.hostname, self.log, self.metrics)
         self.link_server = LinkServer(store, secret, cfg.links, log=self.log, metrics=self.metrics,
-                                      readiness=readiness, api_cfg=cfg.api, files=files, portal=portal)
+                                      readiness=readiness, api_cfg=cfg.api, files=files, portal=portal,
+                                      quarantine=self.quarantine)
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
         own_port = cfg.links.worker_port_base + self.worker if self.worker is not None and \
             cfg.links.worker_port_base else None
@@ -135,6 +152,7 @@ class App:
         host, port = parse_hostport("server.listen", cfg.server.listen)
         self.smtp_server = await loop.create_server(factory, host, port, reuse_address=True,
                                                     reuse_port=self.reuse_port or None)
+        self.quarantine.start()
         self.log.info("started", smtp=cfg.server.listen, links=cfg.links.listen, config=cfg.source,
                       downstream=f"{cfg.downstream.host}:{cfg.downstream.port}", version=__version__,
                       storage=describe_store(cfg))
@@ -159,6 +177,8 @@ class App:
                 p.abort_session()
         if self.pool is not None:
             self.pool.close()
+        if self.quarantine is not None:
+            await self.quarantine.stop()
         if self.link_server is not None:
             await self.link_server.stop()
         if self.store is not None:

@@ -1,4 +1,4 @@
-"""Command line: serve, check-config, scan, links, portal, send-samples."""
+"""Command line: serve, check-config, scan, links, portal, quarantine, send-samples."""
 
 from __future__ import annotations
 
@@ -205,6 +205,12 @@ def cmd_portal(args) -> int:
     return run(args, _load(args.config))
 
 
+def cmd_quarantine(args) -> int:
+    from .quarantine.command import run
+
+    return run(args, _load(args.config))
+
+
 def cmd_send_samples(args) -> int:
     from .harness import send_samples
 
@@ -290,6 +296,22 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("session", metavar="SESSION-ID")
     portal.add_parser("sweep", help="deliver what is due and remove expired sessions now (the servers do it too)")
     for q in portal.choices.values():
+        q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+    p = sub.add_parser("quarantine", help="files stripped as spoofed or blocked and held: list, show, release, "
+                                          "delete, purge")
+    p.set_defaults(func=cmd_quarantine)
+    quarantine = p.add_subparsers(dest="quarantine_command", required=True)
+    q = quarantine.add_parser("list", help="every held file: id, received, from, to, file, verdict, reason")
+    q.add_argument("--json", action="store_true", help="print a JSON array with every field")
+    q = quarantine.add_parser("show", help="one held file's metadata (JSON)")
+    q.add_argument("id", metavar="ID", help="the quarantine id (from the notice in the message, or from list)")
+    q = quarantine.add_parser("release", help="send the file to the original recipients, threaded to their message")
+    q.add_argument("id", metavar="ID", help="the quarantine id")
+    q.add_argument("--force", action="store_true", help="send it again although it was released already")
+    q = quarantine.add_parser("delete", help="delete a held file now")
+    q.add_argument("id", metavar="ID", help="the quarantine id")
+    quarantine.add_parser("purge", help="delete what is past policy.quarantine_retention_days now (servers do it hourly)")
+    for q in quarantine.choices.values():
         q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
     p = sub.add_parser("send-samples", help="send a set of realistic sample messages to a running proxy")
     p.add_argument("--server", default="127.0.0.1:2525", help="the proxy's SMTP address (host:port)")
