@@ -216,21 +216,28 @@ async def test_a_down_endpoint_is_temporary_and_says_so():
         await s.close()
 
 
-async def test_a_sas_connection_string_works_but_cannot_presign(azurite):
-    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+def sas_connection_string(azurite, container: str) -> str:
+    """A connection string that holds a SAS for one container instead of the account key."""
     from datetime import datetime, timedelta, timezone
 
-    container = azurite.new_container()
+    from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+
     sas = generate_container_sas(ACCOUNT, container, account_key=ACCOUNT_KEY,
                                  permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True),
                                  expiry=datetime.now(timezone.utc) + timedelta(hours=1))
-    s = AzureStore(AzureStorageConfig(container=container, connection_string=(
-        f"BlobEndpoint={azurite.blob_endpoint};SharedAccessSignature={sas}")))
+    return f"BlobEndpoint={azurite.blob_endpoint};SharedAccessSignature={sas}"
+
+
+async def test_a_sas_connection_string_works_but_cannot_presign(azurite, store):
+    assert await store.presign_problem() is None  # the account key signs
+    container = azurite.new_container()
+    s = AzureStore(AzureStorageConfig(container=container, connection_string=sas_connection_string(azurite, container)))
     try:
         await s.check()
         obj = new_object(s, b"data", "d.txt", content_type="text/plain")
         await s.put(b"data", obj)
         assert await s.presign(obj, 60) is None  # the link server streams instead
+        assert "AccountKey" in await s.presign_problem()
     finally:
         await s.close()
 
@@ -290,6 +297,18 @@ def test_a_missing_container_stops_the_start_with_one_line(tmp_path, sink, azuri
     p.stop()
     out = p.log_path.read_text()
     assert "azure://no-such-container/offload" in out and "does not exist" in out and "Traceback" not in out
+
+
+def test_presigned_mode_refuses_to_start_on_a_store_that_cannot_sign(tmp_path, sink, azurite):
+    container = azurite.new_container()
+    overrides = azure_overrides(azurite, container, mode="presigned", ttl_seconds=3600)
+    overrides["storage.azure"]["connection_string"] = sas_connection_string(azurite, container)
+    p = Proxy(tmp_path, sink.port, overrides)
+    with pytest.raises(RuntimeError):
+        p.start()
+    p.stop()
+    out = p.log_path.read_text()
+    assert 'links.mode = "presigned"' in out and "AccountKey" in out and "Traceback" not in out
 
 
 def test_a_down_store_fails_open(make_proxy, sink):

@@ -223,6 +223,22 @@ class AzureStore:
             **signing)
         return f"{blob.url}?{sas}"
 
+    async def presign_problem(self) -> str | None:
+        """Why this store cannot sign URLs (links.mode = "presigned" needs it), or None."""
+        if self._broken is not None:
+            return str(self._broken)
+        if getattr(self.client.credential, "account_key", None):
+            return None
+        if self._credential is None:
+            return ("a connection string holding a SAS cannot sign URLs: use one with the account key "
+                    '(AccountKey=), or storage.azure.account_url with an identity, or links.mode = "redirect"')
+        try:
+            await self._delegation_key(datetime.now(timezone.utc))
+        except StorageError as exc:
+            if exc.permanent:  # unreachable right now is not a reason to refuse the start
+                return f"cannot get a user delegation key to sign URLs: {exc}"
+        return None
+
     async def _delegation_key(self, expiry: datetime) -> Any:
         """A user delegation key valid until `expiry`, reused while it still covers it (getting
         one is a request to the account, and every link minted or clicked needs one)."""
