@@ -126,7 +126,7 @@ def test_no_import_cycles():
 
 @pytest.mark.parametrize("sdk, home", [
     ("aiosmtpd", "smtp_offload.smtp"), ("aiosmtplib", "smtp_offload.relay"), ("boto3", "smtp_offload.storage"),
-    ("botocore", "smtp_offload.storage"),
+    ("botocore", "smtp_offload.storage"), ("azure", "smtp_offload.storage.azure"), ("google", "smtp_offload.storage.gcs"),
 ])
 def test_each_sdk_is_imported_in_one_package(sdk, home):
     users = sorted(m for m in MODULES if sdk in external(m))

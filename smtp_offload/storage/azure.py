@@ -5,9 +5,10 @@ shared by all messages; the transport's connect/read timeouts bound each request
 retry policy is shortened from the SDK's (15 s, then 18 s, then 42 s of backoff) so that an
 endpoint that is down fails a message in seconds, well within policy.storage_timeout.
 
-Credentials: storage.azure.connection_string, else AZURE_STORAGE_CONNECTION_STRING, else
-storage.azure.account_url with DefaultAzureCredential (environment, workload or managed
-identity, Azure CLI...). Presigned URLs are SAS URLs signed with the account key when the
+Credentials: storage.azure.connection_string, else storage.azure.account_url with
+DefaultAzureCredential (what the file says wins over the environment), else
+AZURE_STORAGE_CONNECTION_STRING. DefaultAzureCredential tries the environment, workload or
+managed identity, the Azure CLI... Presigned URLs are SAS URLs signed with the account key when the
 connection string holds one, else with a user delegation key of the identity.
 """
 
@@ -73,7 +74,9 @@ _PERMANENT_HINTS = ("does not exist", "access denied", "credentials", "connectio
 
 
 def _connection_string(cfg: AzureStorageConfig) -> str:
-    return cfg.connection_string or os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+    if cfg.connection_string or cfg.account_url:
+        return cfg.connection_string
+    return os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
 
 
 def endpoint_of(cfg: AzureStorageConfig) -> str:
