@@ -12,12 +12,14 @@ import re
 import subprocess
 import sys
 import time
+import unicodedata
+from urllib.parse import quote
 from datetime import datetime, timedelta, timezone
 
 from tests.support import samples
 from tests.support.api import KEY, call
 from tests.support.http import get
-from tests.support.mail import attachment, message, multipart, text
+from tests.support.mail import attachment, b64, entity, message, multipart, text
 from tests.support.proc import dead_s3
 from tests.support.relayed import EXE, LINK, assert_exe_gone, attachment_payloads, body_text, relay
 
@@ -190,14 +192,22 @@ def test_a_key_bound_to_a_customer_sees_only_that_tenants_files(make_proxy, sink
     assert status == 200 and [(i["id"], i["tenant"], i["verdict"]) for i in body["items"]] == [
         (mine, "other.test", "spoofed")]
     assert len(call(base, "GET", "/api/v1/quarantine")[2]["items"]) == 2  # an unbound key sees all
-    for method, path in (("GET", f"/api/v1/quarantine/{theirs}"), ("POST", f"/api/v1/quarantine/{theirs}/release"),
-                         ("DELETE", f"/api/v1/quarantine/{theirs}")):
+    for method, path in (("GET", f"/api/v1/quarantine/{theirs}"), ("DELETE", f"/api/v1/quarantine/{theirs}")):
         status, _, body = call(base, method, path, key=bound)
         assert status == 404 and body["error"] == "not_found", (method, path)
     assert call(base, "GET", f"/api/v1/quarantine/{mine}", key=bound)[0] == 200
-    status, _, body = call(base, "POST", f"/api/v1/quarantine/{mine}/release", key=bound)
+    # Releasing what the gateway judged unsafe is for an administrator, not for the customer's
+    # own key: refused for any id (its own or not, so it learns nothing of others' either).
+    count = len(sink.messages)
+    for qid in (mine, theirs, "0123456789abcdef"):
+        status, _, body = call(base, "POST", f"/api/v1/quarantine/{qid}/release", key=bound)
+        assert status == 403 and body["error"] == "forbidden" and "administrator" in body["message"], qid
+    assert len(sink.messages) == count and call(base, "GET", f"/api/v1/quarantine/{mine}")[2]["released"] is False
+    status, _, body = call(base, "POST", f"/api/v1/quarantine/{mine}/release")
     assert status == 200 and sink.messages[-1].rcpt_tos == ["help@other.test"]
     assert len(listed(proxy)) == 2
+    status, _, body = call(base, "DELETE", f"/api/v1/quarantine/{mine}", key=bound)
+    assert status == 200 and [i["id"] for i in listed(proxy)] == [theirs]
 
 
 def _age(proxy, qid: str, days: int) -> None:
@@ -255,3 +265,88 @@ def test_a_message_the_downstream_refuses_leaves_nothing_held(make_proxy, sink):
     sink.recorder.data_reply = None
     qid = held_id(relay(proxy, sink, spoofed()))  # the retry holds it
     assert [i["id"] for i in listed(proxy)] == [qid]
+
+
+def test_the_same_message_sent_again_to_others_changes_nothing_held(make_proxy, sink):
+    """The id follows the Message-ID and the file, which the sender chooses: sending it again,
+    to other recipients, must not redirect a release nor clear the released state."""
+    proxy = make_proxy(ON)
+    qid = held_id(relay(proxy, sink, spoofed()))
+    assert cli(proxy, "release", qid).returncode == 0
+    code, _ = proxy.send(spoofed(to="sales@example.com"), rcpts=("sales@example.com",))
+    assert code == 250 and held_id(sink.messages[-1].content) == qid  # the notice points to the copy kept
+    (item,) = listed(proxy)
+    assert item["recipients"] == ["support@example.com"] and item["released"] is True
+
+
+def test_names_from_the_sender_do_not_reach_the_terminal_raw(make_proxy, sink):
+    proxy = make_proxy(ON)
+    hostile = "\x1b]0;owned\x07inv\u202eoice\u2028fdp.pdf"
+    # RFC 2231, as a sender's mail program writes any name it likes.
+    body = multipart(multipart(text(), text("<p>See attached.</p>", "html"), subtype="alternative"), entity([("Content-Type", "application/pdf"), ("Content-Transfer-Encoding", "base64"),
+                                     ("Content-Disposition", f"attachment; filename*=UTF-8''{quote(hostile)}")],
+                                    b64(EXE)))
+    qid = held_id(relay(proxy, sink, message(body, subject="Invoice", message_id="<h@sender.test>")))
+    (item,) = listed(proxy)
+    assert item["id"] == qid
+    for out in (cli(proxy, "list").stdout, cli(proxy, "list", "--json").stdout, cli(proxy, "show", qid).stdout):
+        assert not [c for c in out if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c != "\n"], out
+
+
+def routed_local(proxy_tmp) -> dict:
+    return {"policy": {"quarantine": True, "quarantine_retention_days": 7},
+            "server": {"accepted_domains": ["example.com", "other.test"]},
+            "storage": {"tenant": "recipient-domain", "routes": {"other.test": "eu"}},
+            "storage.stores.eu": {"backend": "local"},
+            "storage.stores.eu.local": {"path": str(proxy_tmp / "eu-store")},
+            "links": {"api_keys": [KEY]}}
+
+
+def test_a_store_that_is_down_or_gone_hides_only_its_own_items(make_proxy, sink, tmp_path):
+    proxy = make_proxy(routed_local(tmp_path))
+    base = f"http://127.0.0.1:{proxy.links_port}"
+    here = held_id(relay(proxy, sink, spoofed("<here@sender.test>")))
+    old = held_id(relay(proxy, sink, spoofed("<old@sender.test>")))
+    code, _ = proxy.send(spoofed("<eu@sender.test>", to="help@other.test"), rcpts=("help@other.test",))
+    assert code == 250 and held_id(sink.messages[-1].content).startswith("eu-")
+    # One unreadable record hides itself only.
+    (proxy.store / ".records" / "quarantine" / "0123456789abcdef.json").write_text("{half a record")
+    eu = tmp_path / "eu-store"
+    eu.rename(tmp_path / "eu-store-unmounted")
+
+    status, _, body = call(base, "GET", "/api/v1/quarantine")
+    assert status == 200 and [i["id"] for i in body["items"]] == [here, old] and body["unavailable"] == ["eu"]
+    assert {(e["event"], e.get("store") or e.get("id")) for e in proxy.events() if e["level"] == "warning"} >= {
+        ("quarantine_list_store_unavailable", "eu"), ("quarantine_list_unreadable", "0123456789abcdef")}
+
+    r = cli(proxy, "list")
+    assert r.returncode == 0 and here in r.stdout and old in r.stdout
+    assert "store eu could not be read" in r.stderr and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert [i["id"] for i in listed(proxy)] == [here, old]
+    assert not eu.exists()  # not made again, empty, by the command line
+
+    # Retention goes on in the stores that answer, and says what it could not do.
+    _age(proxy, old, 8)
+    r = cli(proxy, "purge")
+    assert r.returncode == 1 and json.loads(r.stdout) == {"purged": [old], "unavailable": ["eu"],
+                                                          "unreadable": ["0123456789abcdef"]}
+    assert "store(s) eu" in r.stderr and [i["id"] for i in listed(proxy)] == [here]
+
+    # Nothing answering is no empty list.
+    proxy.store.rename(tmp_path / "store-unmounted")
+    r = cli(proxy, "list")
+    assert r.returncode == 1 and "unavailable" in r.stderr and "nothing is held" not in r.stdout
+    assert not proxy.store.exists() and not eu.exists()
+
+
+def test_the_command_line_closes_its_stores(make_proxy, sink, azurite):
+    """Azure's async client complains on stderr about a session left open."""
+    container = azurite.new_container()
+    proxy = make_proxy({"policy": {"quarantine": True},
+                        "storage": {"backend": "azure"},
+                        "storage.azure": {"container": container, "connection_string": azurite.connection_string}})
+    qid = held_id(relay(proxy, sink, spoofed()))
+    for args in (("list",), ("show", qid), ("purge",)):
+        r = cli(proxy, *args)
+        assert r.returncode == 0 and (qid in r.stdout or args == ("purge",)), (args, r.stderr)
+        assert "Unclosed" not in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)

@@ -4,21 +4,31 @@ the routing of held files to the tenant's store, the release message, the notice
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email
 import email.policy
+import email.utils
 import hashlib
+import json
+import threading
+import unicodedata
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from smtp_offload.api.keys import Refused
+from smtp_offload.config import DownstreamConfig, DownstreamTls
 from smtp_offload.delivery.decide import DecidePolicy, decide_file
+from smtp_offload.delivery.policy import HoldPolicy
 from smtp_offload.model import FileOutcome, Verdict
 from smtp_offload.notice import render as notice
 from smtp_offload.quarantine import message
-from smtp_offload.quarantine.command import table
+from smtp_offload.quarantine.command import as_json, table
 from smtp_offload.quarantine.records import Held, Holder, Item, Origin, new_id, parse_id
+from smtp_offload.quarantine.service import Quarantine
+from smtp_offload.relay import Downstream
 from smtp_offload.storage.local import LocalStore
-from smtp_offload.storage.routed import RoutedStore
+from smtp_offload.storage.routed import RoutedStore, named
 from tests.support import samples
 
 EXE = samples.pe_exe()
@@ -86,14 +96,14 @@ def test_a_held_file_goes_to_its_tenants_store(tmp_path):
         here = await holder.hold(judged(), "blocked", "Windows executable", origin("example.com"), "2")
         there = await holder.hold(judged(), "blocked", "Windows executable", origin("Example.DE"), "2")
         again = await holder.hold(judged(), "blocked", "Windows executable", origin("Example.DE"), "2")
-        return here, there, again, await Held(store).items(), await default.list_records("quarantine"), \
+        return here, there, again, (await Held(store).scan()).items, await default.list_records("quarantine"), \
             await eu.list_records("quarantine"), await Held(store).data(there)
 
     here, there, again, items, in_default, in_eu, data = asyncio.run(go())
     assert parse_id(here)[0] == "" and there.startswith("eu-") and again == there  # a retry holds it once
     assert in_default == [f"quarantine/{here}.json"] and in_eu == [f"quarantine/{there}.json"]
     assert data == EXE and {i.id for i in items} == {here, there}
-    assert [e[1] for e in log.events] == ["quarantine_hold"] * 3
+    assert [e[1] for e in log.events] == ["quarantine_hold"] * 2 + ["quarantine_hold_exists"]
 
 
 def test_a_store_that_fails_holds_nothing_and_says_so(tmp_path):
@@ -104,7 +114,7 @@ def test_a_store_that_fails_holds_nothing_and_says_so(tmp_path):
     assert asyncio.run(Holder(store, timeout=30, log=log).hold(judged(), "blocked", "x", origin(), "2")) is None
     ((level, event, fields),) = log.events
     assert (level, event, fields["error"]) == ("warning", "quarantine_hold_failed", "StorageError")
-    assert asyncio.run(Held(store).items()) == []
+    assert asyncio.run(Held(store).scan()).items == []
 
 
 def test_the_release_message_is_threaded_and_carries_the_file():
@@ -149,3 +159,192 @@ def test_the_table_has_one_line_per_item():
     assert rows[1].startswith("0123456789abcdef") and "2026-11-23 10:00" in rows[1] and "invoice.pdf" in rows[1]
     assert "blocked (released)" in rows[2]
     assert table([]) == "nothing is held in quarantine"
+
+
+# -- review fixes: partial listing and purge, release against delete, kept ids, what is shown --
+
+def quarantine(store, log: Log, downstream_port: int = 9, **policy) -> Quarantine:
+    cfg = DownstreamConfig(host="127.0.0.1", port=downstream_port, tls=DownstreamTls.NONE)
+    return Quarantine(store=store, policy=HoldPolicy(quarantine=True, **policy), preparer=None,
+                      offload_over_bytes=10_000_000, downstream=lambda: Downstream(cfg, "mx.test"),
+                      hostname="mx.test", log=log)
+
+
+async def put(store, **changes) -> Item:
+    i = item(**changes)
+    await Held(store).put(i, EXE, named(store, parse_id(i.id)[0]))
+    return i
+
+
+def test_one_store_down_or_one_bad_record_hides_and_stops_nothing_else(tmp_path):
+    default, eu = LocalStore(tmp_path / "default"), LocalStore(tmp_path / "eu")
+    store = RoutedStore(default, {"eu": eu}, {"example.de": "eu"})
+    log = Log()
+    q = quarantine(store, log, quarantine_retention_days=7)
+    records = tmp_path / "default" / ".records" / "quarantine"
+
+    async def go():
+        old = await put(store, id="00000000000000aa", received="2020-01-01T00:00:00+00:00")
+        new = await put(store, id="00000000000000bb", received=datetime.now(timezone.utc).isoformat())
+        await put(store, id="eu-00000000000000cc", tenant="example.de", received="2020-01-01T00:00:00+00:00")
+        (records / "00000000000000dd.json").write_text("{not json")
+        (records / "00000000000000ee.json").write_text(item(received="yesterday").to_bytes().decode())
+        # A record naming another id: deleting "it" would delete that other item.
+        (records / "00000000000000ff.json").write_bytes(item(id=new.id).to_bytes())
+        (tmp_path / "eu").rename(tmp_path / "eu-unmounted")
+        listed = await q.list()
+        purged = await q.purge()
+        return old, new, listed, purged, await q.list()
+
+    old, new, listed, purged, after = asyncio.run(go())
+    assert [i.id for i in listed.items] == [old.id, new.id] and list(listed.unavailable) == ["eu"]
+    assert sorted(listed.unreadable) == ["00000000000000dd", "00000000000000ee", "00000000000000ff"]
+    assert purged.purged == [old.id] and purged.unavailable == ["eu"] and not purged.complete
+    assert [i.id for i in after.items] == [new.id]
+    warned = {(e, f.get("store") or f.get("id")) for level, e, f in log.events if level == "warning"}
+    assert {("quarantine_list_store_unavailable", "eu"), ("quarantine_list_unreadable", "00000000000000dd"),
+            ("quarantine_purge_store_unavailable", "eu")} <= warned
+    (tmp_path / "default").rename(tmp_path / "default-unmounted")
+    with pytest.raises(Refused) as nothing:  # no store answered: not an empty list
+        asyncio.run(q.list())
+    assert nothing.value.status == 503
+
+
+def test_a_purge_goes_on_past_an_item_it_cannot_delete(tmp_path):
+    store = LocalStore(tmp_path / "s")
+    log = Log()
+    q = quarantine(store, log, quarantine_retention_days=7)
+
+    async def go():
+        for qid in ("00000000000000aa", "00000000000000bb"):
+            await put(store, id=qid, received="2020-01-01T00:00:00+00:00")
+        # The bytes' name taken by a directory that is not empty: deleting that item fails.
+        data = tmp_path / "s" / ".records" / "quarantined"
+        (data / "00000000000000aa").unlink()
+        (data / "00000000000000aa").mkdir()
+        (data / "00000000000000aa" / "x").write_text("x")
+        return await q.purge()
+
+    done = asyncio.run(go())
+    assert done.purged == ["00000000000000bb"] and done.failed == ["00000000000000aa"]
+    assert ("warning", "quarantine_purge_failed") in [(lv, e) for lv, e, _ in log.events]
+
+
+def test_a_delete_during_a_release_elsewhere_is_not_undone(tmp_path, sink):
+    """Another instance (or the command line) deletes the item while this one's release is on
+    its way downstream: the release must not write the item back."""
+    store = LocalStore(tmp_path / "s")
+    log = Log()
+    q = quarantine(store, log, sink.port)
+    elsewhere = Held(LocalStore(tmp_path / "s"))
+    accept = sink.recorder.handle_DATA
+
+    async def delete_then_accept(server, session, envelope):
+        await elsewhere.delete("0123456789abcdef")
+        return await accept(server, session, envelope)
+
+    sink.recorder.handle_DATA = delete_then_accept
+
+    async def go():
+        await put(store)
+        released = await q.release("0123456789abcdef", "cli:test")
+        return released, (await Held(store).scan()).items
+
+    released, left = asyncio.run(go())
+    assert released.released_by == "cli:test" and len(sink.messages) == 1  # it was delivered
+    assert left == [] and not list((tmp_path / "s").rglob("0123456789abcdef*"))
+    assert [(lv, e) for lv, e, _ in log.events if e == "quarantine_release_unrecorded"] == [
+        ("warning", "quarantine_release_unrecorded")]
+
+
+def test_a_delete_here_waits_for_the_release_in_flight(tmp_path, sink):
+    store = LocalStore(tmp_path / "s")
+    log = Log()
+    q = quarantine(store, log, sink.port)
+    in_data, go_on = threading.Event(), threading.Event()
+    accept = sink.recorder.handle_DATA
+
+    async def held_up(server, session, envelope):
+        in_data.set()
+        await asyncio.to_thread(go_on.wait, 60)
+        return await accept(server, session, envelope)
+
+    sink.recorder.handle_DATA = held_up
+
+    async def go():
+        await put(store)
+        release = asyncio.create_task(q.release("0123456789abcdef", "cli:test"))
+        await asyncio.to_thread(in_data.wait, 60)
+        delete = asyncio.create_task(q.delete("0123456789abcdef", "cli:test"))
+        # Time for a delete that does not wait to finish first (and the release to write the
+        # item back); one that waits is simply still waiting. The outcome below is the same
+        # however long this takes.
+        await asyncio.wait({delete}, timeout=0.5)
+        go_on.set()
+        await release
+        await delete
+        return (await Held(store).scan()).items
+
+    assert asyncio.run(go()) == []
+    assert [e for _, e, _ in log.events if e in ("quarantine_release", "quarantine_delete")] == [
+        "quarantine_release", "quarantine_delete"]
+
+
+def test_the_same_message_again_keeps_the_item_it_found(tmp_path):
+    """The id follows what the sender chose: sending the message again, to other recipients,
+    must neither redirect a release nor clear the released state."""
+    store = LocalStore(tmp_path / "s")
+    holder = Holder(store, timeout=30, log=Log())
+    again = dataclasses.replace(origin(), recipients=("someone-else@example.com",))
+
+    async def go():
+        qid = await holder.hold(judged(), "blocked", "x", origin(), "2")
+        first = await Held(store).get(qid)
+        await Held(store).save(dataclasses.replace(first, released_at="2026-11-24T09:30:00Z", released_by="cli:a"))
+        same = await holder.hold(judged(), "blocked", "x", again, "2")
+        await holder.discard((same,))  # that second delivery failing takes nothing of the first
+        return qid, same, await Held(store).get(qid)
+
+    qid, same, kept = asyncio.run(go())
+    assert same == qid and kept.recipients == ("support@example.com",)
+    assert (kept.released_at, kept.released_by) == ("2026-11-24T09:30:00Z", "cli:a")
+
+
+def test_a_failed_delivery_discards_what_it_held_and_the_retry_holds_it_again(tmp_path):
+    store = LocalStore(tmp_path / "s")
+    holder = Holder(store, timeout=30, log=Log())
+
+    async def go():
+        qid = await holder.hold(judged(), "blocked", "x", origin(), "2")
+        await holder.discard((qid,))
+        gone = (await Held(store).scan()).items
+        return qid, gone, await holder.hold(judged(), "blocked", "x", origin(), "2"), (await Held(store).scan()).items
+
+    qid, gone, retried, items = asyncio.run(go())
+    assert gone == [] and retried == qid and [i.id for i in items] == [qid]
+
+
+HOSTILE = "\x1b]0;pwned\x07inv\x9b2J\u202eoice\u2028fdp.exe"
+
+
+def test_the_table_and_the_json_show_no_terminal_controls():
+    rows = table([item(filename=HOSTILE, subject=HOSTILE, reason="bad\x1b[31m" + HOSTILE,
+                       from_header="\u200fAnn\x00", recipients=("a\x1b[2J@example.com",))])
+    assert not [c for c in rows if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c != "\n"]
+    assert len(rows.splitlines()) == 2 and "?]0;pwned?inv?2J?oice?fdp.exe" in rows
+    out = as_json({"fileName": HOSTILE, "ok": "Rechnung März"})
+    assert not [c for c in out if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c != "\n"]
+    assert json.loads(out) == {"fileName": HOSTILE, "ok": "Rechnung März"} and "März" in out
+
+
+def test_the_released_attachment_has_an_ascii_name_and_the_real_one():
+    raw = message.render(item(filename="Rechnung März.pdf"), EXE, None, sender="p@mx.test", by="cli:root",
+                         released_at=datetime.now(timezone.utc))
+    (att,) = email.message_from_bytes(raw, policy=email.policy.default).iter_attachments()
+    # As written (compat32 keeps header text as it is; the default policy rewrites it).
+    (disposition,) = [" ".join(p["Content-Disposition"].split()) for p in
+                      email.message_from_bytes(raw, policy=email.policy.compat32).walk() if p["Content-Disposition"]]
+    assert 'filename="Rechnung Marz.pdf";' in disposition  # for clients that read no RFC 2231
+    assert "filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf" in disposition
+    assert att.get_content() == EXE
+    assert raw.isascii() and max(len(line) for line in raw.split(b"\r\n")) <= 998

@@ -17,7 +17,7 @@ from email.utils import format_datetime, make_msgid
 from ..inspect import safe_display_name
 from ..model import FileOutcome
 from ..relay import Downstream, Reply
-from ..storage.base import safe_filename
+from ..storage.base import content_disposition, safe_filename
 from ..units import human_size, when
 from .records import Item
 
@@ -47,7 +47,27 @@ def render(item: Item, data: bytes | None, link: FileOutcome | None, *, sender: 
         ctype = item.detected_type if _MEDIA_TYPE.fullmatch(item.detected_type or "") else "application/octet-stream"
         maintype, _, subtype = ctype.partition("/")
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=safe_filename(item.filename))
+        (part,) = msg.iter_attachments()
+        # The email package writes a non-ASCII name as RFC 2231 `filename*` only, which some
+        # clients do not read (they show "noname" or the part number): an ASCII `filename`
+        # goes first, as on the link service's downloads.
+        part.replace_header("Content-Disposition", _Folded("Content-Disposition", content_disposition(item.filename)))
     return msg.as_bytes()
+
+
+class _Folded(str):
+    """A header value written as given, folded only between its parameters: the email
+    package's header objects would parse it again and keep one of the two names."""
+
+    def __new__(cls, name: str, value: str) -> "_Folded":
+        self = super().__new__(cls, value)
+        self.name = name
+        return self
+
+    def fold(self, *, policy) -> str:
+        # Each parameter on its own line; none is longer than the 998 a line may carry
+        # (content_disposition's names are at most 150 bytes, 450 characters encoded).
+        return f"{self.name}: " + (";" + policy.linesep + " ").join(self.split("; ")) + policy.linesep
 
 
 def _text(item: Item, link: FileOutcome | None, by: str, released_at: datetime) -> str:

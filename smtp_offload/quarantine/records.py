@@ -26,11 +26,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from ..errors import StorageError
+from ..units import clip
 from ..model import File
 from ..storage.base import Store, tenant_segment
 from ..storage.routed import named, store_for, stores_of
 
 META, DATA = "quarantine", "quarantined"  # record kinds
+_CREATED_REMEMBERED = 10_000
 ID_RE = re.compile(r"(?:([a-z0-9]{1,16})-)?([0-9a-f]{16})")
 
 
@@ -125,10 +127,18 @@ class Item:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "Item":
+        """ValueError or TypeError for a record that is not an item."""
         fields = json.loads(raw)
+        if not isinstance(fields, dict):
+            raise ValueError("not a JSON object")
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in fields.items() if k in names}  # a newer writer's extra fields are skipped
-        return cls(**{**known, "recipients": tuple(known.get("recipients") or ())})
+        item = cls(**{**known, "recipients": tuple(known.get("recipients") or ())})
+        # Checked here rather than where it is used: a bad time would otherwise fail the whole
+        # list's answer (public) or the purge (expires compares it with an aware now).
+        if not isinstance(item.received, str) or item.received_at.tzinfo is None:
+            raise ValueError(f"received is not an ISO 8601 time with a zone: {item.received!r}")
+        return item
 
     def belongs_to(self, customer: str | None) -> bool:
         """May a key bound to `customer` see this item? (None: a key bound to none sees all.)"""
@@ -161,12 +171,17 @@ class Held:
             raise
 
     async def get(self, qid: str) -> Item:
-        """KeyError when unknown (or malformed), StorageError when the store is unusable."""
+        """KeyError when unknown (or malformed), StorageError when the store is unusable or the
+        record unreadable."""
         raw = await self._store(qid).get_record(f"{META}/{qid}.json")
         try:
-            return Item.from_bytes(raw)
+            item = Item.from_bytes(raw)
         except (ValueError, TypeError) as exc:
             raise StorageError(f"quarantine record {qid} is unreadable: {exc}") from None
+        if item.id != qid:
+            # Deleting or saving it would act on another item (the id inside names the records).
+            raise StorageError(f"quarantine record {qid} is unreadable: it names another id ({clip(item.id, 40)})")
+        return item
 
     async def data(self, qid: str) -> bytes:
         return await self._store(qid).get_record(f"{DATA}/{qid}")
@@ -180,22 +195,41 @@ class Held:
         await where.delete_record(f"{META}/{qid}.json")
         await where.delete_record(f"{DATA}/{qid}")
 
-    async def ids(self) -> list[str]:
-        """Every held item's id, in every store (a store that fails raises StorageError)."""
-        out: list[str] = []
-        for where in stores_of(self.store).values():
-            out += [n[len(META) + 1:-len(".json")] for n in await where.list_records(META) if n.endswith(".json")]
-        return out
-
-    async def items(self) -> list[Item]:
-        """Every held item, oldest first; one vanishing meanwhile (purged, deleted) is skipped."""
-        out = []
-        for qid in await self.ids():
+    async def scan(self) -> "Listing":
+        """Every held item that can be read, oldest first, and what could not be: one store
+        down or one bad record must not hide every other customer's items (nor stop retention
+        for them). An item vanishing meanwhile (purged, deleted) is simply not there."""
+        found = Listing()
+        for name, where in stores_of(self.store).items():
             try:
-                out.append(await self.get(qid))
-            except KeyError:
+                names = await where.list_records(META)
+            except (StorageError, OSError) as exc:
+                found.unavailable[store_label(name)] = clip(exc, 200)
                 continue
-        return sorted(out, key=lambda i: (i.received, i.id))
+            for record in names:
+                if not record.endswith(".json"):
+                    continue
+                qid = record[len(META) + 1:-len(".json")]
+                try:
+                    found.items.append(await self.get(qid))
+                except KeyError:
+                    continue
+                except (StorageError, OSError) as exc:
+                    found.unreadable[qid] = clip(exc, 200)
+        found.items.sort(key=lambda i: (i.received_at, i.id))
+        return found
+
+
+def store_label(name: str) -> str:
+    """A store's name as answers and logs give it ("" is the default store, [storage])."""
+    return name or "default"
+
+
+@dataclass
+class Listing:
+    items: list[Item] = dataclasses.field(default_factory=list)
+    unavailable: dict[str, str] = dataclasses.field(default_factory=dict)  # store label -> error
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)  # id -> error
 
 
 async def _quietly(aw: Any) -> None:
@@ -215,6 +249,10 @@ class Holder:
         self.timeout = timeout
         self.log = log
         self.metrics = metrics
+        # Ids this process wrote, so a failed delivery discards only its own; bounded (oldest
+        # forgotten first) because a delivered message never tells the holder it is done. One
+        # forgotten is merely not discarded: retention purges it.
+        self._created: dict[str, None] = {}
 
     async def hold(self, f: File, verdict: str, reason: str, origin: Origin, part: str) -> str | None:
         """The new item's id, or None when it could not be kept (logged as a warning: the file is
@@ -228,22 +266,50 @@ class Holder:
                     filename=f.name, size=f.size, sha256=f.sha256, detected_type=f.judgement.detected_type,
                     verdict=verdict, reason=reason, received=origin.received, tenant=origin.tenant)
         try:
-            await asyncio.wait_for(self.held.put(item, f.data, where), self.timeout)
+            kept = await asyncio.wait_for(self._put_new(item, f.data, where), self.timeout)
         except (StorageError, OSError, asyncio.TimeoutError) as exc:
             self.log.warning("quarantine_hold_failed", name=f.name, size=f.size, sha256=f.sha256,
                              message_id=origin.message_id, error=type(exc).__name__, detail=str(exc)[:200] or None)
             self._count("hold_failed")
             return None
+        if kept:
+            # The id is derived from what the sender chose (Message-ID, file, tenant): the same
+            # message sent again, to other recipients, finds the first item and must not rewrite
+            # its recipients nor clear its released state.
+            self.log.info("quarantine_hold_exists", id=item.id, name=f.name, sha256=f.sha256,
+                          message_id=origin.message_id, sender=origin.sender, tenant=origin.tenant)
+            # No longer this delivery's alone: neither one failing may discard it.
+            self._created.pop(item.id, None)
+            return item.id
+        self._created[item.id] = None
+        while len(self._created) > _CREATED_REMEMBERED:
+            self._created.pop(next(iter(self._created)))
         self.log.info("quarantine_hold", id=item.id, name=f.name, size=f.size, sha256=f.sha256, verdict=verdict,
                       reason=reason, message_id=origin.message_id, sender=origin.sender, tenant=origin.tenant,
                       store=name or None)
         self._count("hold")
         return item.id
 
+    async def _put_new(self, item: Item, data: bytes, where: Store) -> bool:
+        """Write the item unless one with its id is there already; True when it was (kept as it
+        is). Not atomic across instances (the stores have no create-if-absent for records):
+        two deliveries racing with one Message-ID can still both write, the later one winning."""
+        try:
+            await where.get_record(f"{META}/{item.id}.json")
+        except KeyError:
+            await self.held.put(item, data, where)
+            return False
+        return True
+
     async def discard(self, ids: tuple[str, ...]) -> None:
         """Items held for a message that was not delivered (the sender will retry, and the
-        retry holds them again under the same id)."""
+        retry holds them again under the same id). Only items this holder wrote: one that was
+        there before belongs to an earlier delivery of the same message (a copy sent to other
+        recipients, say), which did arrive."""
         for qid in ids:
+            if qid not in self._created:
+                continue
+            del self._created[qid]
             try:
                 await self.held.delete(qid)
             except (StorageError, OSError, KeyError) as exc:

@@ -30,9 +30,10 @@ from ..errors import SmtpReplyError, StorageError
 from ..metrics import Metrics
 from ..model import File, FileOutcome, Judgement, Part, Verdict
 from ..relay import Downstream
+from ..storage.routed import stores_of
 from ..units import clip
 from . import message
-from .records import Held, Item, parse_id
+from .records import Held, Item, Listing, parse_id
 
 PURGE_SECONDS = 3600.0  # retention is counted in days: hourly is ample, and cheap for the store
 
@@ -44,6 +45,18 @@ def _storage_down(exc: Exception) -> Refused:
 
 def _unknown(qid: str) -> Refused:
     return Refused(404, "not_found", f"no such quarantined file: {clip(qid, 80)}")
+
+
+@dataclasses.dataclass
+class Purged:
+    purged: list[str] = dataclasses.field(default_factory=list)
+    failed: list[str] = dataclasses.field(default_factory=list)  # ids whose delete failed
+    unavailable: list[str] = dataclasses.field(default_factory=list)  # stores that could not be listed
+    unreadable: list[str] = dataclasses.field(default_factory=list)  # ids whose record could not be read
+
+    @property
+    def complete(self) -> bool:
+        return not (self.failed or self.unavailable or self.unreadable)
 
 
 class Quarantine:
@@ -69,12 +82,21 @@ class Quarantine:
         return item.public(self.retention_days)
 
     # -- reading ----------------------------------------------------------------------------
-    async def list(self, customer: str | None = None) -> list[Item]:
-        try:
-            items = await self.held.items()
-        except StorageError as exc:
-            raise _storage_down(exc) from None
-        return [i for i in items if i.belongs_to(customer)]
+    async def list(self, customer: str | None = None) -> Listing:
+        """What every store that answered holds (of `customer`'s, for a key bound to one), and
+        the names of the stores that did not; Refused 503 only when none answered."""
+        found = await self.held.scan()
+        self._report(found, "quarantine_list")
+        if found.unavailable and len(found.unavailable) == len(stores_of(self.held.store)):
+            raise _storage_down(StorageError("; ".join(found.unavailable.values())))
+        found.items = [i for i in found.items if i.belongs_to(customer)]
+        return found
+
+    def _report(self, found: Listing, action: str) -> None:
+        for name, error in found.unavailable.items():
+            self.log.warning(f"{action}_store_unavailable", store=name, error=error)
+        for qid, error in found.unreadable.items():
+            self.log.warning(f"{action}_unreadable", id=qid, error=error)
 
     async def get(self, qid: str, customer: str | None = None) -> Item:
         """The item, or Refused 404 (unknown, malformed, or another customer's: the same answer,
@@ -94,7 +116,12 @@ class Quarantine:
     async def release(self, qid: str, by: str, *, force: bool = False, customer: str | None = None) -> Item:
         """Send the file to the original recipients and mark the item released; the item as it
         stands after. Refused: 404 unknown, 409 already released (unless `force`), 502 the
-        downstream refused or could not be reached (nothing marked), 503 storage."""
+        downstream refused or could not be reached (nothing marked), 503 storage; 403 for a
+        key bound to a customer (`customer`): releasing what the gateway judged malicious is an
+        administrator's decision, not the recipient organisation's."""
+        if customer is not None:
+            raise Refused(403, "forbidden", "an administrator releases quarantined files: "
+                          "use a key not bound to a customer")
         async with self._lock(qid):  # a double click on this instance sends once
             item = await self.get(qid, customer)
             if item.released_at and not force:
@@ -117,9 +144,16 @@ class Quarantine:
             body = message.render(item, None if link else data, link, sender=self.sender, by=by, released_at=now)
             del data
             await self._send(item, body, link, by)
-            released = dataclasses.replace(item, released_at=now.strftime("%Y-%m-%dT%H:%M:%SZ"), released_by=by)
+            stamp = {"released_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "released_by": by}
+            released = dataclasses.replace(item, **stamp)
             try:
+                # Read again: another instance (or the command line) may have deleted it while
+                # the message was on its way, and saving the copy read before would bring it back.
+                released = dataclasses.replace(await self.held.get(qid), **stamp)
                 await self.held.save(released)
+            except KeyError:
+                self.log.warning("quarantine_release_unrecorded", id=qid, by=by,
+                                 error="deleted or purged while it was being released; not recorded")
             except StorageError as exc:
                 # Delivered already: say so loudly rather than pretend it was not.
                 self.log.error("quarantine_release_unrecorded", id=qid, by=by, error=clip(exc, 200))
@@ -164,31 +198,41 @@ class Quarantine:
 
     # -- delete and purge -------------------------------------------------------------------
     async def delete(self, qid: str, by: str, customer: str | None = None) -> Item:
-        item = await self.get(qid, customer)
-        try:
-            await self.held.delete(qid)
-        except StorageError as exc:
-            raise _storage_down(exc) from None
+        async with self._lock(qid):  # after a release in flight here, not under it (it would save it back)
+            item = await self.get(qid, customer)
+            try:
+                await self.held.delete(qid)
+            except StorageError as exc:
+                raise _storage_down(exc) from None
         self.log.info("quarantine_delete", id=qid, by=by, name=item.filename, sha256=item.sha256,
                       tenant=item.tenant, released=item.released_at is not None)
         self.metrics.quarantine("delete")
         return item
 
-    async def purge(self, now: datetime | None = None) -> list[str]:
-        """Delete what is past retention; the ids purged. Raises StorageError when a store
-        cannot be listed (what could be purged before it was)."""
+    async def purge(self, now: datetime | None = None) -> Purged:
+        """Delete what is past retention, in every store that answers, item by item: one store
+        down or one item failing leaves the others' retention running (logged as warnings, and
+        reported in what is returned)."""
         now = now or datetime.now(timezone.utc)
-        purged = []
-        for item in await self.held.items():
+        found = await self.held.scan()
+        self._report(found, "quarantine_purge")
+        done = Purged(unavailable=sorted(found.unavailable), unreadable=sorted(found.unreadable))
+        for item in found.items:
             if item.expires(self.retention_days) > now:
                 continue
-            await self.held.delete(item.id)
-            purged.append(item.id)
+            try:
+                async with self._lock(item.id):  # not under a release in flight here
+                    await self.held.delete(item.id)
+            except (StorageError, OSError) as exc:
+                done.failed.append(item.id)
+                self.log.warning("quarantine_purge_failed", id=item.id, error=clip(exc, 200))
+                continue
+            done.purged.append(item.id)
             self.log.info("quarantine_purge", id=item.id, name=item.filename, sha256=item.sha256,
                           received=item.received, tenant=item.tenant, released=item.released_at is not None,
                           retention_days=self.retention_days)
             self.metrics.quarantine("purge")
-        return purged
+        return done
 
     def start(self) -> None:
         """Retention on every instance: purge at start, then hourly (purging twice is harmless)."""

@@ -1,10 +1,14 @@
 """The quarantine over HTTP, on the link server (scope quarantine; a key bound to a customer
-sees and acts on that customer's items only, and another's answer 404 like unknown ones).
+sees and deletes that customer's items only, another's answer 404 like unknown ones, and it
+releases none).
 
-  GET    /api/v1/quarantine                 every held item, oldest first: {"items": [...]}
+  GET    /api/v1/quarantine                 every held item, oldest first: {"items": [...]}, and
+                                            "unavailable": [store names] when some store could not
+                                            be read (503 when none could)
   GET    /api/v1/quarantine/{id}            one item
   POST   /api/v1/quarantine/{id}/release    send it to the original recipients (?force=true:
-                                            again, though released already)
+                                            again, though released already); never with a key
+                                            bound to a customer (403)
   DELETE /api/v1/quarantine/{id}            delete it and its bytes now
 """
 
@@ -44,9 +48,14 @@ class _Api:
         self.q = quarantine
 
     async def list(self, request: web.Request, key, audit: dict[str, Any]) -> Answer:
-        items = await self.q.list(_customer(key))
-        audit["items"] = len(items)
-        return Answer(200, {"items": [self.q.public(i) for i in items]})
+        found = await self.q.list(_customer(key))
+        audit["items"] = len(found.items)
+        body: dict[str, Any] = {"items": [self.q.public(i) for i in found.items]}
+        if found.unavailable:
+            # What the stores that answered hold, and which did not: one region's store down
+            # must not hide every other customer's items.
+            body["unavailable"] = audit["unavailable"] = sorted(found.unavailable)
+        return Answer(200, body)
 
     async def show(self, request: web.Request, key, audit: dict[str, Any]) -> Answer:
         qid = audit["id"] = request.match_info["id"]
