@@ -326,3 +326,50 @@ async def test_a_store_that_is_down_says_so_and_never_claims_a_file_is_missing(d
             await call()
         assert not isinstance(caught.value, KeyError)
         assert str(caught.value)  # a reason an operator can read
+
+
+# -- isolation ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["s3", "gcs"])
+async def test_a_hung_store_does_not_stall_the_others(which, tmp_path, request):
+    """An endpoint that accepts connections and never answers (a blackholed region) holds only
+    its own store's worker threads: a local store still answers while twenty calls hang."""
+    import asyncio
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(128)  # connections complete in the backlog; nothing is ever read or answered
+    endpoint = f"http://127.0.0.1:{hole.getsockname()[1]}"
+    if which == "s3":
+        from smtp_offload.storage.s3 import S3Store
+
+        request.getfixturevalue("s3server")  # its credentials in the environment: requests are signed and sent
+
+        hung: Store = S3Store(S3StorageConfig(bucket="hung-bucket", endpoint_url=endpoint, region="us-east-1",
+                                              connect_timeout=60, read_timeout=60))
+    else:
+        from smtp_offload.config import GcsStorageConfig
+        from smtp_offload.storage.gcs import GcsStore
+
+        hung = GcsStore(GcsStorageConfig(bucket="hung-bucket", endpoint_url=endpoint, timeout=60))
+    local = LocalStore(tmp_path / "local")
+    stored = await local.put(b"%PDF-1.4 x", new_object(local, b"%PDF-1.4 x"))
+    calls = [asyncio.create_task(hung.stat(f"a/{i}.pdf")) for i in range(20)]
+    try:
+        await asyncio.sleep(0)  # let them all start
+        async def served() -> None:
+            for _ in range(3):  # stat and open on the loop's default pool: still served
+                assert (await local.stat(stored.key)).size == 10
+                assert await read(local, stored.key) == b"%PDF-1.4 x"
+
+        # A bound far above the milliseconds this takes, so a regression fails instead of hanging
+        # for the hung calls' 60 s timeouts; not a measure of speed.
+        await asyncio.wait_for(served(), 30)
+        assert not any(t.done() for t in calls)  # the hung store's calls are still waiting
+    finally:
+        hole.close()  # their connections are reset: the worker threads end
+        for t in calls:
+            t.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        await close_store(hung)

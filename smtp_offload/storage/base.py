@@ -8,14 +8,19 @@ keys unguessable and collision-free even for identical file names.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import unicodedata
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 CHUNK_SIZE = 256 * 1024
 MAX_NAME_BYTES = 150  # well under the 255-byte NAME_MAX, leaving room for sidecar/temp affixes
@@ -231,3 +236,23 @@ def content_disposition(filename: str) -> str:
     if not any(c.isalnum() for c in stem):  # e.g. an all-Cyrillic name
         ascii_name = "download" + (f".{ext}" if ext.isalnum() else "")
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name, safe='')}"
+
+
+class Workers:
+    """A store's own worker threads for a blocking SDK (boto3, google-cloud-storage).
+
+    asyncio.to_thread shares the loop's default pool (a handful of threads on a small VM) with
+    the local store, hashing and rendering; cancelling an await does not stop its thread. A
+    store whose endpoint hangs would fill that pool and stall every other store's customers:
+    with its own pool, its calls queue behind each other only.
+    """
+
+    def __init__(self, name: str, size: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -36,7 +36,8 @@ from google.oauth2 import service_account
 
 from ..config import GcsStorageConfig
 from ..errors import StorageError
-from .base import CHUNK_SIZE, RECORDS, StoredObject, check_key, check_range, check_record_name, content_disposition
+from .base import (CHUNK_SIZE, RECORDS, StoredObject, Workers, check_key, check_range, check_record_name,
+                   content_disposition)
 
 _META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
 _SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
@@ -114,6 +115,7 @@ class GcsStore:
         self._session: AuthorizedSession | None = None
         self._signer: Any = None  # credentials that sign, None when nothing can
         self._uploads: asyncio.Semaphore | None = None
+        self._workers = Workers("gcs", max(8, cfg.max_concurrent_uploads * 2 + 4))
 
     # -- plumbing -------------------------------------------------------------
     def _connect(self) -> storage.Client:
@@ -169,7 +171,7 @@ class GcsStore:
             return fn(self._connect().bucket(self.bucket_name))
 
         try:
-            return await asyncio.to_thread(run)
+            return await self._workers.run(run)
         except gexc.NotFound as exc:
             if key is not None and not _bucket_missing(exc):
                 raise KeyError(key) from None
@@ -227,7 +229,7 @@ class GcsStore:
         check_key(key)
         if end is not None and end == start:
             await self.stat(key)  # KeyError when absent, as for any other range
-            return _BodyReader(None)
+            return _BodyReader(None, self._workers)
         headers = {} if not start and end is None else {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
 
         def run(bucket: storage.Bucket) -> requests.Response:
@@ -241,7 +243,7 @@ class GcsStore:
                 raise error
             return resp
 
-        return _BodyReader(await self._call(run, key=key), self._error)
+        return _BodyReader(await self._call(run, key=key), self._workers, self._error)
 
     def _media_url(self, key: str) -> str:
         base = self.endpoint or GOOGLE_ENDPOINT
@@ -361,6 +363,7 @@ class GcsStore:
             client.close()
         if session is not None:
             session.close()
+        self._workers.close()
 
 
 class _KeyFileError(Exception):
@@ -378,9 +381,10 @@ def _is_service_account_key(path: str) -> bool:
 class _BodyReader:
     """Async iterator over a streamed download, read in a worker thread."""
 
-    def __init__(self, resp: requests.Response | None,
+    def __init__(self, resp: requests.Response | None, workers: Workers,
                  error: Callable[[BaseException], StorageError] | None = None) -> None:
         self._resp = resp
+        self._workers = workers
         self._chunks: Iterator[bytes] = resp.iter_content(CHUNK_SIZE) if resp is not None else iter(())
         self._error = error
 
@@ -389,7 +393,7 @@ class _BodyReader:
 
     async def __anext__(self) -> bytes:
         try:
-            chunk = await asyncio.to_thread(next, self._chunks, b"")
+            chunk = await self._workers.run(next, self._chunks, b"")
         except requests.RequestException as exc:
             await self.aclose()
             raise (self._error(exc) if self._error else exc) from exc

@@ -22,7 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from ..config import S3StorageConfig
 from ..errors import StorageError
-from .base import CHUNK_SIZE, RECORDS, StoredObject, check_key, check_range, check_record_name, content_disposition
+from .base import (CHUNK_SIZE, RECORDS, StoredObject, Workers, check_key, check_range, check_record_name,
+                   content_disposition)
 
 _META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
 
@@ -74,6 +75,7 @@ class S3Store:
         self.transfer = TransferConfig(multipart_threshold=cfg.multipart_threshold, multipart_chunksize=cfg.part_size,
                                        max_concurrency=4, use_threads=True)
         self._uploads: asyncio.Semaphore | None = None
+        self._workers = Workers("s3", max(8, cfg.max_concurrent_uploads * 2 + 4))
 
     def _sse(self) -> dict[str, str]:
         if not self.cfg.sse:
@@ -86,7 +88,7 @@ class S3Store:
 
     async def _call(self, fn, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await self._workers.run(fn, *args, **kwargs)
         except ClientError as exc:
             missing = str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
             if missing and "Key" in kwargs:  # a missing object, not a missing bucket
@@ -128,10 +130,10 @@ class S3Store:
         check_range(start, end)
         if end is not None and end == start:
             await self.stat(key)  # KeyError when absent, as for any other range
-            return _BodyReader(io.BytesIO(b""))
+            return _BodyReader(io.BytesIO(b""), self._workers)
         ranged = {} if not start and end is None else {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
         resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=check_key(key), **ranged)
-        return _BodyReader(resp["Body"])
+        return _BodyReader(resp["Body"], self._workers)
 
     async def delete(self, key: str) -> None:
         await self._call(self.client.delete_object, Bucket=self.bucket, Key=check_key(key))
@@ -175,7 +177,7 @@ class S3Store:
         key = self._record_key(name)
         resp = await self._call(self.client.get_object, Bucket=self.bucket, Key=key)
         try:
-            return await asyncio.to_thread(resp["Body"].read)
+            return await self._workers.run(resp["Body"].read)
         except (BotoCoreError, OSError) as exc:
             raise self._error(exc) from exc
 
@@ -195,6 +197,9 @@ class S3Store:
             if not resp.get("IsTruncated") or not token:
                 return sorted(names)
 
+    async def close(self) -> None:
+        self._workers.close()
+
     def credentials(self) -> tuple[bool, bool]:
         """(credentials found, credentials are temporary: STS session, role, SSO)."""
         creds = self.session.get_credentials()
@@ -208,14 +213,15 @@ class S3Store:
 class _BodyReader:
     """Async iterator over a botocore StreamingBody, read in a worker thread."""
 
-    def __init__(self, body: Any) -> None:
+    def __init__(self, body: Any, workers: Workers) -> None:
         self._body = body
+        self._workers = workers
 
     def __aiter__(self) -> "_BodyReader":
         return self
 
     async def __anext__(self) -> bytes:
-        chunk = await asyncio.to_thread(self._body.read, CHUNK_SIZE)
+        chunk = await self._workers.run(self._body.read, CHUNK_SIZE)
         if not chunk:
             self._body.close()
             raise StopAsyncIteration
