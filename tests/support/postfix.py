@@ -320,8 +320,10 @@ class HangingS3:
 
     @property
     def uploads(self) -> list[tuple[str, int]]:
+        """The requests that sent a body (object writes); the proxy's listings (portal and
+        quarantine sweeps) hang here too, and are not uploads."""
         with self.server._lock:
-            return list(self.server.uploads)
+            return [u for u in self.server.uploads if u[1] > 0]
 
     def close(self) -> None:
         self.server.release.set()
