@@ -615,6 +615,9 @@ def validate(cfg: Config) -> None:
     for i, name in enumerate(links.agent_headers):
         if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", name):
             raise ConfigError(f"links.agent_headers[{i}]: expected a header name, got {name!r}")
+    if links.require_agent and links.mode is LinksMode.PRESIGNED:
+        raise ConfigError('links.require_agent: cannot work with links.mode = "presigned" (the mail holds the '
+                          "store's own URL, which never reaches the link server); use \"redirect\"")
     if links.require_agent and not links.trusted_proxies:
         raise ConfigError("links.require_agent: needs links.trusted_proxies (the SSO proxy that names the agent)")
     if links.sign_in_url and not links.sign_in_url.startswith(("http://", "https://", "/")):
@@ -623,6 +626,8 @@ def validate(cfg: Config) -> None:
     if hold.quarantine_sender and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", hold.quarantine_sender):
         raise ConfigError(f"policy.quarantine_sender: expected an address like postmaster@example.com, "
                           f"got {hold.quarantine_sender!r}")
+    if links.click_ttl_seconds > 7 * 24 * 3600:
+        raise ConfigError("links.click_ttl_seconds: a store's signed URL lives 7 days (604800) at most")
     if links.mode is LinksMode.PRESIGNED:
         every = [cfg.storage, *cfg.storage.stores.values()]
         if any(sc.backend is Backend.LOCAL for sc in every):
@@ -694,6 +699,10 @@ def _validate_store(where: str, sc: StoreConfig) -> None:
                               "(or AZURE_STORAGE_CONNECTION_STRING) and account_url")
         if az.account_url and not az.account_url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.azure.account_url: must start with http:// or https://, got {az.account_url!r}")
+        if "?" in az.account_url or "#" in az.account_url:
+            # A SAS in the URL would be printed wherever the endpoint is (logs, check-config --show).
+            raise ConfigError(f"{where}.azure.account_url: no query string; a SAS goes in connection_string "
+                              "(SharedAccessSignature=...) or AZURE_STORAGE_CONNECTION_STRING")
         _validate_prefix(f"{where}.azure.prefix", az.prefix)
     if sc.backend is Backend.GCS:
         g = sc.gcs

@@ -57,6 +57,17 @@ def test_example_config_is_valid(tmp_path):
     ("[downstream]\nport = true\n", "downstream.port"),
     ("[server]\ntls_cert = \"/nonexistent.pem\"\ntls_key = \"/nonexistent.key\"\n", "server.tls_cert"),
     ("[server\n", "not valid TOML"),
+    ("[links]\nclick_ttl_seconds = 700000\n", "links.click_ttl_seconds"),
+    ("[links]\nmode = \"presigned\"\nrequire_agent = true\ntrusted_proxies = [\"127.0.0.1\"]\n"
+     "[storage]\nbackend = \"s3\"\ns3.bucket = \"bucket\"\n", "links.require_agent"),
+    ("[links]\nrequire_agent = true\n", "links.require_agent"),
+    ("[links]\ntrusted_proxies = [\"proxy.example\"]\n", "links.trusted_proxies[0]"),
+    ("[storage]\nbackend = \"azure\"\nazure.container = \"files\"\n"
+     "azure.account_url = \"https://a.blob.core.windows.net/?sv=1&sig=SECRET\"\n", "storage.azure.account_url"),
+    ("[storage]\nbackend = \"azure\"\nazure.container = \"Bad_Name\"\nazure.account_url = \"https://a\"\n",
+     "storage.azure.container"),
+    ("[storage]\nbackend = \"gcs\"\n", "storage.gcs.bucket"),
+    ("[policy]\nquarantine_sender = \"not an address\"\n", "policy.quarantine_sender"),
 ])
 def test_config_errors_name_the_key(tmp_path, body, key):
     path = tmp_path / "bad.toml"

@@ -13,6 +13,7 @@ import pytest
 from smtp_offload.config import S3StorageConfig
 from smtp_offload.errors import StorageError
 from smtp_offload.storage import StoredObject, make_key
+from smtp_offload.storage.base import clip_filename
 from smtp_offload.storage.s3 import S3Store
 from tests.support import samples
 from tests.support.net import free_port
@@ -89,7 +90,7 @@ async def test_key_sanitising(s3server, name):
     assert len(key_parts[-1].encode()) <= 150
     await store.put(b"data", obj)
     assert s3server.keys(bucket) == [obj.key]
-    assert (await store.stat(obj.key)).filename == name.replace("\r\n", "\r\n")
+    assert (await store.stat(obj.key)).filename == clip_filename(name)  # 200 characters at most in metadata
 
 
 async def test_missing_object_and_delete(s3server):

@@ -373,3 +373,13 @@ async def test_a_hung_store_does_not_stall_the_others(which, tmp_path, request):
             t.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
         await close_store(hung)
+
+
+async def test_a_hostile_file_name_is_stored_and_its_metadata_stays_within_every_store_s_limits(store, backend):
+    """S3 takes 2 KiB of metadata, Azure and GCS 8 KiB: a name the sender made 3,000 characters
+    long is clipped in the metadata (keeping its extension), never a failed put."""
+    name = "é" * 3000 + ".pdf"
+    stored = await store.put(b"%PDF-1.4 x", new_object(store, b"%PDF-1.4 x", name))
+    back = await store.stat(stored.key)
+    assert back.filename.endswith(".pdf") and back.filename.startswith("é" * 100) and len(back.filename) <= 200
+    assert await read(store, stored.key) == b"%PDF-1.4 x"

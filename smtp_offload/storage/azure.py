@@ -30,10 +30,10 @@ from azure.storage.blob.aio import BlobServiceClient, LinearRetry
 
 from ..config import AzureStorageConfig
 from ..errors import StorageError
-from .base import CHUNK_SIZE, RECORDS, StoredObject, check_key, check_range, check_record_name, content_disposition
+from .base import (CHUNK_SIZE, RECORDS, StoredObject, check_key, check_range, check_record_name, content_disposition,
+                   metadata_of)
 
 # Metadata names must be C# identifiers (no dashes), so the field names are used as they are.
-_META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
 REVOKED = ".revoked"  # a dot segment: make_key never produces one, so no object can collide
 _DOWNLOAD_REQUEST = 4 * 1024 * 1024  # bytes per GET while streaming: held in memory per download
 _MAX_DELEGATION = timedelta(days=7)  # Azure refuses user delegation keys that live longer
@@ -79,14 +79,20 @@ def _connection_string(cfg: AzureStorageConfig) -> str:
     return os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
 
 
+def _bare(url: str) -> str:
+    """A URL without its query or fragment: where a SAS token would be."""
+    u = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((u.scheme, u.netloc, u.path, "", ""))
+
+
 def endpoint_of(cfg: AzureStorageConfig) -> str:
     """The blob endpoint the config points at, for logs and messages (never the key or SAS)."""
     conn = _connection_string(cfg)
     if not conn:
-        return cfg.account_url
+        return _bare(cfg.account_url)
     parts = dict(p.split("=", 1) for p in conn.split(";") if "=" in p)
     if parts.get("BlobEndpoint"):
-        return parts["BlobEndpoint"]
+        return _bare(parts["BlobEndpoint"])
     account = parts.get("AccountName", "<account>")
     return (f"{parts.get('DefaultEndpointsProtocol', 'https')}://{account}.blob."
             f"{parts.get('EndpointSuffix', 'core.windows.net')}")
@@ -121,7 +127,8 @@ class AzureStore:
             # this into one line that stops the start (instead of a traceback).
             self._broken = StorageError(f"the Azure connection string is malformed ({exc})", permanent=True)
             self.client = None
-        self.endpoint = self.client.url if self.client is not None else (cfg.account_url or "(none)")
+        # client.url carries a SAS given in the connection string: never in a message or a log.
+        self.endpoint = _bare(self.client.url) if self.client is not None else (_bare(cfg.account_url) or "(none)")
 
     def _error(self, exc: BaseException) -> StorageError:
         reason = describe(exc, self.container, self.endpoint)
@@ -155,9 +162,7 @@ class AzureStore:
             raise ValueError("sha256 does not match the data")
         blob = self._blob(check_key(obj.key))
         settings = ContentSettings(content_type=obj.content_type, content_disposition=content_disposition(obj.filename))
-        # Metadata travels as x-ms-meta-* headers: ASCII only, so values are percent-encoded.
-        meta = {k: urllib.parse.quote(str(getattr(obj, k)), safe="@<>.:-_")
-                for k in _META_FIELDS if getattr(obj, k) is not None}
+        meta = metadata_of(obj)  # names with underscores: Azure wants C# identifiers
         if self._uploads is None:
             self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
         async with self._uploads:

@@ -137,6 +137,35 @@ def check_key(key: str) -> str:
     return key
 
 
+META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
+MAX_META_NAME = 200  # characters of the file name kept in metadata (what stat gives back)
+
+
+def clip_filename(name: str) -> str:
+    """The file name as every store keeps it in metadata: at most MAX_META_NAME characters,
+    extension kept. Object stores send metadata as HTTP headers limited in total (S3: 2 KiB,
+    Azure and GCS: 8 KiB), and the name is the sender's choice: a hostile one must not make
+    every put fail (and open that store's circuit breaker). The local store clips the same,
+    so every store gives back the same name."""
+    if len(name) <= MAX_META_NAME:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    keep = f".{ext}" if dot and stem and len(ext) <= 16 else ""
+    return name[: MAX_META_NAME - len(keep)] + keep
+
+
+def metadata_of(obj: StoredObject) -> dict[str, str]:
+    """obj's metadata by field name, percent-encoded: every object store sends it as HTTP
+    headers (x-amz-meta-*, x-ms-meta-*, x-goog-meta-*), which are ASCII only."""
+    out = {}
+    for field in META_FIELDS:
+        value = getattr(obj, field)
+        if value is not None:
+            out[field] = urllib.parse.quote(clip_filename(value) if field == "filename" else str(value),
+                                            safe="@<>.:-_")
+    return out
+
+
 RECORDS = ".records"  # a dot segment: make_key never produces one, so no object key reaches a record
 RECORD_NAME = re.compile(r"[a-z]+/[A-Za-z0-9_-]{1,128}(\.[a-z]{1,8})?")
 

@@ -37,9 +37,8 @@ from google.oauth2 import service_account
 from ..config import GcsStorageConfig
 from ..errors import StorageError
 from .base import (CHUNK_SIZE, RECORDS, StoredObject, Workers, check_key, check_range, check_record_name,
-                   content_disposition)
+                   content_disposition, metadata_of)
 
-_META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
 _SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
 REVOKED = ".revoked"  # a dot segment: make_key never produces one, so no object can collide
@@ -49,12 +48,6 @@ def _meta_name(field: str) -> str:
     # Custom metadata also travels as x-goog-meta-* headers (XML API, signed URLs), where
     # proxies drop header names with underscores: the same names as the S3 store uses.
     return field.replace("_", "-")
-
-
-def _meta_value(value: object) -> str:
-    # Percent-encoded: the JSON API would take UTF-8, but the same values come back as HTTP
-    # headers on XML and signed-URL downloads, which cannot carry most non-ASCII text.
-    return urllib.parse.quote(str(value), safe="@<>.:-_ ")
 
 
 class _NoSuchBucket(Exception):
@@ -200,7 +193,9 @@ class GcsStore:
             raise ValueError("size does not match the data")
         if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != obj.sha256:
             raise ValueError("sha256 does not match the data")  # it would be shown to users as the file's
-        meta = {_meta_name(k): _meta_value(getattr(obj, k)) for k in _META_FIELDS if getattr(obj, k) is not None}
+        # Percent-encoded although the JSON API takes UTF-8: the same values come back as HTTP
+        # headers on XML and signed-URL downloads.
+        meta = {_meta_name(k): v for k, v in metadata_of(obj).items()}
         upload = self._upload(check_key(obj.key), data, content_type=obj.content_type, metadata=meta,
                               content_disposition=content_disposition(obj.filename))
         if self._uploads is None:

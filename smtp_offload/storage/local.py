@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from smtp_offload.errors import StorageError
 from smtp_offload.storage.base import (CHUNK_SIZE, RECORD_NAME, RECORDS, InvalidKey, StoredObject, check_key, check_range,
-                                       check_record_name)
+                                       check_record_name, clip_filename)
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
@@ -78,7 +78,8 @@ class LocalStore:
         if hashlib.sha256(data).hexdigest() != obj.sha256:
             raise ValueError("sha256 does not match the data")
         self._mkdirs(path.parent)
-        meta = json.dumps(dataclasses.asdict(obj), ensure_ascii=False).encode("utf-8")
+        meta = json.dumps(dataclasses.asdict(dataclasses.replace(obj, filename=clip_filename(obj.filename))),
+                          ensure_ascii=False).encode("utf-8")
         _atomic_write(path, data)
         try:
             _atomic_write(self._meta_path(path), meta)

@@ -23,9 +23,8 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from ..config import S3StorageConfig
 from ..errors import StorageError
 from .base import (CHUNK_SIZE, RECORDS, StoredObject, Workers, check_key, check_range, check_record_name,
-                   content_disposition)
+                   content_disposition, metadata_of)
 
-_META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
 
 
 def _meta_name(field: str) -> str:
@@ -104,9 +103,7 @@ class S3Store:
         extra: dict[str, Any] = {
             "ContentType": obj.content_type,
             "ContentDisposition": content_disposition(obj.filename),
-            # S3 metadata travels as HTTP headers: ASCII only, so values are percent-encoded.
-            "Metadata": {_meta_name(k): urllib.parse.quote(str(getattr(obj, k)), safe="@<>.:-_ ")
-                         for k in _META_FIELDS if getattr(obj, k) is not None},
+            "Metadata": {_meta_name(k): v for k, v in metadata_of(obj).items()},
             **self._sse(),
         }
         if self._uploads is None:
