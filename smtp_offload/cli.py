@@ -74,13 +74,30 @@ def summary(cfg: config_mod.Config) -> str:
     ])
 
 
-async def _check_online(store) -> None:
-    from .storage import close_store
+async def _check_online(cfg) -> list[tuple[str, str | None]]:
+    """(where, problem or None) for every store in the config that lives on the network (the
+    default one and each storage.stores entry), each written to and read like `serve` does."""
+    from .app import describe_store
+    from .storage import close_store, open_store
+    from .storage.routed import stores_of
 
+    store = open_store(cfg)
+    results = []
     try:
-        await store.check()
+        for name, one in stores_of(store).items():
+            sc = cfg.storage.stores[name] if name else cfg.storage
+            if sc.backend is config_mod.Backend.LOCAL:
+                continue
+            where = f"storage {describe_store(cfg, name)}" if not name else \
+                f"storage.stores.{name} ({describe_store(cfg, name)})"
+            try:
+                await one.check()
+                results.append((where, None))
+            except StorageError as exc:
+                results.append((where, str(exc)))
     finally:
         await close_store(store)  # an async SDK client left open warns at exit
+    return results
 
 
 def cmd_check_config(args) -> int:
@@ -94,17 +111,16 @@ def cmd_check_config(args) -> int:
         return 2
     print(f"{cfg.source}: ok")
     print(summary(cfg))
-    if cfg.storage.backend in (config_mod.Backend.S3, config_mod.Backend.GCS, config_mod.Backend.AZURE) \
-            and not args.offline:
-        from .app import describe_store
-        from .storage import open_store
-
-        try:
-            asyncio.run(_check_online(open_store(cfg)))
-        except StorageError as exc:
-            print(f"smtp-offload: storage {describe_store(cfg)}: {exc}", file=sys.stderr)
+    if not args.offline:
+        failed = False
+        for where, problem in asyncio.run(_check_online(cfg)):
+            if problem:
+                print(f"smtp-offload: {where}: {problem}", file=sys.stderr)
+                failed = True
+            else:
+                print(f"{where}: reachable and writable")
+        if failed:
             return 1
-        print(f"storage {describe_store(cfg)}: reachable and writable")
     if args.show:
         print(json.dumps(config_mod.as_dict(cfg), indent=2))
     return 0

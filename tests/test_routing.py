@@ -175,3 +175,26 @@ def test_routes_round_trip_through_the_config_file(tmp_path):
     assert cfg.storage.routes == {"example.de": "eu", EU: "eu"}
     assert cfg.storage.stores["eu"].local.path == str(tmp_path / "eu")
     assert os.fspath(cfg.storage.local.path) == "var/store"
+
+
+def test_check_config_checks_every_named_store_online(tmp_path, s3server):
+    import subprocess
+    import sys
+
+    good = s3server.new_bucket()
+    path = tmp_path / "c.toml"
+    path.write_text(config_mod.dump_sections({
+        "storage": {"routes": {EU: "eu", US: "us"}},
+        "storage.local": {"path": str(tmp_path / "store")},
+        "storage.stores.eu": {"backend": "s3"},
+        "storage.stores.eu.s3": {"bucket": good, "endpoint_url": s3server.endpoint, "region": "us-east-1"},
+        "storage.stores.us": {"backend": "s3"},
+        "storage.stores.us.s3": {"bucket": "down-bucket", "endpoint_url": f"http://127.0.0.1:{free_port()}",
+                                 "region": "us-east-1", "connect_timeout": 1},
+    }))
+    r = subprocess.run([sys.executable, "-m", "smtp_offload", "check-config", "--config", str(path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert f"storage.stores.eu (s3://{good}/smtp-offload at {s3server.endpoint}): reachable and writable" in r.stdout
+    assert "smtp-offload: storage.stores.us (s3://down-bucket/" in r.stderr and "cannot reach" in r.stderr
+    assert "Traceback" not in r.stderr
