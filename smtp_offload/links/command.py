@@ -23,7 +23,7 @@ from smtp_offload.errors import ConfigError
 from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.secret import load_secrets
 from smtp_offload.links.service import LinkService
-from smtp_offload.storage import open_store
+from smtp_offload.storage import close_store, open_store
 
 
 def token_of(link: str | None) -> str | None:
@@ -43,12 +43,15 @@ def token_of(link: str | None) -> str | None:
 
 
 async def _run(service: LinkService, args: argparse.Namespace) -> dict[str, Any]:
-    token = token_of(args.link if args.link is not None else args.token)
-    if args.links_command == "refresh":
-        return (await service.refresh(token=token, key=args.key, ttl=args.ttl)).as_json()
-    if args.links_command == "revoke":
-        return {"revoked": await service.revoke(token=token, token_id=args.token_id)}
-    return await service.show(token)
+    try:
+        token = token_of(args.link if args.link is not None else args.token)
+        if args.links_command == "refresh":
+            return (await service.refresh(token=token, key=args.key, ttl=args.ttl)).as_json()
+        if args.links_command == "revoke":
+            return {"revoked": await service.revoke(token=token, token_id=args.token_id)}
+        return await service.show(token)
+    finally:
+        await close_store(service.store)  # an async SDK client left open warns at exit
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

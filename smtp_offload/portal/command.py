@@ -21,7 +21,7 @@ from ..api.keys import Refused
 from ..config import Config
 from ..errors import ConfigError, StorageError
 from ..links.secret import load_secrets
-from ..storage import open_store
+from ..storage import close_store, open_store
 
 
 def _portal(cfg: Config, log: Any):
@@ -38,6 +38,13 @@ def _portal(cfg: Config, log: Any):
 
 
 async def _run(portal, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        return await _command(portal, args)
+    finally:
+        await close_store(portal.records.store)  # an async SDK client left open warns at exit
+
+
+async def _command(portal, args: argparse.Namespace) -> dict[str, Any]:
     if args.portal_command == "create":
         fields = {"caseId": args.case, "to": args.to, "customerId": args.customer, "subject": args.subject,
                   "inReplyTo": args.in_reply_to, "ttlSeconds": args.ttl}
