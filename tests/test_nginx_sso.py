@@ -242,3 +242,7 @@ async def test_api_and_other_paths_are_not_behind_sso(make_proxy, sink, oauth2_s
             assert (await _get(http, base + internal))[0] == 404
         status, body = await _get(http, base + "/")  # where oauth2-proxy lands a fresh sign-in
         assert status == 200 and b"signed in" in body
+        # The customers' upload portal: its page's own script and style come through, no sign-in.
+        for asset, mark in (("portal.js", b"function"), ("portal.css", b"{")):
+            status, body = await _get(http, f"{base}/portal/static/{asset}")
+            assert status == 200 and mark in body and SIGN_IN_MARK.encode() not in body
