@@ -150,9 +150,13 @@ async def test_a_routed_customers_staged_and_sent_files_stay_in_their_store(tmp_
     assert len(await eu.list_records("portalstaged")) == 1  # the customer's bytes: in their region
     assert await default.list_records("portalstaged") == []
     assert await default.list_records("portal") == [f"portal/{s.id}.json"]  # the session: service state
+    # The route changes before Send (acme-eu now goes to the default store): the staged file is
+    # still found where it was put, and the sent one goes where acme-eu's files go now.
+    portal, cfg, store = _portal(tmp_path, sink.port, RoutedStore(default, {"eu": eu}, {}))
     await portal.send(s.id, "customer")
     await portal.settle()
     assert len(sink.messages) == 1
     (sent,) = [x for x in await portal.records.files(s.id)]
-    assert sent.storage_key.startswith("@eu/") and (await store.stat(sent.storage_key)).tenant == "acme-eu"
+    assert sent.staged_in == "eu" and not sent.storage_key.startswith("@")
+    assert (await store.stat(sent.storage_key)).tenant == "acme-eu"
     assert await eu.list_records("portalstaged") == []

@@ -185,7 +185,7 @@ class Portal:
                 return False
             await self.records.save(s.with_(revoked=True))
         for f in await self.records.files(sid):
-            await self.records.unstage(s, f.id)
+            await self.records.unstage(s, f)
         await self._forget_customer(s)
         self.log.info("portal_session", action="revoke", session=sid, case=s.case_id, by=by)
         return True
@@ -255,8 +255,8 @@ class Portal:
                 judged = f.with_(size=len(data), verdict=d.verdict.value, reason=d.reason,
                                  detected_type=j.detected_type, sha256=d.file.sha256, updated=time.time())
                 if d.verdict is Verdict.OFFLOAD:
-                    await self.records.stage(s, f.id, data)
-                    judged = judged.with_(state=FileState.RECEIVED, message=words.RECEIVED)
+                    where = await self.records.stage(s, f.id, data)
+                    judged = judged.with_(state=FileState.RECEIVED, message=words.RECEIVED, staged_in=where)
                 else:
                     judged = judged.with_(state=FileState.REFUSED,
                                           message=words.refusal(d.verdict, d.reason, j.detected_type, f.name))
@@ -276,7 +276,7 @@ class Portal:
             async with self._lock(s.id):
                 current = await self.records.load(s.id)
                 if current.state != State.OPEN and judged.state == FileState.RECEIVED:
-                    await self.records.unstage(s, f.id)
+                    await self.records.unstage(s, judged)
                     judged = judged.with_(state=FileState.REFUSED, message="not sent: it arrived after your files "
                                           "were sent to your case — please ask for a new upload link")
                     self.log.warning("portal_upload_late", session=s.id, file=f.id, state=current.state)
@@ -378,7 +378,7 @@ class Portal:
             return s
         self.log.info("portal_send", outcome="delivered", **fields)
         for f in sent:
-            await self.records.unstage(s, f.id)
+            await self.records.unstage(s, f)
         await self._forget_customer(s)
         return s
 
@@ -386,7 +386,7 @@ class Portal:
         """An accepted file out of staging: stored and linked like an offloaded attachment. The
         key follows the session and the file, so a retried promotion lands on the same object."""
         async with self._judging:
-            data = await self.records.staged(s, f.id)
+            data = await self.records.staged(s, f)
             d = await asyncio.to_thread(decide_file, data, f.name, f.declared, self.policy)
             del data
         if d.verdict is not Verdict.OFFLOAD:  # the policy changed since: judged again, refused now

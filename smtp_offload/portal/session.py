@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..storage.base import Store
-from ..storage.routed import store_for
+from ..storage.routed import named, store_for, stores_of
 
 _TOKEN_RE = re.compile(r"([0-9a-f]{20})\.([0-9a-f]{1,12})\.([A-Za-z0-9_-]{22})")
 SID_RE = re.compile(r"[0-9a-f]{20}")
@@ -134,6 +134,7 @@ class FileEntry:
     link: str = ""  # once promoted (at send)
     link_expires: int = 0
     storage_key: str = ""
+    staged_in: str = ""  # the store (storage.stores name, "" = default) holding the staged bytes
     updated: float = 0.0  # the last chunk's arrival, while uploading: an upload quiet too long is abandoned
 
     def as_json(self) -> dict[str, Any]:
@@ -201,18 +202,23 @@ class Records:
         return sorted(out, key=lambda f: (f.created, f.id))
 
     # A staged file is the customer's data: it waits in the store their files are routed to
-    # (storage.routes), not with the session records.
-    def _staging(self, s: Session) -> Store:
-        return store_for(self.store, s.customer)[1]
+    # (storage.routes), not with the session records. The file remembers that store, so a
+    # route changed meanwhile does not lose it.
+    async def stage(self, s: Session, fid: str, data: bytes) -> str:
+        """Stage the bytes; the name of the store they went to (FileEntry.staged_in)."""
+        name, store = store_for(self.store, s.customer)
+        await store.put_record(f"portalstaged/{s.id}-{fid}", data)
+        return name
 
-    async def stage(self, s: Session, fid: str, data: bytes) -> None:
-        await self._staging(s).put_record(f"portalstaged/{s.id}-{fid}", data)
+    async def staged(self, s: Session, f: FileEntry) -> bytes:
+        return await named(self.store, f.staged_in).get_record(f"portalstaged/{s.id}-{f.id}")
 
-    async def staged(self, s: Session, fid: str) -> bytes:
-        return await self._staging(s).get_record(f"portalstaged/{s.id}-{fid}")
-
-    async def unstage(self, s: Session, fid: str) -> None:
-        await self._staging(s).delete_record(f"portalstaged/{s.id}-{fid}")
+    async def unstage(self, s: Session, f: FileEntry) -> None:
+        try:
+            store = named(self.store, f.staged_in)
+        except KeyError:
+            return  # that store was removed from the config: nothing of it to delete here
+        await store.delete_record(f"portalstaged/{s.id}-{f.id}")
 
     async def open_sessions(self, customer: str, now: float) -> dict[str, int]:
         """sid -> expiry of the customer's sessions that have not expired."""
@@ -230,7 +236,7 @@ class Records:
 
     async def remove(self, s: Session) -> None:
         """Everything a session left in the store."""
-        for kind, store in (("portalfile", self.store), ("portalstaged", self._staging(s))):
+        for kind, store in [("portalfile", self.store), *(("portalstaged", x) for x in stores_of(self.store).values())]:
             for name in await store.list_records(kind, f"{s.id}-"):
                 await store.delete_record(name)
         await self.store.delete_record(f"portal/{s.id}.json")
