@@ -26,6 +26,7 @@ from smtp_offload.links import Grant, link_url, sign
 from smtp_offload.links.server import LinkServer
 from smtp_offload.links.service import AgentHeaders, valid_agent
 from smtp_offload.storage import LocalStore, StoredObject, make_key
+from tests.support.logs import RecordingLog
 
 SECRET = b"a" * 40
 API_KEY = "k" * 32
@@ -34,31 +35,6 @@ PAST = 1_700_000_000
 AGENT = "jane.doe@support.example.com"
 NAME = "Q3 <statement>.pdf"
 DATA = b"%PDF-1.7 the customer's statement"
-
-
-class RecordingLog:
-    """A structlog-compatible logger that keeps what it is given."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def _record(self, level: str, event: str, **fields: Any) -> None:
-        self.events.append({"level": level, "event": event, **fields})
-
-    def debug(self, event: str, **kw: Any) -> None:
-        self._record("debug", event, **kw)
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._record("info", event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._record("warning", event, **kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._record("error", event, **kw)
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == event]
 
 
 class Env:

@@ -20,9 +20,9 @@ from smtp_offload.storage.azure import AzureStore
 from tests.support import samples
 from tests.support.azurite import ACCOUNT, ACCOUNT_KEY, azure_config, azure_down_config
 from tests.support.http import get
-from tests.support.mail import attachment, message, multipart, text
-from tests.support.proc import Proxy, write_config
-from tests.support.relayed import LINK, attachment_payloads, body_text
+from tests.support.mail import big_message
+from tests.support.proc import refused_start, write_config
+from tests.support.relayed import LINK, assert_fails_open, attachment_payloads, body_text
 
 
 def new_object(store: AzureStore, data: bytes, name: str, **kw) -> StoredObject:
@@ -252,10 +252,6 @@ def azure_overrides(azurite, container: str, **links) -> dict:
             **({"links": links} if links else {})}
 
 
-def big_message(size: int = 300_000, name: str = "scan.pdf") -> tuple[bytes, bytes]:
-    data = samples.big_pdf(size)
-    return message(multipart(text(), attachment(data, name, "application/pdf"))), data
-
 
 def test_redirect_mode_sends_each_click_to_a_short_sas_url(make_proxy, sink, azurite):
     container = azurite.new_container()
@@ -291,24 +287,16 @@ def test_presigned_mode_puts_the_sas_url_in_the_mail(make_proxy, sink, azurite):
 
 
 def test_a_missing_container_stops_the_start_with_one_line(tmp_path, sink, azurite):
-    p = Proxy(tmp_path, sink.port, azure_overrides(azurite, "no-such-container"))
-    with pytest.raises(RuntimeError):
-        p.start()
-    p.stop()
-    out = p.log_path.read_text()
-    assert "azure://no-such-container/offload" in out and "does not exist" in out and "Traceback" not in out
+    out = refused_start(tmp_path, sink.port, azure_overrides(azurite, "no-such-container"))
+    assert "azure://no-such-container/offload" in out and "does not exist" in out
 
 
 def test_presigned_mode_refuses_to_start_on_a_store_that_cannot_sign(tmp_path, sink, azurite):
     container = azurite.new_container()
     overrides = azure_overrides(azurite, container, mode="presigned", ttl_seconds=3600)
     overrides["storage.azure"]["connection_string"] = sas_connection_string(azurite, container)
-    p = Proxy(tmp_path, sink.port, overrides)
-    with pytest.raises(RuntimeError):
-        p.start()
-    p.stop()
-    out = p.log_path.read_text()
-    assert 'links.mode = "presigned"' in out and "AccountKey" in out and "Traceback" not in out
+    out = refused_start(tmp_path, sink.port, overrides)
+    assert 'links.mode = "presigned"' in out and "AccountKey" in out
 
 
 def test_a_down_store_fails_open(make_proxy, sink):
@@ -317,11 +305,7 @@ def test_a_down_store_fails_open(make_proxy, sink):
                         "storage.azure": {"container": down.container, "connection_string": down.connection_string,
                                           "connect_timeout": 1, "read_timeout": 1},
                         "policy": {"offload_over_bytes": 50_000}})
-    assert proxy.events("storage_unavailable_at_start")
-    msg, data = big_message()
-    assert proxy.send(msg)[0] == 250
-    got = sink.messages[0].content
-    assert attachment_payloads(got) == {"scan.pdf": data}
+    assert_fails_open(proxy, sink, *big_message())
 
 
 def test_check_config_checks_azure_online(tmp_path, azurite):

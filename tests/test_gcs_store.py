@@ -22,9 +22,9 @@ from smtp_offload.storage.gcs import GcsStore
 from tests.support import samples
 from tests.support.gcs import gcs_config, gcs_down_config, service_account_key
 from tests.support.http import get
-from tests.support.mail import attachment, message, multipart, text
-from tests.support.proc import Proxy
-from tests.support.relayed import LINK, attachment_payloads, body_text
+from tests.support.mail import big_message
+from tests.support.proc import refused_start
+from tests.support.relayed import LINK, assert_fails_open, attachment_payloads, body_text
 
 UNICODE_NAME = "Отчёт №5 – Müller 報告.pdf"
 
@@ -239,10 +239,6 @@ def gcs_overrides(cfg, **links) -> dict:
             **({"links": links} if links else {})}
 
 
-def big_message(size: int = 300_000, name: str = "scan.pdf") -> tuple[bytes, bytes]:
-    data = samples.big_pdf(size)
-    return message(multipart(text(), attachment(data, name, "application/pdf"))), data
-
 
 def offloaded_link(sink) -> str:
     got = sink.messages[0].content
@@ -308,33 +304,18 @@ def test_presigned_mode_puts_the_signed_url_in_the_mail(make_proxy, sink, gcs_em
 
 def test_presigned_mode_without_a_signing_key_stops_the_start(tmp_path, sink, gcs_emulator):
     cfg = gcs_config(gcs_emulator, signing=False)
-    p = Proxy(tmp_path, sink.port, gcs_overrides(cfg, mode="presigned", ttl_seconds=3600),
-              env={"GOOGLE_APPLICATION_CREDENTIALS": ""})
-    with pytest.raises(RuntimeError):
-        p.start()
-    p.stop()
-    out = p.log_path.read_text()
-    assert "cannot sign URLs" in out and "storage.gcs.credentials_file" in out and "Traceback" not in out
+    out = refused_start(tmp_path, sink.port, gcs_overrides(cfg, mode="presigned", ttl_seconds=3600), env={"GOOGLE_APPLICATION_CREDENTIALS": ""})
+    assert "cannot sign URLs" in out and "storage.gcs.credentials_file" in out
 
 
 def test_wrong_bucket_stops_the_start_with_one_line(tmp_path, sink, gcs_emulator):
     cfg = gcs_config(gcs_emulator)
     cfg.bucket = "no-such-bucket-x"
-    p = Proxy(tmp_path, sink.port, gcs_overrides(cfg))
-    with pytest.raises(RuntimeError):
-        p.start()
-    p.stop()
-    out = p.log_path.read_text()
-    assert "gs://no-such-bucket-x/offload" in out and "does not exist" in out and "Traceback" not in out
+    out = refused_start(tmp_path, sink.port, gcs_overrides(cfg))
+    assert "gs://no-such-bucket-x/offload" in out and "does not exist" in out
 
 
 def test_unreachable_store_fails_open(make_proxy, sink, gcs_emulator):
     overrides = gcs_overrides(gcs_down_config())
     overrides["storage.gcs"]["timeout"] = 1
-    proxy = make_proxy(overrides)
-    assert proxy.events("storage_unavailable_at_start")
-    msg, data = big_message()
-    assert proxy.send(msg)[0] == 250
-    got = sink.messages[0].content
-    assert attachment_payloads(got) == {"scan.pdf": data}
-    assert b"X-Smtp-Offload-Warning: offload failed" in got
+    assert_fails_open(make_proxy(overrides), sink, *big_message())

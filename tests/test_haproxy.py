@@ -25,6 +25,7 @@ from tests.support.env import missing
 from tests.support.http import get
 from tests.support.mail import attachment, message, multipart, text
 from tests.support.net import free_port, wait_port
+from tests.support.proc import stop_process
 from tests.support.relayed import LINK, attachment_payloads
 
 CLIENT = "127.0.0.2"  # the client's own source address; HAProxy connects from 127.0.0.1
@@ -159,12 +160,7 @@ backend proxies
 
     yield start
     for proc, log in started:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
         log.close()
 
 

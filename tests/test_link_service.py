@@ -6,7 +6,6 @@ the `links` command line and the audit events.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from smtp_offload.storage import LocalStore, StoredObject, make_key
 from tests.support.mail import attachment, message, multipart, text
 from tests.support.relayed import LINK, body_text
 from tests.support.samples import big_pdf as samples_pdf
+from tests.support.logs import RecordingLog
 
 SECRET = b"n" * 40  # signs
 OLD = b"o" * 40  # verifies only (rotated out)
@@ -43,39 +43,6 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 FUTURE = 4_000_000_000
 PAST = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 NAME = "<b>x</b>&.pdf"
-
-
-class RecordingLog:
-    """A structlog-compatible logger that keeps what it is given (the injected audit sink)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def _record(self, level: str, event: str, **fields: Any) -> None:
-        self.events.append({"level": level, "event": event, **fields})
-
-    def debug(self, event: str, **kw: Any) -> None:
-        self._record("debug", event, **kw)
-
-    def info(self, event: str, **kw: Any) -> None:
-        self._record("info", event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self._record("warning", event, **kw)
-
-    def error(self, event: str, **kw: Any) -> None:
-        self._record("error", event, **kw)
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == event]
-
-    async def settle(self) -> None:
-        """The server logs after the last byte is sent, so the client can be a moment ahead."""
-        for _ in range(200):
-            before = len(self.events)
-            await asyncio.sleep(0.01)
-            if len(self.events) == before:
-                return
 
 
 @dataclass

@@ -7,13 +7,11 @@ import re
 import time
 import urllib.parse
 
-import pytest
-
-from tests.support import samples
 from tests.support.http import get
-from tests.support.mail import attachment, message, multipart, text
+from tests.support.mail import big_message
 from tests.support.net import free_port
-from tests.support.relayed import LINK, attachment_payloads, body_text
+from tests.support.proc import refused_start
+from tests.support.relayed import LINK, assert_fails_open, attachment_payloads, body_text
 
 
 def s3_overrides(s3server, bucket: str, **links) -> dict:
@@ -27,10 +25,6 @@ def s3_overrides(s3server, bucket: str, **links) -> dict:
 def stored_keys(s3server, bucket: str) -> list[str]:
     return [k for k in s3server.keys(bucket) if "/." not in k]
 
-
-def big_message(size: int = 300_000, name: str = "scan.pdf") -> tuple[bytes, bytes]:
-    data = samples.big_pdf(size)
-    return message(multipart(text(), attachment(data, name, "application/pdf"))), data
 
 
 def test_redirect_mode_mints_a_fresh_short_url_per_click(make_proxy, sink, s3server):
@@ -111,24 +105,11 @@ def test_tenant_segment_from_recipient_domain(make_proxy, sink, s3server):
 def test_s3_unreachable_fails_open(make_proxy, sink, s3server):
     overrides = s3_overrides(s3server, "any-bucket")
     overrides["storage.s3"].update(endpoint_url=f"http://127.0.0.1:{free_port()}", connect_timeout=1, read_timeout=1)
-    proxy = make_proxy(overrides)
-    assert proxy.events("storage_unavailable_at_start")
-    msg, data = big_message()
-    assert proxy.send(msg)[0] == 250
-    got = sink.messages[0].content
-    assert attachment_payloads(got) == {"scan.pdf": data}
-    assert b"X-Smtp-Offload-Warning: offload failed" in got
+    assert_fails_open(make_proxy(overrides), sink, *big_message())
 
 
 def test_wrong_bucket_stops_the_start_with_one_line(tmp_path, s3server, sink):
-    from tests.support.proc import Proxy
-
-    p = Proxy(tmp_path, sink.port, s3_overrides(s3server, "no-such-bucket-x"))
-    with pytest.raises(RuntimeError) as err:
-        p.start()
-    p.stop()
-    out = p.log_path.read_text()
-    assert "does not exist" in out and "Traceback" not in out
+    assert "does not exist" in refused_start(tmp_path, sink.port, s3_overrides(s3server, "no-such-bucket-x"))
 
 
 def test_presigned_mode_warns_about_temporary_credentials(make_proxy, sink, s3server):

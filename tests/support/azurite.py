@@ -19,6 +19,7 @@ import pytest
 from smtp_offload.config import AzureStorageConfig
 from tests.support.env import ROOT, missing
 from tests.support.net import free_port
+from tests.support.proc import stop_process
 
 AZURITE_BLOB = ROOT / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 # The emulator's one account and its published key (the same in every Azurite, not a secret).
@@ -94,7 +95,7 @@ def azurite() -> Iterator[Azurite]:
             _wait(endpoint, proc, log)
             break
         except (RuntimeError, TimeoutError):
-            _stop(proc)
+            stop_process(proc)
             # free_port() gave a port someone else took before Azurite bound it: another port.
             if attempt == 2 or "EADDRINUSE" not in log.read_text(errors="replace"):
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -102,18 +103,8 @@ def azurite() -> Iterator[Azurite]:
     try:
         yield Azurite(endpoint, proc)
     finally:
-        _stop(proc)
+        stop_process(proc)
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def azure_config(azurite: Azurite, prefix: str = "t") -> AzureStorageConfig:

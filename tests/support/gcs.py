@@ -30,6 +30,7 @@ import pytest
 from smtp_offload.config import GcsStorageConfig
 from tests.support.env import missing
 from tests.support.net import free_port
+from tests.support.proc import stop_process
 
 
 @dataclass
@@ -80,25 +81,15 @@ def start_emulator(log: Path) -> GcsEmulator:
             if _answers(endpoint):
                 return GcsEmulator(endpoint, proc)
             time.sleep(0.1)
-        stop_emulator(proc)
+        stop_process(proc)
     raise RuntimeError(f"gcp-storage-emulator did not start; its output:\n{log.read_text(errors='replace')[-2000:]}")
-
-
-def stop_emulator(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
 def gcs_emulator(tmp_path_factory) -> GcsEmulator:
     emulator = start_emulator(tmp_path_factory.mktemp("gcs") / "emulator.log")
     yield emulator
-    stop_emulator(emulator.proc)
+    stop_process(emulator.proc)
 
 
 def gcs_config(gcs_emulator: GcsEmulator, prefix: str = "t", *, signing: bool = True, **extra) -> GcsStorageConfig:

@@ -164,6 +164,31 @@ class Proxy:
             return c.data(message)
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 15) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def refused_start(tmp: Path, downstream_port: int, overrides: dict[str, dict],
+                  env: dict[str, str] | None = None) -> str:
+    """Start a proxy that must refuse to start; its log (which says why, without a traceback)."""
+    import pytest
+
+    p = Proxy(tmp, downstream_port, overrides, env)
+    with pytest.raises(RuntimeError):
+        p.start()
+    p.stop()
+    out = p.log_path.read_text()
+    assert "Traceback" not in out
+    return out
+
+
 def assert_clean_log(proxy: Proxy) -> None:
     """Turning a connection away or cutting it off is not an error: nothing logged as one."""
     assert not [e for e in proxy.events() if e.get("level") in ("error", "critical")]

@@ -68,3 +68,13 @@ def relay(proxy, sink, msg: bytes) -> bytes:
 def assert_exe_gone(got: bytes) -> None:
     assert EXE not in b"".join(leaf_payloads(got))
     assert b64(EXE)[:76] not in got
+
+
+def assert_fails_open(proxy, sink, msg: bytes, data: bytes, name: str = "scan.pdf") -> None:
+    """Storage down from the start: the proxy said so and started anyway, and a message whose
+    file should have been offloaded is relayed with the file kept in it, and a warning."""
+    assert proxy.events("storage_unavailable_at_start")
+    assert proxy.send(msg)[0] == 250
+    got = sink.messages[-1].content
+    assert attachment_payloads(got) == {name: data}
+    assert b"X-Smtp-Offload-Warning: offload failed" in got
