@@ -119,18 +119,6 @@ async def test_absent_objects(gcs_emulator):
     await store.close()
 
 
-async def test_put_refuses_data_that_disagrees_with_its_description(gcs_emulator):
-    store = GcsStore(gcs_config(gcs_emulator))
-    obj = new_object(store, b"abc", "a.txt", content_type="text/plain")
-    with pytest.raises(ValueError):
-        await store.put(b"abcd", obj)
-    with pytest.raises(ValueError):
-        await store.put(b"abd", obj)
-    with pytest.raises(KeyError):
-        await store.stat(obj.key)
-    await store.close()
-
-
 async def test_check_writes_and_removes_its_probe(gcs_emulator):
     cfg = gcs_config(gcs_emulator, prefix="offload")
     store = GcsStore(cfg)
@@ -222,7 +210,6 @@ def gcs_overrides(cfg, **links) -> dict:
                             **({"credentials_file": cfg.credentials_file} if cfg.credentials_file else {})},
             "policy": {"offload_over_bytes": 50_000},
             **({"links": links} if links else {})}
-
 
 
 def offloaded_link(sink) -> str:

@@ -30,10 +30,12 @@ ROUTED_TENANT = "acme-eu"  # the routed backend sends this tenant's files to its
 @dataclass(frozen=True)
 class Caps:
     presign: bool  # makes URLs that download the object without us
+    checks_sha256: bool  # refuses data whose sha256 is not the one described (S3 trusts the caller)
 
 
-CAPABILITIES = {"local": Caps(presign=False), "s3": Caps(presign=True), "azure": Caps(presign=True),
-                "gcs": Caps(presign=True), "routed": Caps(presign=False)}
+CAPABILITIES = {"local": Caps(presign=False, checks_sha256=True), "s3": Caps(presign=True, checks_sha256=False),
+                "azure": Caps(presign=True, checks_sha256=True), "gcs": Caps(presign=True, checks_sha256=True),
+                "routed": Caps(presign=False, checks_sha256=True)}
 
 
 def _s3(s3server, **kw) -> Store:
@@ -180,10 +182,16 @@ async def test_a_bad_range_is_refused(store):
             await read(store, stored.key, start, end)
 
 
-async def test_a_size_that_disagrees_with_the_data_is_refused(store):
+async def test_data_that_disagrees_with_its_description_is_refused_and_not_stored(store, backend):
     data = payload(100)
+    obj = new_object(store, data)
     with pytest.raises(ValueError):
-        await store.put(data, replace(new_object(store, data), size=99))
+        await store.put(data, replace(obj, size=99))
+    if CAPABILITIES[backend].checks_sha256:  # a wrong hash would be shown to agents as the file's
+        with pytest.raises(ValueError):
+            await store.put(data[:-1] + b"x", obj)
+    with pytest.raises(KeyError):
+        await store.stat(obj.key)
 
 
 # -- missing objects and bad keys --------------------------------------------------------------
