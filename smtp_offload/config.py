@@ -346,6 +346,10 @@ class LinksConfig(_Options):
     # Without a trusted identity, the link page explains how to sign in instead of serving the file.
     require_agent: bool = False
     sign_in_url: str = ""  # where that page sends the agent (e.g. the proxy's /oauth2/start); "" = none
+    # Links in mail as <base_url>/f/<id>: a short random id whose grant is kept in the store
+    # (under 100 characters with a 30-character base_url). false: the older self-contained
+    # signed tokens (a few hundred characters). Links of either kind keep working until they expire.
+    short: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -371,6 +375,33 @@ class AuthConfig:
 
 
 @dataclass
+class AdminConfig(_Options):
+    # /metrics, /healthz and /readyz on an address of their own, apart from the public link
+    # pages (then the links listener no longer serves /metrics and /readyz). "" = on links.listen,
+    # as before. With server.workers > 1, worker i listens on this port + i.
+    listen: str = ""
+
+
+@dataclass
+class NoticesConfig(_Options):
+    # The text put into changed messages (smtp_offload/notices/templates/<language>/).
+    language: str = "en"  # "en" or "de", or any language templates_dir holds
+    # A directory of your own templates: <language>/<template name> there wins over the shipped
+    # one of the same name, so one file can be changed and the rest kept.
+    templates_dir: str = ""
+
+
+@dataclass
+class BrandingConfig(_Options):
+    # The link pages and the upload portal: whose service this is.
+    name: str = ""  # in page titles and headings, e.g. "Example Insurance"; "" = none
+    logo_file: str = ""  # PNG, JPEG, GIF or SVG up to 256 KiB, embedded in the pages
+    accent_colour: str = "#1f5fbf"  # buttons and links: #rgb or #rrggbb
+    support_text: str = ""  # a line on every page, e.g. "Questions? The service desk: 0800 123 456"
+    support_url: str = ""  # where that line links to (https://, mailto: or tel:)
+
+
+@dataclass
 class LogConfig(_Options):
     format: LogFormat = LogFormat.JSON
     level: LogLevel = LogLevel.INFO
@@ -386,6 +417,9 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    notices: NoticesConfig = field(default_factory=NoticesConfig)
+    branding: BrandingConfig = field(default_factory=BrandingConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = field(default="<embedded default>", metadata={"internal": True})
 
@@ -622,6 +656,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError("links.require_agent: needs links.trusted_proxies (the SSO proxy that names the agent)")
     if links.sign_in_url and not links.sign_in_url.startswith(("http://", "https://", "/")):
         raise ConfigError(f"links.sign_in_url: expected an http(s) URL or a path, got {links.sign_in_url!r}")
+    _validate_admin(cfg)
+    _validate_notices(cfg.notices)
+    _validate_branding(cfg.branding)
     hold = cfg.policy.hold
     if hold.quarantine_sender and not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", hold.quarantine_sender):
         raise ConfigError(f"policy.quarantine_sender: expected an address like postmaster@example.com, "
@@ -783,6 +820,21 @@ def dump_sections(sections: dict[str, dict[str, typing.Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_toml(values: dict[str, typing.Any], prefix: str = "") -> str:
+    """A config table (as `table` or `as_dict` give it) as a TOML document, one [section] per
+    table (check-config --show, config/default.toml)."""
+    out: list[str] = []
+    scalars = [(k, v) for k, v in values.items() if not isinstance(v, dict)]
+    if scalars and prefix:
+        out.append(f"\n[{prefix}]")
+    out += [f"{k} = {toml_value(v)}" for k, v in scalars]
+    for k, v in values.items():
+        if isinstance(v, dict):
+            key = k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+            out.append(to_toml(v, f"{prefix}.{key}" if prefix else key).rstrip("\n"))
+    return "\n".join(line for line in out if line) + "\n" if out else ""
+
+
 def as_dict(cfg: Config) -> dict:
     """The effective config with secrets masked (for check-config)."""
     out = table(cfg)
@@ -794,6 +846,71 @@ def as_dict(cfg: Config) -> dict:
         if store["azure"]["connection_string"]:
             store["azure"]["connection_string"] = "********"
     return out
+
+
+def _validate_admin(cfg: Config) -> None:
+    if not cfg.admin.listen:
+        return
+    host, port = parse_hostport("admin.listen", cfg.admin.listen)
+    if port + cfg.server.workers - 1 > 65535:
+        raise ConfigError(f"admin.listen: port {port} + server.workers is past 65535")
+    for key, other in (("links.listen", cfg.links.listen), ("server.listen", cfg.server.listen)):
+        if parse_hostport(key, other)[1] == port and port != 0:
+            raise ConfigError(f"admin.listen: port {port} is already {key}'s")
+
+
+NOTICE_TEMPLATES = Path(__file__).resolve().parent / "notices" / "templates"  # one directory per language
+
+
+def _validate_notices(n: NoticesConfig) -> None:
+    if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?", n.language):
+        raise ConfigError(f'notices.language: expected a language tag like "en" or "de", got {n.language!r}')
+    dirs = [NOTICE_TEMPLATES]
+    if n.templates_dir:
+        if not Path(n.templates_dir).is_dir():
+            raise ConfigError(f"notices.templates_dir: not a directory: {n.templates_dir}")
+        dirs.insert(0, Path(n.templates_dir))
+    if not any((d / n.language).is_dir() for d in dirs):
+        shipped = sorted(p.name for p in NOTICE_TEMPLATES.iterdir() if p.is_dir()) if NOTICE_TEMPLATES.is_dir() else []
+        raise ConfigError(f"notices.language: no templates for {n.language!r} (shipped: {', '.join(shipped)}"
+                          + (f"; none in {n.templates_dir}/{n.language}" if n.templates_dir else "") + ")")
+
+
+MAX_LOGO_BYTES = 256 * 1024
+_LOGO_TYPES = {b"\x89PNG\r\n\x1a\n": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF87a": "image/gif",
+               b"GIF89a": "image/gif"}
+
+
+def logo_type(data: bytes) -> str | None:
+    """The image type of a branding logo by its bytes (PNG, JPEG, GIF, SVG), or None."""
+    for magic, ctype in _LOGO_TYPES.items():
+        if data.startswith(magic):
+            return ctype
+    head = data[:1024].lstrip().lower()
+    if head.startswith((b"<svg", b"<?xml")) and b"<svg" in data[:4096].lower():
+        return "image/svg+xml"
+    return None
+
+
+def _validate_branding(b: BrandingConfig) -> None:
+    if not re.fullmatch(r"#(?:[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6})", b.accent_colour):
+        raise ConfigError(f'branding.accent_colour: expected a colour like "#1f5fbf", got {b.accent_colour!r}')
+    for key in ("name", "support_text"):
+        value = getattr(b, key)
+        if len(value) > 300 or not value.isprintable():
+            raise ConfigError(f"branding.{key}: expected one printable line of at most 300 characters")
+    if b.support_url and not b.support_url.startswith(("https://", "http://", "mailto:", "tel:")):
+        raise ConfigError(f"branding.support_url: expected an https://, mailto: or tel: URL, got {b.support_url!r}")
+    if b.logo_file:
+        try:
+            with open(b.logo_file, "rb") as fh:
+                data = fh.read(MAX_LOGO_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"branding.logo_file: cannot read {b.logo_file}: {exc.strerror}") from None
+        if len(data) > MAX_LOGO_BYTES:
+            raise ConfigError(f"branding.logo_file: larger than 256 KiB: {b.logo_file}")
+        if logo_type(data) is None:
+            raise ConfigError(f"branding.logo_file: not a PNG, JPEG, GIF or SVG image: {b.logo_file}")
 
 
 def _validate_portal(p: PortalConfig) -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import platform
 import time
 from typing import Any, Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the link server)
-from prometheus_client import ProcessCollector
+from prometheus_client import ProcessCollector, disable_created_metrics
+
+from . import __version__
 
 from .model import Verdict
 from .storage.routed import stores_of
@@ -29,6 +32,11 @@ BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 REFUSAL_REASONS = ("max_sessions", "busy", "shutting_down", "data_timeout", "too_big", "line_too_long",
                    "relay_denied", "too_many_recipients", "proxy_header",
                    "command_timeout", "envelope_timeout", "max_sessions_per_client", "tls_failed")
+# Every counter's `_created` twin doubles the series for no use (rate() needs none of them).
+disable_created_metrics()
+# Why the link server refused a page or a download (links.outcomes kinds, and agent_required).
+LINK_REFUSALS = ("bad_token", "expired", "revoked", "gone", "invalid_request", "storage_unavailable",
+                 "agent_required")
 QUARANTINE_ACTIONS = ("hold", "hold_failed", "release", "delete", "purge")
 _STORAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _DOWNSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -84,7 +92,25 @@ class Metrics:
             PREFIX + "quarantine", "Quarantine actions (smtp_offload/quarantine), by action: hold (a stripped file "
             "kept), hold_failed (stripped, not kept: the store failed), release, delete, purge (retention).",
             ["action"], registry=r)
+        self._link_views = Counter(
+            PREFIX + "link_views", "Link landing pages shown (200) to agents; refusals are counted apart.", registry=r)
+        self._link_downloads = Counter(
+            PREFIX + "link_downloads", "Downloads started from a link, by how (presigned: redirected to the "
+            "store's short-lived URL; stream: the bytes sent by the link server).", ["via"], registry=r)
+        self._link_refusals = Counter(
+            PREFIX + "link_refusals", "Link pages and downloads refused, by reason (" + "|".join(LINK_REFUSALS) + ").",
+            ["reason"], registry=r)
+        self._api_requests = Counter(
+            PREFIX + "api_requests", "Calls to /api/v1/..., by route (its template, e.g. /api/v1/jobs/{id}; "
+            "unmatched for unknown paths) and HTTP status.", ["route", "status"], registry=r)
+        build = Gauge(PREFIX + "build_info", "Always 1; the labels say which smtp-offload and Python run.",
+                      ["version", "python"], registry=r)
+        build.labels(__version__, platform.python_version()).set(1)
         # Series that exist from the start read 0 instead of being absent.
+        for reason in LINK_REFUSALS:
+            self._link_refusals.labels(reason)
+        for via in ("presigned", "stream"):
+            self._link_downloads.labels(via)
         for action in QUARANTINE_ACTIONS:
             self._quarantine.labels(action)
         for result in ("received", "refused", "failed"):
@@ -126,6 +152,18 @@ class Metrics:
 
     def quarantine(self, action: str) -> None:
         self._quarantine.labels(action).inc()
+
+    def link_view(self) -> None:
+        self._link_views.inc()
+
+    def link_download(self, via: str) -> None:
+        self._link_downloads.labels(via).inc()
+
+    def link_refused(self, reason: str) -> None:
+        self._link_refusals.labels(reason).inc()
+
+    def api_request(self, route: str, status: int) -> None:
+        self._api_requests.labels(route, str(status)).inc()
 
     def refused(self, reason: str) -> None:
         self._refusals.labels(reason).inc()

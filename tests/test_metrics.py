@@ -63,7 +63,8 @@ def test_counters_and_histograms_follow_the_messages(make_proxy, sink):
     assert m("smtp_offload_refusals_total", reason="relay_denied") == 1
     assert m("smtp_offload_refusals_total", reason="max_sessions") == 0
     # every family of ours has HELP text and the prefix; the process's own are there too
-    ours = [f for name, f in m.families.items() if name.startswith("smtp_offload_") and not name.endswith("_created")]
+    ours = [f for name, f in m.families.items() if name.startswith("smtp_offload_")]
+    assert not [s.name for f in m.families.values() for s in f.samples if s.name.endswith("_created")]
     assert {f.name: f.type for f in ours} == {
         "smtp_offload_messages": "counter", "smtp_offload_attachments": "counter",
         "smtp_offload_offloaded_bytes": "counter", "smtp_offload_refusals": "counter",
@@ -72,7 +73,10 @@ def test_counters_and_histograms_follow_the_messages(make_proxy, sink):
         "smtp_offload_quarantine": "counter",
         "smtp_offload_storage_put_seconds": "histogram", "smtp_offload_downstream_data_seconds": "histogram",
         "smtp_offload_storage_breaker_state": "gauge", "smtp_offload_smtp_sessions": "gauge",
-        "smtp_offload_messages_in_flight": "gauge", "smtp_offload_inflight_bytes": "gauge"}
+        "smtp_offload_messages_in_flight": "gauge", "smtp_offload_inflight_bytes": "gauge",
+        "smtp_offload_link_views": "counter", "smtp_offload_link_downloads": "counter",
+        "smtp_offload_link_refusals": "counter", "smtp_offload_api_requests": "counter",
+        "smtp_offload_build_info": "gauge"}
     assert all(f.documentation for f in ours)
     assert m("process_open_fds") > 0
 

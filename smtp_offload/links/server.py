@@ -76,13 +76,14 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
     # Read whole: JSON (under 64 KiB, api.protocol.read_small) and the portal's resumable chunks
     # (aiohttp-tus reads each whole: portal.chunk_bytes). Uploads are streamed (api.body).
     limit = max(api.MAX_BODY_BYTES, portal.cfg.chunk_bytes + 65536 if portal is not None else 0)
-    app = web.Application(client_max_size=limit, middlewares=[json_errors])
+    app = web.Application(client_max_size=limit, middlewares=[_count_api, json_errors])
     service = LinkService(store, secrets, cfg_links)
     app[_SERVICE], app[_LOG] = service, log
+    if metrics is not None:
+        app[_METRICS] = metrics
     app[_AGENTS] = AgentHeaders(cfg_links)
     app.router.add_get("/healthz", _healthz)
     if metrics is not None:
-        app[_METRICS] = metrics
         app.router.add_get("/metrics", _metrics)
     if readiness is not None:
         app[_READINESS] = readiness
@@ -143,6 +144,26 @@ class LinkServer:
         return self._port
 
 
+@web.middleware
+async def _count_api(request: web.Request, handler: Any) -> web.StreamResponse:
+    """API calls by route and status (smtp_offload_api_requests_total), errors included."""
+    if not request.path.startswith("/api/") or _METRICS not in request.app:
+        return await handler(request)
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        # The template, never the path itself: ids and tokens would make a series each.
+        route = resource.canonical if resource is not None else "unmatched"
+        request.app[_METRICS].api_request(route, status)
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -186,8 +207,17 @@ class _Audit:
         self.fields.update(message_id=obj.message_id, tenant=obj.tenant, customer=obj.tenant,
                            filename=obj.filename, size=obj.size, sha256=obj.sha256 or None)
 
-    def emit(self, log: Any, event: str, status: int) -> None:
-        (log.warning if status >= 500 else log.info)(event, status=status, **self.fields)
+    def emit(self, request: web.Request, event: str, status: int) -> None:
+        (request.app[_LOG].warning if status >= 500 else request.app[_LOG].info)(event, status=status, **self.fields)
+        metrics = request.app.get(_METRICS)
+        if metrics is None:
+            return
+        if self.fields.get("refusal"):
+            metrics.link_refused(self.fields["refusal"])
+        elif event == "link_view" and status == 200:
+            metrics.link_view()
+        elif event == "link_download" and self.fields.get("via"):
+            metrics.link_download(self.fields["via"])
 
 
 def _peer(request: web.Request) -> str | None:
@@ -273,7 +303,7 @@ async def _landing(request: web.Request) -> web.Response:
         status = resp.status
         return resp
     finally:
-        audit.emit(request.app[_LOG], "link_view", status)
+        audit.emit(request, "link_view", status)
 
 
 async def _download(request: web.Request) -> web.StreamResponse:
@@ -302,7 +332,7 @@ async def _download(request: web.Request) -> web.StreamResponse:
             audit.fields["aborted"] = aborted
         return resp
     finally:
-        audit.emit(request.app[_LOG], "link_download", status)
+        audit.emit(request, "link_download", status)
 
 
 async def _presign_or_open(service: LinkService, obj: StoredObject,
