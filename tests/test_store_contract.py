@@ -132,7 +132,8 @@ async def test_put_then_stat_gives_back_every_field(store, backend):
     for tenant in tenants(backend):
         data = payload(70_000)
         obj = new_object(store, data, tenant=tenant, message_id="<m1@sender.test>", sender="kunde@sender.test",
-                         date="2026-11-30T10:00:00+00:00")
+                         date="2026-11-30T10:00:00+00:00", from_header="Jürgen Müller <kunde@sender.test>",
+                         subject="Schaden 4711: Fotos – 損傷の写真 %41 <b>")
         stored = await store.put(data, obj)
         back = await store.stat(stored.key)
         assert back == stored
@@ -140,13 +141,15 @@ async def test_put_then_stat_gives_back_every_field(store, backend):
             "Rechnung Nr. 5 – Müller.pdf", len(data), hashlib.sha256(data).hexdigest(), "application/pdf", tenant)
         assert (back.message_id, back.sender, back.date) == ("<m1@sender.test>", "kunde@sender.test",
                                                               "2026-11-30T10:00:00+00:00")
+        assert (back.from_header, back.subject) == ("Jürgen Müller <kunde@sender.test>",
+                                                    "Schaden 4711: Fotos – 損傷の写真 %41 <b>")
 
 
 async def test_metadata_that_is_absent_stays_absent(store):
     data = b"%PDF-1.4 small"
     stored = await store.put(data, new_object(store, data, "plain.pdf"))
     back = await store.stat(stored.key)
-    assert (back.message_id, back.sender, back.date, back.tenant) == (None, None, None, None)
+    assert (back.message_id, back.sender, back.date, back.tenant, back.from_header, back.subject) == (None,) * 6
 
 
 async def test_get_returns_the_same_bytes_in_chunks(store, backend):
@@ -385,9 +388,15 @@ async def test_a_hung_store_does_not_stall_the_others(which, tmp_path, request):
 
 async def test_a_hostile_file_name_is_stored_and_its_metadata_stays_within_every_store_s_limits(store, backend):
     """S3 takes 2 KiB of metadata, Azure and GCS 8 KiB: a name the sender made 3,000 characters
-    long is clipped in the metadata (keeping its extension), never a failed put."""
+    long is clipped in the metadata (keeping its extension), never a failed put; a From and
+    Subject made as long (and with line breaks and a bidi override) give way, shortened and clean."""
     name = "é" * 3000 + ".pdf"
-    stored = await store.put(b"%PDF-1.4 x", new_object(store, b"%PDF-1.4 x", name))
+    hostile = "写真\r\n\u202e" * 1000
+    stored = await store.put(b"%PDF-1.4 x", new_object(store, b"%PDF-1.4 x", name, from_header=hostile,
+                                                        subject=hostile, message_id="<m@x>"))
     back = await store.stat(stored.key)
     assert back.filename.endswith(".pdf") and back.filename.startswith("é" * 100) and len(back.filename) <= 200
+    assert back.message_id == "<m@x>"
+    for shown in (back.from_header, back.subject):
+        assert shown is None or (len(shown) <= 200 and set(shown) <= set("写真 …")), shown
     assert await read(store, stored.key) == b"%PDF-1.4 x"

@@ -31,7 +31,7 @@ from azure.storage.blob.aio import BlobServiceClient, LinearRetry
 from ..config import AzureStorageConfig
 from ..errors import StorageError
 from .base import (CHUNK_SIZE, RECORDS, StoredObject, check_key, check_range, check_record_name, content_disposition,
-                   metadata_of)
+                   from_metadata, metadata_of)
 
 # Metadata names must be C# identifiers (no dashes), so the field names are used as they are.
 REVOKED = ".revoked"  # a dot segment: make_key never produces one, so no object can collide
@@ -172,12 +172,7 @@ class AzureStore:
     async def stat(self, key: str) -> StoredObject:
         props = await self._call(self._blob(check_key(key)).get_blob_properties(), key)
         meta = {k.lower(): urllib.parse.unquote(v) for k, v in (props.metadata or {}).items()}
-        return StoredObject(
-            key=key, size=int(props.size), sha256=meta.get("sha256", ""),
-            content_type=props.content_settings.content_type or "application/octet-stream",
-            filename=meta.get("filename") or key.rsplit("/", 1)[-1],
-            **{k: meta.get(k) for k in ("message_id", "sender", "date", "tenant")},
-        )
+        return from_metadata(key, int(props.size), props.content_settings.content_type, meta)
 
     async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         check_range(start, end)

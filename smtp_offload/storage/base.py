@@ -16,7 +16,7 @@ import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
@@ -56,6 +56,9 @@ class StoredObject:
     sender: str | None = None  # envelope sender of the message it came with
     date: str | None = None  # ISO 8601 UTC time the message was received
     tenant: str | None = None
+    # What a person reads in the mail (display_text): shown on the landing page, never trusted.
+    from_header: str | None = None  # the visible From: display name and address
+    subject: str | None = None
 
 
 class Store(Protocol):
@@ -137,8 +140,13 @@ def check_key(key: str) -> str:
     return key
 
 
-META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant")
+META_FIELDS = ("filename", "sha256", "message_id", "sender", "date", "tenant", "from_header", "subject")
+OPTIONAL_META = META_FIELDS[2:]  # None when absent; every store's stat gives them back alike (from_metadata)
+_DISPLAY_META = ("from_header", "subject")  # only shown to people: they give way to the rest (metadata_of)
 MAX_META_NAME = 200  # characters of the file name kept in metadata (what stat gives back)
+MAX_DISPLAY_TEXT = 200  # characters of a From or Subject kept
+# S3 takes 2 KiB of user metadata (names and values); the display fields get what is left of this.
+_META_BUDGET = 1900
 
 
 def clip_filename(name: str) -> str:
@@ -154,16 +162,67 @@ def clip_filename(name: str) -> str:
     return name[: MAX_META_NAME - len(keep)] + keep
 
 
+def display_text(value: str | None, limit: int = MAX_DISPLAY_TEXT) -> str | None:
+    """A header as a person reads it, fit to keep and show: control and format characters
+    (CR, LF, NUL, bidi overrides) removed, white space runs made one space, at most `limit`
+    characters. None when nothing is left. Display only: never parse anything out of it."""
+    if value is None:
+        return None
+    kept = "".join(" " if c.isspace() else c for c in str(value)
+                   if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
+    text = " ".join(kept.split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text or None
+
+
+def as_kept(obj: StoredObject) -> StoredObject:
+    """obj as a store without metadata limits keeps it (the local store): the same name and
+    display texts as the object stores give back, short of their byte budget."""
+    return replace(obj, filename=clip_filename(obj.filename), from_header=display_text(obj.from_header),
+                   subject=display_text(obj.subject))
+
+
+def _quote(value: str) -> str:
+    return urllib.parse.quote(value, safe="@<>.:-_")
+
+
 def metadata_of(obj: StoredObject) -> dict[str, str]:
     """obj's metadata by field name, percent-encoded: every object store sends it as HTTP
-    headers (x-amz-meta-*, x-ms-meta-*, x-goog-meta-*), which are ASCII only."""
+    headers (x-amz-meta-*, x-ms-meta-*, x-goog-meta-*), which are ASCII only.
+
+    From and Subject are the sender's text and only shown: they get the room the other
+    fields leave within S3's 2 KiB, so a hostile one can shorten itself but never fail a put."""
     out = {}
     for field in META_FIELDS:
         value = getattr(obj, field)
-        if value is not None:
-            out[field] = urllib.parse.quote(clip_filename(value) if field == "filename" else str(value),
-                                            safe="@<>.:-_")
+        if value is not None and field not in _DISPLAY_META:
+            out[field] = _quote(clip_filename(value) if field == "filename" else str(value))
+    room = _META_BUDGET - sum(len(k) + len(v) for k, v in out.items())
+    for field in _DISPLAY_META:
+        text = display_text(getattr(obj, field))
+        if text is None:
+            continue
+        room -= len(field)
+        encoded = _quote(text)
+        while text and len(encoded) > max(room, 0) // 2:  # each gets at most half of what is left
+            text = text[: len(text) * 3 // 4]
+            encoded = _quote(text)
+        if text:
+            out[field] = encoded
+            room -= len(encoded)
     return out
+
+
+def from_metadata(key: str, size: int, content_type: str | None, meta: dict[str, str]) -> StoredObject:
+    """The StoredObject a store's stat gives back from its (decoded) metadata: the one parser
+    of it, so every store answers alike. A field missing from `meta` is None."""
+    return StoredObject(
+        key=key, size=size, sha256=meta.get("sha256", ""),
+        content_type=content_type or "application/octet-stream",
+        filename=meta.get("filename") or key.rsplit("/", 1)[-1],
+        **{k: (str(meta[k]) if meta.get(k) is not None else None) for k in OPTIONAL_META},
+    )
 
 
 RECORDS = ".records"  # a dot segment: make_key never produces one, so no object key reaches a record

@@ -37,7 +37,7 @@ from google.oauth2 import service_account
 from ..config import GcsStorageConfig
 from ..errors import StorageError
 from .base import (CHUNK_SIZE, RECORDS, StoredObject, Workers, check_key, check_range, check_record_name,
-                   content_disposition, metadata_of)
+                   META_FIELDS, content_disposition, from_metadata, metadata_of)
 
 _SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
@@ -212,12 +212,8 @@ class GcsStore:
 
         blob = await self._call(run, key=check_key(key))
         meta = {k: urllib.parse.unquote(v) for k, v in (blob.metadata or {}).items()}
-        return StoredObject(
-            key=key, size=int(blob.size or 0), sha256=meta.get("sha256", ""),
-            content_type=blob.content_type or "application/octet-stream",
-            filename=meta.get("filename") or key.rsplit("/", 1)[-1],
-            **{k: meta.get(_meta_name(k)) for k in ("message_id", "sender", "date", "tenant")},
-        )
+        return from_metadata(key, int(blob.size or 0), blob.content_type,
+                             {k: meta.get(_meta_name(k)) for k in META_FIELDS})
 
     async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         check_range(start, end)

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from smtp_offload.errors import StorageError
 from smtp_offload.storage.base import (CHUNK_SIZE, RECORD_NAME, RECORDS, InvalidKey, StoredObject, check_key, check_range,
-                                       check_record_name, clip_filename)
+                                       OPTIONAL_META, as_kept, check_record_name)
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
@@ -78,7 +78,7 @@ class LocalStore:
         if hashlib.sha256(data).hexdigest() != obj.sha256:
             raise ValueError("sha256 does not match the data")
         self._mkdirs(path.parent)
-        meta = json.dumps(dataclasses.asdict(dataclasses.replace(obj, filename=clip_filename(obj.filename))),
+        meta = json.dumps(dataclasses.asdict(as_kept(obj)),
                           ensure_ascii=False).encode("utf-8")
         _atomic_write(path, data)
         try:
@@ -122,7 +122,7 @@ class LocalStore:
                 sha256=str(meta["sha256"]),
                 content_type=str(meta["content_type"]),
                 filename=str(meta["filename"]),
-                **{k: meta.get(k) for k in ("message_id", "sender", "date", "tenant")},
+                **{k: meta.get(k) for k in OPTIONAL_META},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise StorageError(f"metadata of {key} is corrupt") from e

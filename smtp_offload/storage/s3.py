@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from ..config import S3StorageConfig
 from ..errors import StorageError
 from .base import (CHUNK_SIZE, RECORDS, StoredObject, Workers, check_key, check_range, check_record_name,
-                   content_disposition, metadata_of)
+                   META_FIELDS, content_disposition, from_metadata, metadata_of)
 
 
 
@@ -116,12 +116,8 @@ class S3Store:
     async def stat(self, key: str) -> StoredObject:
         head = await self._call(self.client.head_object, Bucket=self.bucket, Key=check_key(key))
         meta = {k: urllib.parse.unquote(v) for k, v in head.get("Metadata", {}).items()}
-        return StoredObject(
-            key=key, size=int(head["ContentLength"]), sha256=meta.get("sha256", ""),
-            content_type=head.get("ContentType", "application/octet-stream"),
-            filename=meta.get("filename") or key.rsplit("/", 1)[-1],
-            **{k: meta.get(_meta_name(k)) for k in ("message_id", "sender", "date", "tenant")},
-        )
+        return from_metadata(key, int(head["ContentLength"]), head.get("ContentType"),
+                             {k: meta.get(_meta_name(k)) for k in META_FIELDS})
 
     async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         check_range(start, end)
