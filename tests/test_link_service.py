@@ -69,6 +69,11 @@ class Env:
     def url(self, token: str) -> str:
         return link_url(self.base, token)
 
+    async def grant(self, link: str, secrets: list[bytes] | None = None) -> Grant:
+        """The grant behind a link the service made (a short id or a token), expired or not."""
+        service = LinkService(self.store, secrets or [SECRET], self.cfg)
+        return await service.grant(unquote(link.rsplit("/f/", 1)[-1]), allow_expired=True)
+
     async def get(self, url: str, **kw: Any) -> tuple[int, Any, bytes]:
         async with self.http.get(url, allow_redirects=False, **kw) as r:
             return r.status, r.headers, await r.read()
@@ -275,8 +280,9 @@ async def test_rotation_old_secret_verifies_new_tokens_use_first(env: Env) -> No
     assert status == 200 and body == b"rotated"
     status, _, out = await env.api("POST", "refresh", {"token": old_token})
     assert status == 200
-    new_token = out["url"].rsplit("/f/", 1)[1]
-    assert verify(new_token, [SECRET]).key == obj.key  # signed with the first secret only
+    assert (await env.grant(out["url"])).key == obj.key
+    with pytest.raises(BadToken):
+        await env.grant(out["url"], [OLD])  # made with the first secret only
 
 
 # -- API ----------------------------------------------------------------------
@@ -312,10 +318,10 @@ async def test_refresh_expired_token_gives_a_working_link(env: Env) -> None:
     assert status == 200, out
     assert set(out) == {"url", "token_id", "expires", "expires_at", "key"} and out["key"] == obj.key
     assert before + 3600 <= out["expires"] <= int(time.time()) + 3600
-    grant = verify(out["url"].rsplit("/f/", 1)[1], [SECRET])
+    grant = await env.grant(out["url"])
     assert grant.token_id == out["token_id"] and grant.message_ref == hashlib.sha256(
         b"<m1@example.com>").hexdigest()[:16]
-    assert out["url"].startswith(env.base + "/f/v2.")
+    assert re.fullmatch(re.escape(env.base) + r"/f/[A-Za-z0-9_-]{32}", out["url"])  # a short link
     assert (await env.get(out["url"]))[0] == 200
     status, _, body = await env.get(out["url"] + "/download")
     assert status == 200 and body == data
@@ -468,9 +474,9 @@ async def test_cli_refresh_revoke_show(env: Env, tmp_path: Path) -> None:
     after = int(time.time())
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["url"].startswith("https://files.example.com/f/v2.") and out["key"] == obj.key
+    assert out["url"].startswith("https://files.example.com/f/") and out["key"] == obj.key
     new_token = out["url"].rsplit("/f/", 1)[1]
-    assert verify(new_token, [SECRET]).token_id == out["token_id"]
+    assert (await env.grant(new_token)).token_id == out["token_id"]
     assert before + 600 <= out["expires"] <= after + 600  # the requested lifetime, from the moment of refresh
     # The link works on the (already running) server: same secrets, same store.
     assert (await env.get(env.url(new_token) + "/download"))[2] == b"via cli"
@@ -636,19 +642,24 @@ class _Presigner(LocalStore):
         return f"https://bucket.example/{obj.key}?X-Amz-Expires={ttl}"
 
 
-async def test_mint_redirect_mode_signs_a_link_to_the_link_service(tmp_path: Path) -> None:
+@pytest.mark.parametrize("short", [True, False], ids=["short-id", "token"])
+async def test_mint_redirect_mode_makes_a_link_to_the_link_service(tmp_path: Path, short: bool) -> None:
     store = LocalStore(tmp_path / "store")
-    obj = await Env(store, LinksConfig(), RecordingLog(), None, "").put(b"minted")  # type: ignore[arg-type]
-    cfg = LinksConfig(base_url="https://files.example.com/")
+    env = Env(store, LinksConfig(short=short), RecordingLog(), None, "")  # type: ignore[arg-type]
+    obj = await env.put(b"minted")
+    cfg = LinksConfig(base_url="https://files.example.com/", short=short)
     before = int(time.time())
     minted = await mint(store, SECRET, cfg, obj, 600)
-    assert minted.url.startswith("https://files.example.com/f/v2.") and minted.key == obj.key
-    grant = verify(unquote(minted.url.rsplit("/f/", 1)[1]), [SECRET])
+    link = unquote(minted.url.rsplit("/f/", 1)[1])
+    assert minted.url.startswith("https://files.example.com/f/" + ("" if short else "v2.")) and minted.key == obj.key
+    grant = await env.grant(minted.url)
+    if not short:
+        assert verify(link, [SECRET]) == grant  # self-contained: no lookup needed
     assert (grant.key, grant.token_id, grant.expires) == (obj.key, minted.token_id, minted.expires)
     assert grant.message_ref == message_ref("<m1@example.com>")  # bound to its message
     assert before + 600 <= minted.expires <= int(time.time()) + 600
-    with pytest.raises(BadToken):  # signed with the secret given, nothing else
-        verify(unquote(minted.url.rsplit("/f/", 1)[1]), [OLD])
+    with pytest.raises(BadToken):  # made with the secret given, nothing else
+        await env.grant(minted.url, [OLD])
 
 
 async def test_mint_presigned_mode_uses_the_store_and_cannot_be_revoked(tmp_path: Path) -> None:

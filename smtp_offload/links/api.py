@@ -142,7 +142,7 @@ class _Api:
     async def _grant_key(self, token: Any) -> str:
         if not isinstance(token, str):
             return token
-        return self.service.verify(token, allow_expired=True).key
+        return (await self.service.grant(token, allow_expired=True)).key
 
     async def refresh(self, request: web.Request, key: ApiKey) -> dict[str, Any]:
         data = await self._body(request, {"token", "key", "ttl_seconds"})

@@ -19,7 +19,7 @@ from multidict import CIMultiDictProxy
 
 from smtp_offload.config import LinksConfig, LinksMode
 from smtp_offload.errors import StorageError
-from smtp_offload.links import link_url
+from smtp_offload.links import grants, link_url
 from smtp_offload.links.tokens import ExpiredToken, Grant, is_token_id, message_ref, new_grant, sign, verify
 from smtp_offload.storage.base import Store, StoredObject
 
@@ -80,9 +80,10 @@ async def mint(store: Store, secret: bytes, cfg: LinksConfig, obj: StoredObject,
     """A new link to `obj`, valid for `ttl` seconds: the one place links are made.
 
     Presigned mode: the store's own URL (token_id None: it cannot be revoked); InvalidRequest
-    when this store cannot presign. Redirect mode: a signed token for our link service
-    (`cfg.base_url`), signed with `secret`, naming obj's message so the link cannot fetch
-    another message's file stored under the same key.
+    when this store cannot presign. Redirect mode: a link to our link service (`cfg.base_url`)
+    naming obj's message, so it cannot fetch another message's file stored under the same key:
+    a short id whose grant is written to the store (links.short; StorageError when that
+    fails), or a self-contained token signed with `secret`.
     """
     grant = new_grant(obj.key, ttl, obj.message_id)
     if presigned(cfg):
@@ -90,6 +91,10 @@ async def mint(store: Store, secret: bytes, cfg: LinksConfig, obj: StoredObject,
         if url is None:
             raise InvalidRequest("this store cannot make presigned URLs")
         return Minted(url, None, grant.expires, obj.key)
+    if cfg.short:
+        link_id = grants.new_id(secret, grants.store_name_of(store, obj.key))
+        await grants.save(store, link_id, grant, [secret])
+        return Minted(link_url(cfg.base_url, link_id), grant.token_id, grant.expires, obj.key)
     return Minted(link_url(cfg.base_url, sign(grant, secret)), grant.token_id, grant.expires, obj.key)
 
 
@@ -107,10 +112,13 @@ class LinkService:
         self.secrets = list(secrets)
         self.cfg = cfg
 
-    def verify(self, token: str, *, allow_expired: bool = False) -> Grant:
-        """The token's grant; BadToken, or ExpiredToken unless `allow_expired`."""
+    async def grant(self, link: str, *, allow_expired: bool = False) -> Grant:
+        """The grant behind a link's short id or token: BadToken, ExpiredToken unless
+        `allow_expired`, or StorageError when a short id's record cannot be read now."""
         try:
-            return verify(token, self.secrets)
+            if grants.is_link_id(link):
+                return await grants.load(self.store, link, self.secrets)
+            return verify(link, self.secrets)
         except ExpiredToken as e:
             if allow_expired:
                 return e.grant
@@ -151,7 +159,7 @@ class LinkService:
         _one_of(token=token, key=key)
         ttl = self._ttl(ttl)
         if token is not None:
-            grant = self.verify(token, allow_expired=True)
+            grant = await self.grant(token, allow_expired=True)
             if await self.store.is_revoked(grant.token_id, grant.key):
                 raise Revoked(grant)
             key = grant.key
@@ -166,7 +174,7 @@ class LinkService:
         _one_of(token=token, token_id=token_id)
         key = None
         if token is not None:
-            grant = self.verify(token, allow_expired=True)
+            grant = await self.grant(token, allow_expired=True)
             token_id, key = grant.token_id, grant.key
         if not is_token_id(token_id):
             raise InvalidRequest("token_id must be 16 lower-case hex characters")
@@ -178,7 +186,7 @@ class LinkService:
         """The grant (even when expired) and the object's metadata (None when it is gone)."""
         if not isinstance(token, str):
             raise InvalidRequest("token must be a string")
-        grant = self.verify(token, allow_expired=True)
+        grant = await self.grant(token, allow_expired=True)
         try:
             obj: StoredObject | None = await self.store.stat(grant.key)
         except KeyError:
