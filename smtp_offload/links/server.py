@@ -268,7 +268,7 @@ async def _resolve(request: web.Request, audit: _Audit) -> tuple[Grant, StoredOb
 
 async def _resolve_link(service: LinkService, token: str, audit: _Audit) -> tuple[Grant, StoredObject]:
     try:
-        grant = service.verify(token)
+        grant = await service.grant(token)
     except Exception as e:
         if isinstance(e, ExpiredToken):
             audit.grant(e.grant)
