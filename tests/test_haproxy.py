@@ -1,13 +1,16 @@
 """PROXY protocol: the real client address behind a TCP load balancer.
 
-Two proxy instances behind a real HAProxy (TCP mode, `send-proxy`, round robin) sharing
-the link secret and the store: each logs and records the client's address, not
+Two proxy instances behind a real HAProxy running the shipped deploy/haproxy/haproxy.cfg
+(addresses and ports changed; TCP mode, `send-proxy-v2`, least connections, /readyz health
+checks) sharing the link secret and the store: each logs and records the client's address, not
 HAProxy's, and a link minted by one instance is served by the other. The PROXY header is
 also sent by hand (no HAProxy needed) for the refusal and STARTTLS cases.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import shutil
@@ -17,11 +20,12 @@ import ssl
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.support import samples
-from tests.support.env import missing
+from tests.support.env import ROOT, missing
 from tests.support.http import get
 from tests.support.mail import attachment, message, multipart, text
 from tests.support.net import free_port, wait_port
@@ -124,31 +128,69 @@ def test_client_address_survives_starttls(make_proxy, sink, cert):
 # -- a real HAProxy --------------------------------------------------------------
 
 
+SHIPPED = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
+SERVER_LINE = re.compile(r"^    server (mx\d+) 10\.0\.0\.\d+:2525 check port 8026$", re.M)
+
+
+def readyz_port(proxy) -> int:
+    """Where the instance answers /readyz: its admin listener when the harness gives it one,
+    else the link listener (which serves /readyz as long as admin.listen is unset)."""
+    return getattr(proxy, "admin_port", None) or proxy.links_port
+
+
+def render(cfg: str, *, port: int, backends: list[tuple[int, int]], stats: Path) -> str:
+    """The shipped file with test addresses: the frontend on `port`, server i at 127.0.0.1 with
+    (SMTP port, check port) = backends[i], servers beyond them dropped, the stats socket in
+    `stats`; chroot, user and group dropped (they need root). Every replaced line must be there,
+    so the test fails rather than silently runs something else when the file changes."""
+    lines = SERVER_LINE.findall(cfg)
+    assert len(lines) >= len(backends), lines
+    it = iter(backends)
+
+    def server(m: re.Match) -> str:
+        smtp, check = next(it, (None, None))
+        return f"    server {m.group(1)} 127.0.0.1:{smtp} check port {check}" if smtp else ""
+
+    cfg = SERVER_LINE.sub(server, cfg)
+    for old, new in [("    bind :25\n", f"    bind 127.0.0.1:{port}\n"),
+                     ("stats socket /run/haproxy/admin.sock ", f"stats socket {stats} "),
+                     ("    chroot /var/lib/haproxy\n", ""), ("    user haproxy\n", ""),
+                     ("    group haproxy\n", "")]:
+        assert cfg.count(old) == 1, old
+        cfg = cfg.replace(old, new)
+    return cfg
+
+
+def server_states(stats: Path) -> dict[str, str]:
+    """{server name: UP|DOWN|...} of the backend, from HAProxy's stats socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(str(stats))
+        s.sendall(b"show stat\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    rows = csv.DictReader(io.StringIO(out.decode().lstrip("# ")))
+    return {r["svname"]: r["status"] for r in rows if r["pxname"] == "smtp_offload"
+            and r["svname"] not in ("BACKEND", "FRONTEND")}
+
+
 @pytest.fixture
 def haproxy(tmp_path):
+    """start(instances) -> (port, stats socket): the shipped deploy/haproxy/haproxy.cfg, in
+    front of the given proxies, checking each one's /readyz."""
     exe = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
     if exe is None:
         missing("haproxy not installed (scripts/system-deps installs it)")
     started = []
 
-    def start(backends: list[int]) -> int:
-        port = free_port()
-        servers = "\n".join(f"    server s{i} 127.0.0.1:{p} send-proxy" for i, p in enumerate(backends))
+    def start(instances: list) -> tuple[int, Path]:
+        port, stats = free_port(), tmp_path / "haproxy.sock"
         cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(f"""global
-    maxconn 100
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend smtp
-    bind 127.0.0.1:{port}
-    default_backend proxies
-backend proxies
-    balance roundrobin
-{servers}
-""")
+        cfg.write_text(render(SHIPPED.read_text(), port=port, stats=stats,
+                              backends=[(p.smtp_port, readyz_port(p)) for p in instances]))
+        checked = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
         log = open(tmp_path / "haproxy.log", "wb")
         proc = subprocess.Popen([exe, "-f", str(cfg), "-db"], stdout=log, stderr=subprocess.STDOUT)
         started.append((proc, log))
@@ -156,7 +198,7 @@ backend proxies
             wait_port(port, proc)
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{exc}: {(tmp_path / 'haproxy.log').read_text(errors='replace')}") from None
-        return port
+        return port, stats
 
     yield start
     for proc, log in started:
@@ -164,12 +206,37 @@ backend proxies
         log.close()
 
 
+def test_shipped_config_is_valid_as_is():
+    exe = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    if exe is None:
+        missing("haproxy not installed (scripts/system-deps installs it)")
+    checked = subprocess.run([exe, "-c", "-f", str(SHIPPED)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "valid" in checked.stdout + checked.stderr, checked.stdout + checked.stderr
+
+
+def test_an_instance_that_is_not_ready_gets_no_mail(make_proxy, sink, haproxy):
+    """/readyz is the health check: an instance whose downstream is down is taken out, and
+    every session goes to the ready one."""
+    overrides = {"server": {"proxy_protocol": True}}
+    ready, unready = make_proxy(overrides), make_proxy(overrides, downstream_port=free_port())
+    front, stats = haproxy([ready, unready])
+    deadline = time.monotonic() + 30
+    while (states := server_states(stats)) != {"mx1": "UP", "mx2": "DOWN"}:
+        assert time.monotonic() < deadline, states
+        time.sleep(0.2)
+    for _ in range(4):
+        with smtplib.SMTP("127.0.0.1", front, timeout=30, source_address=(CLIENT, 0)) as c:
+            assert c.sendmail("a@sender.test", ["support@example.com"], message(text())) == {}
+    assert len(sink.messages) == 4 and len(ready.events("message")) == 4
+    assert unready.events("message") == []
+
+
 def test_two_instances_behind_haproxy(make_proxy, sink, haproxy, tmp_path):
     shared = tmp_path / "shared-store"
     overrides = {"server": {"proxy_protocol": True}, "links": {"secret": SECRET},
                  "storage.local": {"path": str(shared)}, "policy": {"offload_over_bytes": 10_000}}
     a, b = make_proxy(overrides), make_proxy(overrides)
-    front = haproxy([a.smtp_port, b.smtp_port])
+    front, _ = haproxy([a, b])
 
     files = {}
     for i in range(6):
