@@ -30,7 +30,7 @@ from ..mime import scan
 from ..model import Envelope, FileOutcome, Verdict
 from ..notice import render as render_notice
 from ..quarantine.records import Holder, Origin
-from ..storage.base import Store, StoredObject, make_key
+from ..storage.base import Store, StoredObject, display_text, make_key
 from ..storage.routed import store_for
 from ..trace import decision_headers, received
 from .decide import OUR_HEADERS, Decision, Plan
@@ -69,6 +69,8 @@ class _Context:
     received: str  # ISO 8601, now
     day: datetime  # the key's date: the message's own Date when plausible, so retries agree
     tenant: str | None
+    from_header: str | None = None  # the visible From and Subject, for the landing page (display only)
+    subject: str | None = None
 
 
 def _context(plan: Plan, envelope: Envelope | None, tenant_from: tuple[TenantFrom, str]) -> _Context:
@@ -90,7 +92,9 @@ def _context(plan: Plan, envelope: Envelope | None, tenant_from: tuple[TenantFro
     elif kind is TenantFrom.HEADER:
         tenant = scan.root_header(an.data, an.root, header)
     return _Context(an.message_id, envelope.mail_from if envelope else None,
-                    now.isoformat(timespec="seconds"), day, tenant or None)
+                    now.isoformat(timespec="seconds"), day, tenant or None,
+                    display_text(scan.display_header(an.data, an.root, "from")),
+                    display_text(scan.display_header(an.data, an.root, "subject")))
 
 
 def as_decided(plan: Plan) -> tuple[FileOutcome, ...]:
@@ -266,11 +270,14 @@ class Preparer:
         return FileOutcome(d.file, d.verdict, d.reason, offload_failed=True)
 
     async def offload_file(self, d: Decision, *, tenant: str | None, unique: str, day: datetime,
-                           sender: str | None = None) -> FileOutcome:
+                           sender: str | None = None, from_header: str | None = None,
+                           subject: str | None = None) -> FileOutcome:
         """Store one file sent to the HTTP side and link it through the link service (never a
         raw presigned URL: the API's caller passes it on). `unique` (from the job or the
-        Idempotency-Key) makes a retry land on the same key. Raises StorageError."""
-        ctx = _Context(None, sender, datetime.now(timezone.utc).isoformat(timespec="seconds"), day, tenant)
+        Idempotency-Key) makes a retry land on the same key; `from_header` and `subject` are
+        what the landing page shows, when known. Raises StorageError."""
+        ctx = _Context(None, sender, datetime.now(timezone.utc).isoformat(timespec="seconds"), day, tenant,
+                       display_text(from_header), display_text(subject))
         return await asyncio.wait_for(self._put(d, ctx, unique=unique, redirect=True), self.policy.storage_timeout)
 
     async def _put(self, d: Decision, ctx: _Context, *, unique: str | None = None,
@@ -286,7 +293,8 @@ class Preparer:
         try:
             obj = await self.store.put(f.data, StoredObject(
                 key=key, size=f.size, sha256=f.sha256, content_type=f.judgement.detected_type, filename=f.name,
-                message_id=ctx.message_id, sender=ctx.sender, date=ctx.received, tenant=ctx.tenant))
+                message_id=ctx.message_id, sender=ctx.sender, date=ctx.received, tenant=ctx.tenant,
+                from_header=ctx.from_header, subject=ctx.subject))
             result = "ok"
         except asyncio.CancelledError:  # policy.storage_timeout ran out
             result = "timeout"

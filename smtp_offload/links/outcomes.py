@@ -48,7 +48,7 @@ class _Row:
     page_status: int
     exit_code: int
     message: Callable[[Any], str]
-    page: Callable[[Any], str]
+    page: Callable[[Any, pages.View], str]
     cli_message: Callable[[Any], str] | None = None  # None: the same as message
     detail: bool = False  # log str(exc) for operators
 
@@ -61,27 +61,29 @@ def _say(text: str) -> Callable[[Any], str]:
 _TABLE: tuple[_Row, ...] = (
     #    raised        kind               API  page exit  JSON "error" (and the command's text)
     _Row(ExpiredToken, "expired",         410, 410, 1, _say("link has expired"),
-         page=lambda e: pages.expired(e.expires)),
-    _Row(BadToken,     "bad_token",       400, 403, 1, _say("token is not valid"), page=lambda e: pages.not_valid()),
-    _Row(Revoked,      "revoked",         410, 410, 1, _say("link was revoked"), page=lambda e: pages.revoked()),
-    _Row(Gone,         "gone",            404, 404, 1, _say("file no longer available"), page=lambda e: pages.gone()),
+         page=lambda e, v: pages.expired(e.expires, v)),
+    _Row(BadToken,     "bad_token",       400, 403, 1, _say("token is not valid"), page=lambda e, v: pages.not_valid(v)),
+    _Row(Revoked,      "revoked",         410, 410, 1, _say("link was revoked"), page=lambda e, v: pages.revoked(v)),
+    _Row(Gone,         "gone",            404, 404, 1, _say("file no longer available"),
+         page=lambda e, v: pages.gone(v)),
     _Row(LinkError,    "invalid_request", 400, 400, 1, str,  # InvalidRequest: its own words
-         page=lambda e: pages.not_valid()),
+         page=lambda e, v: pages.not_valid(v)),
     _Row((StorageError, OSError), "storage_unavailable", 503, 503, 1, _say("storage unavailable, try again later"),
-         page=lambda e: pages.unavailable(),
+         page=lambda e, v: pages.unavailable(v),
          cli_message=lambda e: f"storage unavailable: {e}",  # the terminal is an operator's: the detail helps
          detail=True),
 )
 
-def outcome_of(exc: BaseException) -> Outcome | None:
+def outcome_of(exc: BaseException, view: pages.View | None = None) -> Outcome | None:
     """How to answer `exc`; None when it is no refusal but a bug, which the caller lets through
-    (the API's JSON 500, aiohttp's 500, a traceback from the command)."""
+    (the API's JSON 500, aiohttp's 500, a traceback from the command). `view` is what the page
+    may show besides (the branding; for an expired link its file and the "Get a new link" form)."""
     for row in _TABLE:
         if isinstance(exc, row.raised):
             message = row.message(exc)
             return Outcome(
                 kind=row.kind, api_status=row.api_status, page_status=row.page_status, exit_code=row.exit_code,
                 message=message, cli_message=row.cli_message(exc) if row.cli_message else message,
-                page=row.page(exc), detail=str(exc) if row.detail else None,
+                page=row.page(exc, view or pages.View()), detail=str(exc) if row.detail else None,
             )
     return None

@@ -516,3 +516,10 @@ def root_header(data: bytes, root: Part, name: str) -> str | None:
     msg = root.header_fields if root.header_fields is not None else headers(data, root.start, root.header_end)
     value = msg.get(name)
     return None if value is None else str(value).strip()
+
+
+def display_header(data: bytes, root: Part, name: str) -> str | None:
+    """A top-level header as a person reads it (From, Subject): unfolded, its RFC 2047 words
+    decoded the lenient way clients do. For display only: nothing is judged by it."""
+    value = root_header(data, root, name)
+    return None if value is None else _decode_words(_unfold(value)).strip()

@@ -395,7 +395,8 @@ class Portal:
         else:
             unique = hashlib.sha256(f"portal\0{s.id}\0{f.id}".encode()).hexdigest()[:32]
             out = await self.preparer.offload_file(d, tenant=s.customer, unique=unique,
-                                                   day=datetime.fromtimestamp(s.created, timezone.utc))
+                                                   day=datetime.fromtimestamp(s.created, timezone.utc),
+                                                   subject=s.subject)
             assert out.link is not None and out.link_expires is not None and out.storage_key is not None
             f = f.with_(link=out.link, link_expires=out.link_expires, storage_key=out.storage_key)
         await self.records.save_file(s.id, f)

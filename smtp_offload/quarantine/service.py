@@ -177,7 +177,8 @@ class Quarantine:
         unique = hashlib.sha256(f"quarantine\0{item.id}".encode()).hexdigest()[:32]
         try:
             return await self.preparer.offload_file(d, tenant=item.tenant, unique=unique,
-                                                    day=datetime.now(timezone.utc), sender=item.sender)
+                                                    day=datetime.now(timezone.utc), sender=item.sender,
+                                                    from_header=item.from_header, subject=item.subject)
         except (StorageError, asyncio.TimeoutError) as exc:
             raise _storage_down(exc if isinstance(exc, StorageError) else StorageError("timeout")) from None
 
