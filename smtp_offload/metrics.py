@@ -76,6 +76,9 @@ class Metrics:
             PREFIX + "messages_in_flight", "Messages arriving (DATA) or being processed and relayed now.", registry=r)
         self._inflight_bytes = Gauge(
             PREFIX + "inflight_bytes", "Message bytes reserved from server.max_inflight_bytes now.", registry=r)
+        self._inflight_bytes_limit = Gauge(  # the cap, for alerts and dashboards: inflight_bytes / this
+            PREFIX + "inflight_bytes_limit", "server.max_inflight_bytes: past it, new messages get 451 4.3.2.",
+            registry=r)
         self._refusals = Counter(
             PREFIX + "refusals", "Connections, recipients or messages refused before processing, by reason.",
             ["reason"], registry=r)
@@ -183,6 +186,7 @@ class Metrics:
         self._sessions.set_function(lambda: len(limits.sessions))
         self._in_flight.set_function(lambda: sum(1 for p in list(limits.sessions) if p.in_flight))
         self._inflight_bytes.set_function(lambda: limits.inflight_bytes)
+        self._inflight_bytes_limit.set(limits.max_inflight_bytes)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -74,6 +74,7 @@ def test_counters_and_histograms_follow_the_messages(make_proxy, sink):
         "smtp_offload_storage_put_seconds": "histogram", "smtp_offload_downstream_data_seconds": "histogram",
         "smtp_offload_storage_breaker_state": "gauge", "smtp_offload_smtp_sessions": "gauge",
         "smtp_offload_messages_in_flight": "gauge", "smtp_offload_inflight_bytes": "gauge",
+        "smtp_offload_inflight_bytes_limit": "gauge",
         "smtp_offload_link_views": "counter", "smtp_offload_link_downloads": "counter",
         "smtp_offload_link_refusals": "counter", "smtp_offload_api_requests": "counter",
         "smtp_offload_build_info": "gauge"}
