@@ -7,9 +7,11 @@ import os
 import signal
 import socket
 import ssl
+import sys
 from pathlib import Path
 
-from . import __version__, sdnotify
+from . import __version__, sdnotify, startup
+from .admin import AdminServer
 from .config import Backend, Config, LinksMode, parse_hostport
 from .auth import Authenticator, check_start
 from .api.files import FilesApi
@@ -95,6 +97,8 @@ class App:
         self.hostname = cfg.server.hostname or socket.getfqdn()
         self.smtp_server: asyncio.base_events.Server | None = None
         self.link_server: LinkServer | None = None
+        self.admin_server: AdminServer | None = None
+        self.readiness: Readiness | None = None
         self.pool: DownstreamPool | None = None
         self.quarantine: Quarantine | None = None
         self.store: Store | None = None
@@ -134,8 +138,9 @@ class App:
                 proxy_protocol_timeout=cfg.server.proxy_protocol_timeout if cfg.server.proxy_protocol else None,
             )
 
-        readiness = Readiness(store, downstream_probe(cfg.downstream, cfg.downstream.helo_name or self.hostname),
-                              log=self.log, draining=lambda: self.limits.draining)
+        readiness = self.readiness = Readiness(
+            store, downstream_probe(cfg.downstream, cfg.downstream.helo_name or self.hostname),
+            log=self.log, draining=lambda: self.limits.draining)
         files = FilesApi(preparer=pipeline.preparer, policy=decide_policy(cfg), cfg=cfg.api, log=self.log)
         portal = make_portal(cfg, pipeline.preparer, secret, self.hostname, self.log, self.metrics) \
             if cfg.portal.enabled else None
@@ -144,16 +149,38 @@ class App:
         self.quarantine = make_quarantine(cfg, pipeline.preparer, self.hostname, self.log, self.metrics)
         self.link_server = LinkServer(store, secret, cfg.links, log=self.log, metrics=self.metrics,
                                       readiness=readiness, api_cfg=cfg.api, files=files, portal=portal,
-                                      quarantine=self.quarantine)
+                                      quarantine=self.quarantine, admin_routes=not cfg.admin.listen,
+                                      branding=cfg.branding)
+        # Every bind failure names its key and address (startup.bind_error): "server.listen
+        # 127.0.0.1:2525: address already in use", never a bare OSError.
         lhost, lport = parse_hostport("links.listen", cfg.links.listen)
         own_port = cfg.links.worker_port_base + self.worker if self.worker is not None and \
             cfg.links.worker_port_base else None
-        await self.link_server.start(lhost, lport, reuse_port=self.reuse_port, own_port=own_port)
+        try:
+            await self.link_server.start(lhost, lport, reuse_port=self.reuse_port, own_port=own_port)
+        except OSError as exc:
+            if own_port and startup.failed_port(exc) == own_port:
+                raise startup.bind_error("links.worker_port_base", lhost, own_port, exc,
+                                         f" (worker {self.worker})") from None
+            raise startup.bind_error("links.listen", lhost, lport, exc) from None
+        if cfg.admin.listen:
+            # Its own listener, not shared between workers: worker i on port + i (port 0: any).
+            (key, ahost, aport, note), = [a for a in startup.listen_addresses(cfg, self.worker)
+                                          if a[0] == "admin.listen"]
+            self.admin_server = AdminServer(self.metrics, readiness)
+            try:
+                await self.admin_server.start(ahost, aport)
+            except OSError as exc:
+                raise startup.bind_error(key, ahost, aport, exc, note) from None
         host, port = parse_hostport("server.listen", cfg.server.listen)
-        self.smtp_server = await loop.create_server(factory, host, port, reuse_address=True,
-                                                    reuse_port=self.reuse_port or None)
+        try:
+            self.smtp_server = await loop.create_server(factory, host, port, reuse_address=True,
+                                                        reuse_port=self.reuse_port or None)
+        except OSError as exc:
+            raise startup.bind_error("server.listen", host, port, exc) from None
         self.quarantine.start()
-        self.log.info("started", smtp=cfg.server.listen, links=cfg.links.listen, config=cfg.source,
+        self.log.info("started", smtp=cfg.server.listen, links=cfg.links.listen, admin=cfg.admin.listen or None,
+                      config=cfg.source,
                       downstream=f"{cfg.downstream.host}:{cfg.downstream.port}", version=__version__,
                       storage=describe_store(cfg))
 
@@ -181,6 +208,8 @@ class App:
             await self.quarantine.stop()
         if self.link_server is not None:
             await self.link_server.stop()
+        if self.admin_server is not None:
+            await self.admin_server.stop()
         if self.store is not None:
             await close_store(self.store)
         self.log.info("stopped")
@@ -243,8 +272,15 @@ async def serve(cfg: Config, log, reuse_port: bool = False, worker: int | None =
     # sessions; a drained restart (systemctl restart) is safe and quick, so SIGHUP only says so.
     loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
         "sighup_ignored", message="configuration is read at start only; restart to apply changes"))
+    if worker in (None, 0) and app.readiness is not None:
+        # For people (once, however many workers): where it listens and whether the downstream
+        # answered, by /readyz's own probe (2 s at most) and words, so the two agree. Not kept
+        # for /readyz: a downstream started a second later shows there at once.
+        _, body = await app.readiness.check(cached=False)
+        sys.stderr.write(startup.summary(cfg, body, describe_store(cfg)))
+        sys.stderr.flush()
     summary = _summary(cfg)
-    sdnotify.ready(summary)  # both listeners are up (a worker tells its parent; see sdnotify)
+    sdnotify.ready(summary)  # every listener is up (a worker tells its parent; see sdnotify)
     pings = asyncio.ensure_future(sdnotify.keepalive(lambda: f"{len(app.limits.sessions)} sessions; {summary}"))
     await stop.wait()
     sdnotify.stopping(f"draining {len(app.limits.sessions)} sessions")
@@ -289,6 +325,9 @@ def run(cfg: Config, log) -> int:
     import time
 
     check_start(cfg.auth)  # before any worker is forked: a broken key must not make them die in turn
+    # Ports taken (a second instance) or addresses not ours: one line naming the key, at once,
+    # not after the storage check or as workers dying in turn.
+    startup.check_binds(startup.addresses_to_check(cfg))
     if cfg.server.workers <= 1:
         return asyncio.run(serve(cfg, log))
     load_secrets(cfg.links, log)
@@ -315,7 +354,10 @@ def run(cfg: Config, log) -> int:
             try:
                 code = asyncio.run(serve(cfg, log.bind(worker=index), reuse_port=True, worker=index))
             except Exception as exc:  # os._exit would end the worker without a word of why
-                log.error("worker_failed", worker=index, exc_info=exc)
+                # A StartupError says it in words for people ("admin.listen 127.0.0.1:8027 (worker 1):
+                # address already in use"); the traceback stays for the rest.
+                reason = {"reason": str(exc)} if isinstance(exc, StartupError) else {}
+                log.error("worker_failed", worker=index, exc_info=exc, **reason)
             finally:
                 os._exit(code)
         children[pid] = index

@@ -1,13 +1,14 @@
-"""Operations: Prometheus metrics and the readiness check, both served by the link server
-(GET /metrics, GET /readyz).
+"""Operations: Prometheus metrics and the readiness check, served by the admin listener
+(admin.listen, smtp_offload/admin.py) or, without one, by the link server (GET /metrics,
+GET /readyz).
 
 Metrics live in a registry owned by the App (one per process), never in prometheus-client's
 global one, and are reached through a `Metrics` object passed to whoever counts, so the
 SMTP and processing code only says what happened: `metrics.message("relayed", reply)`.
 
 With `server.workers > 1` every worker is its own process with its own registry: scrape
-each worker on its own port (`links.worker_port_base`), not the shared link port, which
-the kernel hands to an arbitrary worker.
+each worker on its own port (admin.listen's port + i, or `links.worker_port_base`), not the
+shared link port, which the kernel hands to an arbitrary worker.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import platform
+import socket
+import ssl
 import time
 from typing import Any, Awaitable, Callable, Iterable
 
@@ -24,6 +27,7 @@ from prometheus_client import ProcessCollector, disable_created_metrics
 
 from . import __version__
 
+from .errors import StorageError
 from .model import Verdict
 from .storage.routed import stores_of
 
@@ -36,7 +40,7 @@ REFUSAL_REASONS = ("max_sessions", "busy", "shutting_down", "data_timeout", "too
 disable_created_metrics()
 # Why the link server refused a page or a download (links.outcomes kinds, and agent_required).
 LINK_REFUSALS = ("bad_token", "expired", "revoked", "gone", "invalid_request", "storage_unavailable",
-                 "agent_required")
+                 "agent_required", "cross_site")
 QUARANTINE_ACTIONS = ("hold", "hold_failed", "release", "delete", "purge")
 _STORAGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _DOWNSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -103,6 +107,9 @@ class Metrics:
         self._link_refusals = Counter(
             PREFIX + "link_refusals", "Link pages and downloads refused, by reason (" + "|".join(LINK_REFUSALS) + ").",
             ["reason"], registry=r)
+        self._link_renewals = Counter(
+            PREFIX + "link_renewals", "New links made from an expired link's page (\"Get a new link\") by an "
+            "identified agent.", registry=r)
         self._api_requests = Counter(
             PREFIX + "api_requests", "Calls to /api/v1/..., by route (its template, e.g. /api/v1/jobs/{id}; "
             "unmatched for unknown paths) and HTTP status.", ["route", "status"], registry=r)
@@ -162,6 +169,9 @@ class Metrics:
     def link_download(self, via: str) -> None:
         self._link_downloads.labels(via).inc()
 
+    def link_renewed(self) -> None:
+        self._link_renewals.inc()
+
     def link_refused(self, reason: str) -> None:
         self._link_refusals.labels(reason).inc()
 
@@ -192,6 +202,11 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class ProbeFailed(Exception):
+    """A dependency did not answer as it should; the message is the reason, phrased for an
+    admin (it goes into /readyz and the start-up summary)."""
+
+
 class Readiness:
     """Can this instance take mail now? Storage (`store.check()`) and the downstream (connect,
     greeting, EHLO, QUIT) are probed concurrently, each within `budget` seconds. The answer
@@ -208,59 +223,104 @@ class Readiness:
         self.budget = budget
         self.cache_seconds = cache_seconds
         self.clock = clock
-        self._result: tuple[bool, dict[str, str]] | None = None
+        self._result: tuple[bool, dict[str, str], dict[str, str]] | None = None
         self._at = 0.0
         self._lock = asyncio.Lock()
 
-    async def check(self) -> tuple[bool, dict[str, str]]:
+    async def check(self, *, cached: bool = True) -> tuple[bool, dict[str, Any]]:
         """(ready, body): body = {"status": "ready"|"not ready"|"draining",
-        "storage": "ok"|"failed"|"timeout", "downstream": ...}; no internals."""
+        "storage": "ok"|"failed"|"timeout", "downstream": ..., "storage_<name>": ...} and, when a
+        check did not pass, "reasons": {check: why, in words for an admin}. `cached=False`
+        probes now and keeps nothing for the next caller (the start-up summary: what changes
+        after it shows on /readyz at once)."""
         if self.draining():
             return False, {"status": "draining"}
         async with self._lock:
-            if self._result is None or self.clock() - self._at >= self.cache_seconds:
+            if not cached or self._result is None or self.clock() - self._at >= self.cache_seconds:
                 # Named stores (data residency) are reported but do not make this instance
                 # unready: their failure stays with their own customers (fail open).
                 named = {n: s for n, s in stores_of(self.store).items() if n}
-                (storage, s_detail), (downstream, d_detail), *others = await asyncio.gather(
+                names = ["storage", "downstream", *(f"storage_{n}" for n in named)]
+                results = await asyncio.gather(
                     self._probe(self.store.check), self._probe(self.downstream_probe),
                     *(self._probe(s.check) for s in named.values()))
-                checks = {"storage": storage, "downstream": downstream,
-                          **{f"storage_{n}": r for n, (r, _) in zip(named, others)}}
-                ready = storage == downstream == "ok"
+                checks = {k: r for k, (r, _) in zip(names, results)}
+                reasons = {k: why for k, (_, why) in zip(names, results) if why}
+                ready = checks["storage"] == checks["downstream"] == "ok"
                 was = self._result[1] if self._result is not None else {k: "ok" for k in checks}
-                self._result, self._at = (ready, checks), self.clock()
+                self._result, self._at = (ready, checks, reasons), self.clock()
                 if self.log is not None and checks != was:  # log changes only, with what failed
-                    pairs = [("storage_detail", s_detail), ("downstream_detail", d_detail),
-                             *((f"storage_{n}_detail", d) for n, (_, d) in zip(named, others))]
-                    details = {k: v for k, v in pairs if v}
+                    details = {f"{k}_detail": why for k, why in reasons.items()}
                     (self.log.info if ready else self.log.warning)("readiness", ready=ready, **checks, **details)
-            ready, checks = self._result
-        return ready, {"status": "ready" if ready else "not ready", **checks}
+                if not cached:
+                    self._at = float("-inf")  # remembered for "what changed" only
+            ready, checks, reasons = self._result
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", **checks}
+        if reasons:
+            body["reasons"] = dict(reasons)
+        return ready, body
 
     async def _probe(self, probe: Callable[[], Awaitable[None]]) -> tuple[str, str | None]:
         try:
             await asyncio.wait_for(probe(), self.budget)
         except asyncio.TimeoutError:
             return "timeout", f"no answer within {self.budget:g} s"
-        except Exception as exc:  # any failure means "not ready"; the detail goes to the log only
-            return "failed", (getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}")[:300]
+        except Exception as exc:  # any failure means "not ready"
+            return "failed", explain(exc)
         return "ok", None
+
+
+def explain(exc: BaseException, where: str = "", within: float | None = None) -> str:
+    """Why a probe failed, in words for an admin rather than a Python repr: "connection refused
+    by 127.0.0.1:2526", "no answer from 127.0.0.1:2526 within 2 s", or the store's own message.
+    `where` names the peer ("host:port"), `within` the time it was given."""
+    at = f" {where}" if where else ""
+    seen: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in seen and len(seen) < 10:  # the cause chain, outermost first
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    for e in seen:
+        if isinstance(e, (ProbeFailed, StorageError)):  # already said for an admin
+            return " ".join(str(e).split())[:300]
+        code, message = getattr(e, "code", None), getattr(e, "message", None)
+        if isinstance(code, int) and isinstance(message, str) and 100 <= code < 600:  # an SMTP reply
+            return f"{where or 'it'} answered {code} {' '.join(message.split())}"[:300]
+    for e in reversed(seen):  # the root cause says it best
+        if isinstance(e, ConnectionRefusedError):
+            return f"connection refused by{at}" if at else "connection refused"
+        if isinstance(e, socket.gaierror):
+            return f"host name not found: {where}" if where else "host name not found"
+        if isinstance(e, (TimeoutError, asyncio.TimeoutError)):
+            return f"no answer from{at}" + (f" within {within:g} s" if within else " in time")
+        if isinstance(e, ssl.SSLError):
+            return f"TLS with{at} failed: {e.reason or type(e).__name__}"[:300]
+        if isinstance(e, (ConnectionResetError, BrokenPipeError)) or type(e).__name__ == "SMTPServerDisconnected":
+            return f"{where or 'the peer'} closed the connection"
+        if isinstance(e, OSError) and e.strerror:
+            return f"{where + ': ' if where else ''}{e.strerror[:1].lower()}{e.strerror[1:]}"[:300]
+    # Otherwise the innermost words there are (ours wrap the library's, which say what happened).
+    text = next((" ".join(str(e).split()) for e in reversed(seen) if str(e).strip()), type(exc).__name__)
+    return f"{where + ': ' if where else ''}{text}"[:300]
 
 
 def downstream_probe(cfg: Any, helo: str, budget: float = 2.0) -> Callable[[], Awaitable[None]]:
     """A probe using the relay's own connection code: connect, greeting, EHLO (STARTTLS as
-    configured), QUIT, every step bounded by `budget`."""
+    configured), QUIT, every step bounded by `budget`. A failure is raised as ProbeFailed
+    naming the downstream's address."""
     from .relay import Downstream
 
     quick = dataclasses.replace(cfg, connect_timeout=min(cfg.connect_timeout, budget),
                                 command_timeout=min(cfg.command_timeout, budget))
+    where = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
 
     async def probe() -> None:
         ds = Downstream(quick, helo)
         try:
             await ds.open()
             await ds.quit()
+        except Exception as exc:
+            raise ProbeFailed(explain(exc, where, budget)) from exc
         finally:
             ds.close()
 

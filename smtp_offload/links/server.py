@@ -5,6 +5,8 @@ Routes:
   GET      /f/{token}/download  a fresh short-lived URL per click (302), or the bytes
                                 themselves when the store cannot presign (local store).
                                 HEAD is answered 405 by aiohttp: it would have to mint.
+  POST     /f/{token}/renew     "Get a new link" on an expired link's page: an agent the SSO
+                                proxy names gets a new link (303 to its landing page)
   /api/v1/links/...             refresh / revoke / show, see links.api
   /api/v1/upload, jobs, inspect the file API (api.files)
   /u/..., /api/v1/portal/...    the customers' upload portal (portal.web)
@@ -13,6 +15,7 @@ Routes:
   GET      /readyz              200 when storage and the downstream answer, else 503 (JSON
                                 says which); probed at most every few seconds (metrics.Readiness)
   GET      /metrics             Prometheus text format (metrics.Metrics); this process only
+                                (/readyz and /metrics only without admin.listen: smtp_offload/admin.py)
 
 Mail-security scanners (Safe Links, Mimecast, Proofpoint) fetch every URL in a message on
 delivery, so nothing here consumes or counts a link: expiry and revocation alone end it.
@@ -24,18 +27,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 import re
+from dataclasses import replace
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
 from smtp_offload.api.files import FilesApi, json_errors
+from smtp_offload.errors import StorageError
 from smtp_offload.api.keys import Keys
-from smtp_offload.config import ApiConfig, LinksConfig
+from smtp_offload.config import ApiConfig, BrandingConfig, LinksConfig
 from smtp_offload.links import api, pages
 from smtp_offload.links.outcomes import outcome_of
-from smtp_offload.links.service import AgentHeaders, Gone, LinkService, Revoked
+from smtp_offload.links.service import AgentHeaders, Gone, LinkService, Revoked, presigned
 from smtp_offload.links.tokens import ExpiredToken, Grant
-from smtp_offload.metrics import CONTENT_TYPE_LATEST
+from smtp_offload.admin import healthz_response, metrics_response, readyz_response
 from smtp_offload.portal import web as portal_web
 from smtp_offload.portal.service import Portal
 from smtp_offload.quarantine import web as quarantine_web
@@ -60,6 +66,7 @@ _MAX_USER_AGENT = 300  # it is client-chosen; bound what goes into the log
 
 _SERVICE = web.AppKey("service", LinkService)
 _AGENTS = web.AppKey("agents", AgentHeaders)
+_BRAND = web.AppKey("brand", pages.Brand)
 _LOG = web.AppKey("log", Any)
 _METRICS = web.AppKey("metrics", Any)
 _READINESS = web.AppKey("readiness", Any)
@@ -68,9 +75,12 @@ _READINESS = web.AppKey("readiness", Any)
 def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
              metrics: Any = None, readiness: Any = None, api_cfg: ApiConfig | None = None,
              files: FilesApi | None = None, portal: Portal | None = None,
-             quarantine: Quarantine | None = None) -> web.Application:
+             quarantine: Quarantine | None = None, admin_routes: bool = True,
+             branding: BrandingConfig | None = None) -> web.Application:
     """The aiohttp application; `secrets` = [signing secret, *old secrets] (see load_secrets);
-    `metrics` (metrics.Metrics) adds /metrics, `readiness` (metrics.Readiness) adds /readyz,
+    `metrics` (metrics.Metrics) adds /metrics, `readiness` (metrics.Readiness) adds /readyz
+    (not with `admin_routes=False`: the admin listener serves them, smtp_offload/admin.py;
+    the link server still counts its views and API calls into `metrics`),
     `files` (api.files.FilesApi) the upload, job and inspect API, `portal` (portal.service.Portal)
     the upload portal's pages and API, `quarantine` (quarantine.service.Quarantine) its API."""
     # Read whole: JSON (under 64 KiB, api.protocol.read_small) and the portal's resumable chunks
@@ -82,14 +92,16 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
     if metrics is not None:
         app[_METRICS] = metrics
     app[_AGENTS] = AgentHeaders(cfg_links)
+    app[_BRAND] = pages.Brand.load(branding)  # the logo is read here, once, not per request
     app.router.add_get("/healthz", _healthz)
-    if metrics is not None:
+    if metrics is not None and admin_routes:
         app.router.add_get("/metrics", _metrics)
-    if readiness is not None:
+    if readiness is not None and admin_routes:
         app[_READINESS] = readiness
         app.router.add_get("/readyz", _readyz)
     app.router.add_get("/f/{token}", _landing)  # add_get also answers HEAD
     app.router.add_get("/f/{token}/download", _download, allow_head=False)
+    app.router.add_post("/f/{token}/renew", _renew)
     keys = Keys(cfg_links.api_keys, (api_cfg or ApiConfig()).rate_per_minute)  # one registry: one rate per key
     api.add_routes(app, service, keys, log)
     if files is not None:
@@ -105,9 +117,11 @@ class LinkServer:
     def __init__(self, store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
                  metrics: Any = None, readiness: Any = None, api_cfg: ApiConfig | None = None,
                  files: FilesApi | None = None, portal: Portal | None = None,
-                 quarantine: Quarantine | None = None) -> None:
+                 quarantine: Quarantine | None = None, admin_routes: bool = True,
+                 branding: BrandingConfig | None = None) -> None:
         self._app = make_app(store, secrets, cfg_links, log=log, metrics=metrics, readiness=readiness,
-                             api_cfg=api_cfg, files=files, portal=portal, quarantine=quarantine)
+                             api_cfg=api_cfg, files=files, portal=portal, quarantine=quarantine,
+                             admin_routes=admin_routes, branding=branding)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
@@ -165,16 +179,15 @@ async def _count_api(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
+    return healthz_response()
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    ready, body = await request.app[_READINESS].check()
-    return web.json_response(body, status=200 if ready else 503, headers={"Cache-Control": "no-store"})
+    return await readyz_response(request.app[_READINESS])
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[_METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return metrics_response(request.app[_METRICS])
 
 
 class _Audit:
@@ -218,6 +231,8 @@ class _Audit:
             metrics.link_view()
         elif event == "link_download" and self.fields.get("via"):
             metrics.link_download(self.fields["via"])
+        elif event == "link_renew" and status == 303:
+            metrics.link_renewed()
 
 
 def _peer(request: web.Request) -> str | None:
@@ -234,9 +249,9 @@ class _Refused(Exception):
         self.status, self.page = status, page
 
 
-def _refused(exc: Exception, audit: _Audit) -> _Refused:
+def _refused(exc: Exception, audit: _Audit, view: pages.View = pages.View()) -> _Refused:
     """The page for a refusal (links.outcomes); `exc` itself when it is none but a bug."""
-    outcome = outcome_of(exc)
+    outcome = outcome_of(exc, view)
     if outcome is None:
         raise exc
     audit.fields["refusal"] = outcome.kind
@@ -249,55 +264,73 @@ def _html(status: int, page: str) -> web.Response:
     return web.Response(status=status, text=page, content_type="text/html", headers=_PAGE_HEADERS)
 
 
-async def _resolve(request: web.Request, audit: _Audit) -> tuple[Grant, StoredObject]:
-    """Token -> live grant -> object, or _Refused with the page to show.
+async def _resolve(request: web.Request, audit: _Audit, renew: str | None = None) -> tuple[Grant, StoredObject]:
+    """Token -> live grant -> object, or _Refused with the page to show. `renew`: the action of
+    the expired page's "Get a new link" form, relative to this request's path; offered to an
+    agent the SSO proxy names only, and not for presigned links (they are the store's own).
 
     With links.require_agent and no trusted identity: the sign-in page, whatever the token,
     so nobody learns anything about the link or its file without signing in. The link is
     still resolved, for the log: who tried to open which customer's file."""
     service = request.app[_SERVICE]
+    view = pages.View(brand=request.app[_BRAND],
+                      renew=renew if audit.agent is not None and not presigned(service.cfg) else None)
     if service.cfg.require_agent and audit.agent is None:
         try:
-            await _resolve_link(service, request.match_info["token"], audit)
+            await _resolve_link(service, request.match_info["token"], audit, view)
         except _Refused:
             pass
         audit.fields["refusal"] = "agent_required"
-        raise _Refused(401, pages.sign_in(service.cfg.sign_in_url))
-    return await _resolve_link(service, request.match_info["token"], audit)
+        raise _Refused(401, pages.sign_in(service.cfg.sign_in_url, view.brand))
+    return await _resolve_link(service, request.match_info["token"], audit, view)
 
 
-async def _resolve_link(service: LinkService, token: str, audit: _Audit) -> tuple[Grant, StoredObject]:
+async def _resolve_link(service: LinkService, token: str, audit: _Audit,
+                        view: pages.View = pages.View()) -> tuple[Grant, StoredObject]:
     try:
         grant = await service.grant(token)
     except Exception as e:
         if isinstance(e, ExpiredToken):
             audit.grant(e.grant)
-            await _describe(service, e.grant, audit)
-        raise _refused(e, audit) from None
+            # The expired page names the file, so the agent knows which one to ask for again.
+            view = replace(view, obj=await _describe(service, e.grant, audit))
+            if view.renew is not None and await _revoked(service, e.grant):
+                view = replace(view, renew=None)  # refresh would refuse it: offer no button
+        raise _refused(e, audit, view) from None
     audit.grant(grant)
     try:
         obj = await service.fetch(grant)
     except Exception as e:
         if isinstance(e, Revoked):
             await _describe(service, grant, audit)
-        raise _refused(e, audit) from None
+        raise _refused(e, audit, replace(view, renew=None)) from None
     audit.object(obj)
     return grant, obj
 
 
-async def _describe(service: LinkService, grant: Grant, audit: _Audit) -> None:
+async def _revoked(service: LinkService, grant: Grant) -> bool:
+    """Whether an expired link was revoked too; a store that fails to say counts as no."""
+    try:
+        return await service.store.is_revoked(grant.token_id, grant.key)
+    except (StorageError, OSError):
+        return False
+
+
+async def _describe(service: LinkService, grant: Grant, audit: _Audit) -> StoredObject | None:
     """An expired or revoked link still names a customer's file: the refusal's log says whose."""
     obj = await service.describe(grant)
     if obj is not None:
         audit.object(obj)
+    return obj
 
 
 async def _landing(request: web.Request) -> web.Response:
     audit, status = _Audit(request), 500
     try:
         try:
-            grant, obj = await _resolve(request, audit)
-            resp = _html(200, pages.landing(obj, grant, request.match_info["token"]))
+            token = request.match_info["token"]
+            grant, obj = await _resolve(request, audit, renew=f"./{quote(token, safe='')}/renew")
+            resp = _html(200, pages.landing(obj, grant, token, request.app[_BRAND]))
         except _Refused as r:
             resp = _html(r.status, r.page)
         status = resp.status
@@ -310,7 +343,7 @@ async def _download(request: web.Request) -> web.StreamResponse:
     audit, status = _Audit(request), 500
     try:
         try:
-            _, obj = await _resolve(request, audit)
+            _, obj = await _resolve(request, audit, renew="./renew")
             url, chunks = await _presign_or_open(request.app[_SERVICE], obj, audit)
         except _Refused as r:
             status = r.status
@@ -333,6 +366,63 @@ async def _download(request: web.Request) -> web.StreamResponse:
         return resp
     finally:
         audit.emit(request, "link_download", status)
+
+
+def _cross_site(request: web.Request, base_url: str) -> bool:
+    """Did another site's page send this POST (cross-site request forgery)? Browsers say so in
+    Sec-Fetch-Site, and send Origin with every POST: it must be this server, as the request's
+    Host names it or as links.base_url does (a reverse proxy may not pass Host on)."""
+    if request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site":
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not a browser's form post (curl, a script): identity alone decides
+    ours = {request.host.lower(), urlsplit(base_url).netloc.lower()}
+    return urlsplit(origin.strip()).netloc.lower() not in ours
+
+
+async def _renew(request: web.Request) -> web.Response:
+    """POST /f/{token}/renew, the expired page's "Get a new link": for an agent the SSO proxy
+    names, a new link to the same file (service.refresh, which refuses revoked links and files
+    that are gone), answered 303 to the new link's landing page. The old link stays expired."""
+    audit, status = _Audit(request), 500
+    service, brand = request.app[_SERVICE], request.app[_BRAND]
+    token = request.match_info["token"]
+    try:
+        if _cross_site(request, service.cfg.base_url):
+            audit.fields["refusal"] = "cross_site"
+            status = 403
+            return _html(status, pages.cross_site(brand))
+        if audit.agent is None:
+            audit.fields["refusal"] = "agent_required"
+            if service.cfg.require_agent and service.cfg.sign_in_url:
+                status = 401
+                return _html(status, pages.sign_in(service.cfg.sign_in_url, brand))
+            status = 403
+            return _html(status, pages.renew_needs_agent(brand))
+        view = pages.View(brand=brand)
+        try:
+            # For the log (which link, whose file) and its refusals; expired is what we are here for.
+            await _resolve_link(service, token, audit, view)
+        except _Refused as r:
+            if audit.fields.get("refusal") != "expired":
+                status = r.status
+                return _html(status, r.page)
+            del audit.fields["refusal"]
+        try:
+            minted = await service.refresh(token=token)
+        except Exception as e:
+            r = _refused(e, audit, view)
+            status = r.status
+            return _html(status, r.page)
+        audit.fields["new_token_id"] = minted.token_id
+        # The path only: the landing page of the new link on this same server (behind a reverse
+        # proxy, base_url's path carries its prefix). A presigned link is the store's own URL.
+        location = urlsplit(minted.url).path if minted.token_id else minted.url
+        status = 303
+        return web.Response(status=status, headers={**_REDIRECT_HEADERS, "Location": location})
+    finally:
+        audit.emit(request, "link_renew", status)
 
 
 async def _presign_or_open(service: LinkService, obj: StoredObject,
