@@ -371,12 +371,17 @@ async def _download(request: web.Request) -> web.StreamResponse:
 def _cross_site(request: web.Request, base_url: str) -> bool:
     """Did another site's page send this POST (cross-site request forgery)? Browsers say so in
     Sec-Fetch-Site, and send Origin with every POST: it must be this server, as the request's
-    Host names it or as links.base_url does (a reverse proxy may not pass Host on)."""
-    if request.headers.get("Sec-Fetch-Site", "").strip().lower() == "cross-site":
+    Host names it or as links.base_url does (a reverse proxy may not pass Host on). Our pages'
+    Referrer-Policy no-referrer makes a browser send "Origin: null" even for our own form: then
+    only Sec-Fetch-Site: same-origin vouches for it (a sandboxed frame elsewhere sends null too)."""
+    fetch_site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if fetch_site == "cross-site":
         return True
     origin = request.headers.get("Origin")
     if origin is None:
         return False  # not a browser's form post (curl, a script): identity alone decides
+    if origin.strip() == "null":
+        return fetch_site != "same-origin"
     ours = {request.host.lower(), urlsplit(base_url).netloc.lower()}
     return urlsplit(origin.strip()).netloc.lower() not in ours
 
