@@ -164,3 +164,149 @@ def test_links_portal_and_api_through_the_tls_site(tls_nginx, sink):
     assert "POST /u/-/tus HTTP/" in logged and "GET /api/v1/links/show HTTP/" in logged
     assert token not in logged and page.rsplit("/", 1)[1] not in logged
     assert "token=" not in logged
+
+
+# -- Prometheus: alert rules and scrape config -------------------------------------------------
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("promtool")
+    if exe is None:
+        missing("promtool not installed (Debian package prometheus; scripts/system-deps installs it)")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120, cwd=RULES.parent)
+
+
+def test_alert_rules_pass_promtool_check_and_unit_tests():
+    checked = _promtool("check", "rules", RULES.name)
+    assert checked.returncode == 0 and "SUCCESS" in checked.stdout, checked.stdout + checked.stderr
+    tested = _promtool("test", "rules", RULES_TEST.name)
+    assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
+    config = _promtool("check", "config", SCRAPE.name)
+    assert config.returncode == 0, config.stdout + config.stderr
+
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    tests = yaml.safe_load(RULES_TEST.read_text())["tests"]
+    for rule in rules:  # each alert says how bad and what to do, and is unit-tested both ways
+        assert rule["for"] and rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
+        assert {"summary", "description"} <= set(rule["annotations"]), rule["alert"]
+        cases = [c for t in tests for c in t["alert_rule_test"] if c["alertname"] == rule["alert"]]
+        fired = [a["exp_labels"].get("instance") for c in cases for a in c["exp_alerts"]]
+        assert fired, f"{rule['alert']}: no case fires it"
+        series = {s["series"] for t in tests if any(c in t["alert_rule_test"] for c in cases)
+                  for s in t["input_series"]}
+        quiet = {re.search(r'instance="([^"]+)"', s).group(1) for s in series} - set(fired)
+        assert quiet, f"{rule['alert']}: no instance whose series must not fire it"
+
+
+# -- Grafana dashboard, and the metric names of dashboard and rules --------------------------------
+
+PROMQL_WORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "offset",
+                "bool", "inf", "nan"}
+# Prometheus's own series, which no exporter serves.
+PROMETHEUS_SERIES = {"up"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL (or Grafana query) expression selects: identifiers that are
+    not functions, keywords, label names, durations, numbers or dashboard variables."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals: label values, regexes
+    e = re.sub(r"\$\{?\w+\}?", "", e)  # $instance, ${DS_PROMETHEUS}, $__rate_interval
+    e = re.sub(r"\{[^}]*\}", "", e)  # matchers: label names
+    e = re.sub(r"\[[^\]]*\]", "", e)  # ranges and subqueries
+    e = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)  # label lists
+    e = re.sub(r"\blabel_values\s*\(([^,()]+),[^)]*\)", r"(\1)", e)  # Grafana: label_values(metric, label)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", e):
+        if e[m.end():].lstrip().startswith("(") or m.group().lower() in PROMQL_WORDS:
+            continue  # a function (or a keyword before a parenthesis)
+        if m.start() and (e[m.start() - 1].isdigit() or e[m.start() - 1] == "."):
+            continue  # the tail of a number (1e3) or a duration (5m)
+        names.add(m.group())
+    return names
+
+
+def matchers(expr: str) -> list[tuple[str, set[str]]]:
+    """(metric name, label names matched) for every `name{...}` selector."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    return [(m.group(1), set(re.findall(r"(\w+)\s*[=!]~?", m.group(2))))
+            for m in re.finditer(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}", e)]
+
+
+def dashboard_queries(board: dict) -> list[str]:
+    queries = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    for var in board["templating"]["list"]:
+        if var["type"] == "query":
+            q = var["query"]
+            queries.append(q["query"] if isinstance(q, dict) else q)
+    return queries
+
+
+def rule_queries() -> list[str]:
+    return [r["expr"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+
+
+def test_metric_name_extraction():
+    assert metric_names('histogram_quantile(0.95, sum by (le) (rate(a_bucket{x=~"y|z", instance=~"$instance"}'
+                        '[$__rate_interval])))') == {"a_bucket"}
+    assert metric_names('sum by (job, instance) (increase(b_total{r="4xx"}[10m] offset 5m)) > 3 * c / d') == \
+        {"b_total", "c", "d"}
+    assert metric_names("e / on(instance) group_left(version) f > bool 1e3") == {"e", "f"}
+    assert metric_names("label_values(smtp_offload_build_info, instance)") == {"smtp_offload_build_info"}
+    assert matchers('rate(a{x="}", y!~"z"}[5m]) + b{}') == [("a", {"x", "y"}), ("b", set())]
+
+
+def test_dashboard_structure():
+    board = json.loads(DASHBOARD.read_text())
+    assert 36 <= board["schemaVersion"] <= 41 and board["uid"] and board["title"]
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource" and variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    assert variables["instance"]["type"] == "query" and variables["instance"]["includeAll"]
+    assert [i["name"] for i in board["__inputs"]] == ["DS_PROMETHEUS"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)) and all(isinstance(i, int) for i in ids)
+    for p in board["panels"]:
+        assert {"h", "w", "x", "y"} <= set(p["gridPos"]) and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24, p["title"]
+        if p["type"] == "row":
+            continue
+        assert p["title"] and p["description"] and p["datasource"]["uid"] == "${DS_PROMETHEUS}", p["title"]
+        assert p["targets"], p["title"]
+        assert len({t["refId"] for t in p["targets"]}) == len(p["targets"]), p["title"]
+        for t in p["targets"]:
+            assert t["datasource"]["uid"] == "${DS_PROMETHEUS}" and t["expr"], p["title"]
+            assert 'instance=~"$instance"' in t["expr"], (p["title"], t["expr"])  # the variable filters every query
+            assert t["expr"].count("(") == t["expr"].count(")"), t["expr"]
+
+
+def test_dashboard_and_alerts_name_only_metrics_a_running_proxy_exposes(make_proxy, sink):
+    proxy = make_proxy({"policy": {"offload_over_bytes": 10_000}, "links": {"api_keys": [KEY]}})
+    data = samples.big_pdf(60_000)
+    assert proxy.send(message(multipart(text(), attachment(data, "a.pdf", "application/pdf"))))[0] == 250
+    assert len(sink.messages) == 1 and data not in sink.messages[0].content  # offloaded: histograms have samples
+    # An API call, so the API's series (labelled by route and status) exist.
+    assert call(f"http://127.0.0.1:{proxy.links_port}", "GET", "/api/v1/links/show?token=x")[0] == 400
+    status, _, body = get(f"http://127.0.0.1:{proxy.links_port}/metrics")
+    assert status == 200
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            labels.setdefault(s.name, set()).update(s.labels)
+    assert "smtp_offload_storage_put_seconds_bucket" in labels  # a histogram, as the test assumes
+
+    queries = dashboard_queries(json.loads(DASHBOARD.read_text())) + rule_queries()
+    used = set().union(*map(metric_names, queries))
+    # The tokenizer misses nothing of ours: every smtp_offload_/process_ word is a name it found.
+    assert set(re.findall(r"\b(?:smtp_offload|process)_\w+", " ".join(queries))) <= used
+    unknown = used - set(labels) - PROMETHEUS_SERIES
+    assert not unknown, sorted(unknown)
+    # Every label a selector matches is one the series carry (job and instance come from the scrape).
+    for name, matched in (m for q in queries for m in matchers(q)):
+        if name not in PROMETHEUS_SERIES:
+            strange = matched - labels[name] - {"job", "instance"}
+            assert not strange, (name, strange)
+    # The dashboard covers the families listed in the brief of the deploy files.
+    for family in ("messages_total", "attachments_total", "offloaded_bytes_total", "downstream_data_seconds_bucket",
+                   "storage_put_seconds_bucket", "storage_breaker_state", "smtp_sessions", "inflight_bytes",
+                   "inflight_bytes_limit", "refusals_total", "link_views_total", "link_downloads_total",
+                   "link_refusals_total", "api_requests_total", "portal_uploads_total", "portal_deliveries_total",
+                   "quarantine_total", "build_info"):
+        assert "smtp_offload_" + family in used, family
