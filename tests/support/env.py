@@ -13,8 +13,8 @@ CORPORA = ROOT.parent / "shared" / "corpora"
 
 
 def missing(reason: str, *, module: bool = False) -> NoReturn:
-    """A tool or data set a test needs is absent (Postfix, Chromium, HAProxy, systemd-analyze,
-    openssl, ../shared/corpora): skipped on a workstation, a failure under CI=true, where a
+    """A tool or data set a test needs is absent (Postfix, Chromium, HAProxy, nginx, promtool,
+    systemd-analyze, openssl, ../shared/corpora): skipped on a workstation, a failure under CI=true, where a
     skip would hide that the test never ran. `module=True` at module level."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason} [CI=true: a missing tool fails the run; scripts/system-deps installs it]",
