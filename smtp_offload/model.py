@@ -31,6 +31,11 @@ class Judgement:
     detected_type: str  # MIME type judged from the bytes, e.g. "application/pdf", "text/plain",
     #                     "application/octet-stream" when nothing matched
     detected_ext: str | None = None  # canonical extension of detected_type, without dot
+    # Which rule decided, machine-readable (inspect/rules.py RULES), and the facts its sentence needs
+    # (("type", "application/x-msdownload"), ("claimed", "application/pdf")): the notice templates
+    # turn these into plain words per language. "" when no rule names it: the notice shows `reason`.
+    rule: str = ""
+    facts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

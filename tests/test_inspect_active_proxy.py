@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.support import markup
 from tests.support.env import chrome
 from tests.support.mail import attachment, message, multipart, text
-from tests.support.relayed import attachment_payloads, body_text, verdict_reasons
+from tests.support.relayed import attachment_payloads, body_text, said, verdict_reasons
 
 HANDLER = "HTML document with active content is not accepted (an event handler attribute)"
 IN_DATA_URL = "HTML document with active content is not accepted (a script element in a data: URL)"
@@ -47,7 +47,8 @@ def test_active_markup_is_stripped_and_the_notice_says_why(proxy, sink):
     verdicts, notice = verdict_reasons(got), body_text(got)
     for name, (_, _, reason) in HOSTILE.items():
         assert verdicts[name] == ("blocked", reason)
-        assert name in notice and reason in notice
+        feature = reason[reason.index("("):]  # "... is not accepted (a script element)"
+        assert f'"{name}"' in notice and f"with active content {feature}, which is not accepted" in said(got)
     assert {name: verdicts[name][0] for name in BENIGN} == {name: "keep" for name in BENIGN}
     assert {e["name"]: e["verdict"] for e in proxy.events("attachment")} == {
         **{name: "blocked" for name in HOSTILE}, **{name: "keep" for name in BENIGN}}

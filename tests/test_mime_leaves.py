@@ -11,7 +11,7 @@ import pytest
 from smtp_offload.mime import scan
 from tests.support import samples
 from tests.support.mail import attachment, b64, entity, message, multipart, text
-from tests.support.relayed import EXE, assert_exe_gone, body_text, decisions, leaf_payloads, relay
+from tests.support.relayed import EXE, assert_exe_gone, body_text, decisions, leaf_payloads, relay, said
 
 
 def test_nameless_octet_stream_executable_is_stripped(proxy, sink):
@@ -22,7 +22,7 @@ def test_nameless_octet_stream_executable_is_stripped(proxy, sink):
     (d,) = decisions(got)
     assert (d["verdict"], d["part"], d["name*"]) == ("blocked", "2", "UTF-8''part-2.exe")
     notice = body_text(got)
-    assert '"part-2.exe"' in notice and "was removed: executable files are not accepted" in notice
+    assert '"part-2.exe" (1.0 KiB) was removed.' in notice and "It is a program file (.exe); programs are not" in notice
     assert notice.rstrip().endswith("Regards")  # the message's own text stays body
 
 
@@ -41,7 +41,7 @@ def test_encoded_attached_message_with_an_executable_is_stripped(proxy, sink, ct
     (d,) = decisions(got)
     assert d["verdict"] == "blocked"
     assert d["reason"].startswith("the attached message carries 'invoice.pdf'")  # the header has no '"'
-    assert 'carries "invoice.pdf": Windows executable disguised as PDF' in body_text(got)
+    assert 'an attached email with "invoice.pdf" in it: a Windows program disguised as a PDF document' in said(got)
 
 
 @pytest.mark.parametrize("cte", ["8bit", "base64"])

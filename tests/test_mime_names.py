@@ -12,7 +12,7 @@ from smtp_offload.mime import scan
 from tests.support import samples
 from tests.support.http import get
 from tests.support.mail import attachment, message, multipart, text
-from tests.support.relayed import LINK, attachment_payloads, body_text, decisions, relay
+from tests.support.relayed import LINK, attachment_payloads, body_text, decisions, relay, said
 
 PATHS = {"fakepath": ("C:\\fakepath\\scan.pdf", "scan.pdf"), "dotdot": ("../x.pdf", "x.pdf"),
          "root": ("/etc/x.pdf", "x.pdf"), "unc": ("\\\\server\\share\\x.pdf", "x.pdf")}
@@ -41,7 +41,7 @@ def test_executable_named_with_a_path_is_still_blocked(proxy, sink):
     assert attachment_payloads(got) == {}
     (d,) = decisions(got)
     assert (d["verdict"], d["name*"]) == ("blocked", "UTF-8''x.pdf")
-    assert '"x.pdf"' in body_text(got) and "Windows executable disguised as PDF" in body_text(got)
+    assert '"x.pdf"' in body_text(got) and "a Windows program disguised as a PDF document" in said(got)
 
 
 def test_offloaded_file_named_with_a_path_is_stored_and_served_under_its_base_name(make_proxy, sink):
@@ -53,7 +53,7 @@ def test_offloaded_file_named_with_a_path_is_stored_and_served_under_its_base_na
     (d,) = decisions(got)
     assert (d["verdict"], d["name*"]) == ("offload", "UTF-8''scan.pdf")
     plain, html = body_text(got), body_text(got, "html")
-    assert '"scan.pdf" (48.8 KiB, application/pdf)' in plain and '"scan.pdf"' in html.replace("&quot;", '"')
+    assert '"scan.pdf" (48.8 KiB, PDF document)' in plain and ">scan.pdf</a>" in html
     assert "fakepath" not in plain + html
     (ev,) = [e for e in proxy.events("attachment") if e["verdict"] == "offload"]
     key = ev["storage_key"]

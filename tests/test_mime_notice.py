@@ -9,11 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from smtp_offload.notice import HEADING
 from tests.support.decoys import BROWSER_ONLY, DECOYS
 from tests.support.env import chrome
 from tests.support.mail import attachment, message, multipart, text
 from tests.support.relayed import body_text
+
+HEADING = "The mail gateway changed this message before delivery:"  # the English notice (notices/templates/en)
 
 CASES = {**DECOYS, **{k: doc for k, (doc, _) in BROWSER_ONLY.items()}}
 

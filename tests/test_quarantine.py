@@ -23,7 +23,7 @@ from tests.support.mail import attachment, b64, entity, message, multipart, text
 from tests.support.proc import dead_s3
 from tests.support.relayed import EXE, LINK, assert_exe_gone, attachment_payloads, body_text, relay
 
-HELD = re.compile(r"An administrator can release it: quarantine id ([a-z0-9-]+)\.")
+HELD = re.compile(r"an\s+administrator\s+can\s+release\s+it\s+with\s+quarantine\s+id\s+([a-z0-9-]+)\.")
 ON = {"policy": {"quarantine": True}}
 SHA = hashlib.sha256(EXE).hexdigest()
 

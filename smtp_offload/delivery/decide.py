@@ -105,7 +105,7 @@ def judge_part(payload: bytes, part: Part, policy: InspectPolicy) -> Judgement:
         if j.verdict in (Verdict.KEEP, Verdict.SPOOFED) and looks_like_text(payload):
             reason = (f'content is in an unknown transfer encoding ("{_safe_token(part.cte)}"), '
                       "so what it really is cannot be checked")
-            return Judgement(Verdict.SPOOFED, reason, "application/octet-stream")
+            return Judgement(Verdict.SPOOFED, reason, "application/octet-stream", rule="unknown_encoding")
     return j
 
 
@@ -163,7 +163,7 @@ class _Survey:
         raw = _raw_reading(view, part, self.policy)
         if raw is not None and _SEVERITY[raw.verdict] > _SEVERITY.get(j.verdict, 0):
             j = Judgement(raw.verdict, f"{raw.reason} (read undecoded, as a client may read an irregular "
-                          "transfer encoding)", raw.detected_type, raw.detected_ext)
+                          "transfer encoding)", raw.detected_type, raw.detected_ext, raw.rule, raw.facts)
         return File(part=part, data=payload, sha256=hashlib.sha256(payload).hexdigest(), judgement=j, inner=inner,
                     wire_size=part.end - (part.delim_start if part.delim_start is not None else part.start))
 
@@ -181,17 +181,27 @@ class _Survey:
         if worst is not None and _SEVERITY.get(worst.judgement.verdict, 0) > _SEVERITY[own.verdict]:
             what = "signed content" if signed else "attached message"
             reason = f'the {what} carries "{safe_display_name(worst.name)}": {worst.judgement.reason}'
-            return Judgement(worst.judgement.verdict, reason, own.detected_type, own.detected_ext), inner
+            return Judgement(worst.judgement.verdict, reason, own.detected_type, own.detected_ext, "carries",
+                             _carried(worst, "signed" if signed else "message")), inner
         if own.verdict is not Verdict.KEEP:
             return own, inner
         if signed and rw.needs_rebuild(part.embedded):
             # An encoded message is relayed rebuilt into the one reading we judged; rebuilding
             # signed content would break its signature, so it cannot be relayed with one reading.
             return Judgement(Verdict.SPOOFED, "signed content (S/MIME) whose MIME structure can be read more "
-                             "than one way", own.detected_type, own.detected_ext), inner
+                             "than one way", own.detected_type, own.detected_ext, "signed_ambiguous"), inner
         head = "S/MIME signed content (the signature is not verified)" if signed else "an email message"
         return Judgement(Verdict.KEEP, f"{head}; the {len(inner)} file(s) in it were inspected",
                          own.detected_type, own.detected_ext), inner
+
+
+def _carried(worst: File, container: str) -> tuple[tuple[str, str], ...]:
+    """The facts of "carries": the container, the file it carries (its name, its rule and that
+    rule's facts); at any depth the deepest file is named, in the outermost container."""
+    j = worst.judgement
+    if j.rule == "carries":
+        return (("container", container),) + tuple(kv for kv in j.facts if kv[0] != "container")
+    return (("container", container), ("file", safe_display_name(worst.name)), ("inner", j.rule)) + j.facts
 
 
 def analyse(data: bytes, policy: InspectPolicy, limits: scan.Limits = scan.Limits()) -> Analysis:

@@ -28,7 +28,8 @@ from ..metrics import Metrics
 from ..mime import rewrite as rw
 from ..mime import scan
 from ..model import Envelope, FileOutcome, Verdict
-from ..notice import render as render_notice
+from ..notices import Notices
+from ..notices import render as render_notice
 from ..quarantine.records import Holder, Origin
 from ..storage.base import Store, StoredObject, display_text, make_key
 from ..storage.routed import store_for
@@ -109,8 +110,9 @@ def rewrites(plan: Plan, outcomes: tuple[FileOutcome, ...]) -> bool:
         an.forged_headers or an.ambiguities or an.renamed)
 
 
-def render(plan: Plan, outcomes: tuple[FileOutcome, ...] | None = None) -> bytes:
-    """The message with removed files replaced by the notice (without our trace headers)."""
+def render(plan: Plan, outcomes: tuple[FileOutcome, ...] | None = None, notices: Notices | None = None) -> bytes:
+    """The message with removed files replaced by the notice (without our trace headers);
+    the notice from `notices` (notices.language), else in English."""
     an = plan.analysis
     outcomes = as_decided(plan) if outcomes is None else outcomes
     if not rewrites(plan, outcomes):
@@ -118,14 +120,15 @@ def render(plan: Plan, outcomes: tuple[FileOutcome, ...] | None = None) -> bytes
     changed = [o for o in outcomes if o.verdict is not Verdict.KEEP]
     notice_text = notice_html = None
     if changed:
-        notice_text, notice_html = render_notice(changed)
+        notice_text, notice_html = notices.render(changed) if notices is not None else render_notice(changed)
     return rw.rewrite(an.data, an.root, [o.file.part for o in changed], notice_text, notice_html, OUR_HEADERS)
 
 
 class Preparer:
     def __init__(self, *, store: Store | None, secret: bytes | None, links: LinksConfig, policy: PreparePolicy,
                  fit: Fit, tenant_from: tuple[TenantFrom, str], auth: Authenticator, hostname: str, log: Any,
-                 metrics: Metrics | None = None, seal_unchanged: bool = False, holder: Holder | None = None):
+                 metrics: Metrics | None = None, seal_unchanged: bool = False, holder: Holder | None = None,
+                 notices: Notices | None = None):
         self.store = store
         self.holder = holder  # policy.quarantine: stripped spoofed and blocked files are kept here
         self.secret = secret  # the signing secret (links.secret.load_secrets()[0])
@@ -138,6 +141,7 @@ class Preparer:
         self.log = log
         self.metrics = metrics or Metrics()
         self.seal_unchanged = seal_unchanged
+        self.notices = notices or Notices()  # the text put into changed messages (notices.*)
         # One breaker per store: a routed store that keeps failing must not turn offloading off
         # for the customers of the others.
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -165,7 +169,8 @@ class Preparer:
                           verdict=o.verdict.value, reason=o.reason, storage_key=o.storage_key,
                           offload_failed=o.offload_failed or None)
         inline = len(plan.analysis.data) < INLINE_BYTES  # a big one is CPU work for a worker thread
-        body = render(plan, outcomes) if inline else await asyncio.to_thread(render, plan, outcomes)
+        body = render(plan, outcomes, self.notices) if inline \
+            else await asyncio.to_thread(render, plan, outcomes, self.notices)
         if failed and self.policy.on_storage_failure is StorageFailure.KEEP \
                 and len(body) > self.fit.max_message_bytes:
             await self.discard(stored)

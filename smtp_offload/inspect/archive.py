@@ -48,6 +48,7 @@ MALFORMED, BLOCKED, LIMIT, ENCRYPTED, MACRO, ESCAPE, SPOOF, NAME = (
 class Finding:
     kind: str
     reason: str
+    facts: tuple[tuple[str, str], ...] = ()  # what a notice's sentence needs (the member, its type)
 
 
 @dataclass
@@ -87,10 +88,10 @@ class _Run:
         self.refusing = (MALFORMED, BLOCKED, LIMIT) if limits_refuse else (MALFORMED, BLOCKED)
         self.settled = False
 
-    def add(self, kind: str, reason: str) -> None:
+    def add(self, kind: str, reason: str, **facts: str) -> None:
         if any(f.kind == kind and f.reason == reason for f in self.report.findings):
             return
-        self.report.findings.append(Finding(kind, reason))
+        self.report.findings.append(Finding(kind, reason, tuple(facts.items())))
         self.settled = self.settled or kind in self.refusing
 
     @property
@@ -153,17 +154,18 @@ class _Run:
     def member(self, buf: bytes, m: zipfmt.Member, depth: int, epub: bool) -> None:
         p, shown = self.policy, _shown(m.name)
         if any(escapes(n) for n in m.names):
-            self.add(ESCAPE, f"archive member with a path that escapes the folder ({shown})")
+            self.add(ESCAPE, f"archive member with a path that escapes the folder ({shown})", member=shown)
         if m.is_dir:
             return
         for n in m.names:
             ext = file_extension(n)
             # EPUB 3 books carry JavaScript by design; their reader runs it sandboxed.
             if ext and ext in p.blocked_extensions and not (epub and ext == "js"):
-                self.add(BLOCKED, f"archive contains a .{ext} file ({_shown(n)})")
+                self.add(BLOCKED, f"archive contains a .{ext} file ({_shown(n)})", member=_shown(n), ext=ext)
             problem = name_problem(re.split(r"[\\/]", n)[-1]) if p.suspicious_names else None
             if problem:
-                self.add(NAME, f"archive member with a suspicious name ({problem.label}): {_shown(n)}")
+                self.add(NAME, f"archive member with a suspicious name ({problem.label}): {_shown(n)}",
+                         member=_shown(n), problem=problem.code)
         if m.encrypted:
             self.report.encrypted += 1
             return
@@ -176,7 +178,7 @@ class _Run:
             kind, _ = sniff(self.read(buf, m, deeper))
         blocked = _blocked_category(kind, p)
         if blocked:
-            self.add(BLOCKED, f"archive contains {T.NAMES.get(kind, kind)} ({shown})")
+            self.add(BLOCKED, f"archive contains {T.NAMES.get(kind, kind)} ({shown})", member=shown, type=kind)
         elif kind in T.ZIP_CONTAINERS or head.startswith(zipfmt.LOCAL):
             self.nested(buf, m, depth, shown)
 
@@ -191,10 +193,10 @@ class _Run:
         inner = self.read(buf, m, m.usize + 1 if m.usize >= 0 else self.budget)
         kind, _ = sniff(inner)
         if kind in T.MACRO_OOXML:
-            self.add(MACRO, f"archive contains {T.NAMES[kind]} ({shown})")
+            self.add(MACRO, f"archive contains {T.NAMES[kind]} ({shown})", member=shown, type=kind)
             claim = T.EXTENSIONS.get(file_extension(m.name) or "")
             if claim in T.MACRO_FREE:
-                self.add(SPOOF, f"archive member {shown} has macros but a macro-free name")
+                self.add(SPOOF, f"archive member {shown} has macros but a macro-free name", member=shown)
         self.archive(inner, depth + 1, True)
 
     # --- bounded reading -------------------------------------------------------

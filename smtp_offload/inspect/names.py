@@ -37,6 +37,7 @@ _DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 class NameProblem:
     label: str  # short, to append to another reason: "double extension .pdf.exe"
     detail: str  # a whole reason: "file name has a double extension ..."
+    code: str = ""  # machine-readable, for a notice's plain sentence: "bidi", "double_extension" ...
 
 
 def name_problem(name: str | None) -> NameProblem | None:
@@ -48,22 +49,25 @@ def name_problem(name: str | None) -> NameProblem | None:
     if bidi:
         code = f"U+{ord(bidi):04X}"
         return NameProblem(f"bidirectional control {code}",
-                           f"file name contains a bidirectional text control ({code}) that can disguise its extension")
+                           f"file name contains a bidirectional text control ({code}) that can disguise its extension",
+                           "bidi")
     if any(unicodedata.category(c) == "Cc" for c in name):
-        return NameProblem("control characters", "file name contains control characters (such as NUL, CR or LF)")
+        return NameProblem("control characters", "file name contains control characters (such as NUL, CR or LF)",
+                           "control")
     clsid = _CLSID.search(name)
     if clsid:
         return NameProblem("a class ID", f"file name contains a Windows class ID {clsid.group(0)}, "
-                                         "which hides its real type")
+                                         "which hides its real type", "clsid")
     double = double_extension(name)
     if double:
         mid, last = double
         return NameProblem(f"double extension .{mid}.{last}",
-                           f"double extension: a .{last} file made to look like a .{mid} file")
+                           f"double extension: a .{last} file made to look like a .{mid} file", "double_extension")
     if name != name.rstrip(". "):
-        return NameProblem("trailing dot or space", "file name ends in a dot or space, which Windows silently drops")
+        return NameProblem("trailing dot or space", "file name ends in a dot or space, which Windows silently drops",
+                           "trailing")
     if len(name) > MAX_NAME:
-        return NameProblem("too long", f"file name is too long ({len(name)} characters)")
+        return NameProblem("too long", f"file name is too long ({len(name)} characters)", "too_long")
     return None
 
 

@@ -27,7 +27,50 @@ from .names import double_extension, file_extension, name_problem
 from .policy import InspectPolicy, KeepOrBlock
 from .sniff import ole_has_vba, sniff, text_encoding
 
-__all__ = ["InspectPolicy", "judge", "consistent", "declared_base", "file_extension"]
+__all__ = ["InspectPolicy", "judge", "consistent", "declared_base", "file_extension", "RULES"]
+
+# Every rule code judge() gives a Judgement that removes a file (Judgement.rule), with the
+# facts each one carries. The notice templates say each in plain words, per language
+# (smtp_offload/notices/templates/<language>/words.txt); tests/test_notices.py holds them to it.
+# "type" is always the detected MIME type; "claimed" a canonical MIME type the sender claimed.
+RULES: dict[str, tuple[str, ...]] = {
+    "empty": (),
+    "disguised": ("type", "claimed", "ext"),  # a blocked type named or declared as another
+    "program": ("type", "ext"),  # an executable (blocked_types' executable category)
+    "blocked_type": ("type",),
+    "blocked_extension": ("ext", "double"),  # double: "pdf.exe" when the name has two
+    "not_allowed": ("type",),  # outside policy.allowed_types
+    "active_content": ("kind", "feature"),  # kind: html, svg, xml
+    "macros": ("type",),
+    "hidden": ("type", "member", "member_type", "ext"),  # an archive inside a PDF or image holds a blocked file
+    "polyglot": ("type",),
+    "archive_malformed": (),
+    "archive_blocked": ("type", "member", "member_type", "ext"),
+    "archive_limit": ("type",),
+    "archive_encrypted": ("type",),
+    "archive_macros": ("type", "member", "member_type"),
+    "unknown_binary": (),
+    "declared_mismatch": ("type", "claimed"),
+    "extension_mismatch": ("type", "claimed", "ext"),
+    "archive_path": ("member",),
+    "archive_macro_name": ("member",),
+    "archive_name": ("member", "problem"),
+    "name_bidi": (),
+    "name_control": (),
+    "name_clsid": (),
+    "double_extension": ("ext", "double"),
+    "name_trailing": (),
+    "name_too_long": (),
+    # Set by delivery/decide.py, which judges the containers around files:
+    "carries": ("container", "file", "inner"),  # an attached message (or signed content) carries a
+    #                                             removed file; the inner rule's facts come along
+    "unknown_encoding": (),
+    "signed_ambiguous": (),
+}
+# What an archive finding of each kind is called as a rule (see _archive_refusal).
+_ARCHIVE_RULES = {A.MALFORMED: "archive_malformed", A.BLOCKED: "archive_blocked", A.LIMIT: "archive_limit",
+                  A.ENCRYPTED: "archive_encrypted", A.MACRO: "archive_macros", A.ESCAPE: "archive_path",
+                  A.SPOOF: "archive_macro_name", A.NAME: "archive_name"}
 
 # Claims under which a browser renders text as markup, whatever the bytes start with.
 _MARKUP_CLAIMS = frozenset({T.HTML, T.SVG, "application/xhtml+xml"})
@@ -45,11 +88,12 @@ def judge(
     """Judge one attachment's bytes against its declared type and name."""
     detected, detected_ext = sniff(data)
 
-    def verdict(v: Verdict, reason: str) -> Judgement:
-        return Judgement(v, reason, detected, detected_ext)
+    def verdict(v: Verdict, reason: str, rule: str = "", **facts: str | None) -> Judgement:
+        shown = tuple((k, f) for k, f in facts.items() if f)
+        return Judgement(v, reason, detected, detected_ext, rule, shown)
 
     if not data:
-        return verdict(Verdict.EMPTY, "file is empty (0 bytes)")
+        return verdict(Verdict.EMPTY, "file is empty (0 bytes)", "empty")
 
     declared = declared_base(declared_type)
     declared_claim = None if declared is None or declared in T.NO_CLAIM else T.ALIASES.get(declared, declared)
@@ -60,19 +104,23 @@ def judge(
 
     # BLOCKED: what it is outranks what it is called.
     if _matches_any(detected, policy.blocked_types, strict=True):
-        for claim, label in ((declared_claim, declared), (ext_claim, f".{ext} file")):
+        for claim, label, by_name in ((declared_claim, declared, False), (ext_claim, f".{ext} file", True)):
             if claim and consistent(detected, claim) is False:
                 disguise = _bare(T.NAMES[claim]) if claim in T.NAMES else label
-                return verdict(Verdict.BLOCKED, f"{bare[0].upper()}{bare[1:]} disguised as {disguise}")
+                return verdict(Verdict.BLOCKED, f"{bare[0].upper()}{bare[1:]} disguised as {disguise}", "disguised",
+                               type=detected, claimed=claim, ext=ext if by_name else None)
         if detected in T.CATEGORIES["executable"]:
-            return verdict(Verdict.BLOCKED, f"executable files are not accepted ({bare})")
-        return verdict(Verdict.BLOCKED, f"files of this type are not accepted ({bare})")
+            return verdict(Verdict.BLOCKED, f"executable files are not accepted ({bare})", "program",
+                           type=detected, ext=ext or detected_ext)
+        return verdict(Verdict.BLOCKED, f"files of this type are not accepted ({bare})", "blocked_type", type=detected)
     if ext and ext in policy.blocked_extensions:
         double = double_extension(filename) if policy.suspicious_names else None
         shown = f" (double extension .{double[0]}.{double[1]})" if double else ""
-        return verdict(Verdict.BLOCKED, f"files with the .{ext} extension are not accepted{shown}")
+        return verdict(Verdict.BLOCKED, f"files with the .{ext} extension are not accepted{shown}", "blocked_extension",
+                       ext=ext, double=".".join(double) if double else None)
     if policy.allowed_types is not None and not _matches_any(detected, policy.allowed_types, strict=False):
-        return verdict(Verdict.BLOCKED, f"content is {what}, which is not an accepted file type")
+        return verdict(Verdict.BLOCKED, f"content is {what}, which is not an accepted file type", "not_allowed",
+                       type=detected)
     if policy.block_active_content and detected in (T.HTML, T.SVG, T.TEXT):
         page = detected != T.TEXT or declared_claim in _MARKUP_CLAIMS or ext in _MARKUP_EXTS
         # XML opens in a browser too; it runs script only in the XHTML or SVG namespace.
@@ -84,16 +132,19 @@ def judge(
         if feature:
             kind = "XML document" if xml else "SVG image" if T.SVG in (detected, declared_claim, ext_claim) \
                 else "HTML document"
-            return verdict(Verdict.BLOCKED, f"{kind} with active content is not accepted ({feature})")
+            return verdict(Verdict.BLOCKED, f"{kind} with active content is not accepted ({feature})", "active_content",
+                           kind=kind.split()[0].lower(), feature=feature)
     if policy.on_macros is KeepOrBlock.BLOCK and (
             detected in T.MACRO_OOXML or (detected == T.OLE and ole_has_vba(data))):
-        return verdict(Verdict.BLOCKED, f"Office documents with macros are not accepted ({bare})")
+        return verdict(Verdict.BLOCKED, f"Office documents with macros are not accepted ({bare})", "macros",
+                       type=detected)
     report, mode = _look_inside(data, detected, policy)
     refusal = _archive_refusal(report, mode, what, policy)
     if refusal:
-        return verdict(Verdict.BLOCKED, refusal)
+        reason, rule, facts = refusal
+        return verdict(Verdict.BLOCKED, reason, rule, type=detected, **facts)
     if policy.on_unknown is KeepOrBlock.BLOCK and detected == T.OCTET:
-        return verdict(Verdict.BLOCKED, "content is unrecognised binary data, which is not accepted")
+        return verdict(Verdict.BLOCKED, "content is unrecognised binary data, which is not accepted", "unknown_binary")
 
     # SPOOFED: a checkable claim contradicted by the bytes.
     def contradicted(claim: str | None) -> bool:
@@ -105,17 +156,23 @@ def judge(
 
     if contradicted(declared_claim):
         shown = declared if len(declared) <= 60 else declared[:57] + "..."  # sender-controlled
-        return verdict(Verdict.SPOOFED, f"content is {what} but it was declared as {shown}")
+        return verdict(Verdict.SPOOFED, f"content is {what} but it was declared as {shown}", "declared_mismatch",
+                       type=detected, claimed=declared_claim)
     if contradicted(ext_claim):
-        return verdict(Verdict.SPOOFED, f"content is {what} but the file name ends in .{ext}")
+        return verdict(Verdict.SPOOFED, f"content is {what} but the file name ends in .{ext}", "extension_mismatch",
+                       type=detected, claimed=ext_claim, ext=ext)
     if mode == "archive":
         kinds = (A.ESCAPE, A.SPOOF, A.NAME) if policy.suspicious_names else (A.ESCAPE, A.SPOOF)
         found = next((f for k in kinds for f in report.findings if f.kind == k), None)
         if found:
-            return verdict(Verdict.SPOOFED, found.reason)
+            return verdict(Verdict.SPOOFED, found.reason, _ARCHIVE_RULES[found.kind], type=detected,
+                           **_member_facts(found))
     problem = name_problem(filename) if policy.suspicious_names else None
     if problem:
-        return verdict(Verdict.SPOOFED, problem.detail)
+        double = double_extension(filename) if problem.code == "double_extension" else None
+        rule = problem.code if problem.code == "double_extension" else f"name_{problem.code}"
+        return verdict(Verdict.SPOOFED, problem.detail, rule,
+                       ext=double[1] if double else None, double=".".join(double) if double else None)
 
     note = ""
     if mode == "archive" and report.encrypted:
@@ -151,22 +208,29 @@ def _look_inside(data: bytes, detected: str, policy: InspectPolicy) -> tuple[A.R
     return report, "polyglot" if detected == T.PDF or detected.startswith("image/") else "host"
 
 
-def _archive_refusal(report: A.Report | None, mode: str | None, what: str, policy: InspectPolicy) -> str | None:
+def _archive_refusal(report: A.Report | None, mode: str | None, what: str,
+                     policy: InspectPolicy) -> tuple[str, str, dict[str, str]] | None:
+    """(reason, rule, facts) when what the archive holds refuses the file."""
     if report is None:
         return None
     if mode != "archive":
         found = report.first(A.BLOCKED)
         if found:
-            return "hidden " + found.reason
+            return "hidden " + found.reason, "hidden", _member_facts(found)
         if mode == "polyglot" and policy.on_polyglot is KeepOrBlock.BLOCK:
-            return f"file is both {what} and a ZIP archive"
+            return f"file is both {what} and a ZIP archive", "polyglot", {}
         return None
     kinds = [A.MALFORMED, A.BLOCKED]
     kinds += [A.LIMIT] if policy.on_archive_limit is KeepOrBlock.BLOCK else []
     kinds += [A.ENCRYPTED] if policy.on_encrypted_archive is KeepOrBlock.BLOCK else []
     kinds += [A.MACRO] if policy.on_macros is KeepOrBlock.BLOCK else []
     found = next((f for k in kinds for f in report.findings if f.kind == k), None)
-    return found.reason if found else None
+    return (found.reason, _ARCHIVE_RULES[found.kind], _member_facts(found)) if found else None
+
+
+def _member_facts(found: A.Finding) -> dict[str, str]:
+    """An archive finding's facts, its member's type as member_type (the file's own is "type")."""
+    return {("member_type" if k == "type" else k): v for k, v in found.facts}
 
 
 def consistent(detected: str, claim: str) -> bool | None:

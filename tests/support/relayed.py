@@ -30,6 +30,11 @@ def body_text(raw: bytes, subtype: str = "plain") -> str:
     raise AssertionError(f"no text/{subtype} body")
 
 
+def said(raw: bytes, subtype: str = "plain") -> str:
+    """The relayed body as a reader takes it in: the text notice's wrapped lines read as one."""
+    return " ".join(body_text(raw, subtype).split())
+
+
 def leaf_payloads(raw: bytes) -> list[bytes]:
     """The decoded bytes of every part of the relayed message (leaves, at any depth)."""
     return [decode(raw[p.body_start:p.end], p.cte) for p in scan.parse(raw).walk() if not p.children]
