@@ -25,6 +25,7 @@ from .delivery.decide import DecidePolicy
 from .delivery.pipeline import Pipeline
 from .delivery.policy import Fit
 from .delivery.prepare import Preparer
+from .notices import NoticeError, Notices
 from .relay import Downstream
 from .relay.pool import DownstreamPool
 from .smtp.handler import Handler
@@ -63,7 +64,8 @@ def build_pipeline(cfg: Config, store, secret: list[bytes] | None, log, metrics:
         if p.hold.quarantine and store is not None else None
     preparer = Preparer(store=store, secret=secret[0] if secret else None, links=cfg.links, policy=p.prepare,
                         fit=policy.fit, tenant_from=cfg.storage.tenant_from, auth=auth, hostname=hostname, log=log,
-                        metrics=metrics, seal_unchanged=cfg.auth.arc.seal_unchanged, holder=holder)
+                        metrics=metrics, seal_unchanged=cfg.auth.arc.seal_unchanged, holder=holder,
+                        notices=Notices(cfg.notices, upload_links=cfg.portal.enabled))
     return cls(decide_policy=policy, signed=p.signed, preparer=preparer, auth=auth, metrics=metrics)
 
 
@@ -116,6 +118,10 @@ class App:
         await check_store(cfg, store, self.log)
         pipeline = build_pipeline(cfg, store, secret, self.log, self.metrics, self.hostname,
                                   Authenticator(cfg.auth, self.hostname, self.resolver), self.pipeline_class)
+        try:  # an admin's template that cannot render must stop the start, not a customer's message
+            pipeline.preparer.notices.check()
+        except NoticeError as exc:
+            raise StartupError(str(exc)) from None
         self.pool = DownstreamPool(lambda: Downstream(cfg.downstream, cfg.downstream.helo_name or self.hostname),
                                    cfg.downstream.pool_size, cfg.downstream.pool_idle_seconds)
         handler = Handler(pipeline, self.pool, self.log, self.metrics, accepted_domains=cfg.server.accepted_domains,
