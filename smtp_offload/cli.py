@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import signal
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
+from . import __version__
 from . import config as config_mod
 from . import log as log_mod
 from .errors import ConfigError, StartupError, StorageError
@@ -109,8 +113,9 @@ def cmd_check_config(args) -> int:
     except ConfigError as exc:
         print(f"smtp-offload: config error: {exc}", file=sys.stderr)
         return 2
-    print(f"{cfg.source}: ok")
-    print(summary(cfg))
+    note = _note_for(args)
+    note(f"{cfg.source}: ok")
+    note(summary(cfg))
     if not args.offline:
         failed = False
         for where, problem in asyncio.run(_check_online(cfg)):
@@ -118,12 +123,31 @@ def cmd_check_config(args) -> int:
                 print(f"smtp-offload: {where}: {problem}", file=sys.stderr)
                 failed = True
             else:
-                print(f"{where}: reachable and writable")
+                note(f"{where}: reachable and writable")
         if failed:
             return 1
-    if args.show:
+    if args.json:
         print(json.dumps(config_mod.as_dict(cfg), indent=2))
+    elif args.show:
+        shown = config_mod.to_toml(config_mod.as_dict(cfg))
+        if MASKED in shown:
+            note(f"secrets are shown as {MASKED}: put them back (better: in the environment) before using this file")
+        print("\n" + shown, end="")
     return 0
+
+
+MASKED = "********"  # config.as_dict's mask for secrets
+
+
+def _note_for(args) -> Callable[[str], None]:
+    """Where check-config's readable lines go. With --show the whole output is a TOML file
+    (those lines as comments), so `check-config --show > effective.toml` works; with --json
+    stdout holds the JSON alone and they go to stderr."""
+    if args.json:
+        return lambda line: print(line, file=sys.stderr)
+    if args.show:
+        return lambda line: print("\n".join(f"# {ln}" for ln in line.splitlines()))
+    return print
 
 
 SCAN_DELIVERABLE, SCAN_REFUSED, SCAN_USAGE = 0, 1, 2  # `scan` exit codes (README, --help)
@@ -231,6 +255,14 @@ def cmd_send_samples(args) -> int:
     from .harness import send_samples
 
     sink = None
+    if args.save and not args.sink:
+        args.usage_error("--save needs --sink HOST:PORT: it saves what the recording sink received")
+    if args.save:
+        try:
+            args.save.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"smtp-offload: --save: cannot create {args.save}: {exc.strerror}", file=sys.stderr)
+            return 2
     if args.sink:
         from .config import parse_hostport
         from .smtp.sink import RecordingSink
@@ -246,7 +278,7 @@ def cmd_send_samples(args) -> int:
               file=sys.stderr if args.json else sys.stdout)
     try:
         rows = send_samples(args.server, args.to, args.sender, sink, scale=args.scale,
-                            out=sys.stderr if args.json else sys.stdout)
+                            out=sys.stderr if args.json else sys.stdout, save=args.save)
     finally:
         if sink is not None:
             sink.stop()
@@ -255,28 +287,64 @@ def cmd_send_samples(args) -> int:
     return 0 if all(r["code"] for r in rows) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="smtp-offload", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("serve", help="run the SMTP proxy and its link server")
-    p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks; an option's help ends with its default when it has
+    one worth saying (not None, not a flag's False, not already in the text)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (action.option_strings and "%(default)" not in text and "(default" not in text
+                and default is not None and default is not False and default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every parser and subparser (add_subparsers makes them of this class) uses _HelpFormatter."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+DESCRIPTION = """\
+smtp-offload: an SMTP hop for contact centers that judges attachments by their real bytes,
+strips spoofed, empty and blocked ones and offloads large ones to expiring links."""
+EPILOG = "`smtp-offload COMMAND --help` shows a command's options, each with its default."
+CONFIG_HELP = "TOML config file (default: the embedded default)"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line (the tests walk it: every option with a default shows it)."""
+    top = _Parser(prog="smtp-offload", description=DESCRIPTION, epilog=EPILOG)
+    top.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                     help="print the version (smtp-offload X.Y.Z) and exit")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    p = sub.add_parser("serve", help="run the SMTP proxy and its link server",
+                       description="Run the SMTP proxy and its link server until SIGTERM or SIGINT.")
+    p.add_argument("--config", "-c", help=CONFIG_HELP)
     p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("check-config", help="validate a config file and exit")
-    p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
-    p.add_argument("--show", action="store_true", help="print the effective config (secrets masked)")
+    p = sub.add_parser("check-config", help="validate a config file, check its stores, show the effective config",
+                       description="Validate a config file and check that its network stores are reachable.")
+    p.add_argument("--config", "-c", help=CONFIG_HELP)
+    p.add_argument("--show", action="store_true",
+                   help="print the effective config as TOML, secrets masked (the summary as comments)")
+    p.add_argument("--json", action="store_true", help="with --show: print JSON instead (the summary to stderr)")
     p.add_argument("--offline", action="store_true", help="validate the file only; do not contact the storage")
     p.set_defaults(func=cmd_check_config)
     p = sub.add_parser("scan", help="dry run: print the verdict for every attachment of a message file",
                        description="Dry run: the verdict for every attachment, the projected size after\n"
                                    "offload and the reply the proxy would give. Stores and sends nothing.",
-                       epilog=SCAN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=SCAN_EPILOG)
     p.add_argument("file", help="an RFC 5322 message (.eml)")
-    p.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+    p.add_argument("--config", "-c", help=CONFIG_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_scan)
-    p = sub.add_parser("links", help="refresh, revoke or show a download link")
+    p = sub.add_parser("links", help="refresh, revoke or show a download link",
+                       description="Refresh, revoke or show a download link.")
     p.set_defaults(func=cmd_links)
-    links = p.add_subparsers(dest="links_command", required=True)
+    links = p.add_subparsers(dest="links_command", required=True, metavar="ACTION", title="actions")
     link_help = "the link as it appears in the mail (http://host/f/<token>, with /download, a query or not) or its token"
     q = links.add_parser("refresh", help="a new link to the same file (expired tokens are fine)")
     g = q.add_mutually_exclusive_group(required=True)
@@ -294,11 +362,12 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("link", nargs="?", metavar="URL-OR-TOKEN", help=link_help)
     g.add_argument("--token", help="the token of the link, or the whole link")
     for q in links.choices.values():
-        q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+        q.add_argument("--config", "-c", help=CONFIG_HELP)
         q.set_defaults(key=None, ttl=None, token_id=None)
-    p = sub.add_parser("portal", help="upload links for customers: create, show, revoke, sweep")
+    p = sub.add_parser("portal", help="upload links for customers: create, show, revoke, sweep",
+                       description="Upload links for customers: create, show, revoke, sweep.")
     p.set_defaults(func=cmd_portal)
-    portal = p.add_subparsers(dest="portal_command", required=True)
+    portal = p.add_subparsers(dest="portal_command", required=True, metavar="ACTION", title="actions")
     q = portal.add_parser("create", help="a new upload link for a case (prints JSON: uploadUrl, expiresAt, sessionId)")
     q.add_argument("--case", required=True, metavar="ID", help="the case id (in the delivered message's subject)")
     q.add_argument("--to", required=True, metavar="ADDRESS", help="where the files go: the case's mailbox address")
@@ -312,11 +381,12 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("session", metavar="SESSION-ID")
     portal.add_parser("sweep", help="deliver what is due and remove expired sessions now (the servers do it too)")
     for q in portal.choices.values():
-        q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
+        q.add_argument("--config", "-c", help=CONFIG_HELP)
     p = sub.add_parser("quarantine", help="files stripped as spoofed or blocked and held: list, show, release, "
-                                          "delete, purge")
+                                          "delete, purge",
+                       description="Files stripped as spoofed or blocked and held by policy.quarantine.")
     p.set_defaults(func=cmd_quarantine)
-    quarantine = p.add_subparsers(dest="quarantine_command", required=True)
+    quarantine = p.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION", title="actions")
     q = quarantine.add_parser("list", help="every held file: id, received, from, to, file, verdict, reason")
     q.add_argument("--json", action="store_true", help="print a JSON array with every field")
     q = quarantine.add_parser("show", help="one held file's metadata (JSON)")
@@ -328,18 +398,39 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("id", metavar="ID", help="the quarantine id")
     quarantine.add_parser("purge", help="delete what is past policy.quarantine_retention_days now (servers do it hourly)")
     for q in quarantine.choices.values():
-        q.add_argument("--config", "-c", help="TOML config file (default: the embedded default)")
-    p = sub.add_parser("send-samples", help="send a set of realistic sample messages to a running proxy")
+        q.add_argument("--config", "-c", help=CONFIG_HELP)
+    p = sub.add_parser("send-samples", help="send a set of realistic sample messages to a running proxy",
+                       description="Send eleven realistic sample messages to a running proxy and show each reply;\n"
+                                   "with --sink, also what the proxy relayed and decided per attachment.")
     p.add_argument("--server", default="127.0.0.1:2525", help="the proxy's SMTP address (host:port)")
     p.add_argument("--to", default="support@localhost", help="recipient (in one of the proxy's accepted domains)")
     p.add_argument("--from", dest="sender", default="samples@smtp-offload.test", help="envelope sender")
     p.add_argument("--sink", metavar="HOST:PORT",
                    help="start a recording SMTP server here and show the proxy's decisions read back from it")
+    p.add_argument("--save", metavar="DIR", type=Path,
+                   help="with --sink: write each relayed message as DIR/NN-<sample>.eml")
     p.add_argument("--scale", type=float, default=1.0, help="shrink the big files (e.g. 0.1)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.set_defaults(func=cmd_send_samples)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    p.set_defaults(func=cmd_send_samples, usage_error=p.error)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            args = parser().parse_args(argv)
+        except SystemExit:  # --help, --version, usage errors: flush where a closed pipe is caught
+            sys.stdout.flush()
+            raise
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit where it could not be caught
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly with the status of a process killed by
+        # SIGPIPE, as `yes | head` does. stdout goes to /dev/null so that the interpreter's own
+        # flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return status
 
 
 if __name__ == "__main__":

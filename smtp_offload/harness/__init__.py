@@ -13,12 +13,13 @@ import sys
 import time
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..units import human_size
 from . import files
 from .mime import attachment, b64, entity, message, multipart, rfc822, text
 
-MB = 1_000_000
+MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def samples(scale: float = 1.0, to: str = "support@example.com") -> list[Sample]
                                   attachment(files.pdf(), "original-contract.pdf", "application/pdf")),
                         subject="Fwd source")
     planner = multipart(text("Six scans, none above the threshold, too big together.\r\n"),
-                        *(attachment(files.big_pdf(size(8 * MB)), f"scan-{i}.pdf", "application/pdf")
+                        *(attachment(files.big_pdf(size(8 * MiB)), f"scan-{i}.pdf", "application/pdf")
                           for i in range(1, 7)))
     return [
         Sample("plain text", msg("Plain text", text("Just text, nothing attached.\r\n")), "relayed unchanged"),
@@ -53,10 +54,10 @@ def samples(scale: float = 1.0, to: str = "support@example.com") -> list[Sample]
                "image kept"),
         Sample("small PDF", msg("Invoice", multipart(text(), attachment(files.pdf(), "invoice-123.pdf",
                                                                         "application/pdf"))), "kept"),
-        Sample("30 MB PDF", msg("Scanned contract", multipart(text(), attachment(
-            files.big_pdf(size(30 * MB)), "contract-scan.pdf", "application/pdf"))), "offloaded, link in body"),
-        Sample("12 MB JPEG", msg("Photo of damage", multipart(text(), attachment(
-            files.big_jpeg(size(12 * MB)), "damage.jpg", "image/jpeg"))), "offloaded, link in body"),
+        Sample("30 MiB PDF", msg("Scanned contract", multipart(text(), attachment(
+            files.big_pdf(size(30 * MiB)), "contract-scan.pdf", "application/pdf"))), "offloaded, link in body"),
+        Sample("12 MiB JPEG", msg("Photo of damage", multipart(text(), attachment(
+            files.big_jpeg(size(12 * MiB)), "damage.jpg", "image/jpeg"))), "offloaded, link in body"),
         Sample("executable named invoice.pdf", msg("Your invoice", multipart(text(), attachment(
             files.pe_exe(), "invoice.pdf", "application/pdf"))), "stripped (blocked)"),
         Sample("zero-byte file", msg("Empty file", multipart(text(), attachment(b"", "empty.pdf",
@@ -93,8 +94,16 @@ def decisions(relayed: bytes) -> list[dict[str, str]]:
     return out
 
 
+def file_name(n: int, title: str) -> str:
+    """`--save`'s name for sample `n`: "04-30-mib-pdf.eml" (ASCII, whatever the title)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "sample"
+    return f"{n:02d}-{slug}.eml"
+
+
 def send_samples(server: str, to: str, sender: str, sink=None, scale: float = 1.0,
-                 out=sys.stdout) -> list[dict]:
+                 out=sys.stdout, save: Path | None = None) -> list[dict]:
+    """Send every sample; with a sink, read back what the proxy relayed (and with `save`, write
+    it to that directory, one .eml per sample). One result row per sample."""
     host, _, port = server.rpartition(":")
     results = []
     items = samples(scale, to)
@@ -119,12 +128,22 @@ def send_samples(server: str, to: str, sender: str, sink=None, scale: float = 1.
             relayed = sink.wait_for(n_accepted(results) + 1, timeout=30)
             row["decisions"] = decisions(relayed) if relayed else []
             row["size_relayed"] = len(relayed) if relayed else None
+            if relayed and save is not None:
+                path = save / file_name(n, s.title)
+                try:
+                    path.write_bytes(relayed)
+                    row["saved"] = str(path)
+                except OSError as exc:  # a full disk loses the copy, not the run
+                    print(f"cannot save {path}: {exc.strerror}", file=out)
         results.append(row)
         print(f"{code} {reply}", file=out)
         for d in row.get("decisions", []):
             extra = f" until {time.strftime('%Y-%m-%d', time.gmtime(int(d['expires'])))}" if "expires" in d else ""
             print(f"      {d.get('verdict', '?'):8} {d.get('name', '?')} ({d.get('detected', '?')}, "
                   f"{human_size(int(d.get('size', 0)))}){extra} {d.get('reason', '')}", file=out)
+    if save is not None:
+        saved = sum(1 for r in results if "saved" in r)
+        print(f"saved {saved} relayed message(s) as .eml files in {save}", file=out)
     return results
 
 
