@@ -278,13 +278,15 @@ def test_dashboard_structure():
 
 
 def test_dashboard_and_alerts_name_only_metrics_a_running_proxy_exposes(make_proxy, sink):
-    proxy = make_proxy({"policy": {"offload_over_bytes": 10_000}, "links": {"api_keys": [KEY]}})
+    admin = free_port()  # scraped where scrape.yml scrapes it: the admin listener
+    proxy = make_proxy({"policy": {"offload_over_bytes": 10_000}, "links": {"api_keys": [KEY]},
+                        "admin": {"listen": f"127.0.0.1:{admin}"}})
     data = samples.big_pdf(60_000)
     assert proxy.send(message(multipart(text(), attachment(data, "a.pdf", "application/pdf"))))[0] == 250
     assert len(sink.messages) == 1 and data not in sink.messages[0].content  # offloaded: histograms have samples
     # An API call, so the API's series (labelled by route and status) exist.
     assert call(f"http://127.0.0.1:{proxy.links_port}", "GET", "/api/v1/links/show?token=x")[0] == 400
-    status, _, body = get(f"http://127.0.0.1:{proxy.links_port}/metrics")
+    status, _, body = get(f"http://127.0.0.1:{admin}/metrics")
     assert status == 200
     labels: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(body.decode()):

@@ -132,10 +132,11 @@ SHIPPED = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
 SERVER_LINE = re.compile(r"^    server (mx\d+) 10\.0\.0\.\d+:2525 check port 8026$", re.M)
 
 
-def readyz_port(proxy) -> int:
-    """Where the instance answers /readyz: its admin listener when the harness gives it one,
-    else the link listener (which serves /readyz as long as admin.listen is unset)."""
-    return getattr(proxy, "admin_port", None) or proxy.links_port
+def instance(make_proxy, overrides: dict, **kw) -> tuple:
+    """(proxy, admin port): a proxy with its admin listener (/readyz, as HAProxy checks it in
+    production) on a port of its own."""
+    admin = free_port()
+    return make_proxy({**overrides, "admin": {"listen": f"127.0.0.1:{admin}"}}, **kw), admin
 
 
 def render(cfg: str, *, port: int, backends: list[tuple[int, int]], stats: Path) -> str:
@@ -177,18 +178,18 @@ def server_states(stats: Path) -> dict[str, str]:
 
 @pytest.fixture
 def haproxy(tmp_path):
-    """start(instances) -> (port, stats socket): the shipped deploy/haproxy/haproxy.cfg, in
-    front of the given proxies, checking each one's /readyz."""
+    """start([(proxy, admin port), ...]) -> (port, stats socket): the shipped
+    deploy/haproxy/haproxy.cfg in front of the proxies, checking each one's /readyz."""
     exe = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
     if exe is None:
         missing("haproxy not installed (scripts/system-deps installs it)")
     started = []
 
-    def start(instances: list) -> tuple[int, Path]:
+    def start(instances: list[tuple]) -> tuple[int, Path]:
         port, stats = free_port(), tmp_path / "haproxy.sock"
         cfg = tmp_path / "haproxy.cfg"
         cfg.write_text(render(SHIPPED.read_text(), port=port, stats=stats,
-                              backends=[(p.smtp_port, readyz_port(p)) for p in instances]))
+                              backends=[(p.smtp_port, admin) for p, admin in instances]))
         checked = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=60)
         assert checked.returncode == 0, checked.stdout + checked.stderr
         log = open(tmp_path / "haproxy.log", "wb")
@@ -218,8 +219,9 @@ def test_an_instance_that_is_not_ready_gets_no_mail(make_proxy, sink, haproxy):
     """/readyz is the health check: an instance whose downstream is down is taken out, and
     every session goes to the ready one."""
     overrides = {"server": {"proxy_protocol": True}}
-    ready, unready = make_proxy(overrides), make_proxy(overrides, downstream_port=free_port())
-    front, stats = haproxy([ready, unready])
+    (ready, ready_admin), (unready, unready_admin) = (instance(make_proxy, overrides),
+                                                      instance(make_proxy, overrides, downstream_port=free_port()))
+    front, stats = haproxy([(ready, ready_admin), (unready, unready_admin)])
     deadline = time.monotonic() + 30
     while (states := server_states(stats)) != {"mx1": "UP", "mx2": "DOWN"}:
         assert time.monotonic() < deadline, states
@@ -235,8 +237,8 @@ def test_two_instances_behind_haproxy(make_proxy, sink, haproxy, tmp_path):
     shared = tmp_path / "shared-store"
     overrides = {"server": {"proxy_protocol": True}, "links": {"secret": SECRET},
                  "storage.local": {"path": str(shared)}, "policy": {"offload_over_bytes": 10_000}}
-    a, b = make_proxy(overrides), make_proxy(overrides)
-    front, _ = haproxy([a, b])
+    (a, a_admin), (b, b_admin) = instance(make_proxy, overrides), instance(make_proxy, overrides)
+    front, _ = haproxy([(a, a_admin), (b, b_admin)])
 
     files = {}
     for i in range(6):
