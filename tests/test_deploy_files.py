@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # PyYAML: a dependency of schemathesis (the test extra)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -38,7 +38,7 @@ from tests.support.mail import attachment, message, multipart, text
 from tests.support.net import free_port
 from tests.support.portal import new_session, path_of, request, tus_offset, tus_upload
 from tests.support.relayed import body_text
-from tests.test_nginx_sso import Nginx
+from tests.test_nginx_sso import Nginx  # the Debian nginx with a private prefix
 
 DEPLOY = ROOT / "deploy"
 TLS_SITE = DEPLOY / "nginx" / "smtp-offload-tls.conf"
@@ -51,7 +51,7 @@ DASHBOARD = DEPLOY / "grafana" / "smtp-offload-dashboard.json"
 # -- nginx: TLS reverse proxy for the link service ------------------------------------------
 
 
-def test_ca(directory: Path) -> tuple[Path, Path, Path]:
+def make_ca(directory: Path) -> tuple[Path, Path, Path]:
     """A CA and a server certificate it signed, for files.example.com and 127.0.0.1:
     (CA certificate, server chain, server key)."""
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -78,9 +78,6 @@ def test_ca(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-test_ca.__test__ = False  # a helper, not a test
-
-
 def render_tls(site: str, *, https: int, http: int, links_port: int, chain: Path, key: Path, log: Path) -> str:
     """The shipped site with test ports, certificate and log; every replaced text must be there
     as often as expected, so the test fails rather than runs something else when the file changes."""
@@ -102,7 +99,7 @@ def tls_nginx(tmp_path, make_proxy, monkeypatch):
     https, http = free_port(), free_port()
     prefix = tmp_path / "nginx"
     prefix.mkdir()
-    ca, chain, key = test_ca(prefix)
+    ca, chain, key = make_ca(prefix)
     monkeypatch.setenv("SSL_CERT_FILE", str(ca))
     base = f"https://127.0.0.1:{https}"
     proxy = make_proxy({"links": {"base_url": base, "api_keys": [KEY]}, "policy": {"offload_over_bytes": 10_000}})
