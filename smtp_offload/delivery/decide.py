@@ -25,7 +25,10 @@ from .policy import Action, Ambiguous, BareNewlines, Fit, KeepOrReject, PlanPoli
 TNEF_REASON = "an Outlook winmail.dat container whose files cannot be inspected; ask the sender to resend in plain format"
 OUR_HEADERS = ("x-smtp-offload*",)  # incoming copies are forgeries: dropped before we add ours
 NOTICE_BUDGET = 2048  # bytes reserved for the notice text and HTML, plus ...
-NOTICE_PER_FILE = 1024  # ... this much per changed file (name, link, HTML twice)
+# ... this much per changed file: its name, link and sentences in text and HTML, quoted-printable
+# encoded. The worst case (a 100-character name of 4-byte characters, a 100-character link, the
+# longest German sentence) is about 5 KiB; tests/test_notices.py measures it against this.
+NOTICE_PER_FILE = 6144
 TRACE_BUDGET = 1024  # Received + summary header
 PER_HEADER = 400  # one decision header per attachment
 

@@ -229,8 +229,12 @@ def _archive_refusal(report: A.Report | None, mode: str | None, what: str,
 
 
 def _member_facts(found: A.Finding) -> dict[str, str]:
-    """An archive finding's facts, its member's type as member_type (the file's own is "type")."""
-    return {("member_type" if k == "type" else k): v for k, v in found.facts}
+    """An archive finding's facts, its member's type as member_type (the file's own is "type");
+    a member blocked by its name gets the type its extension stands for."""
+    facts = {("member_type" if k == "type" else k): v for k, v in found.facts}
+    if "member_type" not in facts and facts.get("ext") in T.EXTENSIONS:
+        facts["member_type"] = T.EXTENSIONS[facts["ext"]]
+    return facts
 
 
 def consistent(detected: str, claim: str) -> bool | None:

@@ -15,7 +15,7 @@ from ..inspect import safe_display_name
 from ..model import FileOutcome, Verdict
 from ..units import human_size, when
 
-NAME_MAX = 120  # a notice shows this much of a name: its start and its extension
+NAME_MAX = 100  # a notice shows this much of a name: its start and its extension
 FACT_MAX = 60  # facts are short: a type, an extension, an archive member's name
 
 
@@ -63,7 +63,7 @@ def _rule(o: FileOutcome) -> tuple[str, dict[str, str]]:
     (the winmail.dat policy, say); then the judgement's rule is not what removed it."""
     j = o.file.judgement
     if o.reason == j.reason and j.rule:
-        return j.rule, {k: shown(v, NAME_MAX) if k in _NAMES else plain(v, 120 if k == "feature" else FACT_MAX)
+        return j.rule, {k: shown(v) if k in _NAMES else plain(v, 120 if k == "feature" else FACT_MAX)
                         for k, v in j.facts if v}
     if o.reason.endswith(TNEF_REASON):
         return "tnef", {}
