@@ -306,6 +306,6 @@ def test_dashboard_and_alerts_name_only_metrics_a_running_proxy_exposes(make_pro
     for family in ("messages_total", "attachments_total", "offloaded_bytes_total", "downstream_data_seconds_bucket",
                    "storage_put_seconds_bucket", "storage_breaker_state", "smtp_sessions", "inflight_bytes",
                    "inflight_bytes_limit", "refusals_total", "link_views_total", "link_downloads_total",
-                   "link_refusals_total", "api_requests_total", "portal_uploads_total", "portal_deliveries_total",
+                   "link_refusals_total", "link_renewals_total", "api_requests_total", "portal_uploads_total", "portal_deliveries_total",
                    "quarantine_total", "build_info"):
         assert "smtp_offload_" + family in used, family
