@@ -323,11 +323,11 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
     p = sub.add_parser("serve", help="run the SMTP proxy and its link server",
                        description="Run the SMTP proxy and its link server until SIGTERM or SIGINT.")
-    p.add_argument("--config", "-c", help=CONFIG_HELP)
+    p.add_argument("--config", "-c", metavar="PATH", help=CONFIG_HELP)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("check-config", help="validate a config file, check its stores, show the effective config",
                        description="Validate a config file and check that its network stores are reachable.")
-    p.add_argument("--config", "-c", help=CONFIG_HELP)
+    p.add_argument("--config", "-c", metavar="PATH", help=CONFIG_HELP)
     p.add_argument("--show", action="store_true",
                    help="print the effective config as TOML, secrets masked (the summary as comments)")
     p.add_argument("--json", action="store_true", help="with --show: print JSON instead (the summary to stderr)")
@@ -338,7 +338,7 @@ def parser() -> argparse.ArgumentParser:
                                    "offload and the reply the proxy would give. Stores and sends nothing.",
                        epilog=SCAN_EPILOG)
     p.add_argument("file", help="an RFC 5322 message (.eml)")
-    p.add_argument("--config", "-c", help=CONFIG_HELP)
+    p.add_argument("--config", "-c", metavar="PATH", help=CONFIG_HELP)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_scan)
     p = sub.add_parser("links", help="refresh, revoke or show a download link",
@@ -362,7 +362,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("link", nargs="?", metavar="URL-OR-TOKEN", help=link_help)
     g.add_argument("--token", help="the token of the link, or the whole link")
     for q in links.choices.values():
-        q.add_argument("--config", "-c", help=CONFIG_HELP)
+        q.add_argument("--config", "-c", metavar="PATH", help=CONFIG_HELP)
         q.set_defaults(key=None, ttl=None, token_id=None)
     p = sub.add_parser("portal", help="upload links for customers: create, show, revoke, sweep",
                        description="Upload links for customers: create, show, revoke, sweep.")
@@ -381,7 +381,7 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("session", metavar="SESSION-ID")
     portal.add_parser("sweep", help="deliver what is due and remove expired sessions now (the servers do it too)")
     for q in portal.choices.values():
-        q.add_argument("--config", "-c", help=CONFIG_HELP)
+        q.add_argument("--config", "-c", metavar="PATH", help=CONFIG_HELP)
     p = sub.add_parser("quarantine", help="files stripped as spoofed or blocked and held: list, show, release, "
                                           "delete, purge",
                        description="Files stripped as spoofed or blocked and held by policy.quarantine.")
@@ -398,7 +398,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("id", metavar="ID", help="the quarantine id")
     quarantine.add_parser("purge", help="delete what is past policy.quarantine_retention_days now (servers do it hourly)")
     for q in quarantine.choices.values():
-        q.add_argument("--config", "-c", help=CONFIG_HELP)
+        q.add_argument("--config", "-c", metavar="PATH", help=CONFIG_HELP)
     p = sub.add_parser("send-samples", help="send a set of realistic sample messages to a running proxy",
                        description="Send eleven realistic sample messages to a running proxy and show each reply;\n"
                                    "with --sink, also what the proxy relayed and decided per attachment.")

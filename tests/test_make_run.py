@@ -55,28 +55,43 @@ def _serving(make_pid: int) -> int:
     raise AssertionError(f"no smtp-offload serve process under make ({make_pid})")
 
 
-def test_make_run_on_a_fresh_checkout_installs_only_the_runtime_and_stops_on_sigterm(tmp_path, capsys):
-    checkout = _fresh_checkout(tmp_path / "checkout")
-    venv = tmp_path / "venv"
-    smtp_port, links_port = free_port(), free_port()
-    config = write_config(tmp_path / "smtp-offload.toml", {
-        "server": {"listen": f"127.0.0.1:{smtp_port}"},
-        "links": {"listen": f"127.0.0.1:{links_port}", "base_url": f"http://127.0.0.1:{links_port}"},
-        "storage.local": {"path": str(tmp_path / "store")},
-    })
+def _make_run(checkout: Path, venv: Path, tmp: Path) -> tuple[subprocess.Popen, Path, int]:
+    """`make run` with a config on free ports, as a person would start it; (make, its log, the
+    SMTP port) once the proxy answers SMTP and serves links. A port taken between free_port()
+    and the bind starts it again (the venv is there by then)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("VIRTUAL_ENV", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    log = tmp_path / "make-run.log"
-    started = time.monotonic()
-    with open(log, "wb") as out:
-        make = subprocess.Popen(["make", "run", f"VENV={venv}", f"CONFIG={config}"], cwd=checkout, env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    for attempt in range(3):
+        smtp_port, links_port = free_port(), free_port()
+        config = write_config(tmp / "smtp-offload.toml", {
+            "server": {"listen": f"127.0.0.1:{smtp_port}"},
+            "links": {"listen": f"127.0.0.1:{links_port}", "base_url": f"http://127.0.0.1:{links_port}"},
+            "storage.local": {"path": str(tmp / "store")},
+        })
+        log = tmp / f"make-run-{attempt}.log"
+        with open(log, "wb") as out:
+            make = subprocess.Popen(["make", "run", f"VENV={venv}", f"CONFIG={config}"], cwd=checkout, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_smtp(smtp_port, make, timeout=300)
             wait_port(links_port, make, timeout=30)
+            return make, log, smtp_port
         except (RuntimeError, TimeoutError) as exc:
-            raise AssertionError(f"make run did not start the proxy ({exc}):\n{log.read_text()[-4000:]}") from None
+            if make.poll() is None:
+                os.killpg(make.pid, signal.SIGKILL)
+                make.wait()
+            if "in use" not in log.read_text() or attempt == 2:
+                raise AssertionError(f"make run did not start the proxy ({exc}):\n{log.read_text()[-4000:]}") \
+                    from None
+    raise AssertionError("unreachable")
+
+
+def test_make_run_on_a_fresh_checkout_installs_only_the_runtime_and_stops_on_sigterm(tmp_path, capsys):
+    checkout = _fresh_checkout(tmp_path / "checkout")
+    venv = tmp_path / "venv"
+    started = time.monotonic()
+    make, log, _ = _make_run(checkout, venv, tmp_path)
+    try:
         seconds = time.monotonic() - started
         with capsys.disabled():  # the lead reports it; never asserted
             print(f"\n[make run] fresh checkout, fresh venv: proxy answering SMTP after {seconds:.1f} s")
