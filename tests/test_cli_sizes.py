@@ -33,12 +33,13 @@ def _shown_strings(path: Path) -> list[str]:
 
 def _shipped() -> dict[str, list[str]]:
     """Text shipped to people: the package's strings, templates, pages and API description, the
-    README and the example config (its comments are read by the admin)."""
+    README, the example config (its comments are read by the admin) and the deploy guides."""
     package = ROOT / "smtp_offload"
     texts = {str(p.relative_to(ROOT)): _shown_strings(p) for p in package.rglob("*.py")}
     for pattern in ("*.j2", "*.html", "*.json", "*.txt"):
         texts.update({str(p.relative_to(ROOT)): [p.read_text()] for p in package.rglob(pattern)})
-    for p in (ROOT / "README.md", *sorted((ROOT / "config").glob("*.toml"))):
+    docs = [ROOT / "README.md", *sorted((ROOT / "config").glob("*.toml")), *sorted((ROOT / "deploy").rglob("*.md"))]
+    for p in docs:
         texts[str(p.relative_to(ROOT))] = [p.read_text()]
     return texts
 
