@@ -109,8 +109,9 @@ def test_a_disguised_program_is_named_in_plain_words_with_the_next_step():
     assert '* "invoice.pdf" (1.0 KiB) was removed.' in plain
     assert ("It is a Windows program disguised as a PDF document. Ask the customer for the original PDF "
             "document, or send them an upload link.") in flat(plain)
-    assert "<strong>invoice.pdf</strong> (1.0 KiB) was removed. It is a Windows program disguised as a PDF " \
-           "document.<br>Ask the customer for the original PDF document, or send them an upload link." in html
+    assert "<strong>invoice.pdf</strong> (<span style=\"white-space:nowrap\">1.0 KiB</span>) was removed. It is a " \
+           "Windows program disguised as a PDF document.<br>Ask the customer for the original PDF document, or " \
+           "send them an upload link." in html
     assert "application/" not in plain + html and "executable" not in plain  # no MIME jargon
     de_plain, de_html = Notices(NoticesConfig(language="de")).render([o])
     assert "Die Datei ist ein Windows-Programm, getarnt als PDF-Dokument. Bitten Sie den Kunden um das " \
