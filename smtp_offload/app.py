@@ -278,11 +278,11 @@ async def serve(cfg: Config, log, reuse_port: bool = False, worker: int | None =
     # sessions; a drained restart (systemctl restart) is safe and quick, so SIGHUP only says so.
     loop.add_signal_handler(signal.SIGHUP, lambda: log.warning(
         "sighup_ignored", message="configuration is read at start only; restart to apply changes"))
-    if worker in (None, 0) and app.readiness is not None:
-        # For people (once, however many workers): where it listens and whether the downstream
-        # answered, by /readyz's own probe (2 s at most) and words, so the two agree. Not kept
-        # for /readyz: a downstream started a second later shows there at once.
-        _, body = await app.readiness.check(cached=False)
+    if worker in (None, 0) and app.readiness is not None and startup.for_people(cfg):
+        # Once, however many workers: where it listens, whether the downstream answered, and
+        # what to do when it did not. By /readyz's own check (2 s at most), kept for /readyz
+        # for its few seconds, so the two say the same.
+        _, body = await app.readiness.check()
         sys.stderr.write(startup.summary(cfg, body, describe_store(cfg)))
         sys.stderr.flush()
     summary = _summary(cfg)

@@ -22,7 +22,7 @@ import time
 from typing import Any, Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the link server)
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for smtp_offload.admin)
 from prometheus_client import ProcessCollector, disable_created_metrics
 
 from . import __version__
@@ -227,16 +227,14 @@ class Readiness:
         self._at = 0.0
         self._lock = asyncio.Lock()
 
-    async def check(self, *, cached: bool = True) -> tuple[bool, dict[str, Any]]:
+    async def check(self) -> tuple[bool, dict[str, Any]]:
         """(ready, body): body = {"status": "ready"|"not ready"|"draining",
         "storage": "ok"|"failed"|"timeout", "downstream": ..., "storage_<name>": ...} and, when a
-        check did not pass, "reasons": {check: why, in words for an admin}. `cached=False`
-        probes now and keeps nothing for the next caller (the start-up summary: what changes
-        after it shows on /readyz at once)."""
+        check did not pass, "reasons": {check: why, in words for an admin}."""
         if self.draining():
             return False, {"status": "draining"}
         async with self._lock:
-            if not cached or self._result is None or self.clock() - self._at >= self.cache_seconds:
+            if self._result is None or self.clock() - self._at >= self.cache_seconds:
                 # Named stores (data residency) are reported but do not make this instance
                 # unready: their failure stays with their own customers (fail open).
                 named = {n: s for n, s in stores_of(self.store).items() if n}
@@ -252,8 +250,6 @@ class Readiness:
                 if self.log is not None and checks != was:  # log changes only, with what failed
                     details = {f"{k}_detail": why for k, why in reasons.items()}
                     (self.log.info if ready else self.log.warning)("readiness", ready=ready, **checks, **details)
-                if not cached:
-                    self._at = float("-inf")  # remembered for "what changed" only
             ready, checks, reasons = self._result
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", **checks}
         if reasons:

@@ -9,11 +9,12 @@ reads `journalctl -u smtp-offload`.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import socket
 from typing import Any
 
-from .config import Config, parse_hostport
+from .config import Config, LogFormat, parse_hostport
 from .errors import StartupError
 
 _MAX_DOMAINS = 5  # more are summed up: the summary stays a few lines
@@ -33,8 +34,6 @@ def _why(exc: OSError) -> str:
     if exc.errno == errno.EACCES:
         return "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)"
     if exc.errno:
-        import os
-
         return os.strerror(exc.errno).lower()
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -120,28 +119,44 @@ def _admin(cfg: Config) -> str:
     return f"{cfg.admin.listen}: /metrics, /healthz, /readyz"
 
 
-def downstream_advice(cfg: Config, status: str, reason: str) -> str:
+def downstream_advice(cfg: Config, reason: str) -> str:
     """What the admin can do about a downstream that did not answer."""
     d = cfg.downstream
     where = address(d.host, d.port)
     then = "until then messages get 451 and senders retry."
-    if status == "timeout" or reason.startswith(("connection refused", "no answer")):
+    if reason.startswith(("connection refused", "no answer")):
         return f"Nothing answers on {where}: start your MTA there or set downstream.host/port; {then}"
+    if reason.startswith("host name not found"):
+        return f"downstream.host {d.host!r} does not resolve here: correct the name or the DNS; {then}"
     return f"The downstream {where} did not take our connection ({reason}): fix it there or in [downstream]; {then}"
 
 
+def for_people(cfg: Config) -> bool:
+    """Print the summary? When someone reads stderr (a terminal) or the log is for people
+    (log.format = "console"). JSON logs stay JSON lines only, for the log shipper; and no
+    extra connection reaches the downstream at every start (under systemd, `systemctl status`
+    shows the STATUS line, and /readyz says what the summary would)."""
+    if cfg.log.format is LogFormat.CONSOLE:
+        return True
+    try:
+        return os.isatty(2)
+    except OSError:
+        return False
+
+
 def summary(cfg: Config, body: dict[str, Any], store: str) -> str:
-    """The human start-up summary from the first readiness check's body (the one /readyz gives
-    until it is probed again), so the two never disagree."""
+    """The human start-up summary, a few lines, from a readiness check's body (metrics.Readiness:
+    the words /readyz uses)."""
     from . import __version__
 
     d, reasons = cfg.downstream, body.get("reasons", {})
     workers = f" ({cfg.server.workers} workers)" if cfg.server.workers > 1 else ""
     down = body.get("downstream", "?")
-    answered = "answered" if down == "ok" else f"did not answer: {reasons.get('downstream', down)}"
+    why = reasons.get("downstream", down)
+    answered = "answered" if down == "ok" else f"did not answer: {why}"
     stored = "answered" if body.get("storage") == "ok" else \
-        f"did not answer: {reasons.get('storage', body.get('storage', '?'))} " \
-        f"(meanwhile files are handled by policy.on_storage_failure = {cfg.policy.prepare.on_storage_failure.value!r})"
+        f"did not answer: {reasons.get('storage', body.get('storage', '?'))} (meanwhile files are " \
+        f"handled as policy.on_storage_failure = {cfg.policy.prepare.on_storage_failure.value!r} says)"
     base = cfg.links.base_url.rstrip("/")
     lines = [
         f"smtp-offload {__version__} started{workers}",
@@ -152,5 +167,5 @@ def summary(cfg: Config, body: dict[str, Any], store: str) -> str:
         f"  admin       {_admin(cfg)}",
     ]
     if down != "ok":
-        lines.append("  " + downstream_advice(cfg, down, reasons.get("downstream", "")))
+        lines.append("  " + downstream_advice(cfg, why))
     return "\n".join(lines) + "\n"

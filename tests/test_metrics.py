@@ -4,6 +4,7 @@ process; the admin listener is tests/test_admin.py."""
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import socket
 import time
@@ -84,6 +85,50 @@ def test_counters_and_histograms_follow_the_messages(make_proxy, sink):
     assert m("process_open_fds") > 0
 
 
+def test_link_views_downloads_refusals_and_api_calls_are_counted(make_proxy, sink):
+    import structlog
+
+    import smtp_offload
+    from smtp_offload.config import LinksConfig
+    from smtp_offload.harness import files
+    from smtp_offload.links import Grant, load_secrets, sign
+    from tests.support.api import KEY, call, upload
+    from tests.support.relayed import LINK
+
+    proxy = make_proxy({"policy": {"offload_over_bytes": 10_000}, "links": {"api_keys": [KEY]}})
+    base = f"http://127.0.0.1:{proxy.links_port}"
+    msg, data = with_attachment()
+    assert proxy.send(msg)[0] == 250
+    (url,) = {u.decode() for u in LINK.findall(sink.messages[-1].content)}
+    assert get(url)[0] == 200  # a view
+    status, _h, body = get(url + "/download")
+    assert (status, body) == (200, data)  # a download, streamed from the local store
+    assert get(f"{base}/f/not-a-link")[0] == 403  # bad_token
+    secret = load_secrets(LinksConfig(secret_file=str(proxy.tmp / "link-secret")), structlog.get_logger(),
+                          create=False)[0]
+    expired = sign(Grant(key="2024/01/01/0123456789abcdef0123456789abcdef/a.pdf", expires=1_700_000_000,
+                         token_id="0123456789abcdef"), secret)
+    assert get(f"{base}/f/{expired}")[0] == 410  # expired
+    assert call(base, "GET", "/api/v1/jobs/no-such-job", key="not-a-key-0123456789abcdef")[0] == 401
+    assert upload(base, files.pdf())[0] == 200
+
+    m = Scrape(proxy.links_port)
+    assert m("smtp_offload_link_views_total") == 1
+    assert m("smtp_offload_link_downloads_total", via="stream") == 1
+    assert m("smtp_offload_link_downloads_total", via="presigned") == 0
+    assert m("smtp_offload_link_refusals_total", reason="bad_token") == 1
+    assert m("smtp_offload_link_refusals_total", reason="expired") == 1
+    assert m("smtp_offload_link_refusals_total", reason="revoked") == 0
+    # by the route's template, never the path (ids would make a series each)
+    assert m("smtp_offload_api_requests_total", route="/api/v1/jobs/{jobId}", status="401") == 1
+    assert m("smtp_offload_api_requests_total", route="/api/v1/upload/attachment", status="200") == 1
+    assert not [k for k in m.samples if k[0] == "smtp_offload_api_requests_total" and "no-such-job" in str(k)]
+    (build,) = [k for k in m.samples if k[0] == "smtp_offload_build_info"]
+    assert dict(build[1]) == {"version": smtp_offload.__version__, "python": platform.python_version()}
+    assert m.samples[build] == 1
+    assert not [s.name for f in m.families.values() for s in f.samples if s.name.endswith("_created")]
+
+
 def test_refusals_by_reason(make_proxy, sink):
     proxy = make_proxy({"server": {"max_sessions": 1, "max_recipients": 1}})
     with proxy.client() as c:
@@ -131,11 +176,10 @@ def test_readyz_200_and_cached(make_proxy, sink):
 
     sink.recorder.handle_EHLO = handle_EHLO  # counts the downstream probes
     proxy = make_proxy()
-    assert readyz(proxy) == (200, {"status": "ready", "storage": "ok", "downstream": "ok"})
-    probed = len(probes)  # the start-up summary's probe and this request's
-    for _ in range(4):
+    at_start = len(probes)  # the connection opened at start (kept for the first session)
+    for _ in range(5):
         assert readyz(proxy) == (200, {"status": "ready", "storage": "ok", "downstream": "ok"})
-    assert probes == ["mx.test"] * probed  # four more requests, no more probes: the answer is cached
+    assert probes[at_start:] == ["mx.test"]  # five requests, one probe: the answer is cached
     status, _, body = get(f"http://127.0.0.1:{proxy.links_port}/healthz")
     assert (status, body) == (200, b"ok")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import smtplib
 import subprocess
@@ -193,6 +194,28 @@ def assert_clean_log(proxy: Proxy) -> None:
     """Turning a connection away or cutting it off is not an error: nothing logged as one."""
     assert not [e for e in proxy.events() if e.get("level") in ("error", "critical")]
     assert "Traceback" not in proxy.log_path.read_text(errors="replace")
+
+
+def summary_of(proxy: Proxy, timeout: float = 30) -> str:
+    """The human start-up summary the proxy printed on stderr (smtp_offload/startup.py; with
+    log.format = "console", as stderr is no terminal here), once it is there: its "smtp-offload
+    <version> started" line and the indented lines after it (one write: nothing comes between)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = proxy.log_path.read_text(errors="replace").splitlines()
+        start = next((i for i, line in enumerate(lines) if re.match(r"smtp-offload \S+ started", line)), None)
+        if start is not None:
+            block = [lines[start]]
+            for line in lines[start + 1:]:
+                if not line.startswith("  "):
+                    break
+                block.append(line)
+            return "\n".join(block) + "\n"
+        if time.monotonic() > deadline or (proxy.proc is not None and proxy.proc.poll() is not None):
+            raise AssertionError("no start-up summary; proxy output:\n" + "\n".join(lines[-30:]))
+        time.sleep(0.05)
 
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
