@@ -14,6 +14,7 @@ import hashlib
 import html
 import os
 import re
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,11 @@ from smtp_offload.links.server import LinkServer
 from smtp_offload.metrics import Metrics
 from smtp_offload.storage import LocalStore, StoredObject, make_key
 from smtp_offload.units import when
+from tests.support.api import KEY
+from tests.support.http import get as http_get
 from tests.support.logs import RecordingLog
 from tests.support.mail import attachment, message, multipart, text
+from tests.support.portal import new_session
 from tests.support.relayed import LINK, body_text
 from tests.support.samples import big_pdf as samples_pdf
 
@@ -267,3 +271,22 @@ def test_the_proxy_keeps_the_decoded_from_and_subject_for_the_landing_page(make_
     assert shown["From"] == "Jürgen Müller <juergen@sender.test>"
     assert shown["Subject"] == "Schaden 4711: Fotos der Heckklappe – 損傷"
     assert shown["Type"] == "PDF document (application/pdf)"
+
+
+def test_the_upload_portal_carries_the_branding(make_proxy, tmp_path: Path) -> None:
+    logo = tmp_path / "logo.png"
+    logo.write_bytes(PNG)
+    proxy = make_proxy({"links": {"api_keys": [KEY]},
+                        "branding": {"name": "Acme <Claims>", "logo_file": str(logo), "accent_colour": "#aa3300",
+                                     "support_text": "Call <us>", "support_url": "https://help.example/?a=1&b=2"}})
+    base = f"http://127.0.0.1:{proxy.links_port}"
+    status, headers, page = http_get(new_session(base)["uploadUrl"])
+    text = page.decode()
+    assert status == 200 and "<title>Send files for case CASE-1042 – Acme &lt;Claims&gt;</title>" in text
+    assert f'<img src="data:image/png;base64,{base64.b64encode(PNG).decode()}" alt="">' in text
+    assert '<a href="https://help.example/?a=1&amp;b=2" rel="noreferrer">Call &lt;us&gt;</a>' in text
+    assert "img-src 'self' data:" in headers["Content-Security-Policy"]
+    href = re.search(r'href="([^"]*brand\.css[^"]*)"', text).group(1)
+    status, headers, css = http_get(urllib.parse.urljoin(new_session(base)["uploadUrl"], href))
+    assert status == 200 and headers["Content-Type"].startswith("text/css")
+    assert b".button{background:#aa3300}" in css

@@ -110,6 +110,17 @@ def _darker(colour: str) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def accent_css(brand: Brand) -> str:
+    """The branding as a style sheet for pages whose CSP allows no inline style (the upload
+    portal's brand.css): accent colour, logo header and support line."""
+    accent = brand.accent if _COLOUR.fullmatch(brand.accent) else DEFAULT_ACCENT
+    return (f".button{{background:{accent}}}.button:focus,.button:hover{{background:{_darker(accent)}}}"
+            f".drop.over{{border-color:{accent}}}a{{color:{accent}}}"
+            ".brand{display:flex;align-items:center;gap:.75em;margin:0 0 1em;font-weight:600;font-size:1.05em}"
+            ".brand img{max-height:2.5em;max-width:12em}"
+            ".support{color:#5b6673;font-size:.9em;margin:1em 0 0;text-align:center}\n")
+
+
 def _style(brand: Brand) -> str:
     accent = brand.accent if _COLOUR.fullmatch(brand.accent) else DEFAULT_ACCENT
     return _STYLE.replace("ACCENT", accent).replace("HOVER", _darker(accent))

@@ -107,7 +107,7 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
     if files is not None:
         files.add_routes(app, keys)
     if portal is not None:
-        portal_web.add_routes(app, portal, keys, log)
+        portal_web.add_routes(app, portal, keys, log, brand=app[_BRAND])
     if quarantine is not None:
         quarantine_web.add_routes(app, quarantine, keys, log)
     return app

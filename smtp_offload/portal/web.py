@@ -33,13 +33,14 @@ from ..api.keys import Keys, Refused
 from ..api.protocol import Answer, read_small
 from ..config import Scope
 from ..errors import StorageError
+from ..links.pages import DEFAULT_BRAND, Brand, accent_css
 from ..links.service import utc
 from ..units import human_size, when
 from .service import DELIVERY_WORDS, Portal
 from .session import SID_RE, LinkRefused, Session, State
 from .tus import add_tus
 
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, no-store",
                 "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex, nofollow",
@@ -48,12 +49,15 @@ PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, 
 JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 _STATIC = {"portal.js": "text/javascript", "tus.min.js": "text/javascript", "portal.css": "text/css"}
 _PORTAL = web.AppKey("portal", Portal)
+_BRAND = web.AppKey("portal_brand", Brand)
 _ENV = jinja2.Environment(loader=jinja2.PackageLoader("smtp_offload.portal", "templates"),
                           autoescape=True, trim_blocks=True, lstrip_blocks=True)
 
 
-def add_routes(app: web.Application, portal: Portal, keys: Keys, log: Any) -> None:
+def add_routes(app: web.Application, portal: Portal, keys: Keys, log: Any, brand: Brand | None = None) -> None:
+    """`brand`: branding.* as the link pages show it (links.pages.Brand; its logo read once)."""
     app[_PORTAL] = portal
+    app[_BRAND] = brand or DEFAULT_BRAND
     api = _Api(portal, keys, log)
     app.router.add_post("/api/v1/portal/sessions", endpoint("portal_create", Scope.PORTAL, api.create,
                                                             keys=lambda: keys, log=log))
@@ -138,7 +142,8 @@ def _html(status: int, text: str) -> web.Response:
 def _render(request: web.Request, template: str, **context: Any) -> str:
     # Relative to the page (/u/<token>[/...]), so it works behind a proxy's path prefix too.
     static = "../" * (request.path.count("/") - 1) + "portal/static"
-    return _ENV.get_template(template).render(static=static, version=__version__, **context)
+    return _ENV.get_template(template).render(static=static, version=__version__, brand=request.app[_BRAND],
+                                              **context)
 
 
 def _refused_page(request: web.Request, status: int, title: str, *lines: str) -> web.Response:
@@ -308,6 +313,9 @@ async def _send(request: web.Request) -> web.StreamResponse:
 
 async def _static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
+    if name == "brand.css":  # made from branding.*: the CSP allows no inline style here
+        return web.Response(text=accent_css(request.app[_BRAND]), content_type="text/css", headers={
+            "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
     if name not in _STATIC:
         raise web.HTTPNotFound()
     body = resources.files("smtp_offload.portal").joinpath("static", name).read_bytes()
