@@ -157,6 +157,11 @@ async def test_an_identified_agent_gets_a_new_link_and_the_old_one_stays_expired
     # The browser posts the form from the page itself. Under the page's Referrer-Policy
     # no-referrer, Chromium sends "Origin: null" even so; Sec-Fetch-Site vouches for it.
     renew = aiohttp.client.URL(link).join(aiohttp.client.URL(html.unescape(action)))
+    assert str(renew) == link + "/renew"
+    # The same expired page reached by the download link posts to the same place.
+    status, _, page = await env.request("GET", link + "/download", IDENTITY)
+    action = re.search(r'<form method="post" action="([^"]+)">', page).group(1)
+    assert status == 410 and str(aiohttp.client.URL(link + "/download").join(aiohttp.client.URL(action))) == str(renew)
     status, headers, _ = await env.request("POST", str(renew), {**IDENTITY, "Origin": "null",
                                                                 "Sec-Fetch-Site": "same-origin"})
     assert status == 303
