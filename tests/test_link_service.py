@@ -401,7 +401,8 @@ async def test_revoke_by_token_id_and_expired_token(env: Env) -> None:
 
 
 async def test_show(env: Env) -> None:
-    obj = await env.put(b"shown", "report.pdf")
+    obj = await env.put(b"shown", "report.pdf", from_header="Jörg Müller <joerg@example.de>",
+                        subject="Schaden 4711: Bericht")
     token = env.token(obj, PAST)
     status, _, out = await env.api("GET", "show", params={"token": token})
     assert status == 200
@@ -410,7 +411,8 @@ async def test_show(env: Env) -> None:
     assert out["expired"] is True and out["revoked"] is False and out["key"] == obj.key
     assert out["object"] == {"key": obj.key, "filename": "report.pdf", "size": 5, "content_type": "application/pdf",
                              "sha256": obj.sha256, "message_id": "<m1@example.com>", "sender": "alice@example.com",
-                             "date": "2026-11-20T10:00:00+00:00", "tenant": "example.com"}
+                             "date": "2026-11-20T10:00:00+00:00", "tenant": "example.com",
+                             "from_header": "Jörg Müller <joerg@example.de>", "subject": "Schaden 4711: Bericht"}
     await env.api("POST", "revoke", {"token": token})
     await env.store.delete(obj.key)
     status, _, out = await env.api("GET", "show", params={"token": token})

@@ -441,14 +441,17 @@ def test_config_errors_name_the_key(tmp_path):
 
 def test_the_documented_lifecycle_rules_are_accepted_and_spare_open_sessions(s3server):
     """deploy/s3-lifecycle.json as `aws s3api put-bucket-lifecycle-configuration` sends it. The
-    API records expire after 2 days; the portal's (sessions live up to 30) after 32."""
+    API records expire after 2 days; the portal's (sessions live up to 30) after 32; link
+    records after 35, as the files they point at (deploy/smtp-offload.tmpfiles)."""
     rules = json.loads((Path(__file__).parent.parent / "deploy" / "s3-lifecycle.json").read_text())
     client = s3server.client()
     bucket = s3server.new_bucket()
     client.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=rules)
     got = client.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     days = {r["Filter"]["Prefix"].rsplit(".records/", 1)[1]: r["Expiration"]["Days"] for r in got}
-    assert days == {"jobs/": 2, "answers/": 2, "bodies/": 2, "idem/": 2, "portal": 32}
+    assert days == {"jobs/": 2, "answers/": 2, "bodies/": 2, "idem/": 2, "portal": 32, "link/": 35}
+    tmpfiles = (Path(__file__).parent.parent / "deploy" / "smtp-offload.tmpfiles").read_text()
+    assert "mM:35d" in tmpfiles
     from smtp_offload.config import Config, S3StorageConfig
     assert S3StorageConfig().prefix.strip("/") == "smtp-offload"
     assert days["portal"] * 86400 >= Config().portal.max_ttl_seconds + 86400  # + the day of retries

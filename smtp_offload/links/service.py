@@ -101,7 +101,7 @@ async def mint(store: Store, secret: bytes, cfg: LinksConfig, obj: StoredObject,
 def object_json(obj: StoredObject) -> dict[str, Any]:
     return {"key": obj.key, "filename": obj.filename, "size": obj.size, "content_type": obj.content_type,
             "sha256": obj.sha256, "message_id": obj.message_id, "sender": obj.sender, "date": obj.date,
-            "tenant": obj.tenant}
+            "tenant": obj.tenant, "from_header": obj.from_header, "subject": obj.subject}
 
 
 class LinkService:
