@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml  # PyYAML: a dependency of schemathesis (the test extra)
+import yaml  # PyYAML (the test extra)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -36,9 +36,9 @@ from tests.support.env import ROOT, missing
 from tests.support.http import get
 from tests.support.mail import attachment, message, multipart, text
 from tests.support.net import free_port
+from tests.support.nginx import Nginx
 from tests.support.portal import new_session, path_of, request, tus_offset, tus_upload
 from tests.support.relayed import body_text
-from tests.test_nginx_sso import Nginx  # the Debian nginx with a private prefix
 
 DEPLOY = ROOT / "deploy"
 TLS_SITE = DEPLOY / "nginx" / "smtp-offload-tls.conf"

@@ -12,21 +12,18 @@ page, as oauth2-proxy's does for a browser without a session.
 from __future__ import annotations
 
 import html
-import os
 import re
-import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from tests.support import samples
-from tests.support.env import ROOT, missing
+from tests.support.env import ROOT
 from tests.support.mail import attachment, message, multipart, text
-from tests.support.net import free_port, self_signed, wait_port
+from tests.support.net import free_port, self_signed
+from tests.support.nginx import Nginx
 from tests.support.relayed import body_text
 
 EXAMPLE = ROOT / "deploy" / "nginx" / "smtp-offload-links.conf"
@@ -38,66 +35,18 @@ FORGED = "ceo@victim.example"
 SIGN_IN_MARK = "oauth2-proxy stand-in: sign in"
 
 
-def _nginx() -> str:
-    exe = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    if exe is None:
-        missing("nginx not installed (Debian package nginx; scripts/system-deps installs it)")
-    return exe
-
-
-def render(site: str, *, port: int, links_port: int, oauth_port: int, cert: tuple[str, str]) -> str:
+def render(site: str, *, port: int, links_port: int, oauth_port: int, cert: tuple[str, str], log: str) -> str:
     """The example with test ports and certificate; every replaced line must be there exactly
     once, so the test fails rather than silently runs something else when the example changes."""
     for old, new in [("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;"),
                      ("server 127.0.0.1:8025;", f"server 127.0.0.1:{links_port};"),
                      ("server 127.0.0.1:4180;", f"server 127.0.0.1:{oauth_port};"),
                      ("/etc/ssl/certs/files.example.com.pem;", f"{cert[0]};"),
-                     ("/etc/ssl/private/files.example.com.key;", f"{cert[1]};")]:
+                     ("/etc/ssl/private/files.example.com.key;", f"{cert[1]};"),
+                     ("/var/log/nginx/smtp-offload-links.access.log", log)]:
         assert site.count(old) == 1, old
         site = site.replace(old, new)
     return site
-
-
-class Nginx:
-    """The Debian nginx with a private prefix: its own config, pid file, logs and temp dirs."""
-
-    def __init__(self, prefix: Path, site: str) -> None:
-        self.exe, self.prefix = _nginx(), prefix
-        (prefix / "site.conf").write_text(site)
-        temp = " ".join(f"{kind}_temp_path {prefix / kind};" for kind in ("client_body", "proxy", "fastcgi",
-                                                                           "uwsgi", "scgi"))
-        self.conf = prefix / "nginx.conf"
-        self.conf.write_text(f"""worker_processes 1;
-events {{ worker_connections 64; }}
-http {{
-    access_log {prefix / 'access.log'};
-    {temp}
-    include {prefix / 'site.conf'};
-}}
-""")
-        self.error_log = prefix / "error.log"
-        self.args = [self.exe, "-p", str(prefix), "-c", str(self.conf), "-e", str(self.error_log),
-                     "-g", f"daemon off; pid {prefix / 'nginx.pid'}; error_log {self.error_log} info;"]
-        self.proc: subprocess.Popen | None = None
-
-    def check(self) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.args, "-t"], capture_output=True, text=True, timeout=60)
-
-    def start(self, port: int) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_port(port, self.proc)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}: {self.error_log.read_text(errors='replace')}") from None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 async def _auth(request: web.Request) -> web.Response:
@@ -160,7 +109,7 @@ async def test_agents_sign_in_through_nginx_and_the_audit_names_agent_and_custom
                   "require_agent": True, "sign_in_url": "/oauth2/start"},
     })
     site = render(EXAMPLE.read_text(), port=port, links_port=proxy.links_port, oauth_port=oauth2_stand_in,
-                  cert=self_signed(prefix, cn="files.example.com"))
+                  cert=self_signed(prefix, cn="files.example.com"), log=str(prefix / "links-access.log"))
     nginx = Nginx(prefix, site)
     checked = nginx.check()
     assert checked.returncode == 0 and "syntax is ok" in checked.stderr, checked.stderr
@@ -221,6 +170,10 @@ async def test_agents_sign_in_through_nginx_and_the_audit_names_agent_and_custom
     assert (forged_ev["status"], forged_ev["agent"], forged_ev["agent_ignored"]) == (401, None, "untrusted_peer")
     assert forged_ev["customer"] == CUSTOMER  # who tried to open whose file, even when refused
     assert FORGED not in proxy.log_path.read_text()
+    # nginx's access log has the requests, never the link itself (the credential).
+    logged = (prefix / "links-access.log").read_text()
+    assert "GET /f/- HTTP/" in logged and "GET /f/-/download HTTP/" in logged
+    assert path.rsplit("/", 1)[1] not in logged
 
 
 async def test_api_and_other_paths_are_not_behind_sso(make_proxy, sink, oauth2_stand_in, nginx_prefix) -> None:
@@ -229,7 +182,8 @@ async def test_api_and_other_paths_are_not_behind_sso(make_proxy, sink, oauth2_s
     key = "k" * 32
     proxy = make_proxy({"links": {"trusted_proxies": ["127.0.0.1"], "require_agent": True, "api_keys": [key]}})
     nginx = Nginx(prefix, render(EXAMPLE.read_text(), port=port, links_port=proxy.links_port,
-                                 oauth_port=oauth2_stand_in, cert=self_signed(prefix)))
+                                 oauth_port=oauth2_stand_in, cert=self_signed(prefix),
+                                 log=str(prefix / "links-access.log")))
     nginx.start(port)
     started.append(nginx)
     base = f"https://127.0.0.1:{port}"
