@@ -137,6 +137,33 @@ async def test_peer_is_the_connection_not_x_forwarded_for(make_env) -> None:
     assert (e["agent"], e["agent_ignored"], e["remote"]) == (None, "untrusted_peer", "127.0.0.2")
 
 
+async def test_behind_a_trusted_proxy_the_client_is_the_one_x_forwarded_for_names(make_env) -> None:
+    """What the audit (and the portal's per-client limit) calls `remote`: the customer or agent
+    the reverse proxy saw, not the proxy's one address."""
+    env = await make_env(**TRUSTED)
+    obj = await env.put()
+    await env.get(env.link(obj), {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"})
+    assert (await env.last("link_view"))["remote"] == "203.0.113.9"
+    await env.get(env.link(obj), {"X-Forwarded-For": "203.0.113.9"}, source="127.0.0.2")  # not via the proxy
+    assert (await env.last("link_view"))["remote"] == "127.0.0.2"
+
+
+@pytest.mark.parametrize("peer,forwarded,client", [
+    ("127.0.0.1", ["198.51.100.7"], "198.51.100.7"),
+    ("127.0.0.1", ["198.51.100.7, 10.1.2.3"], "198.51.100.7"),  # a second trusted hop is skipped
+    ("127.0.0.1", ["6.6.6.6, 198.51.100.7"], "198.51.100.7"),  # what the client wrote left of it is not
+    ("127.0.0.1", ["6.6.6.6", "198.51.100.7"], "198.51.100.7"),  # two header lines read as one list
+    ("127.0.0.1", ["198.51.100.7, not-an-address"], "127.0.0.1"),  # garbage ends the trust
+    ("127.0.0.1", ["10.1.2.3"], "127.0.0.1"),  # only proxies: the peer
+    ("127.0.0.1", [], "127.0.0.1"),
+    ("192.0.2.1", ["198.51.100.7"], "192.0.2.1"),  # an untrusted peer's header means nothing
+])
+def test_client_address_behind_trusted_proxies(peer: str, forwarded: list[str], client: str) -> None:
+    agents = AgentHeaders(LinksConfig(trusted_proxies=["127.0.0.1", "10.1.0.0/16"]))
+    headers = CIMultiDictProxy(CIMultiDict([("X-Forwarded-For", v) for v in forwarded]))
+    assert agents.client(peer, headers) == client
+
+
 async def test_trusted_network_in_cidr_form(make_env) -> None:
     env = await make_env(trusted_proxies=["127.0.0.0/30"])
     obj = await env.put()

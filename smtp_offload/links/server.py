@@ -86,7 +86,7 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
     # Read whole: JSON (under 64 KiB, api.protocol.read_small) and the portal's resumable chunks
     # (aiohttp-tus reads each whole: portal.chunk_bytes). Uploads are streamed (api.body).
     limit = max(api.MAX_BODY_BYTES, portal.cfg.chunk_bytes + 65536 if portal is not None else 0)
-    app = web.Application(client_max_size=limit, middlewares=[_count_api, json_errors])
+    app = web.Application(client_max_size=limit, middlewares=[_forwarded_client, _count_api, json_errors])
     service = LinkService(store, secrets, cfg_links)
     app[_SERVICE], app[_LOG] = service, log
     if metrics is not None:
@@ -156,6 +156,18 @@ class LinkServer:
         if self._port is None:
             raise RuntimeError("LinkServer not started")
         return self._port
+
+
+@web.middleware
+async def _forwarded_client(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Behind a trusted reverse proxy (links.trusted_proxies), `request.remote` is the client
+    X-Forwarded-For names, so per-client limits (portal.uploads_per_minute) and audit events see
+    customers and agents, not the proxy's one address. Anyone else's X-Forwarded-For is ignored."""
+    if "X-Forwarded-For" in request.headers:
+        client = request.app[_AGENTS].client(_peer(request), request.headers)
+        if client != request.remote:
+            return await handler(request.clone(remote=client))
+    return await handler(request)
 
 
 @web.middleware

@@ -255,6 +255,23 @@ class AgentHeaders:
             ip = ip.ipv4_mapped  # a dual-stack listener sees IPv4 proxies as ::ffff:a.b.c.d
         return any(ip in net for net in self.trusted)
 
+    def client(self, peer: str | None, headers: CIMultiDictProxy[str]) -> str | None:
+        """The client's address: the TCP peer, or, when the peer is a trusted proxy, the last
+        address in X-Forwarded-For that is not one of the trusted proxies. Each proxy appends the
+        address it saw, so only the hops right of the first untrusted one are vouched for; a
+        malformed entry there ends the trust (the peer is given)."""
+        if not self.trusts(peer):
+            return peer
+        hops = [hop.strip() for value in headers.getall("X-Forwarded-For", []) for hop in value.split(",")]
+        for hop in reversed(hops):
+            try:
+                ipaddress.ip_address(hop)
+            except ValueError:
+                return peer
+            if not self.trusts(hop):
+                return hop
+        return peer
+
     def identify(self, peer: str | None, headers: CIMultiDictProxy[str]) -> Agent:
         """The agent named by the first identity header present, if `peer` is trusted."""
         for name in self.headers:
