@@ -2,8 +2,8 @@
 one line), and once running a short summary on stderr of where the proxy listens, where mail
 goes and whether that answered, and what to do when it did not.
 
-The JSON `started` event stays for log readers; this is for whoever just typed `make run` or
-reads `journalctl -u smtp-offload`.
+The JSON `started` event stays for log readers; the summary is for whoever started the proxy
+in a terminal (`make run`) or reads a log meant for people (log.format = "console").
 """
 
 from __future__ import annotations
