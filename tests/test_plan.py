@@ -9,8 +9,8 @@ import dataclasses
 
 import pytest
 
-from smtp_offload.delivery.decide import (PER_HEADER, TRACE_BUDGET, DecidePolicy, Plan, decide, projected_size,
-                                          visible_count)
+from smtp_offload.delivery.decide import (NOTICE_BUDGET, NOTICE_PER_FILE, PER_HEADER, TRACE_BUDGET, DecidePolicy,
+                                          Plan, decide, projected_size, visible_count)
 from smtp_offload.delivery.policy import BareNewlines, Fit, PlanPolicy
 from smtp_offload.delivery.prepare import render
 from smtp_offload.errors import PermanentError
@@ -86,11 +86,13 @@ def test_files_inside_an_attached_message_do_not_lower_the_count():
 
 
 def test_projected_size_counts_removed_files_notice_and_trace():
-    plan = plan_of(files(10 * KB))
+    plan = plan_of(files(30 * KB))
     (d,) = plan.decisions
     assert plan.projected_size == len(plan.analysis.data) + TRACE_BUDGET + PER_HEADER
     offloaded = dataclasses.replace(d, verdict=Verdict.OFFLOAD)
-    assert projected_size(plan.analysis, [offloaded]) < plan.projected_size - 10 * KB
+    notice = NOTICE_BUDGET + NOTICE_PER_FILE  # the notice's room for one changed file
+    assert projected_size(plan.analysis, [offloaded]) == plan.projected_size - d.file.wire_size + notice
+    assert projected_size(plan.analysis, [offloaded]) < plan.projected_size - 20 * KB
 
 
 @pytest.mark.parametrize("verdict, build, name, declared", [
