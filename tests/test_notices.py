@@ -121,7 +121,8 @@ def test_a_disguised_program_is_named_in_plain_words_with_the_next_step():
 
 @pytest.mark.parametrize("data, name, declared, en, de", [
     (b"", "scan.pdf", "application/pdf", "It is an empty file (0 bytes). Ask the customer to attach the file again.",
-     "Die Datei ist leer (0 Bytes). Bitten Sie den Kunden, die Datei noch einmal anzuhängen."),
+     "„scan.pdf“ (0 Bytes) wurde entfernt. Die Datei ist leer (0 Bytes). Bitten Sie den Kunden, die Datei "
+     "noch einmal anzuhängen."),
     (EXE, "setup.exe", "application/octet-stream", "It is a program file (.exe); programs are not accepted.",
      "Die Datei ist ein Programm (.exe); Programme werden nicht angenommen."),
     (samples.docm(), "claim.docm", "application/vnd.ms-word.document.macroenabled.12",
