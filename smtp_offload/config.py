@@ -405,6 +405,9 @@ class BrandingConfig(_Options):
 class LogConfig(_Options):
     format: LogFormat = LogFormat.JSON
     level: LogLevel = LogLevel.INFO
+    # A few lines for people on stderr once started: where it listens, the downstream and
+    # whether it answered (one probe connection), the store, the link base URL, what to do.
+    summary: bool = True
 
 
 @dataclass

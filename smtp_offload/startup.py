@@ -2,8 +2,8 @@
 one line), and once running a short summary on stderr of where the proxy listens, where mail
 goes and whether that answered, and what to do when it did not.
 
-The JSON `started` event stays for log readers; the summary is for whoever started the proxy
-in a terminal (`make run`) or reads a log meant for people (log.format = "console").
+The JSON `started` event stays for log readers; the summary (log.summary, on by default) is for
+whoever started the proxy (`make run`) or reads its journal.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 import socket
 from typing import Any
 
-from .config import Config, LogFormat, parse_hostport
+from .config import Config, parse_hostport
 from .errors import StartupError
 
 _MAX_DOMAINS = 5  # more are summed up: the summary stays a few lines
@@ -132,16 +132,11 @@ def downstream_advice(cfg: Config, reason: str) -> str:
 
 
 def for_people(cfg: Config) -> bool:
-    """Print the summary? When someone reads stderr (a terminal) or the log is for people
-    (log.format = "console"). JSON logs stay JSON lines only, for the log shipper; and no
-    extra connection reaches the downstream at every start (under systemd, `systemctl status`
-    shows the STATUS line, and /readyz says what the summary would)."""
-    if cfg.log.format is LogFormat.CONSOLE:
-        return True
-    try:
-        return os.isatty(2)
-    except OSError:
-        return False
+    """Print the summary? log.summary (on by default: `make run`, a terminal, and the journal
+    under systemd all show it; the JSON `started` event stays for log shippers). Off, nothing
+    extra is printed and no probe connection reaches the downstream at start; /readyz and
+    `systemctl status` (the STATUS line) still say what the summary would."""
+    return cfg.log.summary
 
 
 def summary(cfg: Config, body: dict[str, Any], store: str) -> str:

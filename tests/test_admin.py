@@ -32,14 +32,14 @@ def test_admin_listener_serves_health_and_metrics_and_the_public_port_does_not(m
     assert get(f"{public}/f/not-a-link")[0] == 403
     (started,) = proxy.events("started")
     assert started["admin"] == f"127.0.0.1:{admin}"
-    # JSON logs stay JSON lines: the start-up summary is for a terminal or console logs only
+    # With log.summary off, JSON logs are JSON lines only
     assert all(line.startswith("{") for line in proxy.log_path.read_text().splitlines())
 
 
 def test_each_worker_serves_its_own_admin_port(make_proxy, sink):
     base = two_free_ports()
     proxy = make_proxy({"server": {"workers": 2}, "admin": {"listen": f"127.0.0.1:{base}"},
-                        "log": {"format": "console"}})
+                        "log": {"summary": True}})
     for port in (base, base + 1):
         wait_port(port)
     for _ in range(4):

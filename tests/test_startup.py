@@ -2,8 +2,8 @@
 answered, what to do when it did not), and a port in use or a bad address ending the start with
 one line that names the key. Real processes over loopback.
 
-The summary is for people: it is printed when stderr is a terminal or log.format is "console"
-(here: the harness's stderr is a file), never among JSON log lines (test_admin.py checks that)."""
+The summary (log.summary, on by default) is printed on stderr beside the JSON log lines; the test
+harness turns it off unless a test is about it (tests/support/proc.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tests.support.proc import Proxy, summary_of
 
 def test_summary_says_the_downstream_did_not_answer_and_what_to_do(make_proxy):
     dead = free_port()  # nothing listens there: as after a fresh install, before the MTA runs
-    proxy = make_proxy({"log": {"format": "console"}}, downstream_port=dead)
+    proxy = make_proxy({"log": {"summary": True}}, downstream_port=dead)
     out = summary_of(proxy)
     refused = f"connection refused by 127.0.0.1:{dead}"
     assert f"  SMTP        127.0.0.1:{proxy.smtp_port} for example.com\n" in out
@@ -45,7 +45,7 @@ def test_summary_says_the_downstream_did_not_answer_and_what_to_do(make_proxy):
 
 def test_summary_says_the_downstream_answered(make_proxy, sink):
     admin = free_port()
-    proxy = make_proxy({"admin": {"listen": f"127.0.0.1:{admin}"}, "log": {"format": "console"}})
+    proxy = make_proxy({"admin": {"listen": f"127.0.0.1:{admin}"}, "log": {"summary": True, "format": "console"}})
     out = summary_of(proxy)
     assert f"  downstream  127.0.0.1:{sink.port}: answered\n" in out
     assert f"  admin       127.0.0.1:{admin}: /metrics, /healthz, /readyz\n" in out
