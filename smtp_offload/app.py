@@ -29,7 +29,7 @@ from .notices import NoticeError, Notices
 from .relay import Downstream
 from .relay.pool import DownstreamPool
 from .smtp.handler import Handler
-from .errors import StartupError, StorageError
+from .errors import ConfigError, StartupError, StorageError
 from .smtp.server import TOO_MANY, GatewaySMTP, Limits, Refuse
 from .storage import Store, close_store, open_store
 from .storage.routed import stores_of
@@ -84,6 +84,16 @@ def make_quarantine(cfg: Config, preparer: Preparer, hostname: str, log, metrics
     return Quarantine(store=preparer.store, policy=cfg.policy.hold, preparer=preparer,
                       offload_over_bytes=cfg.policy.plan.offload_over_bytes,
                       downstream=lambda: Downstream(cfg.downstream, helo), hostname=hostname, log=log, metrics=metrics)
+
+
+def check_files(cfg: Config) -> None:
+    """What the config names on disk and `serve` must refuse before anything starts (also
+    `check-config`): the ARC key, and notice templates that cannot render. ConfigError."""
+    check_start(cfg.auth)
+    try:
+        Notices(cfg.notices, upload_links=cfg.portal.enabled).check()
+    except NoticeError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class App:
@@ -330,7 +340,7 @@ def run(cfg: Config, log) -> int:
     than once a second), and exits 0 after all workers drained."""
     import time
 
-    check_start(cfg.auth)  # before any worker is forked: a broken key must not make them die in turn
+    check_files(cfg)  # before any worker is forked: a broken key must not make them die in turn
     # Ports taken (a second instance) or addresses not ours: one line naming the key, at once,
     # not after the storage check or as workers dying in turn.
     startup.check_binds(startup.addresses_to_check(cfg))

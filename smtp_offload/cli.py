@@ -105,11 +105,11 @@ async def _check_online(cfg) -> list[tuple[str, str | None]]:
 
 
 def cmd_check_config(args) -> int:
-    from .auth import check_start
+    from .app import check_files
 
     cfg = _load(args.config)
     try:
-        check_start(cfg.auth)  # what `serve` checks at start (app.run)
+        check_files(cfg)  # what `serve` checks at start (app.run)
     except ConfigError as exc:
         print(f"smtp-offload: config error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -214,6 +216,9 @@ def test_a_broken_override_refuses_the_start(tmp_path, sink):
     out = refused_start(tmp_path, sink.port, {"notices": {"templates_dir": str(broken)}})
     assert str(broken / "en" / "notice.html") in out and "notices.templates_dir" in out
     assert "Unexpected end of template" in out
+    checked = subprocess.run([sys.executable, "-m", "smtp_offload", "check-config", "--offline", "--config",
+                              str(tmp_path / "smtp-offload.toml")], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 2 and str(broken / "en" / "notice.html") in checked.stderr, checked.stderr
 
 
 # --- size ---------------------------------------------------------------------------------------
