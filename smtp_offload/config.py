@@ -801,14 +801,16 @@ def table(obj: typing.Any) -> dict[str, typing.Any]:
     return out
 
 
+def toml_key(key: str) -> str:
+    """A key as TOML writes it: "example.de" must be quoted, or TOML reads a nested table."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
 def toml_value(value: typing.Any) -> str:
     """A scalar or list of scalars as TOML (JSON's strings, numbers and lists are TOML too)."""
     value = plain(value)
     if isinstance(value, dict):  # an inline table (a links.api_keys entry, storage.routes)
-        def key(k: str) -> str:  # "example.de" must be quoted, or TOML reads it as a nested table
-            return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-
-        return "{" + ", ".join(f"{key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list) and any(isinstance(v, dict) for v in value):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return str(value).lower() if isinstance(value, bool) else json.dumps(value)
@@ -830,11 +832,10 @@ def to_toml(values: dict[str, typing.Any], prefix: str = "") -> str:
     scalars = [(k, v) for k, v in values.items() if not isinstance(v, dict)]
     if scalars and prefix:
         out.append(f"\n[{prefix}]")
-    out += [f"{k} = {toml_value(v)}" for k, v in scalars]
+    out += [f"{toml_key(k)} = {toml_value(v)}" for k, v in scalars]
     for k, v in values.items():
         if isinstance(v, dict):
-            key = k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
-            out.append(to_toml(v, f"{prefix}.{key}" if prefix else key).rstrip("\n"))
+            out.append(to_toml(v, f"{prefix}.{toml_key(k)}" if prefix else toml_key(k)).rstrip("\n"))
     return "\n".join(line for line in out if line) + "\n" if out else ""
 
 

@@ -96,9 +96,14 @@ def test_check_config_show_prints_toml_that_loads_back_to_the_same_config(tmp_pa
                    "max_message_bytes": 50 * 1024 * 1024},
         "policy": {"offload_over_bytes": 5 * 1024 * 1024, "on_blocked": "reject"},
         "storage.local": {"path": str(tmp_path / "store")},
+        # Tenants are often domains: a dotted key must stay one key, not become nested tables.
+        "storage": {"routes": {"eu.example.com": "eu"}},
+        "storage.stores.eu": {"backend": "local"},
+        "storage.stores.eu.local": {"path": str(tmp_path / "eu")},
         "links": {"ttl_seconds": 3600},
     })
     out = _round_trip(tmp_path, source)
+    assert '"eu.example.com" = "eu"' in out
     assert out.startswith(f"# {source}: ok\n#   SMTP        127.0.0.1:2600 for example.com, example.de; up to 50.0 MiB")
     assert "\n[server]\n" in out and 'on_blocked = "reject"' in out
     example = ROOT / "config" / "smtp-offload.example.toml"  # S3, routes, many keys: no secrets in it
