@@ -95,15 +95,27 @@ async def test_round_trip_rotation_expiry_and_a_missing_or_unreadable_record(tmp
 
 
 class DownRecords(LocalStore):
+    """Fails as a store does: its message names the record (and so the link id)."""
+
     async def get_record(self, name: str) -> bytes:
-        raise StorageError("connection refused")
+        raise StorageError(f"reading record {name} failed: connection refused")
+
+    async def put_record(self, name: str, data: bytes) -> None:
+        raise StorageError(f"writing record {name} failed: connection refused")
 
 
-async def test_a_store_that_cannot_answer_is_not_a_bad_link(tmp_path: Path) -> None:
-    """Storage down must read "try again later", never "this link is not valid"."""
-    service = LinkService(DownRecords(tmp_path), [SECRET], LinksConfig())
-    with pytest.raises(StorageError):
-        await service.grant(grants.new_id(SECRET))
+async def test_a_store_that_cannot_answer_is_not_a_bad_link_and_its_error_names_no_link(tmp_path: Path) -> None:
+    """Storage down must read "try again later", never "this link is not valid"; and the error,
+    which reaches the audit log, must not carry the id: it is the link itself."""
+    store = DownRecords(tmp_path)
+    link = grants.new_id(SECRET)
+    with pytest.raises(StorageError) as e:
+        await LinkService(store, [SECRET], LinksConfig()).grant(link)
+    assert link not in str(e.value) and "connection refused" in str(e.value)
+    obj = await stored(store)
+    with pytest.raises(StorageError) as e:
+        await mint(store, SECRET, LinksConfig(), obj, 600)
+    assert not re.search(r"[A-Za-z0-9_-]{32}", str(e.value)) and "connection refused" in str(e.value)
 
 
 async def test_a_routed_file_keeps_its_link_record_in_its_own_store(tmp_path: Path) -> None:

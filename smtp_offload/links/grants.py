@@ -26,6 +26,7 @@ import secrets as _random
 import time
 from collections.abc import Sequence
 
+from smtp_offload.errors import StorageError
 from smtp_offload.links.tokens import BadToken, ExpiredToken, Grant, is_token_id
 from smtp_offload.storage.base import Store
 from smtp_offload.storage.routed import RoutedStore, named
@@ -78,6 +79,12 @@ def _home(store: Store, store_name: str) -> Store:
         raise BadToken("link id names no configured store") from None
 
 
+def _redacted(exc: StorageError, body: str) -> StorageError:
+    """The store's error without the record's name: the id in it is the link, a credential
+    that must not reach the audit log or an operator's terminal."""
+    return StorageError(str(exc).replace(body, "<link id>"), permanent=exc.permanent)
+
+
 def store_name_of(store: Store, key: str) -> str:
     """The name of the store that holds `key` ("" = the default), where its link record goes."""
     return store.locate(key)[0] if isinstance(store, RoutedStore) else ""
@@ -88,7 +95,10 @@ async def save(store: Store, link_id: str, grant: Grant, secrets: Sequence[bytes
     store_name, body = _check(link_id, secrets)
     record = {"v": 1, "key": grant.key, "expires": grant.expires, "token_id": grant.token_id,
               "message_ref": grant.message_ref}
-    await _home(store, store_name).put_record(f"{RECORD_KIND}/{body}", json.dumps(record).encode())
+    try:
+        await _home(store, store_name).put_record(f"{RECORD_KIND}/{body}", json.dumps(record).encode())
+    except StorageError as exc:
+        raise _redacted(exc, body) from None
 
 
 async def load(store: Store, link_id: str, secrets: Sequence[bytes], now: float | None = None) -> Grant:
@@ -99,6 +109,8 @@ async def load(store: Store, link_id: str, secrets: Sequence[bytes], now: float 
         raw = await _home(store, store_name).get_record(f"{RECORD_KIND}/{body}")
     except KeyError:
         raise BadToken("no such link") from None
+    except StorageError as exc:
+        raise _redacted(exc, body) from None
     try:
         record = json.loads(raw)
         grant = Grant(key=record["key"], expires=int(record["expires"]), token_id=record["token_id"],
