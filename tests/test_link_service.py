@@ -594,7 +594,7 @@ def test_cli_takes_the_link_as_it_appears_in_the_mail(make_proxy, sink) -> None:
     proxy = _proxy_with_api(make_proxy)
     url = _offloaded_link(proxy, sink)
     token = url.rsplit("/f/", 1)[1]
-    for given in (url, url + "/download", url + "?utm_source=mail", url + "/", url + "/download/?x=1#top",
+    for given in (url, url + "/download", url + "/renew", url + "?utm_source=mail", url + "/", url + "/download/?x=1#top",
                   token, f" {url}\n"):
         r = _cli_proxy(proxy, "show", given)
         assert r.returncode == 0, (given, r.stderr)

@@ -46,6 +46,8 @@ def test_ids_are_short_and_carry_their_store() -> None:
     assert len(f"{BASE30}/f/{routed}") <= 100
     assert grants.is_link_id(plain) and grants.is_link_id(routed)
     assert not grants.is_link_id("v2.abc.def") and not grants.is_link_id(plain[:-1])
+    # Never an option to the command line: `smtp-offload links show <id>` must read it as the link.
+    assert not any(grants.new_id(SECRET).startswith("-") for _ in range(2000))
 
 
 class NoRecords(LocalStore):

@@ -28,7 +28,7 @@ from smtp_offload.storage import close_store, open_store
 
 def token_of(link: str | None) -> str | None:
     """The token in a link as it appears in the mail — `http://host:port/f/<token>`, maybe with
-    `/download`, a query string, a fragment or a trailing slash — or a bare token as given.
+    `/download` (or `/renew`), a query string, a fragment or a trailing slash — or a bare token as given.
     Only the path is read (never the host: any server of ours may have minted it)."""
     if link is None:
         return None
@@ -37,8 +37,9 @@ def token_of(link: str | None) -> str | None:
         return link  # a bare token; a malformed one is the service's to refuse
     path = urlsplit(link).path if "://" in link else link.split("?", 1)[0].split("#", 1)[0]
     token = path.rsplit("/f/", 1)[1].strip("/")
-    if token.endswith("/download"):
-        token = token[:-len("/download")]
+    for action in ("/download", "/renew"):
+        if token.endswith(action):
+            token = token[:-len(action)]
     return unquote(token)
 
 

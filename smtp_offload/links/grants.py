@@ -49,7 +49,11 @@ def new_id(secret: bytes, store_name: str = "") -> str:
     """A fresh id for a file kept in the store called `store_name` ("" = the default one)."""
     if not secret:
         raise ValueError("secret must not be empty")
-    random = _random.token_bytes(_RANDOM_BYTES)
+    while True:
+        random = _random.token_bytes(_RANDOM_BYTES)
+        # Not starting with "-": given bare to `smtp-offload links show <id>`, it would read as an option.
+        if _b64(random[:3])[0] != "-":
+            break
     body = _b64(random + _mac(store_name, random, secret))
     return f"{store_name}.{body}" if store_name else body
 
