@@ -100,6 +100,7 @@ class View:
     brand: Brand = DEFAULT_BRAND
     obj: StoredObject | None = None  # the file an expired link names (service.describe)
     renew: str | None = None  # the "Get a new link" form's action, for an identified agent; None: no button
+    agent: bool = False  # the SSO proxy named who asks: an expired page may show the mail's From and Subject
 
 
 def _darker(colour: str) -> str:
@@ -251,7 +252,10 @@ def expired(expires: int, view: View = View()) -> str:
     parts = ["<h1>This link has expired</h1>", f"<p>It expired on {html.escape(when(expires))}.</p>"]
     obj = view.obj
     if obj is not None:
-        parts.append(_details([("File", f"<strong>{html.escape(_name(obj))}</strong>"), *_mail_rows(obj)]))
+        # The file's name for anyone holding the link; whose mail it came with only for an agent
+        # the SSO proxy names: an expired link that was forwarded or leaked says no more than that.
+        rows = [("File", f"<strong>{html.escape(_name(obj))}</strong>")]
+        parts.append(_details(rows + (_mail_rows(obj) if view.agent else [])))
     if view.renew is not None:
         parts.append(
             f'<form method="post" action="{html.escape(view.renew, quote=True)}">'
@@ -285,6 +289,13 @@ def renew_needs_agent(brand: Brand = DEFAULT_BRAND) -> str:
     return error("Sign in to get a new link",
                  "Only a signed-in agent can get a new link here. Open the link again from the customer's "
                  "email after signing in with your work account.", ASK_ADMIN, brand=brand)
+
+
+def renew_not_here(brand: Brand = DEFAULT_BRAND) -> str:
+    """A "Get a new link" request where links go straight to storage (links.mode = "presigned")."""
+    return error("New links are not made here",
+                 "Links to files go straight to storage in this setup, so this page cannot make a new one.",
+                 ASK_ADMIN, brand=brand)
 
 
 def cross_site(brand: Brand = DEFAULT_BRAND) -> str:

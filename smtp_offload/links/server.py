@@ -285,7 +285,7 @@ async def _resolve(request: web.Request, audit: _Audit, renew: str | None = None
     so nobody learns anything about the link or its file without signing in. The link is
     still resolved, for the log: who tried to open which customer's file."""
     service = request.app[_SERVICE]
-    view = pages.View(brand=request.app[_BRAND],
+    view = pages.View(brand=request.app[_BRAND], agent=audit.agent is not None,
                       renew=renew if audit.agent is not None and not presigned(service.cfg) else None)
     if service.cfg.require_agent and audit.agent is None:
         try:
@@ -410,6 +410,12 @@ async def _renew(request: web.Request) -> web.Response:
             audit.fields["refusal"] = "cross_site"
             status = 403
             return _html(status, pages.cross_site(brand))
+        if presigned(service.cfg):
+            # A new link here would be the store's own URL, unrevocable for links.ttl_seconds:
+            # the page offers no button in presigned mode, and a hand-made request gets nothing.
+            audit.fields["refusal"] = "invalid_request"
+            status = 403
+            return _html(status, pages.renew_not_here(brand))
         if audit.agent is None:
             audit.fields["refusal"] = "agent_required"
             if service.cfg.require_agent and service.cfg.sign_in_url:
