@@ -35,7 +35,8 @@ PREFIX = "smtp_offload_"
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 REFUSAL_REASONS = ("max_sessions", "busy", "shutting_down", "data_timeout", "too_big", "line_too_long",
                    "relay_denied", "too_many_recipients", "proxy_header",
-                   "command_timeout", "envelope_timeout", "max_sessions_per_client", "tls_failed")
+                   "command_timeout", "envelope_timeout", "max_sessions_per_client", "tls_failed",
+                   "downstream_unavailable")
 # Every counter's `_created` twin doubles the series for no use (rate() needs none of them).
 disable_created_metrics()
 # Why the link server refused a page or a download (links.outcomes kinds, and agent_required).

@@ -143,6 +143,23 @@ def test_refusals_by_reason(make_proxy, sink):
     assert m("smtp_offload_refusals_total", reason="too_many_recipients") == 1
 
 
+def test_downstream_refusing_connections_is_counted_at_rcpt(make_proxy):
+    # The commonest outage: nothing listens downstream, every recipient gets 451 and no message
+    # reaches DATA, so only this refusal tells SmtpOffloadDownstreamFailing (deploy/prometheus).
+    dead = free_port()
+    proxy = make_proxy(downstream_port=dead)
+    key = ("smtp_offload_refusals_total", (("reason", "downstream_unavailable"),))
+    assert Scrape(proxy.links_port).samples[key] == 0  # exported at 0 before the first one
+    with proxy.client() as c:
+        c.ehlo("client.test")
+        assert c.mail("customer@sender.test")[0] == 250
+        code, text = c.rcpt("support@example.com")
+        assert (code, text[:5]) == (451, b"4.4.1"), text
+    m = Scrape(proxy.links_port)
+    assert m.samples[key] == 1
+    assert m("smtp_offload_messages_total", outcome="deferred", reply_class="4xx") == 0
+
+
 def test_breaker_gauge_opens_after_storage_failures(make_proxy, sink, s3server):
     proxy = make_proxy(dead_s3(breaker_failures=2, breaker_cooldown_seconds=3600))
     assert Scrape(proxy.links_port)("smtp_offload_storage_breaker_state") == 0

@@ -148,6 +148,7 @@ class Handler:
                               detail=exc.detail)
             else:
                 self.log.warning("downstream_unavailable", rcpt=address, reply=exc.reply, detail=exc.detail)
+                self.metrics.refused("downstream_unavailable")  # no message counter moves before DATA
             return exc.reply
         except asyncio.CancelledError:  # aiosmtpd cancels the command when the client sends EOF
             self.log.info("client_gone", command="RCPT", rcpt=address)
