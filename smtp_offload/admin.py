@@ -56,21 +56,25 @@ def make_admin_app(metrics: Any, readiness: Any) -> web.Application:
     return app
 
 
-class AdminServer:
-    """The admin listener of one process (with server.workers > 1: worker i on port + i)."""
+class WebServer:
+    """An aiohttp application served on one or more addresses: started once, stopped, its port.
+    No access log: the link server's request lines carry the link (a credential), and the
+    admin paths are scraped every few seconds."""
 
-    def __init__(self, metrics: Any, readiness: Any) -> None:
-        self._app = make_admin_app(metrics, readiness)
+    def __init__(self, app: web.Application, **runner_options: Any) -> None:
+        self._app, self._options = app, runner_options
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
-    async def start(self, host: str, port: int) -> None:
+    async def _serve(self, sites: list[tuple[str, int, bool]]) -> None:
+        """Listen on every (host, port, reuse_port); none when one fails."""
         if self._runner is not None:
-            raise RuntimeError("AdminServer already started")
-        runner = web.AppRunner(self._app, access_log=None)  # scraped every few seconds: no log line each
+            raise RuntimeError(f"{type(self).__name__} already started")
+        runner = web.AppRunner(self._app, access_log=None, **self._options)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            for host, port, reuse_port in sites:
+                await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -85,5 +89,15 @@ class AdminServer:
     @property
     def port(self) -> int:
         if self._port is None:
-            raise RuntimeError("AdminServer not started")
+            raise RuntimeError(f"{type(self).__name__} not started")
         return self._port
+
+
+class AdminServer(WebServer):
+    """The admin listener of one process (with server.workers > 1: worker i on port + i)."""
+
+    def __init__(self, metrics: Any, readiness: Any) -> None:
+        super().__init__(make_admin_app(metrics, readiness))
+
+    async def start(self, host: str, port: int) -> None:
+        await self._serve([(host, port, False)])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import smtp_offload
 from tests.support.http import get
 from tests.support.mail import message, text
@@ -36,10 +38,14 @@ def test_admin_listener_serves_health_and_metrics_and_the_public_port_does_not(m
     assert all(line.startswith("{") for line in proxy.log_path.read_text().splitlines())
 
 
-def test_each_worker_serves_its_own_admin_port(make_proxy, sink):
+@pytest.mark.parametrize("how", ["admin.listen", "links.worker_port_base"])
+def test_each_worker_is_scraped_on_its_own_port(make_proxy, sink, how):
+    """With server.workers > 1 the shared port reaches an arbitrary worker: each worker also
+    listens on a port of its own (admin.listen + i, or the older links.worker_port_base + i)."""
     base = two_free_ports()
-    proxy = make_proxy({"server": {"workers": 2}, "admin": {"listen": f"127.0.0.1:{base}"},
-                        "log": {"summary": True}})
+    own = {"admin": {"listen": f"127.0.0.1:{base}"}} if how == "admin.listen" else \
+        {"links": {"worker_port_base": base}}
+    proxy = make_proxy({"server": {"workers": 2}, "log": {"summary": True}, **own})
     for port in (base, base + 1):
         wait_port(port)
     for _ in range(4):
@@ -49,9 +55,10 @@ def test_each_worker_serves_its_own_admin_port(make_proxy, sink):
     assert sum(counts) == 4  # each worker counts its own; together they add up
     for port in (base, base + 1):
         assert get(f"http://127.0.0.1:{port}/readyz")[0] == 200
-    assert get(f"http://127.0.0.1:{proxy.links_port}/metrics")[0] == 404
     # the start-up summary says so, once for the service, not once per worker
     out = summary_of(proxy)
     assert out.startswith(f"smtp-offload {smtp_offload.__version__} started (2 workers)\n")
-    assert f"  admin       127.0.0.1:{base}-{base + 1} (worker i: port + i): /metrics, /healthz, /readyz" in out
     assert proxy.log_path.read_text().count(" started (2 workers)\n") == 1
+    if how == "admin.listen":
+        assert get(f"http://127.0.0.1:{proxy.links_port}/metrics")[0] == 404
+        assert f"  admin       127.0.0.1:{base}-{base + 1} (worker i: port + i): /metrics, /healthz, /readyz" in out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,30 +25,11 @@ from smtp_offload.links import Grant, link_url, new_grant, sign
 from smtp_offload.links.server import LinkServer
 from smtp_offload.storage import LocalStore, StoredObject, make_key
 from tests.support.env import chrome
+from tests.support.threaded import ServerThread
 
 SECRET = b"b" * 40
 NAME = "Quarterly <report> & notes.pdf"
 PHONE = (390, 844)
-
-
-class ServerThread:
-    """A LinkServer on 127.0.0.1:0, served from its own loop in a daemon thread."""
-
-    def __init__(self, store: LocalStore) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.server = LinkServer(store, [SECRET], LinksConfig(), log=structlog.get_logger())
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(10)
-        return f"http://127.0.0.1:{self.server.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture
@@ -59,7 +39,7 @@ def store(tmp_path: Path) -> LocalStore:
 
 @pytest.fixture
 def base(store: LocalStore) -> Iterator[str]:
-    with ServerThread(store) as url:
+    with ServerThread(LinkServer(store, [SECRET], LinksConfig(), log=structlog.get_logger())) as url:
         yield url
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from smtp_offload.links.server import LinkServer
 from smtp_offload.storage import LocalStore, StoredObject, make_key
 from smtp_offload.units import when
 from tests.support.env import chrome
+from tests.support.threaded import ServerThread
 
 SECRET = b"q" * 40
 AGENT = "jane.doe@support.example.com"
@@ -37,27 +37,6 @@ LOGO = (b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40" viewBox
         b'<rect width="40" height="40" rx="9" fill="#0b6e4f"/>'
         b'<path d="M11 21l6 6 12-14" stroke="#fff" stroke-width="4" fill="none" stroke-linecap="round"/></svg>')
 ACCENT = "#0b6e4f"
-
-
-class ServerThread:
-    """A LinkServer on 127.0.0.1:0 (trusted as the SSO proxy), served from its own loop in a daemon thread."""
-
-    def __init__(self, store: LocalStore, branding: BrandingConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        cfg = LinksConfig(trusted_proxies=["127.0.0.1"])
-        self.server = LinkServer(store, [SECRET], cfg, log=structlog.get_logger(), branding=branding)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(10)
-        return f"http://127.0.0.1:{self.server.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture
@@ -71,7 +50,9 @@ def base(store: LocalStore, tmp_path: Path) -> Iterator[str]:
     logo.write_bytes(LOGO)
     branding = BrandingConfig(name="Example Insurance · Claims", logo_file=str(logo), accent_colour=ACCENT,
                               support_text="Questions? Service desk 0800 123 456", support_url="tel:0800123456")
-    with ServerThread(store, branding) as url:
+    server = LinkServer(store, [SECRET], LinksConfig(trusted_proxies=["127.0.0.1"]),  # trusted as the SSO proxy
+                        log=structlog.get_logger(), branding=branding)
+    with ServerThread(server) as url:
         yield url
 
 

@@ -12,7 +12,7 @@ import time
 from tests.support import samples
 from tests.support.http import get
 from tests.support.mail import attachment, message, multipart, text
-from tests.support.net import free_port, two_free_ports, wait_port
+from tests.support.net import free_port
 from tests.support.proc import Sink, dead_s3
 from tests.support.scrape import Scrape, scrape_until
 
@@ -239,18 +239,3 @@ def test_readyz_503_names_storage_that_hangs(make_proxy, sink, s3server):
         assert time.monotonic() - started < 60
         assert status == 503 and body["storage"] == "timeout" and body["downstream"] == "ok"
         assert body["reasons"] == {"storage": "no answer within 2 s"}
-
-
-
-
-def test_each_worker_has_its_own_metrics_port(make_proxy, sink):
-    base = two_free_ports()
-    proxy = make_proxy({"server": {"workers": 2}, "links": {"worker_port_base": base}})
-    for port in (base, base + 1):
-        wait_port(port)
-    for _ in range(4):
-        assert proxy.send(message(text()))[0] == 250
-    counts = [Scrape(port)("smtp_offload_messages_total", outcome="relayed", reply_class="2xx")
-              for port in (base, base + 1)]
-    assert sum(counts) == 4  # each worker counts its own messages; together they add up
-    assert get(f"http://127.0.0.1:{base + 1}/readyz")[0] == 200

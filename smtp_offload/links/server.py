@@ -41,7 +41,7 @@ from smtp_offload.links import api, pages
 from smtp_offload.links.outcomes import outcome_of
 from smtp_offload.links.service import AgentHeaders, Gone, LinkService, Revoked, presigned
 from smtp_offload.links.tokens import ExpiredToken, Grant
-from smtp_offload.admin import healthz_response, metrics_response, readyz_response
+from smtp_offload.admin import WebServer, healthz_response, metrics_response, readyz_response
 from smtp_offload.portal import web as portal_web
 from smtp_offload.portal.service import Portal
 from smtp_offload.quarantine import web as quarantine_web
@@ -113,49 +113,24 @@ def make_app(store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, 
     return app
 
 
-class LinkServer:
+class LinkServer(WebServer):
     def __init__(self, store: Store, secrets: Sequence[bytes], cfg_links: LinksConfig, *, log: Any,
                  metrics: Any = None, readiness: Any = None, api_cfg: ApiConfig | None = None,
                  files: FilesApi | None = None, portal: Portal | None = None,
                  quarantine: Quarantine | None = None, admin_routes: bool = True,
                  branding: BrandingConfig | None = None) -> None:
-        self._app = make_app(store, secrets, cfg_links, log=log, metrics=metrics, readiness=readiness,
-                             api_cfg=api_cfg, files=files, portal=portal, quarantine=quarantine,
-                             admin_routes=admin_routes, branding=branding)
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        # No inflating of request bodies: the API refuses encoded uploads (415), and aiohttp
+        # would otherwise inflate (and log) a bad gzip body nobody asked it to read.
+        super().__init__(make_app(store, secrets, cfg_links, log=log, metrics=metrics, readiness=readiness,
+                                  api_cfg=api_cfg, files=files, portal=portal, quarantine=quarantine,
+                                  admin_routes=admin_routes, branding=branding), auto_decompress=False)
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False, own_port: int | None = None) -> None:
         """Listen on host:port (shared by the workers with reuse_port) and, with `own_port`,
-        on host:own_port too: this worker's own address, for /metrics and /readyz."""
-        if self._runner is not None:
-            raise RuntimeError("LinkServer already started")
-        # No access log: request lines carry the token, i.e. the bearer credential.
-        # The audit events below are the record of who fetched what.
-        # No inflating of request bodies: the API refuses encoded uploads (415), and aiohttp
-        # would otherwise inflate (and log) a bad gzip body nobody asked it to read.
-        runner = web.AppRunner(self._app, access_log=None, auto_decompress=False)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
-            if own_port:
-                await web.TCPSite(runner, host, own_port).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self._port = runner.addresses[0][1]
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("LinkServer not started")
-        return self._port
+        on host:own_port too: this worker's own address, for /metrics and /readyz.
+        No access log: request lines carry the token, i.e. the bearer credential; the audit
+        events are the record of who fetched what."""
+        await self._serve([(host, port, reuse_port)] + ([(host, own_port, False)] if own_port else []))
 
 
 @web.middleware
