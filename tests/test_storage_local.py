@@ -95,6 +95,8 @@ async def test_sidecar_holds_metadata(tmp_path: Path) -> None:
         "sender": None,
         "date": None,
         "tenant": None,
+        "from_header": None,
+        "subject": None,
     }
 
 

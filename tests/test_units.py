@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from smtp_offload import notice
+from smtp_offload.notices import items as notice
 from smtp_offload.links import pages
 from smtp_offload.units import human_size, when
 
