@@ -104,6 +104,14 @@ def test_make_run_on_a_fresh_checkout_installs_only_the_runtime_and_stops_on_sig
         assert not installed & TEST_TOOLS, f"test tools in the runtime venv: {sorted(installed & TEST_TOOLS)}"
         assert (venv / ".run-installed").exists() and not (venv / ".test-installed").exists()
 
+        # What it found, for the person who typed `make run` (the downstream of the default config).
+        deadline = time.monotonic() + 60
+        while "\n  downstream  127.0.0.1:2526: " not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shown = log.read_text()
+        assert "smtp-offload " in shown and " started\n" in shown and "\n  downstream  127.0.0.1:2526: " in shown, \
+            shown[-4000:]
+
         os.kill(_serving(make.pid), signal.SIGTERM)  # as a supervisor stops the service
         assert make.wait(timeout=120) == 0, log.read_text()[-4000:]
         assert "Traceback" not in log.read_text()
