@@ -61,6 +61,7 @@ class SpoolWriter:
     def __init__(self, directory: str) -> None:
         self.fd = _create(directory)
         self.size = 0
+        self.directory = directory
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -71,7 +72,7 @@ class SpoolWriter:
 
     def finish(self, **flags: bool) -> FileBytes:
         fd, self.fd = self.fd, -1
-        return FileBytes(fd, self.size, **flags)
+        return FileBytes(fd, self.size, directory=self.directory, **flags)
 
     def abort(self) -> None:
         if self.fd >= 0:
@@ -84,11 +85,17 @@ class FileBytes:
     windows. `eight_bit` and `bare_newlines` are what the writer saw on the way in (the
     content is already normalised to CRLF line ends when it is a received message)."""
 
-    def __init__(self, fd: int, size: int, *, eight_bit: bool = True, bare_newlines: bool = False) -> None:
+    def __init__(self, fd: int, size: int, *, eight_bit: bool = True, bare_newlines: bool = False,
+                 directory: str | None = None) -> None:
         self.fd = fd
         self.size = size
         self.eight_bit = eight_bit
         self.bare_newlines = bare_newlines
+        self.directory = directory  # where it was written: files derived from it go there too
+        # The last window read for a find or a small slice: the scanner's many nearby look-ups
+        # (a delimiter, the CRLF after it, the blank line after a part's headers) are then a
+        # search in memory, not a system call and a window's copy each.
+        self._cache: tuple[int, bytes] = (0, b"")
 
     def __len__(self) -> int:
         return self.size
@@ -124,7 +131,20 @@ class FileBytes:
             return self.read(i, i + 1)[0]
         if key.step not in (None, 1):
             raise ValueError("FileBytes slices take no step")
-        return self.read(key.start, key.stop)
+        start, end = self._span(key.start, key.stop)
+        if end - start > WINDOW:
+            return self.read(start, end)
+        at, window = self._window(start, end)
+        return window[start - at:end - at]
+
+    def _window(self, start: int, end: int) -> tuple[int, bytes]:
+        """(offset, bytes) of a cached window holding [start, end), read when it is not held."""
+        at, window = self._cache
+        if at <= start and end <= at + len(window):
+            return at, window
+        window = self.read(start, min(max(end, start + WINDOW), self.size))
+        self._cache = (start, window)
+        return start, window
 
     def chunks(self, start: int = 0, end: int | None = None, size: int = WINDOW) -> Iterator[bytes]:
         start, end = self._span(start, end)
@@ -145,9 +165,10 @@ class FileBytes:
         at = start
         while at < end:
             stop = min(at + WINDOW + overlap, end)
-            i = self.read(at, stop).find(sub)
+            cached, window = self._window(at, stop)
+            i = window.find(sub, at - cached, stop - cached)
             if i >= 0:
-                return at + i
+                return cached + i
             if stop >= end:
                 return -1
             at += WINDOW
@@ -157,7 +178,10 @@ class FileBytes:
         if not prefix:
             return self._empty_match(start, end) >= 0
         start, end = self._span(start, end)
-        return end - start >= len(prefix) and self.read(start, start + len(prefix)) == prefix
+        if end - start < len(prefix):
+            return False
+        at, window = self._window(start, start + len(prefix))
+        return window.startswith(prefix, start - at)
 
     def isascii(self) -> bool:
         return not self.eight_bit
@@ -181,6 +205,7 @@ class FileBytes:
             mm.close()
 
     def close(self) -> None:
+        self._cache = (0, b"")
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
