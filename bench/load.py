@@ -2,6 +2,7 @@
 
     python -m bench.load --port P --kind small --sessions 20 --duration 10 --warmup 1
     python -m bench.load --port P --kind large --pdf-size 26214400 --once
+    python -m bench.load --port P --kind large --pdf-size 26214400 --burst 10
     python -m bench.load --port P --kind upload --pdf-size 26214400 --once --path /api/v1/upload/attachment \
         --api-key KEY
 
@@ -11,6 +12,9 @@ reply to the data. Messages started during the warm-up are not counted; no messa
 started after warm-up + duration; the measured window ends with the last reply.
 Once mode: one connection, one message; the time runs from the connect() call (the
 client's first byte) to the final reply.
+Burst (--burst N): N connections opened together, each sending one large message (the
+same as once mode's, its own Message-ID) in 1 MiB writes; the time runs from the first
+connect() call to the last final reply.
 Upload (--kind upload, always once): one HTTP/1.1 POST with http.client of a PDF of
 --pdf-size bytes as the raw body (Content-Length, `X-Filename: big.pdf`, `Authorization:
 Bearer KEY` with --api-key); the time runs from connect() to the last byte of the response.
@@ -219,6 +223,7 @@ async def throughput(host: str, port: int, kind: str, sessions: int, duration: f
         "elapsed_s": elapsed, "messages_ok": st.measured_ok, "messages_failed": st.measured_failed,
         "warmup_ok": st.warmup_ok, "throughput": st.measured_ok / elapsed if elapsed > 0 else 0.0,
         "mb_per_s": st.bytes_ok / elapsed / 1e6 if elapsed > 0 else 0.0,
+        "mib_per_s": st.bytes_ok / elapsed / (1 << 20) if elapsed > 0 else 0.0,
         "message_bytes": [len(m) for m in templates],
         "latency_ms": percentiles(st.latencies), "replies": _replies(st), "errors": dict(st.errors),
         "unexpected": st.unexpected, "client_cpu_s": _cpu() - cpu0,
@@ -254,6 +259,7 @@ async def once(host: str, port: int, kind: str, pdf_size: int, timeout: float) -
         result.update({"time_s": t1 - t0, "upload_s": t_sent - t_data, "after_upload_s": t1 - t_sent,
                        "messages_ok": int(ok), "throughput": (1 / (t1 - t0)) if ok else 0.0,
                        "mb_per_s": len(message) / (t1 - t0) / 1e6 if ok else 0.0,
+                       "mib_per_s": len(message) / (t1 - t0) / (1 << 20) if ok else 0.0,
                        "latency_ms": percentiles([t1 - t0] if ok else [])})
     except (OSError, ConnectionError, TimeoutError, Unexpected, ValueError) as exc:
         st.errors[type(exc).__name__] += 1
@@ -261,6 +267,60 @@ async def once(host: str, port: int, kind: str, pdf_size: int, timeout: float) -
         result.update({"time_s": None, "messages_ok": 0, "throughput": 0.0, "latency_ms": percentiles([])})
     result.update({"replies": _replies(st), "errors": dict(st.errors), "unexpected": st.unexpected})
     return result
+
+
+async def burst(host: str, port: int, kind: str, pdf_size: int, n: int, timeout: float) -> dict:
+    """`n` sessions started together, one large message each (see the module docstring)."""
+    message = messages.build(kind, pdf_size)[0]
+    payload = memoryview(messages.wire(message))
+    # Each connection's own Message-ID without n copies of the payload: the part before the
+    # ID, the ID, the rest (the ID is in the headers, the first write).
+    at = bytes(payload[:65536]).index(messages.MSGID)
+    head, tail = payload[:at], payload[at + len(messages.MSGID):]
+    st = Stats()
+    ends: list[float] = []
+    times: list[float | None] = [None] * n
+    cpu0 = _cpu()
+
+    async def one(i: int, t0: float) -> None:
+        writer = None
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer, has_size = await open_session(host, port, st)
+                writer.write(MAIL_FROM + (b" SIZE=%d\r\n" % len(message) if has_size else b"\r\n"))
+                for step, line in (("MAIL", None), ("RCPT", RCPT_TO), ("DATA", b"DATA\r\n")):
+                    if line:
+                        writer.write(line)
+                    code, _ = await read_reply(reader)
+                    if not st.count(step, code):
+                        raise Unexpected(f"{step} {code}")
+                writer.write(bytes(head) + b"<bench-%012d@load.test>" % (port * 1000 + i))
+                for k in range(0, len(tail), 1 << 20):
+                    writer.write(tail[k:k + (1 << 20)])
+                    await writer.drain()
+                code, _ = await read_reply(reader)
+                t1 = time.perf_counter()
+                if st.count("END", code):
+                    st.measured_ok += 1
+                    times[i] = t1 - t0
+                ends.append(t1)
+                await _quit(reader, writer, st)
+        except (OSError, ConnectionError, TimeoutError, Unexpected, ValueError) as exc:
+            st.errors[type(exc).__name__] += 1
+            st.unexpected += 1
+            if writer is not None:
+                writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i, t0) for i in range(n)))
+    ok = st.measured_ok == n
+    total = (max(ends) - t0) if ends and ok else None
+    return {"mode": "burst", "kind": kind, "sessions": n, "message_bytes": [len(message)], "pdf_bytes": pdf_size,
+            "time_s": total, "times_s": times, "messages_ok": st.measured_ok, "t0_perf": t0,
+            "throughput": n / total if total else 0.0,
+            "mib_per_s": n * len(message) / total / (1 << 20) if total else 0.0,
+            "latency_ms": percentiles([t for t in times if t is not None]), "replies": _replies(st),
+            "errors": dict(st.errors), "unexpected": st.unexpected, "client_cpu_s": _cpu() - cpu0}
 
 
 def upload(host: str, port: int, path: str, pdf_size: int, api_key: str | None, filename: str,
@@ -301,6 +361,7 @@ def upload(host: str, port: int, path: str, pdf_size: int, api_key: str | None, 
                        "after_upload_s": t1 - t_sent, "messages_ok": int(ok),
                        "throughput": (1 / (t1 - t0)) if ok else 0.0,
                        "mb_per_s": len(body) / (t1 - t0) / 1e6 if ok else 0.0,
+                       "mib_per_s": len(body) / (t1 - t0) / (1 << 20) if ok else 0.0,
                        "latency_ms": percentiles([t1 - t0] if ok else [])})
     except (OSError, http.client.HTTPException) as exc:
         errors[type(exc).__name__] += 1
@@ -327,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--once", action="store_true", help="one connection, one message")
+    ap.add_argument("--burst", type=int, metavar="N", help="N connections at once, one message each")
     ap.add_argument("--pdf-size", type=int, default=25 * 1024 * 1024)
     ap.add_argument("--timeout", type=float, default=120.0, help="per message")
     ap.add_argument("--raw", action="store_true", help="include every latency (ms) in the output")
@@ -336,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.kind == "upload":
         res = upload(args.host, args.port, args.path, args.pdf_size, args.api_key, args.filename, args.timeout)
+    elif args.burst:
+        res = asyncio.run(burst(args.host, args.port, args.kind, args.pdf_size, args.burst, args.timeout))
     elif args.once:
         res = asyncio.run(once(args.host, args.port, args.kind, args.pdf_size, args.timeout))
     else:

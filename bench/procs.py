@@ -114,6 +114,11 @@ class Children:
             raise RuntimeError(f"{exc}\n--- {name} output ---\n{child.log_tail()}") from None
         return child
 
+    def adopt(self, child) -> None:
+        """Register a process started some other way (a daemon such as Postfix's master):
+        anything with `name`, `pid`, `alive()`, `log_path`, `log_tail()` and `stop(grace)`."""
+        self.items.append(child)
+
     def stop(self, child: Child) -> None:
         child.stop()
         if child in self.items:
@@ -138,6 +143,23 @@ def _status(pid: int) -> dict[str, int]:
     except (FileNotFoundError, ProcessLookupError, ValueError):
         pass
     return out
+
+
+def pss(pids: list[int]) -> int:
+    """Proportional set size of `pids`, summed, in bytes: a page shared by k processes counts
+    1/k in each, so the sum is what the processes hold together (RSS counts shared libraries
+    once per process: it overstates a server of many processes, such as Postfix)."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup", "rb") as f:
+                for line in f:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            pass
+    return total
 
 
 def tree(pid: int) -> list[int]:
@@ -177,13 +199,16 @@ class RssSampler:
     """Samples the RSS of a process tree every `interval` seconds in a thread.
 
     For a single process the peak is also taken from VmHWM (reset at start), which
-    catches spikes between two samples; for a tree the sampled sum is used.
+    catches spikes between two samples; for a tree the sampled sum is used, and its PSS
+    (see pss()) is sampled too, every `pss_every` samples (reading smaps costs more).
     """
 
-    def __init__(self, pid: int, interval: float = 0.02):
-        self.pid, self.interval = pid, interval
+    def __init__(self, pid: int, interval: float = 0.02, pss_every: int = 10):
+        self.pid, self.interval, self.pss_every = pid, interval, pss_every
         self.idle = rss(pid)
         self.peak = self.idle
+        self.pss_idle: int | None = None
+        self.pss_peak = 0
         self.samples = 0
         self._hwm_ok = False
         self._stop = threading.Event()
@@ -193,6 +218,9 @@ class RssSampler:
         self._hwm_ok = reset_hwm(self.pid)
         self.idle = rss(self.pid)
         self.peak = self.idle
+        pids = tree(self.pid)
+        if len(pids) > 1:
+            self.pss_idle = self.pss_peak = pss(pids)
         self._thread.start()
         return self
 
@@ -200,12 +228,16 @@ class RssSampler:
         pids, refreshed = tree(self.pid), time.monotonic()
         while not self._stop.wait(self.interval):
             now = time.monotonic()
-            if now - refreshed > 0.5:
+            if now - refreshed > 0.2:  # a multi-process server (Postfix) forks as the load arrives
                 pids, refreshed = tree(self.pid), now
             total = sum(_status(p).get("VmRSS", 0) for p in pids)
             self.samples += 1
             if total > self.peak:
                 self.peak = total
+            if len(pids) > 1 and self.samples % self.pss_every == 0:
+                if self.pss_idle is None:  # a server that forks only when the load arrives
+                    self.pss_idle = self.pss_peak = pss([self.pid])
+                self.pss_peak = max(self.pss_peak, pss(pids))
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -216,8 +248,12 @@ class RssSampler:
         self.peak = max(self.peak, rss(self.pid))
 
     def result(self) -> dict:
-        return {"idle_bytes": self.idle, "peak_bytes": self.peak, "peak_above_idle_bytes": max(0, self.peak - self.idle),
-                "samples": self.samples, "hwm": self._hwm_ok}
+        out = {"idle_bytes": self.idle, "peak_bytes": self.peak, "peak_above_idle_bytes": max(0, self.peak - self.idle),
+               "samples": self.samples, "hwm": self._hwm_ok}
+        if self.pss_idle is not None:
+            out.update(pss_idle_bytes=self.pss_idle, pss_peak_bytes=self.pss_peak,
+                       pss_peak_above_idle_bytes=max(0, self.pss_peak - self.pss_idle))
+        return out
 
 
 # --- CPU -----------------------------------------------------------------------------

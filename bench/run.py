@@ -2,7 +2,7 @@
 load against each, a table on stdout and the results as JSON.
 
     python -m bench                # full run (about 3 minutes)
-    python -m bench --quick        # every scenario about 1 s, the large message/upload about 3-4 MB
+    python -m bench --quick        # every scenario about 1 s, the large message/upload/burst a few MiB
     python -m bench --show FILE    # print the table of an earlier results file
 
 See bench/README.md for what is measured and how.
@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 from smtp_offload.config import dump_sections
+from smtp_offload.units import human_size
 
+from . import postfix as pf
 from .procs import ROOT, Child, Children, CpuWatch, RssSampler, cpu_seconds, free_port, tree
 
 PY = sys.executable
@@ -36,7 +38,8 @@ SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
            "AWS_EC2_METADATA_DISABLED": "true"}
-MB = 1_000_000
+MB = 1_000_000  # decimal: only to read the mb_per_s of old results files
+MIB = 1024 * 1024  # every size the bench prints is in IEC units
 # The proxy's API key in (f): any 24+ characters (links.api_keys); the upload's URL path.
 API_KEY = "bench-api-key-0123456789abcdef"
 UPLOAD_PATH = "/api/v1/upload/attachment"
@@ -44,6 +47,14 @@ UPLOAD_PATH = "/api/v1/upload/attachment"
 
 class BenchTimeout(Exception):
     pass
+
+
+def postfix_version() -> str | None:
+    try:
+        out = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
 
 
 # --- configuration -------------------------------------------------------------
@@ -72,19 +83,22 @@ def workers_supported() -> tuple[bool, str]:
 
 class Candidate:
     """A running server under test: its process, its port and what to check afterwards.
-    `http_port`: where it takes HTTP uploads (the proxy's link server, the aiohttp discard server)."""
+    `http_port`: where it takes HTTP uploads (the proxy's link server, the aiohttp discard server).
+    `postfix`: the private Postfix instance when the candidate is Postfix (then `child` is it too)."""
 
-    def __init__(self, name: str, child: Child, port: int, store: Path | None = None, bucket: str | None = None,
-                 http_port: int | None = None):
+    def __init__(self, name: str, child: Child | pf.PostfixRelay, port: int, store: Path | None = None,
+                 bucket: str | None = None, http_port: int | None = None, postfix: pf.PostfixRelay | None = None):
         self.name, self.child, self.port, self.store, self.bucket = name, child, port, store, bucket
         self.http_port = http_port
+        self.postfix = postfix
 
     def log_errors(self) -> int:
         if self.child.log_path is None or not self.child.log_path.exists():
             return 0
         n = 0
         for line in self.child.log_path.read_text(errors="replace").splitlines():
-            if re.search(r'"level":\s*"(error|critical|exception)"|^Traceback|\[error\s*\]', line):
+            if re.search(r'"level":\s*"(error|critical|exception)"|^Traceback|\[error\s*\]'
+                         r"|\]: (fatal|panic|error): ", line):  # the last: Postfix's maillog
                 n += 1
         return n
 
@@ -100,6 +114,9 @@ class Bench:
         self.receiver = ""
         self.s3_endpoint = ""
         self._n = 0
+        # Postfix as a candidate: None when it can run here, else why not (also in the JSON).
+        self.postfix_missing = pf.unavailable()
+        self.sink_missing = None if os.access(SMTP_SINK, os.X_OK) else f"{SMTP_SINK} not found (Debian package postfix)"
 
     # receiver and S3 ------------------------------------------------------------
     def start_receiver(self) -> None:
@@ -143,7 +160,16 @@ class Bench:
     def start(self, name: str, *, log_level: str = "warning", backend: str = "local", workers: int | None = None,
               offload_over: int | None = None, api: bool = False) -> Candidate:
         self._n += 1
+        if name == "postfix":
+            relay = pf.PostfixRelay(name, self.receiver_port)
+            self.children.adopt(relay)  # stopped by kill_all whatever happens, even if start() fails
+            relay.start()
+            return Candidate(name, relay, relay.port, postfix=relay)
         port = free_port()
+        if name == "smtp-sink":
+            # A receiver of its own (not the shared one), so that its CPU is its alone.
+            argv = [SMTP_SINK] + (["-u", "postfix"] if os.geteuid() == 0 else []) + [f"127.0.0.1:{port}", "1000"]
+            return Candidate(name, self.children.start(name, argv, port=port, timeout=10), port)
         if name == "http-discard":
             child = self.children.start(name, [PY, "-m", "bench.servers", "http-discard", "--listen",
                                                f"127.0.0.1:{port}"], port=port)
@@ -152,8 +178,8 @@ class Bench:
             child = self.children.start(name, [PY, "-m", "bench.servers", "discard", "--listen", f"127.0.0.1:{port}"],
                                         port=port)
             return Candidate(name, child, port)
-        if name == "passthrough":
-            child = self.children.start(name, [PY, "-m", "bench.servers", "passthrough", "--listen",
+        if name in ("passthrough", "passthrough-pooled"):
+            child = self.children.start(name, [PY, "-m", "bench.servers", name, "--listen",
                                                f"127.0.0.1:{port}", "--downstream",
                                                f"127.0.0.1:{self.receiver_port}"], port=port)
             return Candidate(name, child, port)
@@ -161,9 +187,13 @@ class Bench:
         d = self.tmp / f"proxy{self._n}"
         d.mkdir()
         links = free_port()
-        # max_sessions_per_client off: every load-generator session comes from 127.0.0.1.
+        # max_sessions_per_client off: every load-generator session comes from 127.0.0.1. Large
+        # messages are spooled in the run's temp dir; the in-flight budget holds the whole burst (g).
+        (d / "spool").mkdir()
         server = {"listen": f"127.0.0.1:{port}", "accepted_domains": ["example.com"], "hostname": "mx.bench",
-                  "max_sessions_per_client": 0}
+                  "max_sessions_per_client": 0, "spool_dir": str(d / "spool"),
+                  # a message is ~1.37x its base64 PDF: 2x covers the burst with room to spare
+                  "max_inflight_bytes": max(1024 * MIB, 2 * self.o.burst * self.o.pdf_size)}
         if workers is not None:
             server["workers"] = workers
         sections = {
@@ -179,9 +209,9 @@ class Bench:
         if api:
             # A synchronous 200 for the whole body (not a 202 job): max_sync_bytes above its size.
             sections["links"]["api_keys"] = [API_KEY]
-            (d / "spool").mkdir()
+            (d / "api-spool").mkdir()
             sections["api"] = {"max_sync_bytes": 100 * 1024 * 1024, "max_bytes": 200 * 1024 * 1024,
-                               "sync_deadline_seconds": 600, "spool_dir": str(d / "spool")}
+                               "sync_deadline_seconds": 600, "spool_dir": str(d / "api-spool")}
         bucket = None
         env = {}
         if backend == "s3":
@@ -292,25 +322,45 @@ class Bench:
                 order = list(cands) if r % 2 == 0 else list(reversed(cands))
                 for lbl in order:
                     warm = o.warmup if r == 0 else min(o.warmup, 0.2)
+                    cand = cands[lbl]
+                    c0 = cpu_seconds(cand.child.pid)
                     with CpuWatch(self.children) as machine:
                         if o.client == "smtp-source" and kind == "small":
-                            res = self.smtp_source(cands[lbl].port, per, warm)
+                            res = self.smtp_source(cand.port, per, warm)
                         else:
-                            res = self.load(cands[lbl].port, "--kind", kind, "--sessions", str(o.sessions),
+                            res = self.load(cand.port, "--kind", kind, "--sessions", str(o.sessions),
                                             "--duration", str(per), "--warmup", str(warm), "--raw",
                                             timeout=per + warm + 180)
+                        if cand.postfix:
+                            # Postfix answers 250 once a message is queued and relays it after: its
+                            # slice ends when the queue is empty, so that its relaying is in its own
+                            # CPU figure and does not run during the next candidate's slice.
+                            t = time.perf_counter()
+                            if not cand.postfix.drain(60):
+                                res["unexpected"] = res.get("unexpected", 0) + 1
+                                res["error"] = f"Postfix queue not empty 60 s after the load: {cand.postfix.queued()}"
+                            res["drain_s"] = time.perf_counter() - t
                     res["other_cpu_pct"] = machine.other_pct
+                    n = res.get("messages_ok", 0) + res.get("warmup_ok", 0)
+                    res["server_cpu_s"] = cpu_seconds(cand.child.pid) - c0
+                    res["server_cpu_ms_per_msg"] = res["server_cpu_s"] / n * 1000 if n else None
                     slices[lbl].append(res)
             out = {}
             for lbl, cand in cands.items():
                 samplers[lbl].__exit__(None, None, None)
                 res = merge_slices(slices[lbl])
-                cpu = cpu_seconds(cand.child.pid) - cpu0[lbl]
+                # CPU per message: over its own slices (warm-up messages included), not while it
+                # sat idle during the other candidates' slices (timers, Postfix's qmgr wake-ups);
+                # the whole scenario's figure is kept as server_cpu_s_total.
+                res["server_cpu_s_total"] = cpu_seconds(cand.child.pid) - cpu0[lbl]
                 res["rss"] = samplers[lbl].result()
+                cpu = sum(x.get("server_cpu_s", 0.0) for x in slices[lbl])
                 res["server_cpu_s"] = cpu
                 total = res["messages_ok"] + res["warmup_ok"]
                 res["server_cpu_ms_per_msg"] = cpu / total * 1000 if total else None
                 res["log_errors"] = cand.log_errors()
+                if cand.postfix:
+                    self.check_relayed(cand.postfix, res, int(res["replies"].get("END", {}).get("250", 0)))
                 if not cand.child.alive():
                     res["unexpected"] += 1
                     res["error"] = f"{lbl} died: {cand.child.log_tail(500)}"
@@ -339,7 +389,7 @@ class Bench:
                 runs[lbl].append(res)
                 t = res.get("time_s")
                 print(f"  {lbl:<22} run {i + 1}: " + (f"{t:7.3f} s" if t is not None else "failed")
-                      + f"  RSS+ {res.get('rss', {}).get('peak_above_idle_bytes', 0) / MB:7.1f} MB"
+                      + f"  RSS+ {res.get('rss', {}).get('peak_above_idle_bytes', 0) / MIB:7.1f} MiB"
                       + f"  unexpected={res.get('unexpected')}"
                       + (f"  ERROR {res['error'][:200]}" if res.get("error") else ""), flush=True)
         return {lbl: merge_runs(r, proxy=specs[lbl]["name"] == "proxy") for lbl, r in runs.items()}
@@ -380,6 +430,77 @@ class Bench:
             self.stop(cand)
             if cand.bucket:
                 self.empty_bucket(cand.bucket)
+
+    def burst(self, specs: dict[str, dict]) -> dict[str, dict]:
+        """(g): `burst` large messages at once, on as many connections, into each candidate of
+        `specs` on a fresh process; `burst_runs` rounds in alternating order. {label: result}."""
+        o = self.o
+        runs: dict[str, list[dict]] = {k: [] for k in specs}
+        for i in range(o.burst_runs):
+            order = list(specs) if i % 2 == 0 else list(reversed(specs))
+            for lbl in order:
+                res = self.burst_run(lbl, specs[lbl])
+                runs[lbl].append(res)
+                t = res.get("time_s")
+                print(f"  {lbl:<22} run {i + 1}: " + (f"{t:7.3f} s" if t is not None else "failed")
+                      + (f" (queue empty at {res['drained_s']:.3f} s)" if res.get("drained_s") else "")
+                      + f"  RSS+ {res.get('rss', {}).get('peak_above_idle_bytes', 0) / MIB:7.1f} MiB"
+                      + f"  unexpected={res.get('unexpected')}"
+                      + (f"  ERROR {res['error'][:200]}" if res.get("error") else ""), flush=True)
+        return {lbl: merge_burst(r) for lbl, r in runs.items()}
+
+    def burst_run(self, lbl: str, kw: dict) -> dict:
+        o = self.o
+        cand = self.start(**kw)
+        try:
+            warm = self.load(cand.port, "--kind", "small", "--once", timeout=60)
+            if cand.postfix:
+                cand.postfix.drain(30)
+            time.sleep(0.3)
+            before = self.stored(cand)
+            cpu0 = cpu_seconds(cand.child.pid)
+            with CpuWatch(self.children) as machine, RssSampler(cand.child.pid) as rss:
+                res = self.load(cand.port, "--kind", "large", "--burst", str(o.burst), "--pdf-size", str(o.pdf_size),
+                                "--timeout", "300", timeout=400)
+                if cand.postfix:
+                    # Postfix has queued the burst; it is done when it has relayed it (info only).
+                    if cand.postfix.drain(300) and res.get("t0_perf") is not None:
+                        res["drained_s"] = time.perf_counter() - res["t0_perf"]
+            res["server_cpu_s"] = cpu_seconds(cand.child.pid) - cpu0
+            res["rss"] = rss.result()
+            res["other_cpu_pct"] = machine.other_pct
+            res["warmup_unexpected"] = warm.get("unexpected", 1)
+            res["unexpected"] = res.get("unexpected", 0) + res["warmup_unexpected"]
+            if kw["name"] == "proxy":
+                res["stored"] = self.stored(cand) - before
+                res["offloaded"] = res["stored"] == o.burst
+                res["log_errors"] = cand.log_errors()
+                if not res["offloaded"]:
+                    res["unexpected"] += 1
+                    res["error"] = f"{res['stored']} files of the burst's {o.burst} landed in the store"
+            if cand.postfix:
+                self.check_relayed(cand.postfix, res, int(res.get("replies", {}).get("END", {}).get("250", 0))
+                                   + (1 if warm.get("messages_ok") else 0))
+            if not cand.child.alive():
+                res["unexpected"] += 1
+                res["error"] = f"{lbl} died: {cand.child.log_tail(500)}"
+            return res
+        finally:
+            self.stop(cand)
+
+    @staticmethod
+    def check_relayed(relay: pf.PostfixRelay, res: dict, accepted: int) -> None:
+        """Postfix: every message it answered 250 was relayed to the receiver (its log says
+        status=sent once per message), none is deferred or left in the queue."""
+        deadline = time.monotonic() + 5  # postlogd writes the last lines a moment after the queue empties
+        while (got := relay.deliveries()).get("sent", 0) < accepted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        res["postfix"] = {"accepted": accepted, "deliveries": got, "queued": relay.queued()}
+        bad = abs(got.get("sent", 0) - accepted) + sum(v for k, v in got.items() if k != "sent") + relay.queued()
+        if bad:
+            res["unexpected"] = res.get("unexpected", 0) + bad
+            res["error"] = (f"Postfix accepted {accepted} messages, relayed {got}, {relay.queued()} queued: "
+                            + relay.log_tail(400))
 
     @staticmethod
     def check_upload(name: str, res: dict) -> None:
@@ -454,7 +575,9 @@ def merge_slices(slices: list[dict]) -> dict:
         "other_cpu_pct_max": max((x.get("other_cpu_pct", 0.0) for x in slices), default=0.0),
         "rounds": [{"throughput": x.get("throughput", 0.0), "elapsed_s": x.get("elapsed_s", 0.0),
                     "messages_ok": x.get("messages_ok", 0), "other_cpu_pct": x.get("other_cpu_pct"),
-                    "p50_ms": (x.get("latency_ms") or {}).get("p50")} for x in slices],
+                    "p50_ms": (x.get("latency_ms") or {}).get("p50"),
+                    "cpu_ms_per_msg": x.get("server_cpu_ms_per_msg"),
+                    **({"drain_s": x["drain_s"]} if "drain_s" in x else {})} for x in slices],
     }
 
 
@@ -467,10 +590,13 @@ def merge_runs(runs: list[dict], proxy: bool) -> dict:
     out = {
         "runs": runs, "time_s": med, "times_s": times, "message_bytes": size,
         "throughput": (1 / med) if med else 0.0, "mb_per_s": size / med / MB if med else 0.0,
+        "mib_per_s": size / med / MIB if med else 0.0,
         "upload_s": _median([r.get("upload_s") for r in runs]),
         "server_cpu_s": _median([r.get("server_cpu_s") for r in runs]),
         "after_upload_s": _median([r.get("after_upload_s") for r in runs]),
         "peak_above_idle_bytes": peak, "idle_bytes": _median([r.get("rss", {}).get("idle_bytes") for r in runs]),
+        "pss_peak_above_idle_bytes": max((r["rss"]["pss_peak_above_idle_bytes"] for r in runs
+                                          if "pss_peak_above_idle_bytes" in r.get("rss", {})), default=None),
         "rss_over_size": peak / size if size else None,
         "unexpected": sum(r.get("unexpected", 0) for r in runs),
         "other_cpu_pct": max((r.get("other_cpu_pct", 0.0) for r in runs), default=0.0),
@@ -479,6 +605,24 @@ def merge_runs(runs: list[dict], proxy: bool) -> dict:
     if proxy:
         out["offloaded"] = bool(runs) and all(r.get("offloaded") for r in runs)
         out["log_errors"] = sum(r.get("log_errors", 0) for r in runs)
+    return out
+
+
+def merge_burst(runs: list[dict]) -> dict:
+    """One result from the runs of the burst: median time, worst memory (over ONE message's size)."""
+    out = merge_runs(runs, proxy=False)
+    out["sessions"] = runs[0].get("sessions") if runs else None
+    out["drained_s"] = _median([r.get("drained_s") for r in runs])
+    n = out["sessions"] or 0
+    out["throughput"] = n / out["time_s"] if out["time_s"] else 0.0
+    out["mb_per_s"] = n * out["message_bytes"] / out["time_s"] / MB if out["time_s"] else 0.0
+    out["mib_per_s"] = n * out["message_bytes"] / out["time_s"] / MIB if out["time_s"] else 0.0
+    if any("stored" in r for r in runs):
+        out["stored"] = [r.get("stored") for r in runs]
+        out["offloaded"] = all(r.get("offloaded") for r in runs)
+        out["log_errors"] = sum(r.get("log_errors", 0) for r in runs)
+    if any("postfix" in r for r in runs):
+        out["postfix"] = [r.get("postfix") for r in runs]
     return out
 
 
@@ -501,25 +645,39 @@ def run(opts: argparse.Namespace) -> dict:
         print(f"receiver: {bench.receiver} on 127.0.0.1:{bench.receiver_port}; "
               f"{os.cpu_count()} CPUs; quick={opts.quick}", flush=True)
         S = results["scenarios"]
-        small_title = f"small 2 KB text, {opts.sessions} sessions, {opts.duration:g} s"
+        small_title = f"small {human_size(2048)} text, {opts.sessions} sessions, {opts.duration:g} s"
 
         rounds = f", {opts.rounds} interleaved rounds" if opts.rounds > 1 else ""
+        if bench.postfix_missing:
+            bench.notes.append(f"postfix candidate skipped: {bench.postfix_missing}")
+        if bench.sink_missing:
+            bench.notes.append(f"smtp-sink candidate skipped: {bench.sink_missing}")
+
+        def skipped(*names: str) -> dict[str, str]:
+            why = {"postfix": bench.postfix_missing, "smtp-sink": bench.sink_missing}
+            return {n: why[n] for n in names if why.get(n)}
 
         def a():
             print(f"(a) {small_title}{rounds}", flush=True)
-            specs = {"discard": {"name": "discard"}, "passthrough": {"name": "passthrough"}, "proxy": {"name": "proxy"}}
+            specs = {"discard": {"name": "discard"}, "smtp-sink": {"name": "smtp-sink"},
+                     "passthrough": {"name": "passthrough"}, "passthrough-pooled": {"name": "passthrough-pooled"},
+                     "postfix": {"name": "postfix"}, "proxy": {"name": "proxy"}}
             if opts.info_log:
                 specs["proxy (log=info)"] = {"name": "proxy", "log_level": "info"}
-            S["a"] = {"title": small_title + rounds, "mode": "throughput", "candidates": bench.throughput(specs, "small")}
+            skip = skipped("smtp-sink", "postfix")
+            S["a"] = {"title": small_title + rounds, "mode": "throughput", "skipped_candidates": skip}
+            specs = {k: v for k, v in specs.items() if k not in skip}
+            S["a"]["candidates"] = bench.throughput(specs, "small")
 
         def b():
-            title = (f"mix: 2 KB text and small kept PNG/PDF attachments, {opts.sessions} sessions, "
+            title = (f"mix: {human_size(2048)} text and small kept PNG/PDF attachments, {opts.sessions} sessions, "
                      f"{opts.duration:g} s{rounds}")
             print(f"(b) {title}", flush=True)
-            specs = {"discard": {"name": "discard"}, "passthrough": {"name": "passthrough"}, "proxy": {"name": "proxy"}}
+            specs = {"discard": {"name": "discard"}, "passthrough-pooled": {"name": "passthrough-pooled"},
+                     "proxy": {"name": "proxy"}}
             S["b"] = {"title": title, "mode": "throughput", "candidates": bench.throughput(specs, "mix")}
 
-        big = f"{opts.pdf_size / MB:.1f} MB PDF"
+        big = f"{human_size(opts.pdf_size)} PDF"
         c_title = (f"one large message ({big}, base64), offload to the local store; median of {opts.large_runs} "
                    "(runs interleaved)")
         d_title = f"(c) with S3 on loopback (moto server); median of {opts.large_runs}"
@@ -570,7 +728,17 @@ def run(opts: argparse.Namespace) -> dict:
             S["e"] = {"title": f"{small_title}{rounds}: server.workers 1 vs 2", "mode": "throughput",
                       "candidates": bench.throughput(specs, "small")}
 
-        for key, fn in (("a", a), ("b", b), ("c", c), ("d", d), ("e", e), ("f", f)):
+        g_title = (f"burst: {opts.burst} messages like (c) at once, each on its own connection, started together; "
+                   f"local store; median of {opts.burst_runs}")
+
+        def g():
+            print(f"(g) {g_title}", flush=True)
+            specs = {"discard": {"name": "discard"}, "postfix": {"name": "postfix"}, "proxy": {"name": "proxy"}}
+            skip = skipped("postfix")
+            S["g"] = {"title": g_title, "mode": "burst", "skipped_candidates": skip}
+            S["g"]["candidates"] = bench.burst({k: v for k, v in specs.items() if k not in skip})
+
+        for key, fn in (("a", a), ("b", b), ("c", c), ("d", d), ("e", e), ("f", f), ("g", g)):
             if key not in scen:
                 continue
             try:
@@ -592,6 +760,8 @@ def run(opts: argparse.Namespace) -> dict:
                      "machine": platform.machine()},
             "options": {k: v for k, v in vars(opts).items() if k not in ("show",)},
             "notes": bench.notes,
+            "postfix": {"candidate": not bench.postfix_missing, "reason": bench.postfix_missing,
+                        "version": postfix_version()},
         }
         if opts.keep_tmp:
             print(f"logs and configs kept in {tmp}")
@@ -609,14 +779,17 @@ def _ratio(a, b):
 
 def checks(S: dict) -> list[dict]:
     """The ratios the issue targets (PASS/FAIL) and a few more (info). `per_round` holds the
-    same ratio round by round (run by run for the large message): its spread shows the noise."""
+    same ratio round by round (run by run for the large message and the burst): its spread
+    shows the noise. A ratio against a candidate that was skipped (Postfix not here) is SKIP."""
     out = []
 
     def cand(s, c):
         return S.get(s, {}).get("candidates", {}).get(c, {})
 
-    def add(name, value, target=None, op=None, per_round=None):
-        if value is None:
+    def add(name, value, target=None, op=None, per_round=None, scenario=None, peer=None):
+        if value is None and peer and peer in S.get(scenario, {}).get("skipped_candidates", {}):
+            result = "SKIP"
+        elif value is None:
             result = "n/a"
         elif target is None:
             result = "info"
@@ -625,41 +798,62 @@ def checks(S: dict) -> list[dict]:
         out.append({"name": name, "value": value, "target": f"{op} {target}" if target is not None else "",
                     "result": result, "per_round": per_round or []})
 
+    def rounds_of(s, a, b, key):
+        return [r for r in (_ratio(p.get(key), q.get(key)) for p, q in
+                            zip(cand(s, a).get("rounds", []), cand(s, b).get("rounds", []))) if r is not None]
+
     def tp(s, a, b, *target):
         x, y = cand(s, a), cand(s, b)
-        rounds = [_ratio(p["throughput"], q["throughput"]) for p, q in zip(x.get("rounds", []), y.get("rounds", []))]
         add(f"({s}) {a} / {b} throughput", _ratio(x.get("throughput"), y.get("throughput")), *target,
-            per_round=[r for r in rounds if r is not None])
+            per_round=rounds_of(s, a, b, "throughput"), scenario=s, peer=b)
+
+    def cpu(s, a, b, *target):
+        x, y = cand(s, a), cand(s, b)
+        add(f"({s}) {a} / {b} CPU ms per message",
+            _ratio(x.get("server_cpu_ms_per_msg"), y.get("server_cpu_ms_per_msg")), *target,
+            per_round=rounds_of(s, a, b, "cpu_ms_per_msg"), scenario=s, peer=b)
 
     def tm(s, a, sb, b, *target):
         x, y = cand(s, a), cand(sb, b)
         rounds = [_ratio(p, q) for p, q in zip(x.get("times_s", []), y.get("times_s", []))]
         add(f"({s}) {a} time / {b} time", _ratio(x.get("time_s"), y.get("time_s")), *target,
-            per_round=[r for r in rounds if r is not None])
+            per_round=[r for r in rounds if r is not None], scenario=sb, peer=b)
+
+    def rss(s, a, what, *target):
+        x = cand(s, a)
+        size = x.get("message_bytes")
+        add(f"({s}) {a} peak RSS above idle / {what}", x.get("rss_over_size"), *target,
+            per_round=[r.get("rss", {}).get("peak_above_idle_bytes", 0) / size for r in x.get("runs", []) if size])
 
     if "a" in S:
-        tp("a", "proxy", "passthrough", 1.5, ">=")
         tp("a", "proxy", "discard", 0.8, ">=")
+        cpu("a", "proxy", "discard", 1.3, "<=")
+        tp("a", "proxy", "passthrough-pooled", 1.0, ">=")
+        tp("a", "proxy", "postfix")
+        cpu("a", "proxy", "postfix")
+        tp("a", "proxy", "passthrough")
+        cpu("a", "proxy", "smtp-sink")
         if "proxy (log=info)" in S["a"].get("candidates", {}):
             tp("a", "proxy (log=info)", "proxy")
+            cpu("a", "proxy (log=info)", "proxy")
     if "b" in S:
-        tp("b", "proxy", "passthrough")
+        tp("b", "proxy", "passthrough-pooled")
         tp("b", "proxy", "discard")
+        cpu("b", "proxy", "discard")
     if "c" in S:
-        tm("c", "proxy", "c", "passthrough", 0.75, "<=")
-        runs = cand("c", "proxy").get("runs", [])
-        size = cand("c", "proxy").get("message_bytes")
-        add("(c) proxy peak RSS above idle / message size", cand("c", "proxy").get("rss_over_size"), 2.5, "<=",
-            per_round=[r.get("rss", {}).get("peak_above_idle_bytes", 0) / size for r in runs if size])
+        tm("c", "proxy", "c", "discard", 0.5, "<=")
+        rss("c", "proxy", "message size", 0.5, "<=")
+        tm("c", "proxy", "c", "passthrough")
     if "d" in S:
         tm("d", "proxy (S3)", "d" if cand("d", "passthrough") else "c", "passthrough")
-        add("(d) proxy (S3) peak RSS above idle / message size", cand("d", "proxy (S3)").get("rss_over_size"))
+        rss("d", "proxy (S3)", "message size")
     if "e" in S:
         if S["e"].get("skipped"):
             out.append({"name": "(e) proxy (workers=2) / proxy (workers=1) throughput", "value": None,
-                        "target": ">= 1.7", "result": "SKIP", "per_round": []})
+                        "target": "", "result": "SKIP", "per_round": []})
         else:
-            tp("e", "proxy (workers=2)", "proxy (workers=1)", 1.7, ">=")
+            tp("e", "proxy (workers=2)", "proxy (workers=1)")
+            cpu("e", "proxy (workers=2)", "proxy (workers=1)")
     if "f" in S:
         api, peer = cand("f", "proxy (API)"), cand("f", "aiohttp discard")
         runs = api.get("runs", [])
@@ -669,6 +863,15 @@ def checks(S: dict) -> list[dict]:
                        if r is not None])
         add("(f) api upload peak RSS above idle / body size", api.get("rss_over_size"),
             per_round=[r.get("rss", {}).get("peak_above_idle_bytes", 0) / size for r in runs if size])
+    if "g" in S:
+        rss("g", "proxy", "one message's size", 1.5, "<=")
+        tm("g", "proxy", "g", "postfix", 1.0, "<=")
+        tm("g", "proxy", "g", "discard")
+        pfx = cand("g", "postfix")
+        add("(g) proxy time / postfix time to an empty queue", _ratio(cand("g", "proxy").get("time_s"),
+                                                                      pfx.get("drained_s")),
+            scenario="g", peer="postfix")
+        rss("g", "postfix", "one message's size")
     return out
 
 
@@ -676,13 +879,30 @@ def _f(v, fmt: str, dash: str = "-") -> str:
     return dash if v is None else format(v, fmt)
 
 
+# How a candidate is named in the table where its JSON key is kept for older results.
+DISPLAY = {"passthrough": "passthrough (new conn)"}
+
+
+def _mib(v) -> float | None:
+    return None if v is None else v / MIB
+
+
+def _mib_per_s(r: dict) -> float | None:
+    if r.get("mib_per_s") is not None:
+        return r["mib_per_s"]
+    return r["mb_per_s"] * MB / MIB if r.get("mb_per_s") is not None else None  # an older results file
+
+
 def render(results: dict) -> str:
     m = results.get("meta", {})
     h = m.get("host", {})
+    pfx = m.get("postfix") or {}
     lines = [f"smtp-offload bench  {m.get('started', '')}  ({m.get('seconds', '?')} s"
              f"{', QUICK' if m.get('quick') else ''})",
              f"receiver: {m.get('receiver')}   client: {m.get('client')}   host: {h.get('cpus')} CPUs, "
-             f"Python {h.get('python')}, Linux {h.get('kernel')}", ""]
+             f"Python {h.get('python')}, Linux {h.get('kernel')}"
+             + (f", Postfix {pfx.get('version')}" if pfx.get("version") else ""), ""]
+    w = 26
     for key, s in sorted(results.get("scenarios", {}).items()):
         lines.append(f"({key}) {s.get('title', '')}")
         if s.get("skipped"):
@@ -693,37 +913,55 @@ def render(results: dict) -> str:
             continue
         cands = s["candidates"]
         if s.get("mode") == "throughput":
-            lines.append(f"    {'candidate':<22}{'msgs/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-                         f"{'RSS+ MB':>9}{'idle MB':>9}{'CPU ms/msg':>11}{'ok':>8}{'unexp':>7}{'other%':>8}")
+            lines.append(f"    {'candidate':<{w}}{'CPU ms/msg':>11}{'msgs/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+                         f"{'RSS+ MiB':>9}{'PSS+ MiB':>9}{'idle MiB':>9}{'ok':>8}{'unexp':>7}{'other%':>8}")
             for name, r in cands.items():
                 lat, rss = r.get("latency_ms") or {}, r.get("rss") or {}
                 lines.append(
-                    f"    {name:<22}{_f(r.get('throughput'), '9.1f'):>9}{_f(lat.get('p50'), '9.2f'):>9}"
+                    f"    {DISPLAY.get(name, name):<{w}}{_f(r.get('server_cpu_ms_per_msg'), '11.3f'):>11}"
+                    f"{_f(r.get('throughput'), '9.1f'):>9}{_f(lat.get('p50'), '9.2f'):>9}"
                     f"{_f(lat.get('p90'), '9.2f'):>9}{_f(lat.get('p99'), '9.2f'):>9}"
-                    f"{_f(rss.get('peak_above_idle_bytes', 0) / MB if rss else None, '9.1f'):>9}"
-                    f"{_f(rss.get('idle_bytes', 0) / MB if rss else None, '9.1f'):>9}"
-                    f"{_f(r.get('server_cpu_ms_per_msg'), '11.3f'):>11}{r.get('messages_ok', 0):>8}"
+                    f"{_f(_mib(rss.get('peak_above_idle_bytes', 0)) if rss else None, '9.1f'):>9}"
+                    f"{_f(_mib(rss.get('pss_peak_above_idle_bytes')), '9.1f'):>9}"
+                    f"{_f(_mib(rss.get('idle_bytes', 0)) if rss else None, '9.1f'):>9}"
+                    f"{r.get('messages_ok', 0):>8}"
                     f"{r.get('unexpected', '?'):>7}{_f(r.get('other_cpu_pct'), '8.0f'):>8}"
                     + (f"  ERROR: {r['error'][:120]}" if r.get("error") else ""))
+        elif s.get("mode") == "burst":
+            lines.append(f"    {'candidate':<{w}}{'time s':>9}{'drained s':>10}{'MiB/s':>8}{'RSS+ MiB':>9}"
+                         f"{'PSS+ MiB':>9}{'idle MiB':>9}{'RSS+/msg':>9}{'CPU s':>7}{'stored':>7}{'ok':>5}{'unexp':>7}{'other%':>8}")
+            for name, r in cands.items():
+                stored = r.get("stored")
+                lines.append(
+                    f"    {DISPLAY.get(name, name):<{w}}{_f(r.get('time_s'), '9.3f'):>9}"
+                    f"{_f(r.get('drained_s'), '10.3f'):>10}{_f(_mib_per_s(r), '8.1f'):>8}"
+                    f"{_f(_mib(r.get('peak_above_idle_bytes', 0)), '9.1f'):>9}"
+                    f"{_f(_mib(r.get('pss_peak_above_idle_bytes')), '9.1f'):>9}{_f(_mib(r.get('idle_bytes')), '9.1f'):>9}"
+                    f"{_f(r.get('rss_over_size'), '9.2f'):>9}{_f(r.get('server_cpu_s'), '7.2f'):>7}"
+                    f"{'-' if stored is None else '/'.join(map(str, stored)):>7}"
+                    f"{r.get('messages_ok', 0):>5}{r.get('unexpected', '?'):>7}{_f(r.get('other_cpu_pct'), '8.0f'):>8}"
+                    + next((f"  ERROR: {x['error'][:120]}" for x in r.get("runs", []) if x.get("error")), ""))
         else:
-            lines.append(f"    {'candidate':<22}{'time s':>9}{'upload s':>10}{'after s':>9}{'MB/s':>8}"
-                         f"{'RSS+ MB':>9}{'idle MB':>9}{'RSS+/size':>10}{'CPU s':>7}{'offloaded':>10}{'ok':>5}"
+            lines.append(f"    {'candidate':<{w}}{'time s':>9}{'upload s':>10}{'after s':>9}{'MiB/s':>8}"
+                         f"{'RSS+ MiB':>9}{'idle MiB':>9}{'RSS+/size':>10}{'CPU s':>7}{'offloaded':>10}{'ok':>5}"
                          f"{'unexp':>7}{'other%':>8}")
             for name, r in cands.items():
                 off = r.get("offloaded")
                 lines.append(
-                    f"    {name:<22}{_f(r.get('time_s'), '9.3f'):>9}{_f(r.get('upload_s'), '10.3f'):>10}"
-                    f"{_f(r.get('after_upload_s'), '9.3f'):>9}{_f(r.get('mb_per_s'), '8.1f'):>8}"
-                    f"{r.get('peak_above_idle_bytes', 0) / MB:>9.1f}{_f((r.get('idle_bytes') or 0) / MB, '9.1f'):>9}"
+                    f"    {DISPLAY.get(name, name):<{w}}{_f(r.get('time_s'), '9.3f'):>9}{_f(r.get('upload_s'), '10.3f'):>10}"
+                    f"{_f(r.get('after_upload_s'), '9.3f'):>9}{_f(_mib_per_s(r), '8.1f'):>8}"
+                    f"{_f(_mib(r.get('peak_above_idle_bytes', 0)), '9.1f'):>9}{_f(_mib(r.get('idle_bytes') or 0), '9.1f'):>9}"
                     f"{_f(r.get('rss_over_size'), '10.2f'):>10}{_f(r.get('server_cpu_s'), '7.2f'):>7}"
                     f"{'-' if off is None else ('yes' if off else 'NO'):>10}"
                     f"{r.get('messages_ok', 0):>5}{r.get('unexpected', '?'):>7}{_f(r.get('other_cpu_pct'), '8.0f'):>8}"
                     + next((f"  ERROR: {x['error'][:120]}" for x in r.get("runs", []) if x.get("error")), ""))
+        for name, why in (s.get("skipped_candidates") or {}).items():
+            lines.append(f"    {name:<{w}}skipped: {why}")
         lines.append("")
-    lines.append(f"    {'check':<56}{'value':>7}{'target':>10}  {'result':<7}per round (run)")
+    lines.append(f"    {'check':<60}{'value':>7}{'target':>10}  {'result':<7}per round (run)")
     for c in results.get("checks", []):
         spread = " ".join(f"{x:.2f}" for x in c.get("per_round") or [])
-        lines.append(f"    {c['name']:<56}{_f(c['value'], '7.2f'):>7}{c['target']:>10}  {c['result']:<7}{spread}")
+        lines.append(f"    {c['name']:<60}{_f(c['value'], '7.2f'):>7}{c['target']:>10}  {c['result']:<7}{spread}")
     notes = list(m.get("notes") or [])
     other = max((r.get("other_cpu_pct") or 0.0 for s in results.get("scenarios", {}).values()
                  for r in s.get("candidates", {}).values()), default=0.0)
@@ -733,11 +971,15 @@ def render(results: dict) -> str:
     if notes:
         lines += [""] + [f"note: {n}" for n in notes]
     lines.append("")
-    lines.append("msgs/s: answered 250 in the measured window; latency: MAIL sent -> final reply; RSS+: peak RSS "
-                 "above idle (max over runs); time: connect -> final reply (median); after s: last byte sent -> reply;\n"
-                 "(f): time: connect -> last byte of the HTTP response, RSS+/size: over the body size; "
-                 "CPU s: the candidate's CPU for the large message/upload (median);\n"
-                 "CPU ms/msg: the candidate's CPU per message; other%: CPU used by processes outside the bench.")
+    lines.append("CPU ms/msg: the candidate's CPU (all its processes) per message over its own slices; msgs/s: "
+                 "answered 250 in the measured window;\nlatency: MAIL sent -> final reply; RSS+: peak RSS above "
+                 "idle (max over runs; summed over a candidate's processes); PSS+: the same in PSS (shared pages "
+                 "counted once), multi-process candidates only;\ntime: connect -> final reply (median); "
+                 "after s: last byte sent -> reply; (f): time: connect -> last byte of the HTTP response, RSS+/size: "
+                 "over the body size;\n(g): time: first connect -> last final reply, drained s: until Postfix's "
+                 "queue is empty, RSS+/msg: over ONE message's size, stored: files in the proxy's store;\n"
+                 "CPU s: the candidate's CPU for the large message, upload or burst (median); other%: CPU used by "
+                 "processes outside the bench.")
     return "\n".join(lines)
 
 
@@ -745,8 +987,8 @@ def render(results: dict) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description="smtp-offload benchmark (see bench/README.md)")
-    ap.add_argument("--quick", action="store_true", help="about 1 s per scenario, a ~4 MB large message "
-                    "and a 2.9 MB upload")
+    ap.add_argument("--quick", action="store_true", help="about 1 s per scenario, a 3.8 MiB large message, "
+                    "a 2.8 MiB upload and a burst of 3")
     ap.add_argument("--json", metavar="PATH", help="results file (default bench/results/<date>.json)")
     ap.add_argument("--duration", type=float, help="seconds measured per throughput scenario (10; quick 1)")
     ap.add_argument("--warmup", type=float, help="seconds of load before measuring (1; quick 0.3)")
@@ -755,10 +997,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "slices per candidate, interleaved between candidates (5; quick 1)")
     ap.add_argument("--large-runs", type=int, help="runs of the large message and of the upload; the median is "
                     "reported (3; quick 1)")
-    ap.add_argument("--pdf-size", type=int, help="large PDF bytes (26214400 -> 36 MB message, 25 MiB upload; "
-                    "quick 2.9 MB)")
-    ap.add_argument("--offload-over", type=int, help="proxy policy.offload_over_bytes (10485760; quick 1 MB)")
-    ap.add_argument("--scenarios", default="abcdef", help="which of a b c d e f to run (abcdef)")
+    ap.add_argument("--pdf-size", type=int, help="large PDF bytes (26214400 -> a 34.3 MiB message, a 25.0 MiB "
+                    "upload; quick 2900000)")
+    ap.add_argument("--offload-over", type=int, help="proxy policy.offload_over_bytes (10485760; quick 1048576)")
+    ap.add_argument("--burst", type=int, help="(g): messages sent at once (10; quick 3)")
+    ap.add_argument("--burst-runs", type=int, help="(g): runs per candidate; the median is reported (1)")
+    ap.add_argument("--scenarios", default="abcdefg", help="which of a b c d e f g to run (abcdefg)")
     ap.add_argument("--receiver", choices=["auto", "smtp-sink", "aiosmtpd"], default="auto")
     ap.add_argument("--client", choices=["bench", "smtp-source"], default="bench",
                     help="load generator for (a)/(e): ours (default) or Postfix's smtp-source (no latencies)")
@@ -776,7 +1020,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     o.pdf_size = o.pdf_size if o.pdf_size is not None else (2_900_000 if q else 25 * 1024 * 1024)
     o.offload_over = o.offload_over if o.offload_over is not None else (1024 * 1024 if q else 10 * 1024 * 1024)
     o.max_seconds = o.max_seconds if o.max_seconds is not None else (170.0 if q else 900.0)
-    o.scenarios = [c for c in o.scenarios.lower() if c in "abcdef"]
+    o.burst = max(1, o.burst if o.burst is not None else (3 if q else 10))
+    o.burst_runs = max(1, o.burst_runs if o.burst_runs is not None else 1)
+    o.scenarios = [c for c in o.scenarios.lower() if c in "abcdefg"]
     return o
 
 

@@ -3,12 +3,17 @@
     python -m bench.servers discard      --listen 127.0.0.1:PORT
     python -m bench.servers sink         --listen 127.0.0.1:PORT       (receiver when smtp-sink is missing)
     python -m bench.servers passthrough  --listen 127.0.0.1:PORT --downstream 127.0.0.1:PORT
+    python -m bench.servers passthrough-pooled --listen 127.0.0.1:PORT --downstream 127.0.0.1:PORT
     python -m bench.servers http-discard --listen 127.0.0.1:PORT
 
 discard/sink: aiosmtpd that accepts every message and throws it away (the best an
 aiosmtpd-based proxy can do). passthrough: aiosmtpd -> aiosmtplib with no parsing at
 all; every message opens a NEW downstream connection, sends `envelope.original_content`
 with the envelope's sender and recipients and returns the downstream's own reply.
+passthrough-pooled: the same, but over persistent downstream connections: a pool of idle
+connections, one in use per message in flight (so at most one per concurrent session),
+each reused for the next message (MAIL/RCPT/DATA; RSET first when its last transaction was
+refused midway; closed on any error), as the proxy keeps its downstream connections.
 http-discard: a bare aiohttp server whose every POST reads the body in 256 KiB chunks,
 drops them and answers 200 {"ok": true, "bytes": N} (the best an aiohttp-based upload
 API can do; the peer of the proxy's POST /api/v1/upload/attachment).
@@ -55,6 +60,56 @@ class PassthroughHandler:
             return f"{code} {exc.message}"
         except (aiosmtplib.SMTPException, OSError) as exc:
             return f"451 4.4.1 downstream failed: {type(exc).__name__}"
+
+
+class PooledPassthroughHandler:
+    """aiosmtpd -> aiosmtplib over kept connections: the peer of a proxy that pools its
+    downstream connections. No parsing; the downstream's reply is returned as it is."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.idle: list[aiosmtplib.SMTP] = []  # LIFO: the warmest connection first
+
+    async def _take(self) -> aiosmtplib.SMTP:
+        while self.idle:
+            client = self.idle.pop()
+            if client.is_connected:
+                return client
+        client = aiosmtplib.SMTP(hostname=self.host, port=self.port, start_tls=False, use_tls=False,
+                                 timeout=120, local_hostname="passthrough.bench")
+        await client.connect()
+        await client.ehlo()
+        return client
+
+    async def handle_DATA(self, server, session, envelope):
+        try:
+            client = await self._take()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return f"451 4.4.1 downstream failed: {type(exc).__name__}"
+        keep = False
+        try:
+            resp = await client.mail(envelope.mail_from)
+            for rcpt in envelope.rcpt_tos:
+                await client.rcpt(rcpt)
+            resp = await client.data(envelope.original_content)
+            keep = True
+            return f"{resp.code} {resp.message}"
+        except aiosmtplib.SMTPResponseException as exc:
+            # Refused midway: the transaction may still be open downstream; RSET before reuse.
+            try:
+                await client.rset()
+                keep = True
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+            code = exc.code if 400 <= exc.code < 600 else 451
+            return f"{code} {exc.message}"
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            return f"451 4.4.1 downstream failed: {type(exc).__name__}"
+        finally:
+            if keep and client.is_connected:
+                self.idle.append(client)
+            else:
+                client.close()
 
 
 def _hostport(value: str) -> tuple[str, int]:
@@ -106,17 +161,18 @@ async def serve_http_discard(listen: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.servers")
-    ap.add_argument("kind", choices=["discard", "sink", "passthrough", "http-discard"])
+    ap.add_argument("kind", choices=["discard", "sink", "passthrough", "passthrough-pooled", "http-discard"])
     ap.add_argument("--listen", required=True)
     ap.add_argument("--downstream", help="host:port (passthrough)")
     args = ap.parse_args(argv)
     if args.kind == "http-discard":
         asyncio.run(serve_http_discard(args.listen))
         return
-    if args.kind == "passthrough":
+    if args.kind in ("passthrough", "passthrough-pooled"):
         if not args.downstream:
-            ap.error("passthrough needs --downstream")
-        handler = PassthroughHandler(*_hostport(args.downstream))
+            ap.error(f"{args.kind} needs --downstream")
+        cls = PassthroughHandler if args.kind == "passthrough" else PooledPassthroughHandler
+        handler = cls(*_hostport(args.downstream))
     else:
         handler = DiscardHandler()
     asyncio.run(serve(handler, args.listen))
