@@ -17,16 +17,19 @@ message, streamed on the wire chunk by chunk instead of joined.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import io
 import mmap
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 WINDOW = 1024 * 1024  # bytes read at once
+T = TypeVar("T")
 PREFIX, SUFFIX = "smtp-offload-", ".spool"  # the fallback's names, for sweep()
 
 
@@ -215,6 +218,23 @@ class FileBytes:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, orphan: Callable[[T], None] | None = None) -> T:
+    """fn(*args) in a worker thread, for work that reads a spool file. A thread cannot be
+    cancelled: when the caller is, the thread is waited for all the same (so the file it reads
+    is not closed under it, its descriptor reused by another file), `orphan` is given what it
+    made for nobody (to close it), and the cancellation goes on."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+        if orphan is not None and not task.cancelled() and task.exception() is None:
+            orphan(task.result())
+        raise
 
 
 Piece = bytes | tuple[int, int]  # literal bytes, or a range of the source
