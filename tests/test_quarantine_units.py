@@ -10,12 +10,14 @@ import email.policy
 import email.utils
 import hashlib
 import json
+import os
 import threading
 import unicodedata
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from smtp_offload import spool
 from smtp_offload.api.keys import Refused
 from smtp_offload.config import DownstreamConfig, DownstreamTls
 from smtp_offload.delivery.decide import DecidePolicy, decide_file
@@ -104,6 +106,31 @@ def test_a_held_file_goes_to_its_tenants_store(tmp_path):
     assert in_default == [f"quarantine/{here}.json"] and in_eu == [f"quarantine/{there}.json"]
     assert data == EXE and {i.id for i in items} == {here, there}
     assert [e[1] for e in log.events] == ["quarantine_hold"] * 2 + ["quarantine_hold_exists"]
+
+
+def test_a_spooled_file_is_held_from_its_file_in_the_tenants_store(tmp_path):
+    """A large attachment of a spooled message is a FileBytes: held (copied a chunk at a time)
+    with its size and sha256, its bytes given back whole, the caller's file left open."""
+    data = EXE + os.urandom(3 * 1024 * 1024)
+    f = judged(data)
+    w = spool.SpoolWriter(str(tmp_path))
+    w.write(data)
+    default, eu = LocalStore(tmp_path / "default"), LocalStore(tmp_path / "eu")
+    store = RoutedStore(default, {"eu": eu}, {"example.de": "eu"})
+    log = Log()
+
+    async def go():
+        with w.finish() as fb:
+            qid = await Holder(store, timeout=30, log=log).hold(dataclasses.replace(f, data=fb), "blocked",
+                                                                "Windows executable", origin("example.de"), "2")
+            assert fb[:2] == b"MZ"  # still the caller's, open
+        return qid, await Held(store).get(qid), await Held(store).data(qid), await default.list_records("quarantined")
+
+    qid, kept, held, in_default = asyncio.run(go())
+    assert qid.startswith("eu-") and in_default == []
+    assert (kept.size, kept.sha256) == (len(data), hashlib.sha256(data).hexdigest()) == (f.size, f.sha256)
+    assert held == data
+    assert [e[1] for e in log.events] == ["quarantine_hold"]
 
 
 def test_a_store_that_fails_holds_nothing_and_says_so(tmp_path):

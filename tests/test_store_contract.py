@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from smtp_offload import spool
 from smtp_offload.config import S3StorageConfig
 from smtp_offload.errors import StorageError
 from smtp_offload.storage import InvalidKey, LocalStore, RoutedStore, Store, StoredObject, close_store, make_key
@@ -195,6 +196,57 @@ async def test_data_that_disagrees_with_its_description_is_refused_and_not_store
             await store.put(data[:-1] + b"x", obj)
     with pytest.raises(KeyError):
         await store.stat(obj.key)
+
+
+# -- spooled files (FileBytes): read a chunk at a time, stored as their bytes would be -------------
+
+BIG = 20 * 1024 * 1024 + 7  # past S3's multipart threshold (16 MiB), GCS's one-request 8 MiB, Azure's 4 MiB blocks
+
+
+def spooled(tmp_path: Path, data: bytes) -> spool.FileBytes:
+    w = spool.SpoolWriter(str(tmp_path))
+    for at in range(0, len(data), 1 << 20):
+        w.write(data[at:at + (1 << 20)])
+    return w.finish()
+
+
+async def test_a_spooled_file_is_stored_as_its_bytes_would_be(store, backend, tmp_path):
+    """Every request path of every SDK: empty, one request, and many (multipart, resumable
+    chunks, blocks); as an object and as a record (a held file of the quarantine)."""
+    for tenant in tenants(backend):
+        for data in (b"", payload(70_000, seed=3), os.urandom(BIG)):
+            with spooled(tmp_path, data) as fb:
+                obj = new_object(store, data, "scan.pdf", tenant=tenant, message_id="<m2@sender.test>")
+                stored = await store.put(fb, obj)
+                assert fb[:len(data)] == data  # the caller's file is still its own, open and whole
+                back = await store.stat(stored.key)
+                assert (back.key, back.size, back.sha256, back.message_id) == (
+                    stored.key, len(data), obj.sha256, "<m2@sender.test>")
+                assert hashlib.sha256(await read(store, stored.key)).digest() == hashlib.sha256(data).digest()
+    with spooled(tmp_path, data) as fb:
+        await store.put_record("quarantined/0123456789abcdef", fb)
+    assert hashlib.sha256(await store.get_record("quarantined/0123456789abcdef")).digest() == \
+        hashlib.sha256(data).digest()
+
+
+async def test_a_spooled_file_that_disagrees_is_refused_and_what_the_key_held_stays(store, backend, tmp_path):
+    good, bad = payload(1_500_000, seed=4), payload(1_500_000, seed=5)  # more than one chunk of any copy
+    kept = await store.put(good, new_object(store, good, "same.pdf"))
+    with spooled(tmp_path, bad) as fb:
+        with pytest.raises(ValueError):
+            await store.put(fb, replace(new_object(store, bad), key=kept.key, size=len(bad) - 1))
+        if CAPABILITIES[backend].checks_sha256:  # hashed as read: the bad file never takes the key
+            with pytest.raises(ValueError):
+                await store.put(fb, replace(kept, size=len(bad)))
+        fresh = new_object(store, bad)
+        with pytest.raises(ValueError):
+            await store.put(fb, replace(fresh, size=len(bad) + 1))
+    with pytest.raises(KeyError):
+        await store.stat(fresh.key)
+    assert await store.stat(kept.key) == kept and await read(store, kept.key) == good
+    fb.close()
+    with pytest.raises(StorageError):  # a closed file is a failed put, not a traceback
+        await store.put(fb, new_object(store, bad))
 
 
 # -- missing objects and bad keys --------------------------------------------------------------

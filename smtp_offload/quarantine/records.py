@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import StorageError
 from ..units import clip
 from ..model import File
-from ..storage.base import Store, tenant_segment
+from ..storage.base import Body, Store, tenant_segment
 from ..storage.routed import named, store_for, stores_of
 
 META, DATA = "quarantine", "quarantined"  # record kinds
@@ -161,7 +161,7 @@ class Held:
         name, _ = parse_id(qid)
         return named(self.store, name)  # KeyError: a store this config does not name
 
-    async def put(self, item: Item, data: bytes, where: Store) -> None:
+    async def put(self, item: Item, data: Body, where: Store) -> None:
         # The bytes first: an item listed must be releasable. A half-written one is undone.
         await where.put_record(f"{DATA}/{item.id}", data)
         try:
@@ -257,7 +257,8 @@ class Holder:
     async def hold(self, f: File, verdict: str, reason: str, origin: Origin, part: str) -> str | None:
         """The new item's id, or None when it could not be kept (logged as a warning: the file is
         stripped all the same, and the notice then promises no copy). Never raises but for
-        cancellation."""
+        cancellation. f.data may be a spooled file (FileBytes): the store copies it a chunk at a
+        time; it must stay open until this returns."""
         name, where = store_for(self.store, origin.tenant)
         seed = "\0".join((origin.message_id, f.sha256, f.name, part, origin.tenant or "")) \
             if origin.message_id else None
@@ -290,7 +291,7 @@ class Holder:
         self._count("hold")
         return item.id
 
-    async def _put_new(self, item: Item, data: bytes, where: Store) -> bool:
+    async def _put_new(self, item: Item, data: Body, where: Store) -> bool:
         """Write the item unless one with its id is there already; True when it was (kept as it
         is). Not atomic across instances (the stores have no create-if-absent for records):
         two deliveries racing with one Message-ID can still both write, the later one winning."""

@@ -30,12 +30,15 @@ from azure.storage.blob.aio import BlobServiceClient, LinearRetry
 
 from ..config import AzureStorageConfig
 from ..errors import StorageError
-from .base import (CHUNK_SIZE, RECORDS, StoredObject, check_key, check_range, check_record_name, content_disposition,
-                   from_metadata, metadata_of)
+from .base import (CHUNK_SIZE, RECORDS, Body, StoredObject, check_key, check_range, check_record_name,
+                   content_disposition, from_metadata, metadata_of, open_body, sha256_of)
 
 # Metadata names must be C# identifiers (no dashes), so the field names are used as they are.
 REVOKED = ".revoked"  # a dot segment: make_key never produces one, so no object can collide
 _DOWNLOAD_REQUEST = 4 * 1024 * 1024  # bytes per GET while streaming: held in memory per download
+# Bytes per PUT: the SDK reads each request's bytes into memory (a blob up to max_single_put_size
+# in one read: 64 MiB by default), so a larger blob goes as blocks of this size, one at a time.
+_UPLOAD_REQUEST = 4 * 1024 * 1024
 _MAX_DELEGATION = timedelta(days=7)  # Azure refuses user delegation keys that live longer
 _CLOCK_SKEW = timedelta(minutes=5)
 _AUTH_CODES = ("AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation",
@@ -112,7 +115,8 @@ class AzureStore:
             connection_timeout=cfg.connect_timeout, read_timeout=cfg.read_timeout,
             # Three tries about a second apart, as botocore's standard mode does for S3.
             retry_policy=LinearRetry(backoff=1, retry_total=2, random_jitter_range=1),
-            max_single_get_size=_DOWNLOAD_REQUEST, max_chunk_get_size=_DOWNLOAD_REQUEST)
+            max_single_get_size=_DOWNLOAD_REQUEST, max_chunk_get_size=_DOWNLOAD_REQUEST,
+            max_single_put_size=_UPLOAD_REQUEST, max_block_size=_UPLOAD_REQUEST)
         conn = _connection_string(cfg)
         try:
             if conn:
@@ -154,19 +158,34 @@ class AzureStore:
         return "/".join(p for p in (self.key_prefix, *segments) if p)
 
     # -- Store API ----------------------------------------------------------
-    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+    async def put(self, data: Body, obj: StoredObject) -> StoredObject:
         if obj.size != len(data):
             raise ValueError("size does not match the data")
-        # A wrong hash would later be shown to users as the file's (hashed off the loop: files are large).
-        if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != obj.sha256:
-            raise ValueError("sha256 does not match the data")
         blob = self._blob(check_key(obj.key))
         settings = ContentSettings(content_type=obj.content_type, content_disposition=content_disposition(obj.filename))
         meta = metadata_of(obj)  # names with underscores: Azure wants C# identifiers
-        if self._uploads is None:
-            self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
-        async with self._uploads:
-            await self._call(blob.upload_blob(data, overwrite=True, content_settings=settings, metadata=meta))
+        if isinstance(data, bytes):
+            # A wrong hash would later be shown to users as the file's (hashed off the loop: files are large).
+            if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != obj.sha256:
+                raise ValueError("sha256 does not match the data")
+            if self._uploads is None:
+                self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
+            async with self._uploads:
+                await self._call(blob.upload_blob(data, overwrite=True, content_settings=settings, metadata=meta))
+            return obj
+        fh = open_body(data)  # our own file (see open_body), closed whatever happens
+        try:
+            # Hashed in one pass before the upload (the file is in the page cache by then):
+            # nothing is sent when it disagrees, as for bytes.
+            if await asyncio.to_thread(sha256_of, fh) != obj.sha256:
+                raise ValueError("sha256 does not match the data")
+            if self._uploads is None:
+                self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
+            async with self._uploads:
+                await self._call(blob.upload_blob(_Reader(fh), length=len(data), overwrite=True,
+                                                  content_settings=settings, metadata=meta))
+        finally:
+            fh.close()
         return obj
 
     async def stat(self, key: str) -> StoredObject:
@@ -277,8 +296,16 @@ class AzureStore:
     def _record_key(self, name: str) -> str:
         return self._internal(RECORDS, check_record_name(name))
 
-    async def put_record(self, name: str, data: bytes) -> None:
-        await self._call(self._blob(self._record_key(name)).upload_blob(data, overwrite=True))
+    async def put_record(self, name: str, data: Body) -> None:
+        blob = self._blob(self._record_key(name))
+        if isinstance(data, bytes):
+            await self._call(blob.upload_blob(data, overwrite=True))
+            return
+        fh = open_body(data)
+        try:
+            await self._call(blob.upload_blob(_Reader(fh), length=len(data), overwrite=True))
+        finally:
+            fh.close()
 
     async def get_record(self, name: str) -> bytes:
         key = self._record_key(name)
@@ -309,6 +336,18 @@ class AzureStore:
             await self.client.close()
         if self._credential is not None:
             await self._credential.close()
+
+
+class _Reader:
+    """A file the SDK reads for an upload, each read in a worker thread (a request's worth,
+    _UPLOAD_REQUEST, from the disk must not stall the loop). No seek: the SDK then reads block
+    by block, each block's bytes kept for that request's retries."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+
+    async def read(self, size: int = -1) -> bytes:
+        return await asyncio.to_thread(self._fh.read, size)
 
 
 class _ChunkReader:

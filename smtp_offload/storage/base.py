@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
+import io
+import os
 import re
 import unicodedata
 import urllib.parse
@@ -18,9 +21,15 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
+
+from ..errors import StorageError
+from ..spool import FileBytes
 
 T = TypeVar("T")
+# What put and put_record take: bytes in memory, or a spooled file (a large attachment of a
+# message written to disk as it arrived), which every store reads a chunk at a time.
+Body = bytes | FileBytes
 
 CHUNK_SIZE = 256 * 1024
 MAX_NAME_BYTES = 150  # well under the 255-byte NAME_MAX, leaving room for sidecar/temp affixes
@@ -64,10 +73,11 @@ class StoredObject:
 class Store(Protocol):
     key_prefix: str  # prepended to every key this store is given (make_key's prefix)
 
-    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+    async def put(self, data: Body, obj: StoredObject) -> StoredObject:
         """Store `data` under obj.key with obj's metadata. Storing the same key again
         replaces it (keys are deterministic for a retried message, so a retry never makes a
-        second copy). Raises StorageError on failure, ValueError when sha256/size disagree."""
+        second copy). Raises StorageError on failure, ValueError when sha256/size disagree.
+        A FileBytes is read in chunks, never whole; the caller keeps it open until put returns."""
         ...
 
     async def stat(self, key: str) -> StoredObject:
@@ -106,8 +116,9 @@ class Store(Protocol):
 
     # Records: small state every instance sharing the store must see (API jobs, idempotency
     # results, staged job bodies), kept where no object key and so no link can reach.
-    async def put_record(self, name: str, data: bytes) -> None:
-        """Write (or replace) record `name` (see RECORD_NAME); StorageError on failure."""
+    async def put_record(self, name: str, data: Body) -> None:
+        """Write (or replace) record `name` (see RECORD_NAME); StorageError on failure. A
+        FileBytes (a held file of a spooled message) is read in chunks, as by put."""
         ...
 
     async def get_record(self, name: str) -> bytes:
@@ -121,6 +132,39 @@ class Store(Protocol):
     async def list_records(self, kind: str, prefix: str = "") -> list[str]:
         """The names of the records of `kind` whose name starts with `prefix`, sorted."""
         ...
+
+
+def open_body(data: Body) -> BinaryIO:
+    """`data` as a file object of its own, reading from the start.
+
+    Call it on the event loop, before handing the work to a thread: the file object is its
+    own open file, so a put that was cancelled or timed out while its thread still runs
+    never reads through a descriptor the caller has since closed (whose number the next
+    spooled message, perhaps another customer's, may already have been given)."""
+    if not isinstance(data, FileBytes):
+        return io.BytesIO(data)
+    try:
+        fh = data.open()
+    except OSError as exc:  # closed already: a bug of the caller's, answered as a failed put
+        raise StorageError(f"the spooled file cannot be read: {exc.strerror or exc}") from exc
+    # The SDKs read to the end of the file (S3 takes its size from it): it must be the size said.
+    if os.fstat(fh.fileno()).st_size != len(data):
+        fh.close()
+        raise StorageError("the spooled file is not the size it was written at")
+    return fh
+
+
+def sha256_of(fh: BinaryIO) -> str:
+    """The sha256 of what `fh` holds from its start, read a chunk at a time (in a worker
+    thread: a large file takes a while); `fh` is left at its start for the upload."""
+    fh.seek(0)
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    while n := fh.readinto(buf):
+        h.update(view[:n])
+    fh.seek(0)
+    return h.hexdigest()
 
 
 def check_range(start: int, end: int | None) -> None:

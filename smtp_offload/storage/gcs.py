@@ -36,12 +36,15 @@ from google.oauth2 import service_account
 
 from ..config import GcsStorageConfig
 from ..errors import StorageError
-from .base import (CHUNK_SIZE, RECORDS, StoredObject, Workers, check_key, check_range, check_record_name,
-                   META_FIELDS, content_disposition, from_metadata, metadata_of)
+from .base import (CHUNK_SIZE, RECORDS, Body, StoredObject, Workers, check_key, check_range, check_record_name,
+                   META_FIELDS, content_disposition, from_metadata, metadata_of, open_body, sha256_of)
 
 _SCOPES = ("https://www.googleapis.com/auth/devstorage.read_write",)
 GOOGLE_ENDPOINT = "https://storage.googleapis.com"
 REVOKED = ".revoked"  # a dot segment: make_key never produces one, so no object can collide
+# A file's upload: the SDK reads each request's bytes into memory (one request up to 8 MiB, its
+# _MAX_MULTIPART_SIZE; above, a resumable upload in chunks of 100 MiB unless told): 8 MiB chunks.
+_UPLOAD_CHUNK = 8 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads want
 
 
 def _meta_name(field: str) -> str:
@@ -176,28 +179,43 @@ class GcsStore:
     def _path(self, *parts: str) -> str:
         return "/".join(p for p in (self.key_prefix, *parts) if p)
 
-    def _upload(self, name: str, data: bytes, content_type: str = "application/octet-stream",
-                **attrs: Any) -> Callable[[storage.Bucket], None]:
+    def _upload(self, name: str, data: Body, content_type: str = "application/octet-stream",
+                sha256: str | None = None, **attrs: Any) -> Callable[[storage.Bucket], None]:
+        """The upload of `data` as `name`, to run in a worker. A spooled file is read from a file
+        of its own (opened now, see open_body; closed by the run, or with it when it never runs),
+        a chunk per request, each chunk kept for that request's retries; with `sha256`, it is
+        hashed first and nothing is sent when it disagrees."""
+        fh = None if isinstance(data, bytes) else open_body(data)
+
         def run(bucket: storage.Bucket) -> None:
-            blob = bucket.blob(name)
+            blob = bucket.blob(name, chunk_size=_UPLOAD_CHUNK)
             for attr, value in attrs.items():
                 setattr(blob, attr, value)
             # Retried within the deadline: a key is written whole or not at all, and a key
             # written twice holds the same bytes (keys are deterministic for a retried message).
-            blob.upload_from_string(data, content_type=content_type, timeout=self.cfg.timeout, retry=self._retry)
+            if fh is None:
+                blob.upload_from_string(data, content_type=content_type, timeout=self.cfg.timeout, retry=self._retry)
+                return
+            with fh:
+                if sha256 is not None and sha256_of(fh) != sha256:
+                    raise ValueError("sha256 does not match the data")
+                blob.upload_from_file(fh, size=len(data), content_type=content_type, timeout=self.cfg.timeout,
+                                      retry=self._retry)
         return run
 
     # -- Store API ----------------------------------------------------------
-    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+    async def put(self, data: Body, obj: StoredObject) -> StoredObject:
         if obj.size != len(data):
             raise ValueError("size does not match the data")
-        if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != obj.sha256:
-            raise ValueError("sha256 does not match the data")  # it would be shown to users as the file's
+        # A wrong hash would be shown to users as the file's: bytes are hashed here, a spooled
+        # file by the upload itself, before it sends anything.
+        if isinstance(data, bytes) and await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != obj.sha256:
+            raise ValueError("sha256 does not match the data")
         # Percent-encoded although the JSON API takes UTF-8: the same values come back as HTTP
         # headers on XML and signed-URL downloads.
         meta = {_meta_name(k): v for k, v in metadata_of(obj).items()}
-        upload = self._upload(check_key(obj.key), data, content_type=obj.content_type, metadata=meta,
-                              content_disposition=content_disposition(obj.filename))
+        upload = self._upload(check_key(obj.key), data, content_type=obj.content_type, sha256=obj.sha256,
+                              metadata=meta, content_disposition=content_disposition(obj.filename))
         if self._uploads is None:
             self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
         async with self._uploads:
@@ -320,7 +338,7 @@ class GcsStore:
     def _record_key(self, name: str) -> str:
         return self._path(RECORDS, check_record_name(name))
 
-    async def put_record(self, name: str, data: bytes) -> None:
+    async def put_record(self, name: str, data: Body) -> None:
         await self._call(self._upload(self._record_key(name), data))
 
     async def get_record(self, name: str) -> bytes:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from smtp_offload.errors import StorageError
-from smtp_offload.storage.base import (CHUNK_SIZE, RECORD_NAME, RECORDS, InvalidKey, StoredObject, check_key, check_range,
-                                       OPTIONAL_META, as_kept, check_record_name)
+from smtp_offload.storage.base import (CHUNK_SIZE, RECORD_NAME, RECORDS, Body, InvalidKey, StoredObject, check_key,
+                                       check_range, OPTIONAL_META, as_kept, check_record_name, open_body)
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
+_COPY_CHUNK = 1024 * 1024  # bytes of a spooled file copied at once
 
 
 class LocalStore:
@@ -63,24 +64,31 @@ class LocalStore:
 
     key_prefix = ""
 
-    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+    async def put(self, data: Body, obj: StoredObject) -> StoredObject:
         if obj.size != len(data):
             raise ValueError("size does not match the data")
         try:
-            await asyncio.to_thread(self._put_sync, obj.key, data, obj)
+            # A spooled file is copied from a file of its own, opened here (see open_body).
+            source = data if isinstance(data, bytes) else open_body(data)
+            await asyncio.to_thread(self._put_sync, obj.key, source, obj)
         except OSError as e:
             raise StorageError(f"storing {obj.key} failed: {e}") from e
         return obj
 
-    def _put_sync(self, key: str, data: bytes, obj: StoredObject) -> None:
-        path = self._path(key)
-        # Checked here, off the loop: a wrong hash would later be shown to users as the file's.
-        if hashlib.sha256(data).hexdigest() != obj.sha256:
-            raise ValueError("sha256 does not match the data")
-        self._mkdirs(path.parent)
-        meta = json.dumps(dataclasses.asdict(as_kept(obj)),
-                          ensure_ascii=False).encode("utf-8")
-        _atomic_write(path, data)
+    def _put_sync(self, key: str, data: bytes | BinaryIO, obj: StoredObject) -> None:
+        try:
+            path = self._path(key)
+            # Checked here, off the loop: a wrong hash would later be shown to users as the
+            # file's. A file is hashed as it is copied, and checked before it takes the key.
+            if isinstance(data, bytes) and hashlib.sha256(data).hexdigest() != obj.sha256:
+                raise ValueError("sha256 does not match the data")
+            self._mkdirs(path.parent)
+            meta = json.dumps(dataclasses.asdict(as_kept(obj)),
+                              ensure_ascii=False).encode("utf-8")
+            _atomic_write(path, data, sha256=obj.sha256)
+        finally:
+            if not isinstance(data, bytes):
+                data.close()
         try:
             _atomic_write(self._meta_path(path), meta)
             _fsync_dir(path.parent)
@@ -222,15 +230,19 @@ class LocalStore:
     def _record_path(self, name: str) -> Path:
         return self._root / RECORDS / check_record_name(name)
 
-    async def put_record(self, name: str, data: bytes) -> None:
-        def _put() -> None:
-            path = self._record_path(name)
-            for d in (path.parent.parent, path.parent):
-                d.mkdir(mode=_DIR_MODE, exist_ok=True)
-            _atomic_write(path, data)
+    async def put_record(self, name: str, data: Body) -> None:
+        def _put(source: bytes | BinaryIO) -> None:
+            try:
+                path = self._record_path(name)
+                for d in (path.parent.parent, path.parent):
+                    d.mkdir(mode=_DIR_MODE, exist_ok=True)
+                _atomic_write(path, source)
+            finally:
+                if not isinstance(source, bytes):
+                    source.close()
 
         try:
-            await asyncio.to_thread(_put)
+            await asyncio.to_thread(_put, data if isinstance(data, bytes) else open_body(data))
         except OSError as e:
             raise StorageError(f"writing record {name} failed: {e}") from e
 
@@ -318,20 +330,39 @@ class _ChunkReader:
             await asyncio.to_thread(fh.close)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, data: bytes | BinaryIO, sha256: str | None = None) -> None:
+    """`data` (bytes, or a file copied a chunk at a time) as the file at `path`. With `sha256`,
+    a copied file must hash to it or nothing is written (ValueError)."""
     # Same directory so os.replace is a rename, never a cross-device copy; readers see
     # either nothing or the whole file.
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), _FILE_MODE)
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+            else:
+                digest = _copy(data, f)
+                if sha256 is not None and digest != sha256:
+                    raise ValueError("sha256 does not match the data")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _copy(src: BinaryIO, dst: BinaryIO) -> str:
+    """Copy src to dst through one reused buffer (memory: a chunk, whatever the size); the
+    sha256 of what was copied."""
+    h = hashlib.sha256()
+    buf = bytearray(_COPY_CHUNK)
+    view = memoryview(buf)
+    while n := src.readinto(buf):
+        h.update(view[:n])
+        dst.write(view[:n])
+    return h.hexdigest()
 
 
 def _fsync_dir(directory: Path) -> None:

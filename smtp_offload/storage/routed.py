@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
 
-from .base import InvalidKey, Store, StoredObject, tenant_segment
+from .base import Body, InvalidKey, Store, StoredObject, tenant_segment
 
 MARK = "@"
 
@@ -59,7 +59,7 @@ class RoutedStore:
 
     # -- Store API --------------------------------------------------------------------------
 
-    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+    async def put(self, data: Body, obj: StoredObject) -> StoredObject:
         name = self.route(obj.tenant)
         if not name:
             return await self.default.put(data, obj)
@@ -109,7 +109,7 @@ class RoutedStore:
                 return True
         return False
 
-    async def put_record(self, name: str, data: bytes) -> None:
+    async def put_record(self, name: str, data: Body) -> None:
         await self.default.put_record(name, data)
 
     async def get_record(self, name: str) -> bytes:

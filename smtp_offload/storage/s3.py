@@ -4,6 +4,8 @@ boto3 is synchronous: every call runs in a worker thread, uploads are bounded by
 semaphore shared by all messages, and botocore's own connect/read timeouts bound each
 request, so a slow or hanging endpoint costs one worker slot, never the event loop.
 Uploads above `multipart_threshold` go through boto3's transfer manager as multipart.
+A spooled file (FileBytes) is uploaded by its name, so each request reads its bytes from
+the file as it sends them: memory stays at a read buffer per request, whatever the size.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from typing import Any
 
 import boto3
 import botocore.config
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
 from ..config import S3StorageConfig
 from ..errors import StorageError
-from .base import (CHUNK_SIZE, RECORDS, StoredObject, Workers, check_key, check_range, check_record_name,
-                   META_FIELDS, content_disposition, from_metadata, metadata_of)
+from .base import (CHUNK_SIZE, RECORDS, Body, StoredObject, Workers, check_key, check_range, check_record_name,
+                   META_FIELDS, content_disposition, from_metadata, metadata_of, open_body)
 
 
 
@@ -97,7 +99,27 @@ class S3Store:
             raise self._error(exc) from exc
 
     # -- Store API ----------------------------------------------------------
-    async def put(self, data: bytes, obj: StoredObject) -> StoredObject:
+    async def _upload(self, data: Body, key: str, extra: dict[str, Any]) -> None:
+        if isinstance(data, bytes):
+            await self._call(self.client.upload_fileobj, io.BytesIO(data), self.bucket, key, ExtraArgs=extra,
+                             Config=self.transfer)
+            return
+        # By name, not as a file object: boto3 reads a file object's multipart parts into
+        # memory (up to max_in_memory_upload_chunks of part_size each, queued), but opens a
+        # named file once per request and streams it, re-reading it from its start when a
+        # request is retried. The name is our own descriptor of the file (open_body, opened
+        # here on the loop), closed only when the upload is over: never one reused meanwhile.
+        fh = open_body(data)
+
+        def upload() -> None:
+            with fh, create_transfer_manager(self.client, self.transfer) as manager:
+                # The manager's own call, as upload_fileobj makes it: boto3's upload_file
+                # would turn a ClientError into an S3UploadFailedError that _call cannot read.
+                manager.upload(f"/proc/self/fd/{fh.fileno()}", self.bucket, key, extra).result()
+
+        await self._call(upload)
+
+    async def put(self, data: Body, obj: StoredObject) -> StoredObject:
         if obj.size != len(data):
             raise ValueError("size does not match the data")
         extra: dict[str, Any] = {
@@ -109,8 +131,7 @@ class S3Store:
         if self._uploads is None:
             self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
         async with self._uploads:
-            await self._call(self.client.upload_fileobj, io.BytesIO(data), self.bucket, check_key(obj.key),
-                             ExtraArgs=extra, Config=self.transfer)
+            await self._upload(data, check_key(obj.key), extra)
         return obj
 
     async def stat(self, key: str) -> StoredObject:
@@ -162,9 +183,8 @@ class S3Store:
     def _record_key(self, name: str) -> str:
         return "/".join(p for p in (self.key_prefix, RECORDS, check_record_name(name)) if p)
 
-    async def put_record(self, name: str, data: bytes) -> None:
-        await self._call(self.client.upload_fileobj, io.BytesIO(data), self.bucket, self._record_key(name),
-                         ExtraArgs=self._sse(), Config=self.transfer)
+    async def put_record(self, name: str, data: Body) -> None:
+        await self._upload(data, self._record_key(name), self._sse())
 
     async def get_record(self, name: str) -> bytes:
         key = self._record_key(name)
