@@ -135,7 +135,7 @@ class FileBytes:
         if key.step not in (None, 1):
             raise ValueError("FileBytes slices take no step")
         start, end = self._span(key.start, key.stop)
-        if end - start > WINDOW:
+        if end <= start or end - start > WINDOW:
             return self.read(start, end)
         at, window = self._window(start, end)
         return window[start - at:end - at]
