@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -28,6 +29,7 @@ from .config import AuthConfig, parse_dns_server
 from .errors import ConfigError
 from .mime import headers
 from .smtp.policy import domain_accepted
+from .spool import FileBytes, SpoolWriter, in_thread
 
 Resolver = Callable[[str], Awaitable[str | None]]
 # What may appear as a value in our Authentication-Results: a stray "(" or '"' from a
@@ -116,10 +118,12 @@ class AuthResults:
 _NOTHING_CHECKED = AuthResults()
 
 
-def _head(data: bytes) -> bytes:
-    """The top header block, lower-cased: a quick look for a field name before reading fields."""
+def _head(data: bytes | FileBytes) -> bytes:
+    """The top header block, lower-cased: a quick look for a field name before reading fields.
+    (Of a spooled message only the header block is read: all of it only when there is no
+    body; decide refuses a block larger than policy.max_header_bytes.)"""
     end = data.find(b"\r\n\r\n")
-    return (data if end < 0 else data[:end]).lower()
+    return data[:end if end >= 0 else len(data)].lower()  # bytes sliced whole is itself, not a copy
 
 
 def _header_fields(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -225,7 +229,7 @@ class Authenticator:
         self._nothing_checked: bytes | None = None
 
     # -- verify ---------------------------------------------------------------
-    async def verify(self, data: bytes) -> AuthResults:
+    async def verify(self, data: bytes | FileBytes) -> AuthResults:
         # The chain is evaluated whenever it is recorded: with DKIM verification, and always
         # when we seal, because the seal's cv= must say what the chain was on arrival.
         if not self.cfg.verify_dkim and self.arc_key is None:
@@ -245,7 +249,7 @@ class Authenticator:
         else:
             names |= chain.keys
         records = await self._lookup(names)
-        return await asyncio.to_thread(self._verify_sync, data, sigs, chain, verdict, records)
+        return await in_thread(self._verify_sync, data, sigs, chain, verdict, records)
 
     async def _lookup(self, names: set[str]) -> dict[str, str | None | DnsFailure]:
         records: dict[str, str | None | DnsFailure] = {}
@@ -262,7 +266,12 @@ class Authenticator:
         await asyncio.gather(*(lookup(n) for n in names))
         return records
 
-    def _verify_sync(self, data: bytes, sigs, chain: _Chain, verdict: ArcResult | None, records) -> AuthResults:
+    def _verify_sync(self, data: bytes | FileBytes, sigs, chain: _Chain, verdict: ArcResult | None,
+                     records) -> AuthResults:
+        if isinstance(data, FileBytes):
+            # dkimpy hashes one buffer: a spooled message that carries a signature or an ARC chain
+            # is read into memory (its size, once, in this worker thread) to be verified.
+            data = data.read()
         def dnsfunc(name, timeout=5):
             rec = records.get((name.decode() if isinstance(name, bytes) else name).rstrip("."))
             if isinstance(rec, DnsFailure):
@@ -391,16 +400,31 @@ def load_arc_key(cfg: AuthConfig) -> bytes:
     return pem
 
 
-def strip_forged(data: bytes, auth: Authenticator) -> bytes:
+def strip_forged(data: bytes | FileBytes, auth: Authenticator) -> bytes | FileBytes:
     """Remove Authentication-Results fields in the top header block that claim our
-    authserv-id: only this hop may write those (RFC 8601 5)."""
+    authserv-id: only this hop may write those (RFC 8601 5).
+
+    A spooled message that has some is copied without them into a new spool file beside it,
+    streamed (the caller closes the copy; the rare forged message costs a disk copy, never its
+    size in memory); without any, `data` itself comes back."""
     if b"authentication-results" not in _head(data):  # most mail: nothing to look at
         return data
-    out, keep_from = [], 0
+    kept, keep_from = [], 0
     for f in headers.fields(data):
         if f.name == "authentication-results" and auth.is_ours(f.value):
-            out.append(data[keep_from:f.start])
+            kept.append((keep_from, f.start))
             keep_from = f.end
-    if not out:
+    if not kept:
         return data
-    return b"".join(out) + data[keep_from:]
+    kept.append((keep_from, len(data)))
+    if isinstance(data, bytes):
+        return b"".join(data[a:b] for a, b in kept)
+    out = SpoolWriter(data.directory or tempfile.gettempdir())
+    try:
+        for a, b in kept:
+            for chunk in data.chunks(a, b):
+                out.write(chunk)
+    except BaseException:
+        out.abort()
+        raise
+    return out.finish(eight_bit=data.eight_bit, bare_newlines=data.bare_newlines)

@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from .spool import FileBytes
+
 
 KNOWN_CTES = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})  # RFC 2045 6.1
 
@@ -130,7 +132,9 @@ class File:
     inspect/ concluded about them."""
 
     part: Part
-    data: bytes
+    # A large file of a spooled message is decoded into a spool file of its own (a FileBytes,
+    # closed with the plan: delivery/decide.py Plan.close), every other one is bytes.
+    data: bytes | FileBytes
     sha256: str
     judgement: Judgement
     wire_size: int  # encoded size on the wire including headers and delimiter

@@ -18,8 +18,9 @@ from .. import replies as R
 from ..inspect import InspectPolicy, judge, looks_like_text, safe_display_name
 from ..mime import rewrite as rw
 from ..mime import scan
-from ..mime.codec import decode
+from ..mime.codec import decode, decode_file
 from ..model import KNOWN_CTES, File, Judgement, Part, Verdict
+from ..spool import FileBytes
 from .policy import Action, Ambiguous, BareNewlines, Fit, KeepOrReject, PlanPolicy, Tnef, Uuencode
 
 TNEF_REASON = "an Outlook winmail.dat container whose files cannot be inspected; ask the sender to resend in plain format"
@@ -31,6 +32,10 @@ NOTICE_BUDGET = 2048  # bytes reserved for the notice text and HTML, plus ...
 NOTICE_PER_FILE = 6144
 TRACE_BUDGET = 1024  # Received + summary header
 PER_HEADER = 400  # one decision header per attachment
+# A part of a spooled message whose encoded body is larger than this is decoded into a spool
+# file of its own (streamed, hashed on the way) and judged through a memory map of it; a
+# smaller one is decoded in memory, as every part of a message held in memory is.
+STREAM_OVER = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,7 @@ class DecidePolicy:
 
 @dataclass(frozen=True)
 class Analysis:
-    data: bytes
+    data: bytes | FileBytes  # a spooled message stays in its file (the SMTP side's, closed there)
     root: Part
     files: tuple[File, ...]
     message_id: str | None
@@ -57,6 +62,11 @@ class Analysis:
     containers: int = 0  # attached messages, which the platform counts as one attachment each
     ambiguities: tuple[str, ...] = ()  # rebuilt into one reading when rendered
     renamed: bool = False  # a file name was a path: its part's headers are rebuilt with the base name
+    spooled: tuple[FileBytes, ...] = ()  # files decoded into spool files (File.data): close() closes them
+
+    def close(self) -> None:
+        for f in self.spooled:
+            f.close()
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,10 @@ class Plan:
     @property
     def projected_size(self) -> int:
         return projected_size(self.analysis, self.decisions)
+
+    def close(self) -> None:
+        """Close the spool files the plan decoded files into, once the message is done."""
+        self.analysis.close()
 
 
 # -- analyse ----------------------------------------------------------------------------------
@@ -112,15 +126,27 @@ def judge_part(payload: bytes, part: Part, policy: InspectPolicy) -> Judgement:
     return j
 
 
-def _raw_reading(view: memoryview, part: Part, policy: InspectPolicy) -> Judgement | None:
+def _raw_reading(view: memoryview | FileBytes, part: Part, policy: InspectPolicy) -> Judgement | None:
     """A Content-Transfer-Encoding header we had to clean up ("base64 (note)", "BASE64;") may be
     unknown to a stricter client, which then shows the body undecoded: what those bytes are
     (an executable, say) counts too."""
     if part.cte not in ("base64", "quoted-printable") or part.cte_header is None \
             or part.cte_header.strip().lower() == part.cte:
         return None
-    j = judge(bytes(view[part.body_start:part.end]), None, None, policy)
+    if isinstance(view, FileBytes) and part.end - part.body_start > STREAM_OVER:
+        raw, _ = decode_file(view, part.body_start, part.end, "binary")  # the bytes as they are, in a file
+        with raw, raw.mapped() as mm:
+            j = judge(mm, None, None, policy)
+    else:
+        j = judge(bytes(view[part.body_start:part.end]), None, None, policy)
     return j if j.verdict is Verdict.BLOCKED else None
+
+
+def _has_content(payload: bytes | FileBytes) -> bool:
+    """Anything but white space in it?"""
+    if isinstance(payload, bytes):
+        return bool(payload.strip())
+    return any(chunk.strip() for chunk in payload.chunks())
 
 
 class _Survey:
@@ -132,10 +158,31 @@ class _Survey:
         self.uuencoded: list[tuple[str, Judgement]] = []
         self.containers = 0
         self.ambiguities: list[str] = []
+        self.spooled: list[FileBytes] = []  # files decoded into spool files, kept (File.data)
+        self.digests: dict[int, str] = {}  # id(spool file) -> its sha256, hashed as it was decoded
 
-    def files(self, data: bytes, root: Part) -> tuple[File, ...]:
+    def close(self) -> None:
+        for f in self.spooled:
+            f.close()
+
+    def decoded(self, view: memoryview | FileBytes, part: Part) -> bytes | FileBytes:
+        """The part's decoded body: in memory, or (a large one of a spooled message) a spool file."""
+        if isinstance(view, memoryview) or part.embedded is not None or part.end - part.body_start <= STREAM_OVER:
+            return decode(view[part.body_start:part.end], part.cte)
+        f, self.digests[id(f)] = decode_file(view, part.body_start, part.end, part.cte)
+        self.spooled.append(f)
+        return f
+
+    def drop(self, payload: bytes | FileBytes) -> None:
+        """A decoded body that became no file: its spool file is closed at once."""
+        if isinstance(payload, FileBytes):
+            self.spooled.remove(payload)
+            self.digests.pop(id(payload), None)
+            payload.close()
+
+    def files(self, data: bytes | FileBytes, root: Part) -> tuple[File, ...]:
         found: list[File] = []
-        view = memoryview(data)  # slices of it are not copies
+        view = memoryview(data) if isinstance(data, bytes) else data  # slices of a memoryview are not copies
         for part in root.walk():
             self.ambiguities += [f"part {part.path or 'header'}: {n}" for n in part.ambiguities]
             if part.unclosed:
@@ -146,28 +193,44 @@ class _Survey:
             self.partial |= carriers.is_partial(part)
             self.encrypted |= carriers.is_encrypted(part)
             if part.content_type == "text/plain" and not part.is_attachment and not part.children:
-                body = decode(view[part.body_start:part.end], part.cte)
+                body = self.decoded(view, part)
+                if isinstance(body, FileBytes):
+                    with body.mapped() as mm:  # a large text body: read through a map of its file
+                        text = looks_like_text(mm)
+                        uuencoded = [] if part.stray and not text else carriers.uuencoded_files(mm)
+                    if part.stray and not text:
+                        found.append(self.file(view, part, body))
+                        continue
+                    self.drop(body)
+                    self.uuencoded += [(n, judge(d, None, n, self.policy)) for n, d in uuencoded]
+                    continue
                 if part.stray and not looks_like_text(body):  # not the body, and no text: a file (ATT00001.txt)
-                    found.append(self.file(view, part))
+                    found.append(self.file(view, part, body))
                     continue
                 self.uuencoded += [(n, judge(d, None, n, self.policy)) for n, d in carriers.uuencoded_files(body)]
             if part.is_attachment:
-                if part.stray and not decode(view[part.body_start:part.end], part.cte).strip():
+                payload = self.decoded(view, part)
+                if part.stray and not _has_content(payload):
+                    self.drop(payload)
                     continue  # an empty text part outside the body: there is nothing to open
-                found.append(self.file(view, part))
+                found.append(self.file(view, part, payload))
         return tuple(found)
 
-    def file(self, view: memoryview, part: Part) -> File:
-        payload = decode(view[part.body_start:part.end], part.cte)
+    def file(self, view: memoryview | FileBytes, part: Part, payload: bytes | FileBytes) -> File:
         if part.embedded is not None:
+            assert isinstance(payload, bytes)  # an attached message is held (scan.py scanned it in memory)
             j, inner = self.message(payload, part)
-        else:
+        elif isinstance(payload, bytes):
             j, inner = judge_part(payload, part, self.policy), ()
+        else:  # judged through a map of its file, unmapped before the next file is looked at
+            with payload.mapped() as mm:
+                j, inner = judge_part(mm, part, self.policy), ()
         raw = _raw_reading(view, part, self.policy)
         if raw is not None and _SEVERITY[raw.verdict] > _SEVERITY.get(j.verdict, 0):
             j = Judgement(raw.verdict, f"{raw.reason} (read undecoded, as a client may read an irregular "
                           "transfer encoding)", raw.detected_type, raw.detected_ext, raw.rule, raw.facts)
-        return File(part=part, data=payload, sha256=hashlib.sha256(payload).hexdigest(), judgement=j, inner=inner,
+        digest = hashlib.sha256(payload).hexdigest() if isinstance(payload, bytes) else self.digests[id(payload)]
+        return File(part=part, data=payload, sha256=digest, judgement=j, inner=inner,
                     wire_size=part.end - (part.delim_start if part.delim_start is not None else part.start))
 
     def message(self, payload: bytes, part: Part) -> tuple[Judgement, tuple[File, ...]]:
@@ -207,18 +270,24 @@ def _carried(worst: File, container: str) -> tuple[tuple[str, str], ...]:
     return (("container", container), ("file", safe_display_name(worst.name)), ("inner", j.rule)) + j.facts
 
 
-def analyse(data: bytes, policy: InspectPolicy, limits: scan.Limits = scan.Limits()) -> Analysis:
-    """Raises scan.MimeError when the structure exceeds a limit or cannot be read one way."""
+def analyse(data: bytes | FileBytes, policy: InspectPolicy, limits: scan.Limits = scan.Limits()) -> Analysis:
+    """Raises scan.MimeError when the structure exceeds a limit or cannot be read one way.
+    A spooled message (FileBytes) may leave files in spool files: Analysis.close() closes them."""
     root = scan.parse(data, limits)
     survey = _Survey(policy)
-    files = survey.files(data, root)
+    try:
+        files = survey.files(data, root)
+        forged = _forged(data, root)
+    except BaseException:
+        survey.close()
+        raise
     return Analysis(data, root, files, scan.root_header(data, root, "message-id"),
-                    forged_headers=_forged(data, root), partial=survey.partial,
+                    forged_headers=forged, partial=survey.partial,
                     encrypted=survey.encrypted, uuencoded=tuple(survey.uuencoded), containers=survey.containers,
-                    ambiguities=tuple(survey.ambiguities), renamed=survey.renamed)
+                    ambiguities=tuple(survey.ambiguities), renamed=survey.renamed, spooled=tuple(survey.spooled))
 
 
-def _forged(data: bytes, root: Part) -> bool:
+def _forged(data: bytes | FileBytes, root: Part) -> bool:
     """Does the message arrive with header fields only this hop may write (ours)?"""
     # A quick look first: splitting every message's header block into fields costs more.
     return b"x-smtp-offload" in data[root.start:root.header_end].lower() and \
@@ -331,17 +400,26 @@ def decide_file(data: bytes, filename: str, declared_type: str | None, policy: D
     return decision
 
 
-def decide(data: bytes, policy: DecidePolicy) -> Plan:
+def decide(data: bytes | FileBytes, policy: DecidePolicy) -> Plan:
     """The plan for one message as received (CRLF line ends). Raises SmtpReplyError for a
     message refused before any file is judged: bare newlines, structure past a limit, MIME
-    that reads more than one way (when policy says reject)."""
-    if policy.bare_newlines is BareNewlines.REJECT and scan.has_bare_newlines(data):
-        raise R.BARE_NEWLINES.error()
-    data = scan.normalize_line_endings(data)
+    that reads more than one way (when policy says reject).
+
+    A spooled message (FileBytes) arrives normalised already (its `bare_newlines` flag says
+    what came); its large files may be decoded into spool files: the caller closes the plan
+    (Plan.close) when the message is done."""
+    if isinstance(data, FileBytes):
+        if policy.bare_newlines is BareNewlines.REJECT and data.bare_newlines:
+            raise R.BARE_NEWLINES.error()
+    else:
+        if policy.bare_newlines is BareNewlines.REJECT and scan.has_bare_newlines(data):
+            raise R.BARE_NEWLINES.error()
+        data = scan.normalize_line_endings(data)
     try:
         an = analyse(data, policy.inspect, policy.mime)
     except scan.MimeError as exc:
         raise R.STRUCTURE_REFUSED.error(reason=exc) from None
     if an.ambiguities and policy.plan.on_ambiguous_mime is Ambiguous.REJECT:
+        an.close()
         raise R.AMBIGUOUS_MIME.error(reason=an.ambiguities[0])
     return plan(an, policy.plan, policy.fit)

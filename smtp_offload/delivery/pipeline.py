@@ -16,9 +16,10 @@ from ..errors import SmtpReplyError
 from ..metrics import Metrics
 from ..model import Envelope
 from ..relay import Downstream
-from .decide import DecidePolicy, decide
+from ..spool import FileBytes
+from .decide import DecidePolicy, Plan, decide
 from .policy import Signed, SignedPolicy
-from .prepare import INLINE_BYTES, Inbound, Prepared, Preparer
+from .prepare import INLINE_BYTES, Inbound, Prepared, Preparer, in_thread
 from .relay import outcome_of, relay
 
 __all__ = ["Delivered", "Envelope", "Inbound", "Pipeline"]  # what an adapter needs, from one place
@@ -41,7 +42,20 @@ class Pipeline:
         self.metrics = metrics or Metrics()
 
     async def deliver(self, inbound: Inbound, ds: Downstream) -> Delivered:
+        """A spooled message (inbound.data a FileBytes, which its adapter closes) is read from
+        its file throughout; the spool files made on the way (a copy without forged fields,
+        the decoded large files) are closed here when the message is done, on every path."""
+        made: list[FileBytes | Plan] = []
+        try:
+            return await self._deliver(inbound, ds, made)
+        finally:
+            for x in made:
+                x.close()
+
+    async def _deliver(self, inbound: Inbound, ds: Downstream, made: list[FileBytes | Plan]) -> Delivered:
         data = strip_forged(inbound.data, self.auth)  # only this hop writes its Authentication-Results
+        if isinstance(data, FileBytes) and data is not inbound.data:
+            made.append(data)
         results = await self.auth.verify(data)
         if self.signed.on_signed is Signed.SKIP and signed_by(results, self.signed.skip_signed_domains):
             prepared = self.preparer.untouched(inbound, data, results)
@@ -50,7 +64,8 @@ class Pipeline:
             # Parsing a big message is CPU work for a worker thread, so it never holds the event
             # loop every session shares; a small one is decided inline (a thread costs more).
             plan = decide(data, self.policy) if len(data) < INLINE_BYTES \
-                else await asyncio.to_thread(decide, data, self.policy)
+                else await in_thread(decide, data, self.policy, orphan=Plan.close)
+            made.append(plan)
             if plan.refusal is not None:
                 self.metrics.attachments(plan.decisions)
                 await ds.rset()

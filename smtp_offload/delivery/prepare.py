@@ -31,6 +31,7 @@ from ..model import Envelope, FileOutcome, Verdict
 from ..notices import Notices
 from ..notices import render as render_notice
 from ..quarantine.records import Holder, Origin
+from ..spool import FileBytes, Pieces, in_thread
 from ..storage.base import Store, StoredObject, display_text, make_key
 from ..storage.routed import store_for
 from ..trace import decision_headers, received
@@ -43,7 +44,9 @@ _HELD = (Verdict.SPOOFED, Verdict.BLOCKED)  # stripped files policy.quarantine k
 
 @dataclass(frozen=True)
 class Prepared:
-    message: bytes  # what goes downstream: trace headers (and seal) + the message
+    # What goes downstream: trace headers (and seal) + the message; for a spooled message a
+    # Pieces (literals and ranges of its file), streamed by the relay.
+    message: bytes | Pieces
     outcomes: tuple[FileOutcome, ...] = ()
     changed: bool = False  # the body differs from what was received
     stored: tuple[str, ...] = ()  # keys written for this message (rollback deletes them)
@@ -55,7 +58,7 @@ class Prepared:
 class Inbound:
     """One received message as the pipeline sees it, whichever face it came in by."""
 
-    data: bytes
+    data: bytes | FileBytes  # a large one spooled as it arrived (dot-unstuffed, line ends normalised)
     envelope: Envelope
     queue_id: str
     protocol: str = "ESMTP"  # for the Received line: SMTP, ESMTP, ESMTPS, UTF8SMTPS ...
@@ -110,13 +113,15 @@ def rewrites(plan: Plan, outcomes: tuple[FileOutcome, ...]) -> bool:
         an.forged_headers or an.ambiguities or an.renamed)
 
 
-def render(plan: Plan, outcomes: tuple[FileOutcome, ...] | None = None, notices: Notices | None = None) -> bytes:
+def render(plan: Plan, outcomes: tuple[FileOutcome, ...] | None = None,
+           notices: Notices | None = None) -> bytes | Pieces:
     """The message with removed files replaced by the notice (without our trace headers);
-    the notice from `notices` (notices.language), else in English."""
+    the notice from `notices` (notices.language), else in English. For a spooled message a
+    Pieces: what is kept is read from its file as it is sent."""
     an = plan.analysis
     outcomes = as_decided(plan) if outcomes is None else outcomes
     if not rewrites(plan, outcomes):
-        return an.data
+        return an.data if isinstance(an.data, bytes) else Pieces(an.data, [(0, len(an.data))])
     changed = [o for o in outcomes if o.verdict is not Verdict.KEEP]
     notice_text = notice_html = None
     if changed:
@@ -170,7 +175,7 @@ class Preparer:
                           offload_failed=o.offload_failed or None)
         inline = len(plan.analysis.data) < INLINE_BYTES  # a big one is CPU work for a worker thread
         body = render(plan, outcomes, self.notices) if inline \
-            else await asyncio.to_thread(render, plan, outcomes, self.notices)
+            else await in_thread(render, plan, outcomes, self.notices)
         if failed and self.policy.on_storage_failure is StorageFailure.KEEP \
                 and len(body) > self.fit.max_message_bytes:
             await self.discard(stored)
@@ -182,17 +187,19 @@ class Preparer:
             trace += b"X-Smtp-Offload-Warning: offload failed; attachments " + (
                 b"kept in the message\r\n" if self.policy.on_storage_failure is StorageFailure.KEEP
                 else b"removed\r\n")
-        message = trace + body
+        message = trace + body if isinstance(body, bytes) else body.prepend(trace)
         if changed or self.seal_unchanged:
             message = await self._seal(message)
         held = tuple(o.quarantine_id for o in outcomes if o.quarantine_id)
         return Prepared(message, outcomes, changed, stored, plan.analysis.message_id, held)
 
-    def untouched(self, inbound: Inbound, data: bytes, auth: AuthResults) -> Prepared:
+    def untouched(self, inbound: Inbound, data: bytes | FileBytes, auth: AuthResults) -> Prepared:
         """policy.on_signed = "skip" and a passing signature from a listed domain: the message
         goes on uninspected and unchanged, under our trace headers."""
         head = self._received(inbound) + self.auth.results_header(auth)
         head += b"X-Smtp-Offload: v=1; id=" + inbound.queue_id.encode() + b"; action=skipped-signed\r\n"
+        if isinstance(data, FileBytes):  # streamed from its file behind our header
+            return Prepared(Pieces(data, [(0, len(data))]).prepend(head))
         return Prepared(head + data)
 
     def _received(self, inbound: Inbound) -> bytes:
@@ -200,11 +207,15 @@ class Preparer:
         return received(helo=env.helo, client_ip=env.client_ip or "unknown", hostname=self.hostname,
                         protocol=inbound.protocol, queue_id=inbound.queue_id, recipients=env.rcpt_tos)
 
-    async def _seal(self, message: bytes) -> bytes:
+    async def _seal(self, message: bytes | Pieces) -> bytes | Pieces:
         if self.auth.arc_key is None:
             return message
         try:
-            return await asyncio.to_thread(self.auth.seal, message) + message
+            if isinstance(message, bytes):
+                return await in_thread(self.auth.seal, message) + message
+            # dkimpy signs one buffer: a spooled message is read into memory for the seal (its
+            # size, once, while it is sealed) and still relayed from its file.
+            return message.prepend(await in_thread(lambda: self.auth.seal(message.read_all())))
         except SealError as exc:  # no seal could be made: relay it unsealed, loudly
             self.log.warning("arc_seal_failed", error=str(exc)[:200])
             self.metrics.arc_seal_failed()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
+import tempfile
 
+from ..spool import FileBytes, SpoolWriter
 from .headers import first_token
 
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]")
@@ -57,14 +60,126 @@ def decode(body: bytes | memoryview, cte: str) -> bytes:
 
 
 def _b64_runs(body: bytes | memoryview) -> bytes:
-    """Skip characters outside the alphabet and decode each "="-terminated run on its own."""
-    out = []
-    for run in _B64_JUNK.sub(b"", body).split(b"="):
-        if len(run) % 4 == 1:  # a lone trailing character carries no whole byte
-            run = run[:-1]
-        if run:
-            out.append(binascii.a2b_base64(run + b"=" * (-len(run) % 4)))
-    return b"".join(out)
+    """Skip characters outside the alphabet and decode each "="-terminated run on its own.
+    (Where binascii.a2b_base64 succeeds above it gives exactly this: it is the fast path.)"""
+    return b"".join(_b64_run(run) for run in _B64_JUNK.sub(b"", body).split(b"="))
+
+
+def _b64_run(run: bytes) -> bytes:
+    if len(run) % 4 == 1:  # a lone trailing character carries no whole byte
+        run = run[:-1]
+    return binascii.a2b_base64(run + b"=" * (-len(run) % 4)) if run else b""
+
+
+class Decoder:
+    """decode() in pieces: feed() the encoded body chunk by chunk, then end(); the outputs
+    joined are exactly decode(whole body, cte), however the body is cut. For bodies too large
+    to hold (a spooled message's attachment): only a few bytes are held between chunks."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        return bytes(chunk)
+
+    def end(self) -> bytes:
+        return b""
+
+
+# bytes.translate deletes these in C: everything but the alphabet and the pad.
+_B64_DELETE = bytes(sorted(set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")))
+
+
+class _Base64Decoder(Decoder):
+    """_b64_runs in pieces: a run's whole quads are decoded as they come, the last 0-3
+    characters of an unfinished run are held for the next chunk."""
+
+    def __init__(self) -> None:
+        self.held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        *runs, last = (self.held + bytes(chunk).translate(None, _B64_DELETE)).split(b"=")
+        cut = len(last) - len(last) % 4
+        self.held = last[cut:]
+        return b"".join([_b64_run(r) for r in runs] + [binascii.a2b_base64(last[:cut])])
+
+    def end(self) -> bytes:
+        held, self.held = self.held, b""
+        return _b64_run(held)
+
+
+_QP_LONG_LINE = 64 * 1024  # a line longer than this (no LF in it) is decoded in pieces too
+
+
+class _QuotedPrintableDecoder(Decoder):
+    """binascii.a2b_qp in pieces. After an LF its parser is always between escapes ("=\r"
+    skips to the next LF, and every other escape is at most three bytes without one), so the
+    body is decoded up to the last LF of what has come. Within a long line it is cut before
+    the last run of "=" when that is within the last two bytes (no escape spans such a cut).
+    `skipping`: the held-back line is inside a "=\r" soft break, dropped up to the next LF."""
+
+    def __init__(self, long_line: int = _QP_LONG_LINE) -> None:
+        self.held = b""
+        self.skipping = False
+        self.long_line = long_line
+
+    def feed(self, chunk: bytes) -> bytes:
+        data, self.held = self.held + bytes(chunk), b""
+        if self.skipping:
+            lf = data.find(b"\n")
+            if lf < 0:
+                return b""
+            data, self.skipping = data[lf + 1:], False
+        cut = data.rfind(b"\n") + 1
+        out = binascii.a2b_qp(data[:cut]) if cut else b""
+        rest = data[cut:]
+        if len(rest) > self.long_line:
+            more, rest = self._long_line(rest)
+            out += more
+        self.held = rest
+        return out
+
+    def _long_line(self, line: bytes) -> tuple[bytes, bytes]:
+        """(decoded, held) for a line with no LF, cut where no escape spans the cut."""
+        last = line.rfind(b"=")
+        at = len(line)
+        if last >= len(line) - 2:  # an escape may start there: cut before that run of "="
+            at = len(line[:last + 1].rstrip(b"="))
+        if at == 0:  # nothing but "=": hold it (a sender's pathology, bounded by the message)
+            return b"", line
+        head = line[:at]
+        out = binascii.a2b_qp(head)
+        # A "=\r" in it skips to the next LF: an LF appended then adds nothing to the output.
+        self.skipping = len(binascii.a2b_qp(head + b"\n")) == len(out)
+        return out, line[at:]
+
+    def end(self) -> bytes:
+        held, self.held = self.held, b""
+        return b"" if self.skipping else binascii.a2b_qp(held)
+
+
+def decoder(cte: str) -> Decoder:
+    """A streaming decoder for `cte` (identity for anything but base64 and quoted-printable,
+    as decode())."""
+    if cte == "base64":
+        return _Base64Decoder()
+    if cte == "quoted-printable":
+        return _QuotedPrintableDecoder()
+    return Decoder()
+
+
+def decode_file(data: FileBytes, start: int, end: int, cte: str) -> tuple[FileBytes, str]:
+    """decode(data[start:end], cte) streamed into a new spool file beside `data` (never held
+    whole), and its sha256 (hex), hashed on the way. The caller closes the file."""
+    dec, digest, eight_bit = decoder(cte), hashlib.sha256(), False
+    out = SpoolWriter(data.directory or tempfile.gettempdir())
+    try:
+        for chunk in [*data.chunks(start, end), None]:
+            piece = dec.end() if chunk is None else dec.feed(chunk)
+            out.write(piece)
+            digest.update(piece)
+            eight_bit = eight_bit or not piece.isascii()
+    except BaseException:
+        out.abort()
+        raise
+    return out.finish(eight_bit=eight_bit), digest.hexdigest()
 
 
 def encode(data: bytes, cte: str) -> bytes:

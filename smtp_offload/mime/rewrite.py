@@ -3,6 +3,11 @@
 Only three kinds of edit exist: remove a part (with its delimiter line), replace a body
 text part (to carry the notice), and insert a new text part. Everything between edits is
 copied as it came, so untouched parts keep their exact bytes, folding and encoding.
+
+The result is a list of pieces (spool.Piece): literal bytes for what is new, (start, end)
+ranges of the message for what is kept. A message in memory gets them joined; a spooled one
+(FileBytes) gets them as a spool.Pieces, streamed to the downstream from its file. One
+implementation, so the two cannot differ.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 
 from ..model import Part
+from ..spool import FileBytes, Piece, Pieces
 from . import codec
 from .headers import Field, fields
 from .htmlbody import notice_offset
@@ -30,17 +36,26 @@ class Edit:
     data: bytes
 
 
-def apply(data: bytes, edits: list[Edit]) -> bytes:
-    out: list[bytes] = []
+def pieces(data: bytes | FileBytes, edits: list[Edit]) -> list[Piece]:
+    """The message with `edits` applied: the kept ranges between them and their new bytes."""
+    out: list[Piece] = []
     pos = 0
     for e in sorted(edits, key=lambda e: (e.start, e.end)):
         if e.start < pos:
             raise ValueError(f"overlapping edits at {e.start}")
-        out.append(data[pos:e.start])
+        out.append((pos, e.start))
         out.append(e.data)
         pos = e.end
-    out.append(data[pos:])
-    return b"".join(out)
+    out.append((pos, len(data)))
+    return out
+
+
+def join(data: bytes, pieces: list[Piece]) -> bytes:
+    return b"".join(p if isinstance(p, bytes) else data[p[0]:p[1]] for p in pieces)
+
+
+def apply(data: bytes, edits: list[Edit]) -> bytes:
+    return join(data, pieces(data, edits))
 
 
 def part_fields(data: bytes, part: Part) -> list[Field]:
@@ -203,13 +218,20 @@ def body_parts(root: Part, removed: set[str]) -> tuple[Part | None, Part | None]
 PLACEHOLDER = "The file this message carried was removed by the mail gateway; see the notice in the outer message."
 
 
-def rewrite(data: bytes, root: Part, removed: list[Part], notice_text: str | None,
-            notice_html: str | None, drop_root_fields: tuple[str, ...] = ()) -> bytes:
+def rewrite(data: bytes | FileBytes, root: Part, removed: list[Part], notice_text: str | None,
+            notice_html: str | None, drop_root_fields: tuple[str, ...] = ()) -> bytes | Pieces:
     """Remove `removed` parts, put the notice into the body, drop the named root header
-    fields, and rebuild ambiguous parts into the one form we judged."""
+    fields, and rebuild ambiguous parts into the one form we judged. Bytes for bytes; for a
+    spooled message a Pieces reading what is kept from its file."""
+    out = _rewritten(data, root, removed, notice_text, notice_html, drop_root_fields)
+    return join(data, out) if isinstance(data, bytes) else Pieces(data, out)
+
+
+def _rewritten(data: bytes | FileBytes, root: Part, removed: list[Part], notice_text: str | None,
+               notice_html: str | None, drop_root_fields: tuple[str, ...]) -> list[Piece]:
     gone = _collapse(root, {p.path for p in removed})
     if root.path in gone:  # nothing but attachments: the notice becomes the whole body
-        return _as_text_entity(data, root, notice_text or "", drop_root_fields)
+        return [_as_text_entity(data, root, notice_text or "", drop_root_fields)]
     edits = _notice_edits(data, root, gone, notice_text, notice_html or notice_text) if notice_text else []
     edits += _rebuild_edits(data, root, gone, drop_root_fields, {e.start for e in edits})
     if not root.ambiguities and not root.renamed:  # else its headers are rebuilt without them
@@ -219,7 +241,7 @@ def rewrite(data: bytes, root: Part, removed: list[Part], notice_text: str | Non
             edits.append(Edit(p.delim_start, p.end, b""))
         else:  # the body of an attached message: keep that message, say where its content went
             edits.append(Edit(p.start, p.end, _as_text_entity(data, p, PLACEHOLDER, ())))
-    return apply(data, edits)
+    return pieces(data, edits)
 
 
 def _rebuild_edits(data: bytes, root: Part, gone: set[str], drop_root: tuple[str, ...],

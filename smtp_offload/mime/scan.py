@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ..inspect.names import MAX_NAME, disarm, file_extension
 from ..inspect.sniff import looks_like_text
 from ..model import KNOWN_CTES, Part
+from ..spool import FileBytes
 from . import cms, codec
 from .headers import fields as header_fields
 from .headers import first_token
@@ -52,10 +53,17 @@ class MimeError(ValueError):
     """The structure cannot be read one way only, or exceeds a limit: refuse the message."""
 
 
-def parse(data: bytes, limits: Limits = Limits()) -> Part:
+def parse(data: bytes | FileBytes, limits: Limits = Limits()) -> Part:
+    """The structure of `data`: in memory, or a spooled message read through windows (the
+    FileBytes offers the find, startswith and slices the scanner uses)."""
     root = _Scanner(data, limits).entity(0, len(data), "", 0, False, "text/plain")
     _mark_stray_text(root)
     return root
+
+
+def encoded(data: bytes | FileBytes, start: int, end: int) -> bytes | memoryview:
+    """data[start:end] for decoding: a memoryview (no copy) of bytes, read from a spool file."""
+    return memoryview(data)[start:end] if isinstance(data, bytes) else data[start:end]
 
 
 def is_container(ctype: str) -> bool:
@@ -312,7 +320,7 @@ CONFLICTING_NAMES = "conflicting file names"
 
 
 class _Scanner:
-    def __init__(self, data: bytes, limits: Limits):
+    def __init__(self, data: bytes | FileBytes, limits: Limits):
         self.data = data
         self.limits = limits
         self.parts = 0
@@ -400,7 +408,7 @@ class _Scanner:
         elif is_container(ctype) and cte in ("base64", "quoted-printable") and bstart < end:
             # Encoded (RFC 2046 forbids it; clients show it all the same): one attachment unit whose
             # decoded message is scanned within the same limits. Its offsets are its own.
-            self._embed(part, codec.decode(memoryview(data)[bstart:end], cte), depth)
+            self._embed(part, codec.decode(encoded(data, bstart, end), cte), depth)
         elif bstart < end and part.is_attachment and cte in KNOWN_CTES:
             self._unwrap(part, depth)
         return part
@@ -413,7 +421,8 @@ class _Scanner:
         smime = part.content_type in cms.PKCS7_TYPES or cms.PKCS7_EXTENSION in exts
         if not smime and "eml" not in exts:
             return
-        payload = codec.decode(memoryview(self.data)[part.body_start:part.end], part.cte)
+        # Materialised even from a spool file: an attached message is held to be scanned anyway.
+        payload = codec.decode(encoded(self.data, part.body_start, part.end), part.cte)
         if smime:
             content = cms.signed_content(payload)
             if content is not None:

@@ -1,0 +1,260 @@
+"""A spooled message (a FileBytes) is inspected, planned and rewritten exactly as the same bytes
+in memory, while only windows of it are held: large parts decoded by streaming into spool files
+of their own and judged through a memory map."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smtp_offload import config as config_mod
+from smtp_offload import spool
+from smtp_offload.app import decide_policy
+from smtp_offload.delivery import decide as decide_mod
+from smtp_offload.delivery.decide import decide
+from smtp_offload.delivery.policy import BareNewlines
+from smtp_offload.delivery.prepare import render
+from smtp_offload.errors import SmtpReplyError
+from smtp_offload.inspect import InspectPolicy, judge
+from smtp_offload.inspect.policy import KeepOrBlock
+from smtp_offload.mime import codec, scan
+from tests.support import samples
+from tests.support.mail import attachment, b64, entity, message, multipart, rfc822, text
+from tests.test_corpora import FILES
+from tests.test_hostile_mime import CASES, HIDING_LINES, hostile_inputs, part
+
+
+# -- streaming decoders -------------------------------------------------------------------------
+_TOKENS = [b"Q", b"U", b"J", b"d", b"+", b"/", b"=", b"==", b"\r", b"\n", b"\r\n", b" ", b"-", b"*", b"\x00",
+           b"\xff", b"A", b"F", b"0", b"9", b"a", b"f", b"=\r", b"=\r\n", b"=0A", b"=4", b"QUJD", b"=\n"]
+
+
+def _streamed(body: bytes, cte: str, cuts: list[int], long_line: int | None) -> bytes:
+    dec = codec.decoder(cte)
+    if long_line is not None:
+        dec.long_line = long_line  # cut long quoted-printable lines everywhere
+    out, pos = [], 0
+    for cut in sorted(c % (len(body) + 1) for c in cuts):
+        out.append(dec.feed(body[pos:cut]))
+        pos = cut
+    return b"".join(out + [dec.feed(body[pos:]), dec.end()])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(body=st.lists(st.sampled_from(_TOKENS), max_size=60).map(b"".join),
+       cuts=st.lists(st.integers(0, 300), max_size=8),
+       cte=st.sampled_from(["base64", "quoted-printable", "binary"]),
+       long_line=st.sampled_from([None, 0, 1, 2, 3, 5]))
+def test_streaming_decoders_give_exactly_what_decode_gives(body, cte, cuts, long_line):
+    """Junk, pads in the middle, odd lengths, soft breaks and escapes cut anywhere."""
+    assert _streamed(body, cte, cuts, long_line) == codec.decode(body, cte)
+
+
+@settings(max_examples=100, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["find", "startswith", "slice"]), st.integers(-5, 90),
+                              st.integers(-5, 90), st.sampled_from([b"\r\n", b"--b", b"a", b"\r\n\r\n"])),
+                    max_size=30))
+def test_one_spool_file_answers_many_look_ups_as_bytes_do(tmp_path_factory, ops):
+    """The read cache of one file carries over from one look-up to the next."""
+    data = b"ab\r\n--b\r\nx\r\n\r\naaa--b--\r\n" * 3
+    with _spooled(tmp_path_factory.mktemp("s"), data) as fb:
+        spool.WINDOW, saved = 9, spool.WINDOW
+        try:
+            for op, a, b, sub in ops:
+                if op == "find":
+                    assert fb.find(sub, a, b) == data.find(sub, a, b)
+                elif op == "startswith":
+                    assert fb.startswith(sub, a, b) == data.startswith(sub, a, b)
+                else:
+                    assert fb[a:b] == data[a:b]
+        finally:
+            spool.WINDOW = saved
+
+
+# -- judging through a memory map ---------------------------------------------------------------
+def _spooled(directory, data: bytes, bare_newlines: bool = False) -> spool.FileBytes:
+    w = spool.SpoolWriter(str(directory))
+    w.write(data)
+    return w.finish(eight_bit=not data.isascii(), bare_newlines=bare_newlines)
+
+
+def _sample_files() -> dict[str, bytes]:
+    files = {n: getattr(samples, n)() for n in samples.__all__ if n != "big_pdf"}
+    files["big_pdf"] = samples.big_pdf(300_000)
+    files["html with script"] = b"<html><body><p>hi</p><script>alert(1)</script></body></html>"
+    files["svg with onload"] = b'<svg xmlns="http://www.w3.org/2000/svg" onload="go()"><rect/></svg>'
+    files["utf-16 html"] = "<html><body onload='x()'>hi</body></html>".encode("utf-16")
+    files["pdf+zip polyglot"] = samples.pdf() + samples.zip_file()
+    files["empty"] = b""
+    return files
+
+
+def _corpus_attachments() -> dict[str, bytes]:
+    out = {}
+    for path in FILES:
+        raw = scan.normalize_line_endings(path.read_bytes())
+        try:
+            plan = decide(raw, _POLICY)
+        except SmtpReplyError:
+            continue
+        for d in plan.decisions:
+            out[f"{path.name}:{d.file.part.path}"] = bytes(d.file.data)
+    return out
+
+
+_POLICY = decide_policy(config_mod.load(None, env={}))
+_STRICT = dataclasses.replace(_POLICY.inspect, on_macros=KeepOrBlock.BLOCK, on_encrypted_archive=KeepOrBlock.BLOCK,
+                              on_unknown=KeepOrBlock.BLOCK)
+
+
+def test_judging_a_memory_map_equals_judging_bytes(tmp_path):
+    """Every file the tests know, under several names and policies: the same Judgement read
+    from bytes and through a map of a spool file."""
+    files = {**_sample_files(), **_corpus_attachments()}
+    assert len(files) > 40
+    claims = [(None, None), ("application/pdf", "x.pdf"), ("text/plain", "x.txt"), ("text/html", "page.html"),
+              ("application/octet-stream", "x.docx"), ("image/svg+xml", "x.svg")]
+    for name, data in files.items():
+        with _spooled(tmp_path, data) as fb, fb.mapped() as mm:
+            for declared, filename in claims:
+                for policy in (InspectPolicy(), _STRICT):
+                    assert judge(mm, declared, filename, policy) == judge(data, declared, filename, policy), name
+
+
+# -- the plan and the rewrite: bytes and spool file agree ---------------------------------------
+def _messages() -> dict[str, bytes]:
+    msgs: dict[str, bytes] = {}
+    exts = {"pe_exe": "exe", "elf": "bin", "text": "txt", "csv": "csv", "ics": "ics", "vcard": "vcf"}
+    for name, data in _sample_files().items():
+        msgs[f"sample {name}"] = message(multipart(text(), attachment(data, f"f.{exts.get(name, 'pdf')}",
+                                                                      "application/octet-stream")))
+    qp = entity([("Content-Type", 'text/plain; name="notes.txt"'), ("Content-Transfer-Encoding", "quoted-printable"),
+                 ("Content-Disposition", 'attachment; filename="notes.txt"')],
+                codec.encode(samples.text(5000) + "é=ü\r\n".encode() * 300, "quoted-printable"))
+    msgs["quoted-printable file"] = message(multipart(text(), qp))
+    msgs["quoted-printable body"] = message(entity([("Content-Type", "text/plain; charset=utf-8"),
+                                                    ("Content-Transfer-Encoding", "quoted-printable")],
+                                                   codec.encode("Grüße\r\n".encode() * 2000, "quoted-printable")))
+    uu = b"begin 644 run.exe\r\n" + b"".join(
+        __import__("binascii").b2a_uu(samples.pe_exe()[i:i + 45]).replace(b"\n", b"\r\n")
+        for i in range(0, len(samples.pe_exe()), 45)) + b"`\r\nend\r\n"
+    msgs["uuencoded in the body"] = message(text("see below\r\n" + uu.decode("ascii")))
+    msgs["stray binary text part"] = message(multipart(text(), attachment(samples.pdf(), "a.pdf", "application/pdf"),
+                                                       entity([("Content-Type", "text/plain"),
+                                                               ("Content-Transfer-Encoding", "base64")],
+                                                              b64(samples.png()))))
+    msgs["stray empty text part"] = message(multipart(text(), attachment(samples.pdf(), "a.pdf", "application/pdf"),
+                                                      entity([("Content-Type", "text/plain"),
+                                                              ("Content-Transfer-Encoding", "base64")],
+                                                             b64(b" \r\n\t " * 50))))
+    msgs["irregular encoding header"] = message(multipart(text(), entity(
+        [("Content-Type", 'application/pdf; name="a.pdf"'), ("Content-Transfer-Encoding", "base64 (sent by x)"),
+         ("Content-Disposition", 'attachment; filename="a.pdf"')], b64(samples.pdf()))))
+    msgs["raw exe under a cleaned-up encoding"] = message(multipart(text(), entity(
+        [("Content-Type", 'application/octet-stream; name="a.bin"'), ("Content-Transfer-Encoding", "BASE64;"),
+         ("Content-Disposition", 'attachment; filename="a.bin"')], samples.elf())))
+    msgs["forwarded message"] = message(multipart(text(), rfc822(message(multipart(
+        text(), attachment(samples.pe_exe(), "x.pdf", "application/pdf"))))))
+    msgs["base64 attached message"] = message(multipart(text(), entity(
+        [("Content-Type", "message/rfc822"), ("Content-Transfer-Encoding", "base64")],
+        b64(message(multipart(text(), attachment(samples.docx(), "d.docx", "application/octet-stream")))))))
+    msgs["an .eml file"] = message(multipart(text(), attachment(
+        message(multipart(text(), attachment(samples.png(), "p.png", "image/png"))), "fwd.eml",
+        "application/octet-stream")))
+    msgs["forged decision headers"] = message(multipart(text(), attachment(samples.pdf(), "a.pdf", "application/pdf")),
+                                              extra=[("X-Smtp-Offload", "v=1; action=none")])
+    msgs["only an attachment"] = message(attachment(samples.pe_exe(), "a.exe", "application/octet-stream"))
+    msgs["html body and files"] = message(multipart(
+        multipart(text(), entity([("Content-Type", "text/html; charset=utf-8")], b"<html><body><p>hi</p></body></html>"),
+                  subtype="alternative"),
+        attachment(samples.big_pdf(200_000), "big.pdf", "application/pdf"),
+        attachment(samples.pe_exe(), "run.exe", "application/octet-stream")))
+    for case, headers in CASES.items():
+        msgs[f"hostile {case}"] = message(multipart(text(), part(headers, samples.pdf())))
+    for case, line in HIDING_LINES.items():
+        raw = message(multipart(text(), part([("Content-Type", "application/octet-stream"),
+                                              ("Content-Disposition", 'attachment; filename="i.pdf"')],
+                                             samples.pe_exe())))
+        msgs[f"hiding {case}"] = raw.replace(b"\r\n", b"\r\n" + line + b"\r\n", 1)
+    msgs.update({f"limits {k}": v for k, v in hostile_inputs().items()})
+    unclosed = message(multipart(text(), attachment(samples.png(), "a.png", "image/png")))
+    msgs["missing close delimiter"] = unclosed[:unclosed.rindex(b"--=_boundary")]
+    msgs["bare newlines"] = message(text("one\nbare\rline\r\n")).replace(b"Subject", b"X-A: b\nSubject")
+    for path in FILES:
+        msgs[f"corpus {path.parent.name}/{path.name}"] = path.read_bytes()
+    return msgs
+
+
+MESSAGES = _messages()
+_OFFLOAD_ALL = dataclasses.replace(_POLICY, plan=dataclasses.replace(_POLICY.plan, offload_over_bytes=1))
+_REJECT_BARE = dataclasses.replace(_POLICY, bare_newlines=BareNewlines.REJECT)
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _content(data) -> bytes:
+    return data if isinstance(data, bytes) else data.read()
+
+
+def _files(files) -> list:
+    return [(f.part.path, f.name, f.size, f.sha256, f.wire_size, f.judgement, _content(f.data), _files(f.inner))
+            for f in files]
+
+
+def _outcome(raw, policy):
+    """What decide and render make of `raw` (bytes or a FileBytes), comparable."""
+    try:
+        plan = decide(raw, policy)
+    except SmtpReplyError as exc:
+        return ("refused", exc.reply)
+    try:
+        an = plan.analysis
+        out = render(plan)
+        return (plan.refusal, an.message_id, an.forged_headers, an.partial, an.encrypted, an.uuencoded, an.containers,
+                an.ambiguities, an.renamed, [(d.verdict, d.reason) for d in plan.decisions],
+                _files(an.files), out if isinstance(out, bytes) else out.read_all())
+    finally:
+        plan.close()
+
+
+@pytest.fixture
+def stream_everything(monkeypatch):
+    """Every part body of a spooled message is decoded by streaming (not only those over 1 MiB)."""
+    monkeypatch.setattr(decide_mod, "STREAM_OVER", 0)
+
+
+@pytest.mark.parametrize("name", list(MESSAGES))
+def test_a_spooled_message_is_decided_and_rendered_as_the_same_bytes(tmp_path, stream_everything, name):
+    raw = MESSAGES[name]
+    normalised = scan.normalize_line_endings(raw)
+    before = _open_fds()
+    for policy in (_POLICY, _OFFLOAD_ALL, _REJECT_BARE):
+        with _spooled(tmp_path, normalised, bare_newlines=scan.has_bare_newlines(raw)) as fb:
+            assert _outcome(fb, policy) == _outcome(raw, policy), name
+    assert _open_fds() == before  # every spool file the plans made was closed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_large_files_of_a_spooled_message_live_in_spool_files_closed_with_the_plan(tmp_path):
+    big = samples.big_pdf(3 * 1024 * 1024)
+    raw = message(multipart(text(), attachment(big, "scan.pdf", "application/pdf"),
+                            attachment(samples.pe_exe(), "run.exe", "application/octet-stream")))
+    with _spooled(tmp_path, raw) as fb:
+        plan = decide(fb, _OFFLOAD_ALL)
+        pdf, exe = plan.analysis.files
+        assert isinstance(pdf.data, spool.FileBytes) and pdf.data.read() == big  # over STREAM_OVER: streamed
+        assert isinstance(exe.data, bytes)  # small: in memory
+        assert pdf.data.directory == str(tmp_path)
+        out = render(plan)
+        assert isinstance(out, spool.Pieces)
+        # What is kept is a range of the spool file, not a copy: the literals are only what is new.
+        assert sum(len(p) for p in out.pieces if isinstance(p, bytes)) < 20_000
+        assert out.read_all() == render(decide(raw, _OFFLOAD_ALL))
+        plan.close()
+        assert pdf.data.fd == -1
