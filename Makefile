@@ -39,9 +39,10 @@ system-deps:
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache
 
-# Benchmark: receiver, baselines and proxy on loopback, same load for each; prints a table and
-# writes bench/results/<date>.json (about 3 minutes). BENCH_ARGS="--quick" for a ~20 s run.
-# It needs moto's S3 server, one of the test tools.
+# Benchmark: receiver, peers (accept-and-discard, smtp-sink, passthroughs, Postfix as a relay) and
+# the proxy on loopback, same load for each; prints a table and writes bench/results/<date>.json
+# (about 5 minutes). BENCH_ARGS="--quick" for a ~40 s run. It needs moto's S3 server, one of the
+# test tools, and Postfix (scripts/system-deps; its peer runs as root, skipped otherwise).
 .PHONY: bench
 bench: install-test
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -149,7 +149,8 @@ class PostfixRelay:
         return proc
 
     def start(self, timeout: float = 30.0) -> "PostfixRelay":
-        self._run("check")  # creates the queue subdirectories with the ownership Postfix wants
+        # `start` creates the queue subdirectories with the ownership Postfix wants (a separate
+        # `postfix check` would cost seconds more).
         self._run("start")
         deadline = time.monotonic() + timeout
         while self._pid is None and time.monotonic() < deadline:

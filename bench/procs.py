@@ -91,12 +91,14 @@ class Children:
         self.logdir = logdir
         self.items: list[Child] = []
         self.started = 0
+        self._lock = threading.Lock()
 
     def start(self, name: str, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
               port: int | None = None, extra_ports: tuple[int, ...] = (), timeout: float = 30.0,
               log: bool = True) -> Child:
-        self.started += 1
-        log_path = self.logdir / f"{self.started:03d}-{name}.log" if log else None
+        with self._lock:  # candidates are started from several threads at once
+            self.started += 1
+            log_path = self.logdir / f"{self.started:03d}-{name}.log" if log else None
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL
         try:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

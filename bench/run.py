@@ -11,6 +11,7 @@ See bench/README.md for what is measured and how.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as dt
 import json
 import os
@@ -114,6 +115,7 @@ class Bench:
         self.receiver = ""
         self.s3_endpoint = ""
         self._n = 0
+        self._lock = threading.Lock()
         # Postfix as a candidate: None when it can run here, else why not (also in the JSON).
         self.postfix_missing = pf.unavailable()
         self.sink_missing = None if os.access(SMTP_SINK, os.X_OK) else f"{SMTP_SINK} not found (Debian package postfix)"
@@ -159,7 +161,9 @@ class Bench:
     # candidates ---------------------------------------------------------------------
     def start(self, name: str, *, log_level: str = "warning", backend: str = "local", workers: int | None = None,
               offload_over: int | None = None, api: bool = False) -> Candidate:
-        self._n += 1
+        with self._lock:  # start() runs in several threads at once (see start_all)
+            self._n += 1
+            n = self._n
         if name == "postfix":
             relay = pf.PostfixRelay(name, self.receiver_port)
             self.children.adopt(relay)  # stopped by kill_all whatever happens, even if start() fails
@@ -184,7 +188,7 @@ class Bench:
                                                f"127.0.0.1:{self.receiver_port}"], port=port)
             return Candidate(name, child, port)
         assert name == "proxy"
-        d = self.tmp / f"proxy{self._n}"
+        d = self.tmp / f"proxy{n}"
         d.mkdir()
         links = free_port()
         # max_sessions_per_client off: every load-generator session comes from 127.0.0.1. Large
@@ -215,7 +219,7 @@ class Bench:
         bucket = None
         env = {}
         if backend == "s3":
-            bucket = f"bench-{self._n}"
+            bucket = f"bench-{n}"
             self.s3().create_bucket(Bucket=bucket)
             sections["storage.s3"] = {"bucket": bucket, "endpoint_url": self.s3_endpoint, "region": "us-east-1",
                                       "addressing_style": "path"}
@@ -229,6 +233,23 @@ class Bench:
         if workers and workers > 1:
             time.sleep(0.5)
         return Candidate(name, child, port, store=d / "store", bucket=bucket, http_port=links)
+
+    def start_all(self, specs: dict[str, dict]) -> dict[str, Candidate]:
+        """Start every candidate of `specs` at once (each waits for its own ports): the start-ups
+        overlap instead of adding up. If one fails, the others are stopped and the error raised."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(specs) or 1) as pool:
+            futures = {lbl: pool.submit(self.start, **kw) for lbl, kw in specs.items()}
+        started, error = {}, None
+        for lbl, fut in futures.items():
+            try:
+                started[lbl] = fut.result()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others are stopped
+                error = error or exc
+        if error is not None:
+            for cand in started.values():
+                self.stop(cand)
+            raise error
+        return started
 
     def stop(self, cand: Candidate) -> None:
         self.children.stop(cand.child)
@@ -311,8 +332,7 @@ class Bench:
         cpu0: dict[str, float] = {}
         slices: dict[str, list[dict]] = {k: [] for k in specs}
         try:
-            for lbl, kw in specs.items():
-                cands[lbl] = self.start(**kw)
+            cands.update(self.start_all(specs))
             time.sleep(0.5)
             for lbl, cand in cands.items():
                 cpu0[lbl] = cpu_seconds(cand.child.pid)
@@ -741,12 +761,15 @@ def run(opts: argparse.Namespace) -> dict:
         for key, fn in (("a", a), ("b", b), ("c", c), ("d", d), ("e", e), ("f", f), ("g", g)):
             if key not in scen:
                 continue
+            t_scenario = time.monotonic()
             try:
                 fn()
             except Exception as exc:  # one broken scenario must not hide the others
                 print(f"({key}) FAILED: {type(exc).__name__}: {exc}", flush=True)
                 S[key] = {"title": S.get(key, {}).get("title", ""), "error": f"{type(exc).__name__}: {exc}",
                           "candidates": {}}
+            if key in S:
+                S[key]["seconds"] = round(time.monotonic() - t_scenario, 1)
     finally:
         bench.children.kill_all()
         results["meta"] = {
@@ -1001,7 +1024,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "upload; quick 2900000)")
     ap.add_argument("--offload-over", type=int, help="proxy policy.offload_over_bytes (10485760; quick 1048576)")
     ap.add_argument("--burst", type=int, help="(g): messages sent at once (10; quick 3)")
-    ap.add_argument("--burst-runs", type=int, help="(g): runs per candidate; the median is reported (1)")
+    ap.add_argument("--burst-runs", type=int, help="(g): runs per candidate; the median is reported (2; quick 1)")
     ap.add_argument("--scenarios", default="abcdefg", help="which of a b c d e f g to run (abcdefg)")
     ap.add_argument("--receiver", choices=["auto", "smtp-sink", "aiosmtpd"], default="auto")
     ap.add_argument("--client", choices=["bench", "smtp-source"], default="bench",
@@ -1021,7 +1044,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     o.offload_over = o.offload_over if o.offload_over is not None else (1024 * 1024 if q else 10 * 1024 * 1024)
     o.max_seconds = o.max_seconds if o.max_seconds is not None else (170.0 if q else 900.0)
     o.burst = max(1, o.burst if o.burst is not None else (3 if q else 10))
-    o.burst_runs = max(1, o.burst_runs if o.burst_runs is not None else 1)
+    o.burst_runs = max(1, o.burst_runs if o.burst_runs is not None else (1 if q else 2))
+    o.info_log = o.info_log and not q  # the extra (a) candidate only measures logging: not in a quick run
     o.scenarios = [c for c in o.scenarios.lower() if c in "abcdefg"]
     return o
 
