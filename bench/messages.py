@@ -49,7 +49,7 @@ def small(size: int = 2048) -> bytes:
 
 
 def png_noise(width: int = 40, height: int = 40, seed: int = 1) -> bytes:
-    """A valid RGB PNG of incompressible pixels: a few KB (40x40 -> about 4.9 KB)."""
+    """A valid RGB PNG of incompressible pixels: a few KiB (40x40 -> about 4.8 KiB)."""
     rng = random.Random(seed)
     raw = b"".join(b"\x00" + rng.randbytes(width * 3) for _ in range(height))
 
@@ -78,7 +78,7 @@ def mix() -> list[bytes]:
 
 
 def large(pdf_size: int) -> bytes:
-    """One PDF of `pdf_size` bytes, base64 with CRLF lines (25 MiB -> a 36 MB message)."""
+    """One PDF of `pdf_size` bytes, base64 with CRLF lines (25.0 MiB -> a 34.2 MiB message)."""
     return with_files([(samples.big_pdf(pdf_size), "contract-scan.pdf", "application/pdf")], "Large bench message")
 
 

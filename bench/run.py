@@ -1020,7 +1020,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     "slices per candidate, interleaved between candidates (5; quick 1)")
     ap.add_argument("--large-runs", type=int, help="runs of the large message and of the upload; the median is "
                     "reported (3; quick 1)")
-    ap.add_argument("--pdf-size", type=int, help="large PDF bytes (26214400 -> a 34.3 MiB message, a 25.0 MiB "
+    ap.add_argument("--pdf-size", type=int, help="large PDF bytes (26214400 -> a 34.2 MiB message, a 25.0 MiB "
                     "upload; quick 2900000)")
     ap.add_argument("--offload-over", type=int, help="proxy policy.offload_over_bytes (10485760; quick 1048576)")
     ap.add_argument("--burst", type=int, help="(g): messages sent at once (10; quick 3)")

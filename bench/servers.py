@@ -122,7 +122,7 @@ async def serve(handler, listen: str) -> None:
     loop = asyncio.get_running_loop()
 
     def factory():
-        # No size limit (aiosmtpd's default is 32 MiB: the 36 MB message must get through).
+        # No size limit (aiosmtpd's default is 32 MiB: the 34.2 MiB message must get through).
         return SMTP(handler, data_size_limit=None, enable_SMTPUTF8=True, hostname="bench.test",
                     ident="bench", loop=loop)
 
