@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import re
 import tempfile
 
@@ -171,7 +172,7 @@ def decode_file(data: FileBytes, start: int, end: int, cte: str) -> tuple[FileBy
     dec, digest, eight_bit = decoder(cte), hashlib.sha256(), False
     out = SpoolWriter(data.directory or tempfile.gettempdir())
     try:
-        for chunk in [*data.chunks(start, end), None]:
+        for chunk in itertools.chain(data.chunks(start, end), [None]):  # a window at a time
             piece = dec.end() if chunk is None else dec.feed(chunk)
             out.write(piece)
             digest.update(piece)
