@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -247,6 +248,105 @@ async def test_a_spooled_file_that_disagrees_is_refused_and_what_the_key_held_st
     fb.close()
     with pytest.raises(StorageError):  # a closed file is a failed put, not a traceback
         await store.put(fb, new_object(store, bad))
+
+
+class FailsOnce:
+    """An HTTP proxy on loopback in front of a test server. The first request carrying more
+    than `over` bytes is read whole (after a 100 Continue, as a server would) and answered
+    500: the store's SDK retries it, and must send the whole body again, from the file. Every
+    other request is passed on, each over a connection of its own."""
+
+    def __init__(self, upstream: str, over: int = 1024 * 1024) -> None:
+        import socket
+        import threading
+
+        parts = urllib.parse.urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port)
+        self.over, self.failed = over, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}{parts.path}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn) -> None:
+        import socket
+
+        with conn, conn.makefile("rb") as f:
+            while head := self._head(f):
+                fields = {k.strip().lower(): v.strip() for k, _, v in (
+                    line.decode("latin-1").partition(":") for line in head.split(b"\r\n")[1:] if line)}
+                if "chunked" in fields.get("transfer-encoding", ""):
+                    raise AssertionError("a chunked upload: this proxy reads Content-Length bodies only")
+                if fields.get("expect", "").lower() == "100-continue":
+                    conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                body = f.read(int(fields.get("content-length", 0)))
+                if len(body) > self.over and not self.failed:
+                    self.failed += 1
+                    error = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>injected</Message></Error>"
+                    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
+                                 b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(error), error))
+                    return
+                lines = [line for line in head.split(b"\r\n")
+                         if not line.lower().startswith((b"expect:", b"connection:"))]
+                with socket.create_connection(self.upstream) as up:
+                    up.sendall(b"\r\n".join([*lines[:-2], b"Connection: close", b"", b""]) + body)
+                    while chunk := up.recv(1 << 16):
+                        conn.sendall(chunk)
+
+    @staticmethod
+    def _head(f) -> bytes:
+        head = b""
+        while (line := f.readline()) not in (b"\r\n", b""):
+            head += line
+        return head + b"\r\n" if head else b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize("which", ["s3", "azure", "gcs"])
+async def test_an_upload_retried_after_a_failed_request_sends_the_whole_file_again(which, request, tmp_path):
+    data = os.urandom(BIG)
+    if which == "s3":
+        from smtp_offload.storage.s3 import S3Store
+
+        s3server = request.getfixturevalue("s3server")
+        proxy = FailsOnce(s3server.endpoint)
+        store: Store = S3Store(S3StorageConfig(bucket=s3server.new_bucket(), endpoint_url=proxy.endpoint,
+                                               region="us-east-1", prefix="t"))
+    elif which == "azure":
+        from smtp_offload.storage.azure import AzureStore
+        from tests.support.azurite import azure_config
+
+        cfg = azure_config(request.getfixturevalue("azurite"))
+        endpoint = cfg.connection_string.split("BlobEndpoint=")[1].split(";")[0]
+        proxy = FailsOnce(endpoint)
+        store = AzureStore(replace(cfg, connection_string=cfg.connection_string.replace(endpoint, proxy.endpoint)))
+    else:
+        from smtp_offload.storage.gcs import GcsStore
+        from tests.support.gcs import gcs_config
+
+        cfg = gcs_config(request.getfixturevalue("gcs_emulator"))
+        proxy = FailsOnce(cfg.endpoint_url)
+        store = GcsStore(replace(cfg, endpoint_url=proxy.endpoint))
+    try:
+        with spooled(tmp_path, data) as fb:
+            stored = await store.put(fb, new_object(store, data, "scan.pdf"))
+        assert proxy.failed == 1  # one request of the upload failed after sending its bytes
+        assert (await store.stat(stored.key)).size == len(data)
+        assert hashlib.sha256(await read(store, stored.key)).digest() == hashlib.sha256(data).digest()
+    finally:
+        await close_store(store)
+        proxy.close()
 
 
 # -- missing objects and bad keys --------------------------------------------------------------

@@ -164,28 +164,22 @@ class AzureStore:
         blob = self._blob(check_key(obj.key))
         settings = ContentSettings(content_type=obj.content_type, content_disposition=content_disposition(obj.filename))
         meta = metadata_of(obj)  # names with underscores: Azure wants C# identifiers
-        if isinstance(data, bytes):
-            # A wrong hash would later be shown to users as the file's (hashed off the loop: files are large).
-            if await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()) != obj.sha256:
-                raise ValueError("sha256 does not match the data")
-            if self._uploads is None:
-                self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
-            async with self._uploads:
-                await self._call(blob.upload_blob(data, overwrite=True, content_settings=settings, metadata=meta))
-            return obj
-        fh = open_body(data)  # our own file (see open_body), closed whatever happens
+        # A spooled file is read from a file of our own (see open_body), closed whatever happens.
+        fh = None if isinstance(data, bytes) else open_body(data)
         try:
-            # Hashed in one pass before the upload (the file is in the page cache by then):
-            # nothing is sent when it disagrees, as for bytes.
-            if await asyncio.to_thread(sha256_of, fh) != obj.sha256:
+            # A wrong hash would later be shown to users as the file's: nothing is sent when it
+            # disagrees (hashed off the loop, files are large; a file in one pass, read again to send).
+            digest = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest() if fh is None else sha256_of(fh))
+            if digest != obj.sha256:
                 raise ValueError("sha256 does not match the data")
             if self._uploads is None:
                 self._uploads = asyncio.Semaphore(self.cfg.max_concurrent_uploads)
             async with self._uploads:
-                await self._call(blob.upload_blob(_Reader(fh), length=len(data), overwrite=True,
+                await self._call(blob.upload_blob(data if fh is None else _Reader(fh), length=len(data), overwrite=True,
                                                   content_settings=settings, metadata=meta))
         finally:
-            fh.close()
+            if fh is not None:
+                fh.close()
         return obj
 
     async def stat(self, key: str) -> StoredObject:
@@ -298,14 +292,12 @@ class AzureStore:
 
     async def put_record(self, name: str, data: Body) -> None:
         blob = self._blob(self._record_key(name))
-        if isinstance(data, bytes):
-            await self._call(blob.upload_blob(data, overwrite=True))
-            return
-        fh = open_body(data)
+        fh = None if isinstance(data, bytes) else open_body(data)
         try:
-            await self._call(blob.upload_blob(_Reader(fh), length=len(data), overwrite=True))
+            await self._call(blob.upload_blob(data if fh is None else _Reader(fh), length=len(data), overwrite=True))
         finally:
-            fh.close()
+            if fh is not None:
+                fh.close()
 
     async def get_record(self, name: str) -> bytes:
         key = self._record_key(name)
