@@ -33,8 +33,8 @@ def scripted():
 
     servers: list = []
 
-    def make(decide=None):
-        servers.append(ScriptedDownstream(decide))
+    def make(decide=None, **kwargs):
+        servers.append(ScriptedDownstream(decide, **kwargs))
         return servers[-1]
 
     yield make

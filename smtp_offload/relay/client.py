@@ -18,18 +18,21 @@ the sender `451 4.4.2` and closes it too.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
+from aiosmtplib.protocol import MAX_LINE_LENGTH
 
 from .. import replies as R
 from ..config import DownstreamConfig, DownstreamTls
 from ..errors import SmtpReplyError, TemporaryError
 
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # never inside a command line (aiosmtplib refuses them too)
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
@@ -98,6 +101,48 @@ class ReplyCounter:
             self._head = (self._head + data[start:start + 4])[:4]
 
 
+class _Collector:
+    """Reads the replies to commands written together (RFC 2920 pipelining), which
+    aiosmtplib cannot: it reads one reply per command written, and drops bytes that arrive
+    while it holds a reply not yet picked up. While a collector is active the connection's
+    bytes come here instead. Parsed as aiosmtplib parses (a line is the last of its reply
+    unless its fourth byte is "-"); `done` gets the replies once `n` are complete, or the
+    first that is a 421 (the downstream is closing: no later reply will come)."""
+
+    def __init__(self, n: int, done: "asyncio.Future[list[SMTPResponse]]"):
+        self.n = n
+        self.done = done
+        self.replies: list[SMTPResponse] = []
+        self._buffer = bytearray()
+        self._lines: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        if self.done.done():
+            return  # past the last reply asked for: the reply counter tells
+        self._buffer += data
+        while not self.done.done() and (nl := self._buffer.find(b"\n")) >= 0:
+            line = bytes(self._buffer[:nl + 1])
+            del self._buffer[:nl + 1]
+            if len(line) > MAX_LINE_LENGTH or not line[:3].isdigit():
+                self.fail(aiosmtplib.SMTPResponseException(
+                    aiosmtplib.SMTPStatus.invalid_response, f"Malformed SMTP response line: {line[:80]!r}"))
+                return
+            self._lines.append(line)
+            if line[3:4] == b"-":
+                continue
+            text = b"\n".join(l[4:].strip(b" \t\r\n") for l in self._lines)
+            self.replies.append(SMTPResponse(int(line[:3]), text.decode("utf-8", "surrogateescape")))
+            self._lines = []
+            if len(self.replies) == self.n or self.replies[-1].code == 421:
+                self.done.set_result(self.replies)
+        if len(self._buffer) > MAX_LINE_LENGTH:
+            self.fail(aiosmtplib.SMTPResponseException(aiosmtplib.SMTPStatus.invalid_response, "Response too long"))
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
+
+
 _LINE_ENDS = re.compile(rb"\r\n|\n|\r(?!\n)")
 
 
@@ -144,6 +189,9 @@ class Downstream:
         self._asked = 0  # replies asked for on this connection (since EHLO)
         self._busy = False  # a command is in flight: its reply is not read yet
         self._verified = False  # the bytes left after EHLO could be checked
+        # The connection's bytes go to the collector in it while replies to pipelined
+        # commands are read; one slot per connection (a new one at each open()).
+        self._slot: list[_Collector | None] = [None]
 
     @property
     def connected(self) -> bool:
@@ -208,20 +256,31 @@ class Downstream:
             raise _protocol_error("unexpected bytes after the greeting or EHLO reply")
         self._verified = leftover is not None
         self._counter, self._asked, self._busy = ReplyCounter(), 0, False
-        counter, received = self._counter, protocol.data_received
+        counter, received, lost = self._counter, protocol.data_received, protocol.connection_lost
+        slot: list[_Collector | None] = [None]
+        self._slot = slot
 
         def data_received(data: bytes) -> None:
             counter.feed(data)
-            received(data)
+            if slot[0] is not None:
+                slot[0].feed(data)
+            else:
+                received(data)
+
+        def connection_lost(exc: Exception | None) -> None:
+            if slot[0] is not None:
+                slot[0].fail(aiosmtplib.SMTPServerDisconnected("Connection lost"))
+            lost(exc)
 
         # The transport calls the protocol's data_received for every chunk (TLS too: the
         # SSL layer calls the same attribute), so the counter sees every byte.
         protocol.data_received = data_received  # type: ignore[method-assign]
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
         self.smtp = smtp
 
-    async def _exchange(self, send: Callable[[aiosmtplib.SMTP], Awaitable[SMTPResponse]]) -> SMTPResponse:
-        """One command and its reply, on a connection that must end this provably in step
-        with the downstream, or closed."""
+    async def _exchange(self, send: Callable[[aiosmtplib.SMTP], Awaitable[Any]], replies: int = 1) -> Any:
+        """One command and its reply (or `replies` pipelined commands and theirs), on a
+        connection that must end this provably in step with the downstream, or closed."""
         smtp = self.smtp
         if smtp is None:
             # Closed under us: the session ended (its client hung up) while this command's
@@ -232,7 +291,7 @@ class Downstream:
             self.close()
             raise _protocol_error("reply nobody asked for waiting before a command")
         self._busy = True
-        self._asked += 1
+        self._asked += replies
         try:
             resp = await send(smtp)
         except aiosmtplib.SMTPResponseException as exc:  # garbage, an over-long line
@@ -244,11 +303,15 @@ class Downstream:
         except BaseException:  # cancelled (the client went away) or a bug: the reply stays unread
             self.close()
             raise
+        if isinstance(resp, list) and len(resp) < replies:  # a 421 ended them: no more will come
+            self.close()
+            return resp
+        last = resp[-1] if isinstance(resp, list) else resp
         if self._unread():  # more than one reply came: which one answered us is anyone's guess
             self.close()
-            raise _protocol_error(f"more than one reply to one command (first: {resp.code})")
+            raise _protocol_error(f"more than one reply to one command (first: {last.code})")
         self._busy = False
-        if resp.code == 421:  # the downstream is closing this connection: never hand it on
+        if last.code == 421:  # the downstream is closing this connection: never hand it on
             self.close()
         return resp
 
@@ -279,6 +342,69 @@ class Downstream:
             # A connection kept from an earlier transaction may have been closed by the
             # downstream's idle timeout: one fresh attempt before giving up.
             return await self._command(*args, default_status="2.1.0")
+
+    async def mail_rcpt(self, sender: str, options: list[str], recipient: str) -> tuple[Reply, Reply | None]:
+        """Begin the transaction with its first recipient: MAIL's reply and RCPT's (None when
+        MAIL was refused). A downstream that offers PIPELINING (RFC 2920) gets both in one
+        write and answers both in one; the replies mean exactly what they mean one by one."""
+        reused = self.connected
+        if not reused:
+            await self.open()
+        if not self.supports("pipelining"):
+            mail = await self.mail(sender, options)
+            return mail, (await self.rcpt(recipient) if mail.ok else None)
+        lines = (_line(b"MAIL", b"FROM:" + _addr(sender), *(o.encode("ascii") for o in options)),
+                 _line(b"RCPT", b"TO:" + _addr(recipient)))
+        try:
+            mail, rcpt = await self._pipelined(lines, ("2.1.0", "2.1.5"))
+        except TemporaryError:
+            if not reused:
+                raise
+            # As in _mail(): a pooled connection the downstream closed while idle; one fresh try.
+            self.close()
+            await self.open()
+            if not self.supports("pipelining"):
+                mail = await self.mail(sender, options)
+                return mail, (await self.rcpt(recipient) if mail.ok else None)
+            mail, rcpt = await self._pipelined(lines, ("2.1.0", "2.1.5"))
+        if not mail.ok:
+            if rcpt is not None and rcpt.ok:  # a recipient without a sender: nobody knows what is open
+                self.close()
+            self.txn, self._open_on = None, None
+            return mail, None
+        assert rcpt is not None
+        self.txn = Transaction(sender, options, [recipient] if rcpt.ok else [])
+        self._open_on = self.smtp
+        return mail, rcpt
+
+    async def _pipelined(self, lines: tuple[bytes, ...], statuses: tuple[str, ...]) -> list[Reply | None]:
+        """Write the command lines at once and read their replies. A 421 ends it early (the
+        downstream closes; the replies after it are None), and the connection is closed."""
+        done: asyncio.Future[list[SMTPResponse]] = asyncio.get_running_loop().create_future()
+
+        async def send(smtp: aiosmtplib.SMTP) -> list[SMTPResponse]:
+            protocol = smtp.protocol
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+            self._slot[0] = collector = _Collector(len(lines), done)
+            try:
+                protocol.write(b"".join(lines))
+                async with asyncio.timeout(self.cfg.command_timeout):
+                    return await done
+            except TimeoutError:
+                raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
+            finally:
+                if self._slot[0] is collector:
+                    self._slot[0] = None
+
+        responses = await self._exchange(send, replies=len(lines))
+        out: list[Reply | None] = []
+        for resp, status in zip(responses, statuses):
+            if not (200 <= resp.code < 300 or 400 <= resp.code < 600):
+                self.close()
+                raise _protocol_error(f"{resp.code} to {lines[len(out)].split(b' ', 1)[0].decode()}")
+            out.append(Reply.from_downstream(resp.code, resp.message, status))
+        return out + [None] * (len(lines) - len(out))
 
     async def rcpt(self, recipient: str) -> Reply:
         if self.txn is not None and not self._open:

@@ -137,11 +137,17 @@ class Handler:
         try:
             if ds is None:
                 ds = session.downstream = self.pool.get()
-            if ds.txn is None:
-                reply = await self._downstream_mail(ds, envelope)
-                if reply is not None:
-                    return reply
-            reply = await ds.rcpt(address)
+            if ds.txn is None:  # the first recipient opens the transaction downstream
+                options = await self._mail_options(ds, envelope)
+                if isinstance(options, str):
+                    return options
+                sender = "" if envelope.mail_from == "<>" else envelope.mail_from
+                mail, rcpt = await ds.mail_rcpt(sender, options, address)
+                if rcpt is None:  # MAIL refused downstream: that refusal is the answer
+                    return downstream_reply(mail)
+                reply = rcpt
+            else:
+                reply = await ds.rcpt(address)
         except TemporaryError as exc:
             if getattr(session, "client_gone", False):  # the reply goes nowhere; no outage either
                 self.log.info("client_gone", command="RCPT", rcpt=address,
@@ -158,8 +164,8 @@ class Handler:
             envelope.rcpt_options.extend(rcpt_options)
         return downstream_reply(reply)
 
-    async def _downstream_mail(self, ds, envelope) -> str | None:
-        sender = "" if envelope.mail_from == "<>" else envelope.mail_from
+    async def _mail_options(self, ds, envelope) -> list[str] | str:
+        """The MAIL parameters for the downstream, or the reply refusing the recipient."""
         options = []
         if not ds.connected:
             await ds.open()  # to learn its extensions before choosing MAIL parameters
@@ -169,8 +175,7 @@ class Handler:
             options.append("SMTPUTF8")
         if "BODY=8BITMIME" in envelope.mail_options and ds.supports("8bitmime"):
             options.append("BODY=8BITMIME")
-        reply = await ds.mail(sender, options)
-        return None if reply.ok else downstream_reply(reply)
+        return options
 
     # -- message ----------------------------------------------------------------
     async def handle_DATA(self, server, session, envelope) -> str:

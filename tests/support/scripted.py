@@ -70,8 +70,9 @@ def _s(b: bytes) -> str:
 
 
 class ScriptedDownstream:
-    def __init__(self, decide: Callable[[Conn, str, str], Act] | None = None):
+    def __init__(self, decide: Callable[[Conn, str, str], Act] | None = None, pipelining: bool = False):
         self.decide = decide or (lambda conn, verb, arg: Act())
+        self.pipelining = pipelining  # offer PIPELINING (RFC 2920) in the EHLO reply
         self.port = free_port()
         self.deliveries: list[Delivery] = []
         self.commands: list[tuple[int, bytes]] = []
@@ -138,7 +139,8 @@ class ScriptedDownstream:
         verb = _s(line[:4]).upper()
         arg = _s(line[5:])
         if verb in ("EHLO", "HELO"):
-            return await self._answer(conn, verb, arg, "250-scripted.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+            pipelining = "250-PIPELINING\r\n" if self.pipelining else ""
+            return await self._answer(conn, verb, arg, f"250-scripted.test\r\n{pipelining}250-8BITMIME\r\n250 SMTPUTF8\r\n")
         if verb == "MAIL":
             sender = _addr(arg)
             act = self.decide(conn, verb, sender)
