@@ -61,14 +61,16 @@ OVERRIDDEN = {
     "smtp_DATA": (True, ["self", "arg"], "GatewaySMTP.smtp_DATA: the chunked reader with a byte budget"),
     "smtp_STARTTLS": (True, ["self", "arg"], "GatewaySMTP.smtp_STARTTLS: refused inside TLS or a transaction"),
     "smtp_AUTH": (True, ["self", "arg"], "GatewaySMTP.smtp_AUTH: 502, AUTH is not offered"),
+    "_reset_timeout": (False, ["self", "duration"],
+                       "GatewaySMTP._reset_timeout: the idle deadline moves; the one timer is not replaced per command"),
 }
 # Attributes of aiosmtpd's SMTP that GatewaySMTP sets itself, on purpose.
 SHARED_ON_PURPOSE = {
     "line_length_limit": "GatewaySMTP.__init__ sets it before SMTP.__init__, which sizes the reader from it",
+    "_timeout_handle": "GatewaySMTP._reset_timeout/_idle_timer keep the idle timer in it; SMTP.connection_lost cancels it",
 }
 # Methods server.py calls without redefining them: name -> (coroutine?, parameter names, where).
 CALLED = {
-    "_reset_timeout": (False, ["self", "duration"], "GatewaySMTP.busy/data_received/_timeout_cb re-arm the idle timer"),
     "_set_post_data_state": (False, ["self"], "GatewaySMTP.smtp_DATA ends the transaction with it"),
     "check_helo_needed": (True, ["self", "helo"], "GatewaySMTP.smtp_DATA, aiosmtpd's own precondition"),
     "check_auth_needed": (True, ["self", "caller_method"], "GatewaySMTP.smtp_DATA, aiosmtpd's own precondition"),
@@ -85,6 +87,8 @@ REPLACED_SOURCE = {
                                       "dot-unstuffing, size and line limits, its replies)"),
     "push": ("15f4f1de5e30c337", "GatewaySMTP.push replaces it"),
     "_timeout_cb": ("10a7351f9bec2818", "GatewaySMTP._timeout_cb replaces it"),
+    "_reset_timeout": ("fef19b94d28dff31", "GatewaySMTP._reset_timeout replaces it (aiosmtpd's _handle_client and "
+                                           "connection_made call it)"),
     "eof_received": ("baab5aaf93160933", "GatewaySMTP.eof_received bypasses it on a half-close"),
     "_getaddr": ("0aeb21c56ac1260e", "GatewaySMTP._getaddr's fast path skips it for plain addresses "
                                      "(it would also skip a new check there)"),

@@ -12,12 +12,11 @@ import time
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-import structlog
-
 from .. import replies as R
 from ..delivery.pipeline import Envelope, Inbound, Pipeline
 from ..delivery.relay import downstream_reply
 from ..errors import TemporaryError
+from ..log import log_context
 from .policy import check_recipient, check_sender
 
 
@@ -50,7 +49,9 @@ class Handler:
                  max_recipients: int, proxy_protocol: bool = False):
         self.pipeline = pipeline
         self.pool = pool
-        self.log = log
+        # Assembled once (log.configure() has run): structlog's lazy proxy assembles a logger
+        # on every call, some microseconds even for an event below the level.
+        self.log = log.bind() if hasattr(log, "bind") else log
         self.metrics = metrics
         self.max_recipients = max_recipients
         self.proxy_protocol = proxy_protocol
@@ -187,7 +188,7 @@ class Handler:
         }
         # Every event of this message (attachment, offload_failed, arc_seal_failed ...) carries its
         # queue_id, and the session's client (bound by the server before the session's first hook).
-        with structlog.contextvars.bound_contextvars(queue_id=queue_id), server.busy():
+        with log_context(queue_id=queue_id), server.busy():
             try:
                 reply, outcome, extra = await self._deliver(session, envelope, queue_id)
             except Exception as exc:  # a bug must not bounce mail: 451 and a traceback

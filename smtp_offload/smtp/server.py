@@ -61,6 +61,7 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"\s*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?:\s+(.*?))?\s*$")
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes "²" (int() then fails) and "١٢٣"
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A session we end gets this long to take our last reply before the connection is aborted;
 # with more than CLOSE_AT_ONCE_BYTES of replies still unread it is aborted at once.
 CLOSE_GRACE = 2.0
@@ -185,6 +186,8 @@ class GatewaySMTP(SMTP):
         self._eof = False  # the client half-closed: answer what it sent, then close
         self._answered = False  # ... and that is done: nothing more is said
         self._client_bound = False  # the session's client is in its log context (structlog contextvars)
+        self._idle_until = 0.0  # the idle deadline (loop time); see _reset_timeout
+        self._idle_armed: float | None = None  # when the pending idle timer fires; None: none pending
         super().__init__(handler, **kwargs)
 
     # -- timers ------------------------------------------------------------
@@ -198,6 +201,28 @@ class GatewaySMTP(SMTP):
             self._busy -= 1
             if not self._busy and self.transport is not None:
                 self._reset_timeout()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer, moved rather than replaced. aiosmtpd cancels and creates a
+        timer for every command, and bytes re-arm it here too: a heap entry each, several per
+        message. Instead the deadline moves, and the one timer, should it fire before the
+        deadline it now serves, sleeps on to it (_idle_timer)."""
+        self._idle_until = until = self.loop.time() + (duration or self._timeout_duration)
+        armed = self._idle_armed
+        if armed is not None and armed <= until:
+            return
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        self._idle_armed = until
+        self._timeout_handle = self.loop.call_at(until, self._idle_timer)
+
+    def _idle_timer(self) -> None:
+        self._idle_armed = None
+        if self.loop.time() < self._idle_until:  # the session was active since it was set
+            self._idle_armed = self._idle_until
+            self._timeout_handle = self.loop.call_at(self._idle_until, self._idle_timer)
+            return
+        self._timeout_cb()
 
     def _refused(self, reason: str) -> None:
         if self.metrics is not None:
@@ -317,7 +342,7 @@ class GatewaySMTP(SMTP):
         """Strict envelope addresses: no control characters (NUL, CR, LF, DEL...) and no
         source routes (<@relay:user@host>, obsolete since RFC 5321 and only useful to abuse
         a relay). aiosmtpd answers a None address with 553 5.1.3."""
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in arg) or arg.lstrip().startswith("<@"):
+        if _CONTROL.search(arg) or arg.lstrip().startswith("<@"):
             return None, None
         # Fast path for the everyday "<dot-atom@domain> PARAMS" (aiosmtpd's parser builds a
         # class per call); anything else - quoting, UTF-8, the null path - goes the full way.
