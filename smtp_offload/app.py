@@ -10,7 +10,7 @@ import ssl
 import sys
 from pathlib import Path
 
-from . import __version__, sdnotify, startup
+from . import __version__, sdnotify, spool, startup
 from .admin import AdminServer
 from .config import Backend, Config, LinksMode, parse_hostport
 from .auth import Authenticator, check_start
@@ -94,6 +94,19 @@ def check_files(cfg: Config) -> None:
         Notices(cfg.notices, upload_links=cfg.portal.enabled).check()
     except NoticeError as exc:
         raise ConfigError(str(exc)) from None
+    problem = spool.unusable(cfg.server.spool_dir)
+    if problem:
+        raise ConfigError(f"server.spool_dir {cfg.server.spool_dir}: {problem}")
+
+
+def prepare_spool(cfg: Config) -> None:
+    """server.spool_dir made (0700) and swept of what a crash left, once per start before any
+    message arrives; a directory that cannot hold spool files stops the start, in one line."""
+    try:
+        spool.ready(cfg.server.spool_dir)
+    except OSError as exc:
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        raise StartupError(f"server.spool_dir {cfg.server.spool_dir}: {why}") from None
 
 
 class App:
@@ -123,6 +136,8 @@ class App:
 
     async def start(self) -> None:
         cfg = self.cfg
+        if self.worker is None:  # (with workers, the parent did it before forking)
+            prepare_spool(cfg)
         secret = load_secrets(cfg.links, self.log)
         store = self.store = open_store(cfg)
         await check_store(cfg, store, self.log)
@@ -151,6 +166,7 @@ class App:
                 hostname=self.hostname, ident=f"smtp-offload {__version__}", tls_context=tls,
                 require_starttls=cfg.server.require_tls, timeout=cfg.server.idle_timeout, loop=loop,
                 metrics=self.metrics, log=self.log,
+                spool_over_bytes=cfg.server.spool_over_bytes, spool_dir=cfg.server.spool_dir,
                 proxy_protocol_timeout=cfg.server.proxy_protocol_timeout if cfg.server.proxy_protocol else None,
             )
 
@@ -346,6 +362,7 @@ def run(cfg: Config, log) -> int:
     startup.check_binds(startup.addresses_to_check(cfg))
     if cfg.server.workers <= 1:
         return asyncio.run(serve(cfg, log))
+    prepare_spool(cfg)  # once, before any worker spools: a sweep must not race their files
     load_secrets(cfg.links, log)
     if cfg.storage.backend is Backend.LOCAL:
         # Made here, once, like the secret: an unusable path stops the start with one message

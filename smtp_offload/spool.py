@@ -58,6 +58,32 @@ def sweep(directory: str) -> int:
     return n
 
 
+def ready(directory: str) -> int:
+    """Make `directory` ready for spool files, at start: created (0700, with its parents, as
+    the local store's is) when missing, proven writable by creating a file in it, and swept.
+    Returns how many leftovers were removed; OSError when it cannot hold spool files."""
+    path = Path(directory)
+    if not path.is_dir():
+        with contextlib.suppress(FileExistsError):  # another process made it first (or it is a file: below)
+            path.mkdir(mode=0o700, parents=True)
+            os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
+    os.close(_create(directory))
+    return sweep(directory)
+
+
+def unusable(directory: str) -> str | None:
+    """Why `directory` could not hold spool files, changing nothing (check-config): None when
+    it can, or when ready() could create it."""
+    path = Path(directory).absolute()
+    while not path.exists() and path.parent != path:  # where ready() would create it
+        path = path.parent
+    if not path.is_dir():
+        return f"{path} is not a directory"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path}: permission denied"
+    return None
+
+
 class SpoolWriter:
     """Appends to a new private file; `finish()` makes it a FileBytes."""
 

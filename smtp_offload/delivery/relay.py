@@ -13,6 +13,7 @@ from .. import replies as R
 from ..errors import TemporaryError
 from ..metrics import Metrics, reply_class
 from ..relay import Downstream, Reply
+from ..spool import FileBytes, Pieces
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,9 @@ def outcome_of(code: int) -> str:
     return "deferred" if code < 500 else "rejected"
 
 
-async def relay(ds: Downstream, message: bytes, *, smtputf8: bool, queue_id: str, metrics: Metrics) -> Relayed:
+async def relay(ds: Downstream, message: bytes | Pieces | FileBytes, *, smtputf8: bool, queue_id: str,
+                metrics: Metrics) -> Relayed:
+    # isascii(): a spooled message answers from what its writer saw, without reading it again.
     if not message.isascii() and not ds.supports("8bitmime") and not smtputf8:
         await ds.rset()
         return Relayed(str(R.EIGHT_BIT), "rejected")
