@@ -31,6 +31,8 @@ from aiosmtplib.protocol import MAX_LINE_LENGTH
 from .. import replies as R
 from ..config import DownstreamConfig, DownstreamTls
 from ..errors import SmtpReplyError, TemporaryError
+from ..linestream import data_block_chunks
+from ..spool import FileBytes, Pieces
 
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")  # never inside a command line (aiosmtplib refuses them too)
 _ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}\b")
@@ -159,6 +161,39 @@ def _data_block(message: bytes) -> bytes:
         message += b"\r\n"
     stuffed = message.replace(b"\r\n.", b"\r\n..")
     return (b"." + stuffed if stuffed.startswith(b".") else stuffed) + b".\r\n"
+
+
+async def _stream(protocol, chunks, timeout: float) -> tuple[SMTPResponse, bool]:
+    """Write the DATA block for `chunks` with flow control, and read the reply: (the reply,
+    whether it came before the whole block was written). The same bytes as _data_block().
+
+    The reply is awaited from before the first byte, so one sent early (a downstream that
+    refuses mid-message and hangs up) is read rather than dropped. aiosmtplib offers no public
+    drain: `_drain_helper` is its FlowControlMixin's (stdlib's StreamWriter.drain() waits on
+    the same), pinned below 6 in pyproject.toml with the parse buffer read in open()."""
+    reply = asyncio.ensure_future(protocol.read_response())
+    try:
+        async with asyncio.timeout(timeout):
+            for block in data_block_chunks(chunks):
+                if reply.done():
+                    return reply.result(), True
+                protocol.write(block)
+                await protocol._drain_helper()  # the transport took the previous block
+            return await reply, False
+    except TimeoutError:
+        raise aiosmtplib.SMTPReadTimeoutError("Timed out sending the message or waiting for its reply") from None
+    finally:
+        if not reply.done():
+            reply.cancel()
+        elif not reply.cancelled():
+            reply.exception()  # retrieved: a lost connection raised above is not reported twice
+
+
+def _line(*args: bytes) -> bytes:
+    """One command line; a control character in an argument would be a second command."""
+    if any(_CONTROL.search(a) for a in args):
+        raise ValueError("Command arg contains a prohibited control character")
+    return b" ".join(args) + b"\r\n"
 
 
 def _addr(address: str) -> bytes:
@@ -434,8 +469,12 @@ class Downstream:
             if not reply.ok:  # a transaction may still be open on it: never hand it on
                 self.close()
 
-    async def data(self, message: bytes) -> Reply:
+    async def data(self, message: bytes | Pieces | FileBytes) -> Reply:
         """Send the message for the current transaction and return the downstream's verdict.
+
+        A message in memory (bytes) is written at once; a large one (a spool.Pieces or
+        FileBytes) is read, dot-stuffed and written a window at a time, each written only when
+        the connection has taken the one before (flow control), so it is never held whole.
 
         If the connection went away while the client was still sending (a slow DATA can
         outlast the downstream's idle timeout), the transaction is replayed once on a new
@@ -459,16 +498,24 @@ class Downstream:
         if start.code != 354:
             self.close()
             raise _protocol_error(f"{start.code} to DATA")
-        block = _data_block(message)
+        early = False  # the downstream answered before the end of the message
 
         async def send(smtp: aiosmtplib.SMTP) -> SMTPResponse:
+            nonlocal early
             protocol = smtp.protocol
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-            protocol.write(block)
-            return await protocol.read_response(timeout=self.cfg.data_timeout)
+            if isinstance(message, (bytes, bytearray)):
+                protocol.write(_data_block(message))
+                return await protocol.read_response(timeout=self.cfg.data_timeout)
+            resp, early = await _stream(protocol, message.chunks(), self.cfg.data_timeout)
+            return resp
 
         resp = await self._exchange(send)
+        if early:  # the rest of our DATA block is still due: the connection is good for nothing
+            self.close()
+            if resp.code < 400:
+                raise _protocol_error(f"{resp.code} before the end of the message")
         if 200 <= resp.code < 300 or 400 <= resp.code < 600:
             return Reply.from_downstream(resp.code, resp.message, "2.0.0" if resp.code < 300 else "5.0.0")
         self.close()

@@ -197,6 +197,11 @@ class Handler:
                 if ds is not None:
                     ds.close()
                 reply, outcome, extra = str(R.INTERNAL), "failed", {}
+            finally:
+                # A spooled message (spool.FileBytes): relayed or not, its file is done with.
+                close = getattr(envelope.original_content, "close", None)
+                if close is not None:
+                    close()
             self.log.info("message", reply=reply, outcome=outcome, ms=round((time.monotonic() - started) * 1000),
                           **info, **extra)
         self.metrics.message(outcome, reply)

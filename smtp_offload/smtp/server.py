@@ -46,7 +46,9 @@ from aiosmtpd.smtp import MISSING, SMTP, TLSSetupException, syntax
 
 from .. import replies as R
 from ..replies import Reply
+from ..spool import FileBytes
 from .handler import client_ip
+from .incoming import SpooledData
 from .replies import enhance
 
 # Imported by the dry run (cli.py) and the composition root (app.py), as they use them.
@@ -160,7 +162,8 @@ class Refuse(asyncio.Protocol):
 
 class GatewaySMTP(SMTP):
     def __init__(self, handler: Any, *, limits: Limits, line_length_limit: int, default_reserve: int,
-                 metrics: Any = None, log: Any = None, **kwargs: Any):
+                 metrics: Any = None, log: Any = None, spool_over_bytes: int = 0, spool_dir: str = "",
+                 **kwargs: Any):
         # The StreamReader limit is taken from this attribute inside SMTP.__init__.
         self.line_length_limit = line_length_limit + 1  # + the transparency dot
         # A line is what lies between line feeds (bare ones too: they become line ends later);
@@ -170,6 +173,8 @@ class GatewaySMTP(SMTP):
         self._long_line = re.compile(rb"\n[^\n]{%d}" % (self._max_line + 1))
         self.limits = limits
         self.default_reserve = default_reserve
+        self.spool_over_bytes = spool_over_bytes  # 0: never spooled (server.spool_over_bytes)
+        self.spool_dir = spool_dir
         self.metrics = metrics  # smtp_offload.metrics.Metrics, or None
         self.log = log
         self._busy = 0
@@ -389,6 +394,7 @@ class GatewaySMTP(SMTP):
             await self.push(R.BUSY)
             return
         self._charged = reserved
+        content: bytes | FileBytes = b""
         try:
             self._cancel("_envelope_deadline")  # DATA is accepted: the DATA deadline takes over
             await self.push(R.DATA_GO_AHEAD)
@@ -410,13 +416,15 @@ class GatewaySMTP(SMTP):
             self._set_post_data_state()
             await self.push(R.HOOKLESS_OK if status is MISSING else status)
         finally:
+            if isinstance(content, FileBytes):  # a spooled message: its file goes whatever happened
+                content.close()
             self.limits.release(self._charged)  # exactly what reserve() and grow() charged
             self._charged = 0
             self._arm_envelope_deadline()  # the next message's dialogue starts now
             if self.limits.draining:  # the reply to this message is out: now say goodbye
                 self.shutdown()
 
-    async def _read_data(self) -> tuple[bytes, Reply | None]:
+    async def _read_data(self) -> tuple[bytes | FileBytes, Reply | None]:
         """The DATA payload, read in large chunks instead of aiosmtpd's line by line (several
         times faster for big messages), with aiosmtpd's semantics kept exactly: only
         CRLF.CRLF ends the data (a bare CR or LF never does), the first dot of every line is
@@ -426,55 +434,100 @@ class GatewaySMTP(SMTP):
         Bytes past what was reserved are charged to the in-flight budget as they arrive; when
         it cannot grow, the message is read to its end, kept nowhere, and refused with
         451 4.3.2 - like an over-size one, so the session stays in step and the sender
-        simply retries, rather than a 421 that would also drop its other messages."""
+        simply retries, rather than a 421 that would also drop its other messages.
+
+        Past server.spool_over_bytes of content the message is not held at all: what came so
+        far, then every chunk as it comes, goes to a spool file (smtp/incoming.py), and the
+        content returned is a FileBytes, unstuffed and with its line ends already normalised.
+        Its bytes stay charged to the budget. A spool that fails (a full disk) refuses the
+        message like a spent budget; a refused or interrupted message's file is closed here."""
         chunks: list[bytes] = []
-        kept = 0  # bytes in chunks
+        kept = 0  # bytes of content so far (held in chunks, or spooled)
         arrived = 0  # bytes read, as charged to the budget
         tail = b"\r\n"  # the end of what came before: at the start, a line begins
         line = 0  # length of the line still open at the end of the last chunk
         problem: Reply | None = None
         limit = self.data_size_limit
-        while True:
-            chunk = await self._reader.read(_CHUNK)
-            if not chunk:
-                raise ConnectionResetError("connection closed during DATA")
-            arrived += len(chunk)
-            if arrived > self._charged and problem is None:
-                if self.limits.grow(self._charged, arrived - self._charged):
-                    self._charged = arrived
-                else:
-                    problem = R.BUSY
-            window = tail + chunk
-            i = window.find(_TERMINATOR)
-            if i >= 0:
-                cut = i + 2 - len(tail)  # where the content ends, relative to this chunk
-                leftover = window[i + 5:]
-                chunk = chunk[:cut] if cut >= 0 else b""
-                if cut < 0 and chunks:  # the terminator began in the previous chunk
-                    chunks[-1] = chunks[-1][:cut]
-                    kept += cut
-            if problem is None:
-                problem = self._check_lines(chunk, line)
-                nl = chunk.rfind(b"\n")
-                line = line + len(chunk) if nl < 0 else len(chunk) - nl - 1
-            if problem is None and limit and kept + len(chunk) > limit:
-                problem = R.TOO_BIG
-            if problem is None:
-                chunks.append(chunk)
-                kept += len(chunk)
-            else:
-                chunks.clear()  # read on to the terminator, keep nothing
-            if i >= 0:
-                if leftover:  # pipelined commands: they belong to the command loop
-                    self._reader._buffer[0:0] = leftover  # type: ignore[attr-defined]
-                if problem:
-                    return b"", problem
-                content = b"".join(chunks)
-                chunks.clear()
-                if content.startswith(b"."):
-                    content = content[1:]
-                return content.replace(b"\r\n.", b"\r\n"), None
-            tail = window[-4:]
+        spooled: SpooledData | None = None
+        try:
+            while True:
+                chunk = await self._reader.read(_CHUNK)
+                if not chunk:
+                    raise ConnectionResetError("connection closed during DATA")
+                arrived += len(chunk)
+                if arrived > self._charged and problem is None:
+                    if self.limits.grow(self._charged, arrived - self._charged):
+                        self._charged = arrived
+                    else:
+                        problem = R.BUSY
+                window = tail + chunk
+                i = window.find(_TERMINATOR)
+                if i >= 0:
+                    cut = i + 2 - len(tail)  # where the content ends, relative to this chunk
+                    leftover = window[i + 5:]
+                    chunk = chunk[:cut] if cut >= 0 else b""
+                    if cut < 0 and spooled is not None:  # the terminator began in what was spooled
+                        try:
+                            await spooled.drop_tail(-cut)
+                        except OSError as exc:
+                            problem = self._spool_failed(exc)
+                        kept += cut
+                    elif cut < 0 and chunks:  # the terminator began in the previous chunk
+                        chunks[-1] = chunks[-1][:cut]
+                        kept += cut
+                if problem is None:
+                    problem = self._check_lines(chunk, line)
+                    nl = chunk.rfind(b"\n")
+                    line = line + len(chunk) if nl < 0 else len(chunk) - nl - 1
+                if problem is None and limit and kept + len(chunk) > limit:
+                    problem = R.TOO_BIG
+                if problem is None:
+                    try:
+                        if spooled is None and 0 < self.spool_over_bytes < kept + len(chunk):
+                            spooled = SpooledData(self.spool_dir)
+                            for held in chunks:
+                                await spooled.feed(held)
+                            chunks.clear()
+                        if spooled is not None:
+                            await spooled.feed(chunk)
+                        else:
+                            chunks.append(chunk)
+                        kept += len(chunk)
+                    except OSError as exc:
+                        problem = self._spool_failed(exc)
+                if problem is not None:  # read on to the terminator, keep nothing
+                    chunks.clear()
+                    if spooled is not None:
+                        await spooled.discard()
+                        spooled = None
+                if i >= 0:
+                    if leftover:  # pipelined commands: they belong to the command loop
+                        self._reader._buffer[0:0] = leftover  # type: ignore[attr-defined]
+                    if problem:
+                        return b"", problem
+                    if spooled is not None:
+                        try:
+                            content = await spooled.finish()
+                        except OSError as exc:
+                            return b"", self._spool_failed(exc)  # (closed by the finally below)
+                        spooled = None
+                        return content, None
+                    content = b"".join(chunks)
+                    chunks.clear()
+                    if content.startswith(b"."):
+                        content = content[1:]
+                    return content.replace(b"\r\n.", b"\r\n"), None
+                tail = window[-4:]
+        finally:
+            if spooled is not None:  # refused, reset, cancelled or failed: the file goes now
+                spooled.abort()
+
+    def _spool_failed(self, exc: OSError) -> Reply:
+        """The spool file could not be written (a full or read-only disk): the message is
+        refused like one over the budget (451 4.3.2, counted as busy); the admin reads why."""
+        if self.log is not None:
+            self.log.error("spool_failed", directory=self.spool_dir, error=f"{type(exc).__name__}: {exc}"[:300])
+        return R.BUSY
 
     def _check_lines(self, chunk: bytes, open_line: int) -> Reply | None:
         """A line (up to a line feed) longer than the limit, in this chunk or continued into it."""
