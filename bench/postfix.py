@@ -106,7 +106,8 @@ class PostfixRelay:
             "biff": "no",
             "smtp_tls_security_level": "none",
             "smtpd_tls_security_level": "none",
-            # The bench's 34.2 MiB message (the default limit is 10240000 bytes); smtpd wants 1.5x this free in the queue.
+            # The bench's 34.2 MiB message (the default limit is 10240000 bytes); smtpd wants 1.5x
+            # this free in the queue's file system.
             "message_size_limit": 104857600,
             # 20 load sessions + their cleanup and smtp processes; every session comes from 127.0.0.1
             # (the proxy runs with max_sessions_per_client = 0 too).

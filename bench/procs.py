@@ -248,6 +248,10 @@ class RssSampler:
         if self._hwm_ok and len(pids) == 1:
             self.peak = max(self.peak, _status(self.pid).get("VmHWM", 0))
         self.peak = max(self.peak, rss(self.pid))
+        if len(pids) > 1:  # a last PSS sample: a load shorter than pss_every samples is seen too
+            if self.pss_idle is None:
+                self.pss_idle = self.pss_peak = pss([self.pid])
+            self.pss_peak = max(self.pss_peak, pss(pids))
 
     def result(self) -> dict:
         out = {"idle_bytes": self.idle, "peak_bytes": self.peak, "peak_above_idle_bytes": max(0, self.peak - self.idle),
