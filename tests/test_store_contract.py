@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -257,19 +259,15 @@ class FailsOnce:
     other request is passed on, each over a connection of its own."""
 
     def __init__(self, upstream: str, over: int = 1024 * 1024) -> None:
-        import socket
-        import threading
-
         parts = urllib.parse.urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port)
         self.over, self.failed = over, 0
+        self.lock = threading.Lock()  # S3 sends parts in parallel: exactly one of them fails
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}{parts.path}"
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        import threading
-
         while True:
             try:
                 conn, _ = self.sock.accept()
@@ -277,9 +275,7 @@ class FailsOnce:
                 return  # closed
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
-    def _handle(self, conn) -> None:
-        import socket
-
+    def _handle(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as f:
             while head := self._head(f):
                 fields = {k.strip().lower(): v.strip() for k, _, v in (
@@ -289,8 +285,10 @@ class FailsOnce:
                 if fields.get("expect", "").lower() == "100-continue":
                     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 body = f.read(int(fields.get("content-length", 0)))
-                if len(body) > self.over and not self.failed:
-                    self.failed += 1
+                with self.lock:
+                    fail = len(body) > self.over and not self.failed
+                    self.failed += fail
+                if fail:
                     error = b"<?xml version='1.0'?><Error><Code>InternalError</Code><Message>injected</Message></Error>"
                     conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/xml\r\n"
                                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(error), error))
