@@ -190,17 +190,16 @@ class FileBytes:
         if not sub:
             return self._empty_match(start, end)
         start, end = self._span(start, end)
-        overlap = max(len(sub) - 1, 0)
         at = start
-        while at < end:
-            stop = min(at + WINDOW + overlap, end)
-            cached, window = self._window(at, stop)
+        while end - at >= len(sub):
+            # Whatever the cached window holds from `at` on (at least one possible match), else
+            # a window read from `at`: a search that starts near the last one reads nothing.
+            cached, window = self._window(at, at + len(sub))
+            stop = min(cached + len(window), end)
             i = window.find(sub, at - cached, stop - cached)
             if i >= 0:
                 return cached + i
-            if stop >= end:
-                return -1
-            at += WINDOW
+            at = stop - len(sub) + 1  # a match may straddle the window's end
         return -1
 
     def startswith(self, prefix: bytes, start: int | None = 0, end: int | None = None) -> bool:

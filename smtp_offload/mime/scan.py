@@ -387,7 +387,9 @@ class _Scanner:
         if ctype.startswith("multipart/") and params.get("boundary"):
             child_default = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
             boundary = params["boundary"].encode("utf-8", "surrogateescape")
-            found, closed = split_multipart(data, bstart, end, boundary)
+            # No more children than would take the message past max_parts (each is a part at
+            # least): a message of 100,000 delimiters is refused after reading 1,000 of them.
+            found, closed = split_multipart(data, bstart, end, boundary, lim.max_parts - self.parts + 1)
             if not found:
                 # No delimiter: every strict reader sees no parts (a leaf). A line that only
                 # starts like one ("--boundaryXYZ") is a delimiter to lenient readers: two readings.
@@ -478,10 +480,11 @@ def _header_names(msg) -> list[list[str]]:
     return [_readings(str(v)) for h in NAME_HEADERS for v in msg.get_all(h) or ()]
 
 
-def split_multipart(data: bytes, body_start: int, end: int,
-                    boundary: bytes) -> tuple[list[tuple[int, int, int]], bool]:
+def split_multipart(data: bytes | FileBytes, body_start: int, end: int, boundary: bytes,
+                    limit: int | None = None) -> tuple[list[tuple[int, int, int]], bool]:
     """(start, end, delimiter start) of each body part between body_start and end, and
-    whether the close delimiter was there.
+    whether the close delimiter was there. With `limit`, the search stops once that many parts
+    are found (False then: the close delimiter was not looked for; the caller refuses them all).
 
     A delimiter is "--boundary" at the start of a line, followed only by optional white
     space (or "--" for the close delimiter). The CRLF before a delimiter belongs to it
@@ -511,6 +514,8 @@ def split_multipart(data: bytes, body_start: int, end: int,
         if cur is not None:
             out.append((cur[0], dstart, cur[1]))
             cur = None
+            if limit is not None and len(out) >= limit:
+                return out, False
         if closing:
             return out, True
         cur = (min(line_end + 2, end), dstart)
