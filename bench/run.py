@@ -198,6 +198,8 @@ class Bench:
                   "max_sessions_per_client": 0, "spool_dir": str(d / "spool"),
                   # a message is ~1.37x its base64 PDF: 2x covers the burst with room to spare
                   "max_inflight_bytes": max(1024 * MIB, 2 * self.o.burst * self.o.pdf_size)}
+        if self.o.spool_over is not None:
+            server["spool_over_bytes"] = self.o.spool_over
         if workers is not None:
             server["workers"] = workers
         sections = {
@@ -851,7 +853,8 @@ def checks(S: dict) -> list[dict]:
         x = cand(s, a)
         size = x.get("message_bytes")
         add(f"({s}) {a} peak RSS above idle / {what}", x.get("rss_over_size"), *target,
-            per_round=[r.get("rss", {}).get("peak_above_idle_bytes", 0) / size for r in x.get("runs", []) if size])
+            per_round=[r.get("rss", {}).get("peak_above_idle_bytes", 0) / size for r in x.get("runs", []) if size],
+            scenario=s, peer=a)
 
     if "a" in S:
         tp("a", "proxy", "discard", 0.8, ">=")
@@ -1033,6 +1036,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pdf-size", type=int, help="large PDF bytes (26214400 -> a 34.2 MiB message, a 25.0 MiB "
                     "upload; quick 2900000)")
     ap.add_argument("--offload-over", type=int, help="proxy policy.offload_over_bytes (10485760; quick 1048576)")
+    ap.add_argument("--spool-over", type=int, help="proxy server.spool_over_bytes (its default, 4 MiB; quick "
+                    "1048576, so that the quick run's messages are spooled too)")
     ap.add_argument("--burst", type=int, help="(g): messages sent at once (10; quick 3)")
     ap.add_argument("--burst-runs", type=int, help="(g): runs per candidate; the median is reported (2; quick 1)")
     ap.add_argument("--scenarios", default="abcdefg", help="which of a b c d e f g to run (abcdefg)")
@@ -1053,6 +1058,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     o.pdf_size = o.pdf_size if o.pdf_size is not None else (2_900_000 if q else 25 * 1024 * 1024)
     o.offload_over = o.offload_over if o.offload_over is not None else (1024 * 1024 if q else 10 * 1024 * 1024)
     o.max_seconds = o.max_seconds if o.max_seconds is not None else (170.0 if q else 900.0)
+    o.spool_over = o.spool_over if o.spool_over is not None else (1024 * 1024 if q else None)
     o.burst = max(1, o.burst if o.burst is not None else (3 if q else 10))
     o.burst_runs = max(1, o.burst_runs if o.burst_runs is not None else (1 if q else 2))
     o.info_log = o.info_log and not q  # the extra (a) candidate only measures logging: not in a quick run
@@ -1063,7 +1069,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     opts = parse(argv)
     if opts.show:
-        print(render(json.loads(Path(opts.show).read_text())))
+        try:
+            results = json.loads(Path(opts.show).read_text())
+        except (OSError, ValueError) as exc:
+            print(f"error: cannot read {opts.show}: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(results, dict) or not isinstance(results.get("scenarios"), dict):
+            print(f"error: {opts.show} is not a bench results file (no scenarios)", file=sys.stderr)
+            return 2
+        print(render(results))
         return 0
 
     def on_signal(signum, frame):
