@@ -70,46 +70,61 @@ class PooledPassthroughHandler:
         self.host, self.port = host, port
         self.idle: list[aiosmtplib.SMTP] = []  # LIFO: the warmest connection first
 
-    async def _take(self) -> aiosmtplib.SMTP:
-        while self.idle:
+    async def _take(self, pooled: bool = True) -> tuple[aiosmtplib.SMTP, bool]:
+        """A connection, and whether it came from the pool (it may have been closed meanwhile)."""
+        while pooled and self.idle:
             client = self.idle.pop()
             if client.is_connected:
-                return client
+                return client, True
         client = aiosmtplib.SMTP(hostname=self.host, port=self.port, start_tls=False, use_tls=False,
                                  timeout=120, local_hostname="passthrough.bench")
         await client.connect()
-        await client.ehlo()
-        return client
+        try:
+            await client.ehlo()
+        except BaseException:
+            client.close()
+            raise
+        return client, False
 
     async def handle_DATA(self, server, session, envelope):
-        try:
-            client = await self._take()
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            return f"451 4.4.1 downstream failed: {type(exc).__name__}"
+        client: aiosmtplib.SMTP | None = None
         keep = False
         try:
-            resp = await client.mail(envelope.mail_from)
+            client, reused = await self._take()
+            try:
+                await client.mail(envelope.mail_from)
+            except aiosmtplib.SMTPServerDisconnected:
+                if not reused:
+                    raise
+                # The downstream closed the idle connection: once more on a new one (as the
+                # proxy's downstream client reconnects once).
+                client.close()
+                client = None
+                client, _ = await self._take(pooled=False)
+                await client.mail(envelope.mail_from)
             for rcpt in envelope.rcpt_tos:
                 await client.rcpt(rcpt)
             resp = await client.data(envelope.original_content)
             keep = True
             return f"{resp.code} {resp.message}"
         except aiosmtplib.SMTPResponseException as exc:
-            # Refused midway: the transaction may still be open downstream; RSET before reuse.
-            try:
-                await client.rset()
-                keep = True
-            except (aiosmtplib.SMTPException, OSError):
-                pass
+            if client is not None:
+                # Refused midway: the transaction may still be open downstream; RSET before reuse.
+                try:
+                    await client.rset()
+                    keep = True
+                except (aiosmtplib.SMTPException, OSError):
+                    pass
             code = exc.code if 400 <= exc.code < 600 else 451
             return f"{code} {exc.message}"
         except (aiosmtplib.SMTPException, OSError) as exc:
             return f"451 4.4.1 downstream failed: {type(exc).__name__}"
         finally:
-            if keep and client.is_connected:
-                self.idle.append(client)
-            else:
-                client.close()
+            if client is not None:
+                if keep and client.is_connected:
+                    self.idle.append(client)
+                else:
+                    client.close()
 
 
 def _hostport(value: str) -> tuple[str, int]:
