@@ -51,7 +51,11 @@ class CrlfStream:
     def __init__(self) -> None:
         self._cr = False  # the previous chunk ended with a CR not yet written
 
-    def feed(self, seg: bytes) -> bytes:
+    def feed(self, seg: bytes, clean: bool = False) -> bytes:
+        """seg normalised; `clean`: the caller already knows seg has no bare CR or LF of its own
+        (its counts of CR, LF and CRLF agree), which spares counting them again."""
+        if clean and not self._cr:
+            return seg
         if self._cr:
             seg = b"\r" + seg
             self._cr = False

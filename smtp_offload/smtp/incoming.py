@@ -67,14 +67,16 @@ class SpooledData:
             raw = unstuff(self._before, seg)
             self._before = last_two(self._before, seg)
             if raw:
-                self._crlf += raw.count(b"\r\n") + (self._last == b"\r" and raw[:1] == b"\n")
-                self._cr += raw.count(b"\r")
-                self._lf += raw.count(b"\n")
+                crlf, cr, lf = raw.count(b"\r\n"), raw.count(b"\r"), raw.count(b"\n")
+                self._crlf += crlf + (self._last == b"\r" and raw[:1] == b"\n")
+                self._cr += cr
+                self._lf += lf
                 self._last = raw[-1:]
                 self._eight_bit = self._eight_bit or not raw.isascii()
+                clean = cr == crlf == lf  # no bare CR or LF within this piece (the everyday case)
                 if b"\x00" in raw:
-                    raw = raw.replace(b"\x00", b"")
-                out = self._lines.feed(raw)
+                    raw, clean = raw.replace(b"\x00", b""), False
+                out = self._lines.feed(raw, clean)
         if final:
             out += self._lines.end()
         if out:
