@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -61,7 +62,7 @@ def test_streaming_decoders_give_exactly_what_decode_gives(body, cte, cuts, long
 def test_one_spool_file_answers_many_look_ups_as_bytes_do(tmp_path_factory, ops):
     """The read cache of one file carries over from one look-up to the next."""
     data = b"ab\r\n--b\r\nx\r\n\r\naaa--b--\r\n" * 3
-    with _spooled(tmp_path_factory.mktemp("s"), data) as fb:
+    with _spooled(tmp_path_factory.getbasetemp(), data) as fb:
         spool.WINDOW, saved = 9, spool.WINDOW
         try:
             for op, a, b, sub in ops:
@@ -73,6 +74,54 @@ def test_one_spool_file_answers_many_look_ups_as_bytes_do(tmp_path_factory, ops)
                     assert fb[a:b] == data[a:b]
         finally:
             spool.WINDOW = saved
+
+
+def _split_reference(data: bytes, body_start: int, end: int, boundary: bytes):
+    """scan.split_multipart as it was before it searched for CRLF + delimiter (the oracle)."""
+    delim = b"--" + boundary
+    out, pos, cur = [], body_start, None
+    while True:
+        i = data.find(delim, pos, end)
+        if i < 0:
+            break
+        if i != body_start and data[i - 2:i] != b"\r\n":
+            pos = i + 1
+            continue
+        j = i + len(delim)
+        closing = data.startswith(b"--", j, end)
+        k = j + 2 if closing else j
+        eol = data.find(b"\r\n", k, end)
+        line_end = end if eol < 0 else eol
+        if data[k:line_end].strip(b" \t"):
+            pos = i + 1
+            continue
+        dstart = i - 2 if i != body_start else i
+        if cur is not None:
+            out.append((cur[0], dstart, cur[1]))
+            cur = None
+        if closing:
+            return out, True
+        cur = (min(line_end + 2, end), dstart)
+        pos = cur[0]
+    if cur is not None:
+        out.append((cur[0], end, cur[1]))
+    return out, False
+
+
+_MIME_TOKENS = [b"--b", b"--b--", b"\r\n", b"\r\n--b\r\n", b" ", b"\t", b"x", b"-", b"\r", b"\n", b"--bX", b"--b ",
+                b" " * 85, b"\t" * 78, b"--b--  ", b"\r\n\r\n"]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(data=st.lists(st.sampled_from(_MIME_TOKENS), max_size=40).map(b"".join),
+       start=st.integers(0, 400), length=st.integers(0, 400))
+def test_multipart_splitting_finds_the_delimiters_it_always_found(tmp_path_factory, data, start, length):
+    start = min(start, len(data))
+    end = min(start + length, len(data))
+    want = _split_reference(data, start, end, b"b")
+    assert scan.split_multipart(data, start, end, b"b") == want
+    with _spooled(tmp_path_factory.getbasetemp(), data) as fb:
+        assert scan.split_multipart(fb, start, end, b"b") == want
 
 
 # -- judging through a memory map ---------------------------------------------------------------
@@ -215,6 +264,9 @@ def _outcome(raw, policy):
         return ("refused", exc.reply)
     try:
         an = plan.analysis
+        # A spooled message's files were decoded into spool files (but an attached message's).
+        assert all(isinstance(f.data, spool.FileBytes) == (not isinstance(raw, bytes) and f.part.embedded is None
+                                                           and f.part.end > f.part.body_start) for f in an.files)
         out = render(plan)
         return (plan.refusal, an.message_id, an.forged_headers, an.partial, an.encrypted, an.uuencoded, an.containers,
                 an.ambiguities, an.renamed, [(d.verdict, d.reason) for d in plan.decisions],
@@ -258,3 +310,26 @@ def test_large_files_of_a_spooled_message_live_in_spool_files_closed_with_the_pl
         assert out.read_all() == render(decide(raw, _OFFLOAD_ALL))
         plan.close()
         assert pdf.data.fd == -1
+
+
+def test_a_spooled_message_is_decided_and_rendered_holding_windows_only(tmp_path):
+    """A 24 MiB message whose 16 MiB file is offloaded and whose 6 MiB file is kept: what
+    Python allocates on the way (decide, render, streaming the result) stays a few windows,
+    not the message's size (in memory the same work holds it several times over)."""
+    raw = message(multipart(text(), attachment(samples.big_pdf(16 * 1024 * 1024), "scan.pdf", "application/pdf"),
+                            attachment(samples.big_pdf(2 * 1024 * 1024), "keep.pdf", "application/pdf")))
+    policy = dataclasses.replace(_POLICY, plan=dataclasses.replace(_POLICY.plan, offload_over_bytes=8 * 1024 * 1024))
+    with _spooled(tmp_path, raw) as fb:
+        del raw
+        tracemalloc.start()
+        try:
+            plan = decide(fb, policy)
+            out = render(plan)
+            sent = sum(len(chunk) for chunk in out.chunks())
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert [d.verdict.value for d in plan.decisions] == ["offload", "keep"]
+        assert sent == len(out) and len(out) > 2 * 1024 * 1024
+        plan.close()
+    assert peak < 8 * 1024 * 1024, f"{peak / 1048576:.1f} MiB held for a {len(fb) / 1048576:.1f} MiB message"

@@ -492,24 +492,36 @@ def split_multipart(data: bytes | FileBytes, body_start: int, end: int, boundary
     lets the last part run to the end of the entity.
     """
     delim = b"--" + boundary
+    line_delim = CRLF + delim  # one search skips every "--boundary" that does not start a line
     out: list[tuple[int, int, int]] = []
     pos = body_start
+    lowest = max(body_start - 1, 0)  # where a CRLF before a delimiter may start
     cur: tuple[int, int] | None = None  # (part start, its delimiter start)
     while True:
-        i = data.find(delim, pos, end)
-        if i < 0:
-            break
-        if i != body_start and data[i - 2:i] != CRLF:
-            pos = i + 1
-            continue
+        if pos == body_start and data.startswith(delim, body_start, end):
+            i = body_start  # the body's first line: no CRLF before it
+        else:
+            i = data.find(line_delim, pos - 2 if pos - 2 > lowest else lowest, end)
+            if i < 0:
+                break
+            i += 2
+        # What follows on the line: one small slice answers nearly every line (a spooled
+        # message is asked once, not four times).
         j = i + len(delim)
-        closing = data.startswith(b"--", j, end)
-        k = j + 2 if closing else j
-        eol = data.find(CRLF, k, end)
-        line_end = end if eol < 0 else eol
-        if data[k:line_end].strip(b" \t"):
+        head = data[j:j + 80 if end - j > 80 else end]
+        closing = head[:2] == b"--"
+        rest = (head[2:] if closing else head).lstrip(b" \t")
+        if rest[:2] == CRLF:
+            line_end = j + len(head) - len(rest)
+        elif rest and (rest != b"\r" or j + len(head) >= end):
             pos = i + 1  # "--boundaryX": a longer boundary, not ours
             continue
+        else:  # white space to the slice's end, or a CR at its edge: the line read whole
+            line = _delimiter_line(data, j, end)
+            if line is None:
+                pos = i + 1
+                continue
+            closing, line_end = line
         dstart = i - 2 if i != body_start else i
         if cur is not None:
             out.append((cur[0], dstart, cur[1]))
@@ -523,6 +535,16 @@ def split_multipart(data: bytes | FileBytes, body_start: int, end: int, boundary
     if cur is not None:
         out.append((cur[0], end, cur[1]))
     return out, False
+
+
+def _delimiter_line(data: bytes | FileBytes, j: int, end: int) -> tuple[bool, int] | None:
+    """After "--boundary" (ending at j): (close delimiter?, where its line ends) when only "--"
+    and white space follow on the line, else None."""
+    closing = data.startswith(b"--", j, end)
+    k = j + 2 if closing else j
+    eol = data.find(CRLF, k, end)
+    line_end = end if eol < 0 else eol
+    return None if data[k:line_end].strip(b" \t") else (closing, line_end)
 
 
 def root_header(data: bytes, root: Part, name: str) -> str | None:
