@@ -8,6 +8,7 @@ import dataclasses
 import os
 import tracemalloc
 
+import dkim
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -333,3 +334,36 @@ def test_a_spooled_message_is_decided_and_rendered_holding_windows_only(tmp_path
         assert sent == len(out) and len(out) > 2 * 1024 * 1024
         plan.close()
     assert peak < 8 * 1024 * 1024, f"{peak / 1048576:.1f} MiB held for a {len(fb) / 1048576:.1f} MiB message"
+
+
+def test_spooled_mail_through_the_proxy_forged_results_signed_and_sealed(make_proxy, sink, tmp_path):
+    """The auth steps on a spooled message, as in production: a forged Authentication-Results
+    is dropped (the message copied without it), the rewritten message is ARC-sealed, a listed
+    domain's signed message goes on untouched from its file; no spool file stays open."""
+    from tests.support.dnsstub import DnsStub
+    from tests.test_auth_signed import DNS, auth_overrides, dnsfunc, our_results, relayed, seal_tags, sign
+    from tests.test_spool_receive import wait_no_spool_fds
+
+    dns_server = DnsStub(DNS)
+    try:
+        cfg = auth_overrides(dns_server, {"on_signed": "skip", "skip_signed_domains": ["sender.test"],
+                                          "offload_over_bytes": 100_000}, arc=True, tmp_path=tmp_path)
+        proxy = make_proxy({**cfg, "server": {"spool_over_bytes": 64 * 1024}})
+        big = samples.big_pdf(400_000)
+        mail = message(multipart(text(), attachment(big, "scan.pdf", "application/pdf"),
+                                 attachment(samples.pe_exe(), "invoice.pdf", "application/pdf")))
+        forged = b"Authentication-Results: mx.test; dkim=pass header.d=bank.test\r\n" + mail
+        got = relayed(proxy, sink, forged)
+        assert b"bank.test" not in got and b"dkim=none" in our_results(got)
+        assert b64(samples.pe_exe())[:76] not in got and b64(big)[:76] not in got  # stripped, offloaded
+        assert b"verdict=blocked" in got and b"verdict=offload" in got
+        assert [t[b"i"] for t in seal_tags(got)] == [b"1"]
+        assert dkim.arc_verify(got, dnsfunc=dnsfunc)[0] == dkim.CV_Pass
+        signed = sign(mail)
+        got = relayed(proxy, sink, signed)
+        assert got.endswith(signed) and b"action=skipped-signed" in got
+        assert b"dkim=pass header.d=sender.test" in our_results(got) and dkim.verify(got, dnsfunc=dnsfunc)
+        assert wait_no_spool_fds(proxy) == []
+        assert list((proxy.tmp / "var" / "spool").iterdir()) == []
+    finally:
+        dns_server.stop()
