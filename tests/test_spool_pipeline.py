@@ -367,3 +367,31 @@ def test_spooled_mail_through_the_proxy_forged_results_signed_and_sealed(make_pr
         assert list((proxy.tmp / "var" / "spool").iterdir()) == []
     finally:
         dns_server.stop()
+
+
+async def test_a_cancelled_caller_waits_for_its_worker_thread_and_hands_over_what_it_made():
+    """A session cancelled while decide reads its spool file in a thread: the file must not be
+    closed under the thread (its descriptor could be another file's by then), and the plan the
+    thread makes for nobody is closed by the orphan callback."""
+    import asyncio
+    import threading
+
+    started, release, orphans = threading.Event(), threading.Event(), []
+
+    def work() -> str:
+        started.set()
+        release.wait(30)
+        return "plan"
+
+    task = asyncio.ensure_future(spool.in_thread(work, orphan=orphans.append))
+    await asyncio.to_thread(started.wait, 30)
+    task.cancel()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()  # twice: still waiting
+    await asyncio.sleep(0.05)
+    assert not task.done() and orphans == []
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert orphans == ["plan"]
