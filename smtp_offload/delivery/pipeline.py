@@ -7,7 +7,6 @@ none reaches back into an earlier one.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +15,10 @@ from ..errors import SmtpReplyError
 from ..metrics import Metrics
 from ..model import Envelope
 from ..relay import Downstream
-from ..spool import FileBytes
+from ..spool import FileBytes, in_thread
 from .decide import DecidePolicy, Plan, decide
 from .policy import Signed, SignedPolicy
-from .prepare import INLINE_BYTES, Inbound, Prepared, Preparer, in_thread
+from .prepare import INLINE_BYTES, Inbound, Prepared, Preparer
 from .relay import outcome_of, relay
 
 __all__ = ["Delivered", "Envelope", "Inbound", "Pipeline"]  # what an adapter needs, from one place
