@@ -114,3 +114,47 @@ def test_a_large_message_is_written_with_flow_control(tmp_path, module_sink, mon
     big = [n for n in writes if n > 1000]  # the message's writes (not MAIL, RCPT, DATA, QUIT)
     assert len(big) >= 24 and max(big) <= spool.WINDOW + spool.WINDOW // 20  # dot-stuffing adds a few bytes
     assert len(drains) >= len(big)  # a drain after each write of the message
+
+
+def test_a_refusal_sent_before_the_end_of_a_streamed_message_is_the_answer(tmp_path):
+    """A downstream that answers 552 part-way through a 32 MiB message and reads no more (as a
+    size-limited server may): that answer goes back (a permanent refusal, not a 451 the sender
+    would retry for days), and the connection, mid-DATA, is closed rather than reused."""
+    data = b"x" * 998 + b"\r\n"
+    data *= 32 * MIB // len(data)
+
+    async def scenario() -> tuple[int, bool]:
+        go_on = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"220 small.test ESMTP\r\n")
+            while (line := await reader.readline()).upper() != b"DATA\r\n":
+                writer.write(b"250 ok\r\n")
+            writer.write(b"354 go ahead\r\n")
+            await reader.readexactly(256 * 1024)
+            # Reading nothing more: once the sockets' buffers are full the client's writes
+            # cannot drain, and only the reply can end its wait (the pause makes that likely;
+            # the test holds without it, it then just proves less).
+            await asyncio.sleep(0.5)
+            writer.write(b"552 5.3.4 Message too big for this system\r\n")
+            await go_on.wait()  # reads nothing more until the client has its answer
+            while await reader.read(MIB):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        cfg = DownstreamConfig(host="127.0.0.1", port=port, tls=DownstreamTls.NONE, data_timeout=20)
+        ds = Downstream(cfg, "relay.test")
+        try:
+            assert (await ds.mail("a@sender.test", [])).ok and (await ds.rcpt("b@example.com")).ok
+            with spooled(tmp_path, data) as fb:
+                reply = await ds.data(fb)
+            return reply.code, ds.connected
+        finally:
+            go_on.set()
+            ds.close()
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(scenario()) == (552, False)

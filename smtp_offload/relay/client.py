@@ -167,10 +167,11 @@ async def _stream(protocol, chunks, timeout: float) -> tuple[SMTPResponse, bool]
     """Write the DATA block for `chunks` with flow control, and read the reply: (the reply,
     whether it came before the whole block was written). The same bytes as _data_block().
 
-    The reply is awaited from before the first byte, so one sent early (a downstream that
-    refuses mid-message and hangs up) is read rather than dropped. aiosmtplib offers no public
-    drain: `_drain_helper` is its FlowControlMixin's (stdlib's StreamWriter.drain() waits on
-    the same), pinned below 6 in pyproject.toml with the parse buffer read in open()."""
+    The reply is awaited from before the first byte, and while a block drains, so one sent
+    early (a downstream that refuses a message too big for it and stops reading) is the answer,
+    rather than dropped or waited past. aiosmtplib offers no public drain: `_drain_helper` is
+    its FlowControlMixin's (stdlib's StreamWriter.drain() waits on the same), pinned below 6 in
+    pyproject.toml with the parse buffer read in open()."""
     reply = asyncio.ensure_future(protocol.read_response())
     try:
         async with asyncio.timeout(timeout):
@@ -178,7 +179,16 @@ async def _stream(protocol, chunks, timeout: float) -> tuple[SMTPResponse, bool]
                 if reply.done():
                     return reply.result(), True
                 protocol.write(block)
-                await protocol._drain_helper()  # the transport took the previous block
+                drained = asyncio.ensure_future(protocol._drain_helper())  # the transport took it
+                try:
+                    await asyncio.wait((drained, reply), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not drained.done():
+                        drained.cancel()
+                if drained.done() and not drained.cancelled():
+                    error = drained.exception()  # (retrieved, even when the reply makes it moot)
+                    if error is not None and not reply.done():
+                        raise error  # ConnectionResetError: the connection is gone
             return await reply, False
     except TimeoutError:
         raise aiosmtplib.SMTPReadTimeoutError("Timed out sending the message or waiting for its reply") from None
