@@ -77,6 +77,20 @@ def test_one_spool_file_answers_many_look_ups_as_bytes_do(tmp_path_factory, ops)
             spool.WINDOW = saved
 
 
+def _near_miss_reference(data: bytes, start: int, end: int, delim: bytes) -> bool:
+    """scan._near_miss as it was before it searched for CRLF + delimiter (the oracle)."""
+    pos = start
+    while (i := data.find(delim, pos, end)) >= 0:
+        pos = i + 1
+        if i != start and data[i - 2:i] != b"\r\n":
+            continue
+        eol = data.find(b"\r\n", i, end)
+        rest = data[i + len(delim):end if eol < 0 else eol]
+        if rest.rstrip(b" \t") not in (b"", b"--"):
+            return True
+    return False
+
+
 def _split_reference(data: bytes, body_start: int, end: int, boundary: bytes):
     """scan.split_multipart as it was before it searched for CRLF + delimiter (the oracle)."""
     delim = b"--" + boundary
@@ -110,7 +124,7 @@ def _split_reference(data: bytes, body_start: int, end: int, boundary: bytes):
 
 
 _MIME_TOKENS = [b"--b", b"--b--", b"\r\n", b"\r\n--b\r\n", b" ", b"\t", b"x", b"-", b"\r", b"\n", b"--bX", b"--b ",
-                b" " * 85, b"\t" * 78, b"--b--  ", b"\r\n\r\n"]
+                b" " * 85, b"\t" * 78, b"--b--  ", b"\r\n\r\n", b"--b-- x", b"--bxx", b"\r\n--b  --"]
 
 
 @settings(max_examples=1500, deadline=None)
@@ -120,9 +134,12 @@ def test_multipart_splitting_finds_the_delimiters_it_always_found(tmp_path_facto
     start = min(start, len(data))
     end = min(start + length, len(data))
     want = _split_reference(data, start, end, b"b")
+    near = _near_miss_reference(data, start, end, b"--b")
     assert scan.split_multipart(data, start, end, b"b") == want
+    assert scan._near_miss(data, start, end, b"--b") == near
     with _spooled(tmp_path_factory.getbasetemp(), data) as fb:
         assert scan.split_multipart(fb, start, end, b"b") == want
+        assert scan._near_miss(fb, start, end, b"--b") == near
 
 
 # -- judging through a memory map ---------------------------------------------------------------

@@ -454,17 +454,21 @@ def _starts_as_message(data: bytes, limits: Limits) -> bool:
     return hend > limits.max_header_bytes or len(headers(data, 0, hend)) > 0
 
 
-def _near_miss(data: bytes, start: int, end: int, delim: bytes) -> bool:
+def _near_miss(data: bytes | FileBytes, start: int, end: int, delim: bytes) -> bool:
     """Is there a line that starts with the delimiter but has more after it?"""
-    pos = start
-    while (i := data.find(delim, pos, end)) >= 0:
-        pos = i + 1
-        if i != start and data[i - 2:i] != CRLF:
-            continue
+    line_delim, lowest = CRLF + delim, max(start - 1, 0)  # found as split_multipart finds them
+
+    def after(at: int) -> int:  # the next delimiter-like line start from `at` on, or -1
+        j = data.find(line_delim, at, end)
+        return j + 2 if j >= 0 else -1
+
+    i = start if data.startswith(delim, start, end) else after(lowest)
+    while i >= 0:
         eol = data.find(CRLF, i, end)
         rest = data[i + len(delim):end if eol < 0 else eol]
         if rest.rstrip(b" \t") not in (b"", b"--"):
             return True
+        i = after(max(i - 1, lowest))
     return False
 
 
