@@ -295,8 +295,10 @@ def _outcome(raw, policy):
 
 @pytest.fixture
 def stream_everything(monkeypatch):
-    """Every part body of a spooled message is decoded by streaming (not only those over 1 MiB)."""
+    """Every part body of a spooled message is decoded by streaming (not only those over 1 MiB),
+    through windows of an odd size (every search and every decoder crosses window edges)."""
     monkeypatch.setattr(decide_mod, "STREAM_OVER", 0)
+    monkeypatch.setattr(spool, "WINDOW", 61)
 
 
 @pytest.mark.parametrize("name", list(MESSAGES))

@@ -9,6 +9,7 @@ import itertools
 import re
 import tempfile
 
+from .. import spool
 from ..spool import FileBytes, SpoolWriter
 from .headers import first_token
 
@@ -172,7 +173,7 @@ def decode_file(data: FileBytes, start: int, end: int, cte: str) -> tuple[FileBy
     dec, digest, eight_bit = decoder(cte), hashlib.sha256(), False
     out = SpoolWriter(data.directory or tempfile.gettempdir())
     try:
-        for chunk in itertools.chain(data.chunks(start, end), [None]):  # a window at a time
+        for chunk in itertools.chain(data.chunks(start, end, spool.WINDOW), [None]):  # a window at a time
             piece = dec.end() if chunk is None else dec.feed(chunk)
             out.write(piece)
             digest.update(piece)
