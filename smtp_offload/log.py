@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -41,8 +42,17 @@ class LineLogger:
     log = debug = info = warn = warning = err = error = critical = exception = fatal = failure = msg
 
 
+# structlog's JSONRenderer calls json.dumps(..., default=...), which builds an encoder for
+# every line; this one is built once and writes the same text.
+_JSON = json.JSONEncoder(default=structlog.processors._json_fallback_handler)
+
+
+def _render_json(_logger: object, _name: str, event_dict: dict) -> str:
+    return _JSON.encode(event_dict)
+
+
 def configure(fmt: str = "json", level: str = "info") -> None:
-    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = _render_json if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     out = LineLogger(sys.stdout)
     structlog.configure(
         processors=[

@@ -73,6 +73,7 @@ class Metrics:
             PREFIX + "downstream_data_seconds", "Time from sending a message to the downstream to its "
             "final reply, by reply class (2xx|4xx|5xx, or error when no reply came).",
             ["result"], buckets=_DOWNSTREAM_BUCKETS, registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # see _child
         self._watched: list[Any] = []  # the storage breakers, one per store
         self._breaker = Gauge(
             PREFIX + "storage_breaker_state", "Storage circuit breaker: 0 closed, 1 half-open, 2 open.", registry=r)
@@ -137,8 +138,17 @@ class Metrics:
         self._breaker.set(0)
 
     # -- what the SMTP side and the processor report -----------------------------
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), remembered: labels() checks and locks on every call, and
+        the per-message ones run for every message."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def message(self, outcome: str, reply: str) -> None:
-        self._messages.labels(outcome, reply_class(reply)).inc()
+        self._child(self._messages, outcome, reply_class(reply)).inc()
 
     def attachments(self, attachments: Iterable[Any]) -> None:
         for a in attachments:
@@ -150,7 +160,7 @@ class Metrics:
             self._offloaded_bytes.inc(size)
 
     def downstream_data(self, seconds: float, result: str) -> None:
-        self._downstream.labels(result).observe(seconds)
+        self._child(self._downstream, result).observe(seconds)
 
     def arc_seal_failed(self) -> None:
         self._arc_seal_failures.inc()

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import email.utils
 import re
+import time
 import urllib.parse
 
 from .model import FileOutcome, Verdict
 
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
+_VERDICTS = tuple(Verdict)
+_date: tuple[int, str] = (-1, "")  # the Received date of the current second (formatdate is not cheap)
 
 
 def _token(value: str, limit: int = 255) -> str:
@@ -46,14 +49,27 @@ def received(*, helo: str, client_ip: str, hostname: str, protocol: str, queue_i
     rcpt = f"\r\n\tfor <{_token(recipients[0])}>" if len(recipients) == 1 else ""
     line = (f"Received: from {_token(helo or 'unknown', 200)} ([{_token(client_ip, 64)}])\r\n"
             f"\tby {_token(hostname, 200)} (smtp-offload) with {protocol} id {queue_id}{rcpt};\r\n"
-            f"\t{email.utils.formatdate(now, usegmt=True)}\r\n")
+            f"\t{_received_date(now)}\r\n")
     return line.encode("ascii")
 
 
+def _received_date(now: float | None) -> str:
+    global _date
+    if now is not None:
+        return email.utils.formatdate(now, usegmt=True)
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, email.utils.formatdate(second, usegmt=True))
+    return _date[1]
+
+
 def decision_headers(attachments: tuple[FileOutcome, ...], queue_id: str, changed: bool) -> bytes:
-    count = {v: sum(1 for a in attachments if a.verdict is v) for v in Verdict}
+    count = dict.fromkeys(_VERDICTS, 0)
+    offloaded = 0
+    for a in attachments:  # one pass (this runs for every message, most with no attachment)
+        count[a.verdict] += 1
+        offloaded += a.verdict is Verdict.OFFLOAD and bool(a.link)
     stripped = len(attachments) - count[Verdict.KEEP] - count[Verdict.OFFLOAD]
-    offloaded = sum(1 for a in attachments if a.verdict is Verdict.OFFLOAD and a.link)
     summary = ["v=1", f"id={queue_id}", f"action={'rewritten' if changed else 'unchanged'}",
                f"kept={count[Verdict.KEEP]}", f"offloaded={offloaded}",
                f"stripped={stripped + count[Verdict.OFFLOAD] - offloaded}"]

@@ -97,16 +97,16 @@ def test_first_rcpt_refused_alone(make_proxy, scripted):
     assert ds.saw(b"MAIL FROM:<a@sender.test>") and sum(c.startswith(b"MAIL") for _, c in ds.commands) == 1
 
 
-@pytest.mark.parametrize("fault", ["mail_drop", "rcpt_drop", "rcpt_extra", "mail_stale"])
+@pytest.mark.parametrize("fault", ["mail_drop", "rcpt_drop", "rcpt_extra", "rcpt_stale"])
 def test_downstream_misbehaving_mid_way_is_a_4xx_and_the_next_try_works(make_proxy, scripted, fault):
     """Closed after MAIL or after RCPT without a reply: 451 4.4.1. One reply too many (an
-    extra after RCPT's, or a stale one before MAIL's, which would shift every answer by
+    extra after RCPT's, or MAIL's said again before RCPT's, which would shift the answers by
     one): 451 4.4.2, as for one command. Such a connection is never used again: the proxy
     tries once more on a new one (as for a pooled connection the downstream closed while
     idle), and when that fails too the client's retry of the RCPT opens a third."""
-    verb_of = {"mail_drop": "MAIL", "rcpt_drop": "RCPT", "rcpt_extra": "RCPT", "mail_stale": "MAIL"}
+    verb_of = {"mail_drop": "MAIL", "rcpt_drop": "RCPT", "rcpt_extra": "RCPT", "rcpt_stale": "RCPT"}
     act = {"mail_drop": Act("drop"), "rcpt_drop": Act("drop"), "rcpt_extra": Act(extra=True),
-           "mail_stale": Act(stale=True)}[fault]
+           "rcpt_stale": Act(stale=True)}[fault]
 
     def decide(conn, verb, arg):
         return act if conn.n in (1, 2) and verb == verb_of[fault] else Act()
@@ -117,7 +117,7 @@ def test_downstream_misbehaving_mid_way_is_a_4xx_and_the_next_try_works(make_pro
         s.command(b"EHLO client.test")
         assert s.command(b"MAIL FROM:<a@sender.test>").startswith(b"250 ")
         reply = s.command(b"RCPT TO:<x@example.com>")
-        status = b"4.4.2" if fault in ("rcpt_extra", "mail_stale") else b"4.4.1"
+        status = b"4.4.2" if fault in ("rcpt_extra", "rcpt_stale") else b"4.4.1"
         assert reply.startswith(b"451 " + status + b" "), reply
         assert s.command(b"RCPT TO:<x@example.com>") == b"250 2.1.5 rcpt:<x@example.com> ok\r\n"
         assert s.command(b"DATA").startswith(b"354")
@@ -156,3 +156,22 @@ def test_aiosmtpd_downstream_refusing_mail_or_one_rcpt(make_proxy, sink):
         assert s.reply().startswith(b"250 2.0.0 ")
     (got,) = sink.messages
     assert (got.mail_from, got.rcpt_tos) == ("a@sender.test", ["support@example.com"])
+
+
+def test_replies_to_commands_a_client_pipelined_come_in_one_write(proxy, sink):
+    """PIPELINING is not offered, but a client that sends ahead anyway gets the replies to
+    what it sent in one write once the last of them is known (aiosmtpd writes each on its
+    own), in order, a refusal among them included; a command not yet sent is never waited
+    for."""
+    with RawSession(proxy.smtp_port) as s:
+        s.command(b"EHLO client.test")
+        s.send(b"MAIL FROM:<a@sender.test>\r\nRCPT TO:<x@example.com>\r\nRCPT TO:<y@example.com>\r\nDATA\r\n")
+        first = s.sock.recv(65536)  # one write of four replies arrives as one segment on loopback
+        assert [line[:4] for line in first.split(b"\r\n") if line] == [b"250 ", b"250 ", b"250 ", b"354 "], first
+        s.send(body("TOKEN-pipelined")
+               + b"MAIL FROM:<b@sender.test>\r\nRCPT TO:<x@elsewhere.test>\r\nRCPT TO:<z@example.com>\r\nRSET\r\n")
+        replies = [s.reply()[:4] for _ in range(5)]
+        assert replies == [b"250 ", b"250 ", b"550 ", b"250 ", b"250 "], replies
+        assert s.command(b"QUIT").startswith(b"221 ")
+    (got,) = sink.messages
+    assert got.rcpt_tos == ["x@example.com", "y@example.com"] and b"TOKEN-pipelined" in got.content

@@ -55,7 +55,9 @@ class Reply:
     def from_downstream(cls, code: int, message: str, default_status: str) -> "Reply":
         """The downstream's answer in a form safe to show the sender: one printable line,
         with an enhanced status code (ours when the downstream gave none)."""
-        text = _UNPRINTABLE.sub(" ", " ".join(message.split()))[:300]
+        if _UNPRINTABLE.search(message) or "  " in message or message != message.strip():
+            message = _UNPRINTABLE.sub(" ", " ".join(message.split()))
+        text = message[:300]  # (the everyday one-line reply is already that)
         if not _ENHANCED.match(text):
             cls_digit = str(code)[0]
             status = cls_digit + default_status[1:]
@@ -254,7 +256,8 @@ class Downstream:
         return self._open_on is not None and self._open_on is self.smtp and self.connected
 
     def _unread(self) -> bool:
-        return self._counter.replies != self._asked or self._counter.mid_line
+        counter = self._counter
+        return counter.replies != self._asked or bool(counter._head)  # (mid_line, without the call)
 
     def supports(self, extension: str) -> bool:
         return bool(self.smtp and self.smtp.supports_extension(extension))
@@ -391,7 +394,12 @@ class Downstream:
     async def mail_rcpt(self, sender: str, options: list[str], recipient: str) -> tuple[Reply, Reply | None]:
         """Begin the transaction with its first recipient: MAIL's reply and RCPT's (None when
         MAIL was refused). A downstream that offers PIPELINING (RFC 2920) gets both in one
-        write and answers both in one; the replies mean exactly what they mean one by one."""
+        write and answers both in one; the replies mean exactly what they mean one by one.
+        A reply too many that arrives with them is a protocol error, as for one command; one
+        that comes before them in a write of its own (a downstream repeating itself) shifts
+        both, as it shifts the answer to a single command: the reply still due is then
+        found unread before the next command (DATA included), which gets 451 4.4.2 and
+        closes the connection, so nothing is relayed on a shifted transaction."""
         reused = self.connected
         if not reused:
             await self.open()

@@ -193,6 +193,7 @@ class GatewaySMTP(SMTP):
         self._client_bound = False  # the session's client is in its log context (structlog contextvars)
         self._idle_until = 0.0  # the idle deadline (loop time); see _reset_timeout
         self._idle_armed: float | None = None  # when the pending idle timer fires; None: none pending
+        self._held: list[bytes] = []  # replies to pipelined commands not written yet (push)
         super().__init__(handler, **kwargs)
 
     # -- timers ------------------------------------------------------------
@@ -246,7 +247,7 @@ class GatewaySMTP(SMTP):
         last one open a new line, whose deadline starts now. Lines are what aiosmtpd reads
         (up to a line feed), so a bare LF ends one here too."""
         nl = data.rfind(b"\n")
-        if nl >= 0:
+        if nl >= 0 and self._command_deadline is not None:
             self._cancel("_command_deadline")
         if nl < len(data) - 1 and self._command_deadline is None and self.transport is not None:
             self._command_deadline = self.loop.call_later(self.limits.command_timeout, self._command_too_slow)
@@ -290,6 +291,9 @@ class GatewaySMTP(SMTP):
         if transport.get_write_buffer_size() > CLOSE_AT_ONCE_BYTES:  # it would never read the 421
             self.abort_session()
             return
+        if self._held and not transport.is_closing():  # replies to commands before the end
+            transport.write(b"".join(self._held))  # type: ignore[attr-defined]
+        self._held.clear()
         if reply is not None and not transport.is_closing():
             transport.write(reply.line)  # type: ignore[attr-defined]
         transport.close()
@@ -557,7 +561,14 @@ class GatewaySMTP(SMTP):
             status = str(status)
         if isinstance(status, str):
             status = enhance(printable(status)).encode("ascii")
-        self._writer.write(status + b"\r\n")
+        line = status + b"\r\n"
+        if self._may_hold(line):
+            self._held.append(line)
+            return
+        if self._held:
+            line = b"".join(self._held) + line
+            self._held.clear()
+        self._writer.write(line)
         if not self._paused:  # (FlowControlMixin) the transport's buffer is below its high mark
             await self._writer.drain()
             return
@@ -566,6 +577,15 @@ class GatewaySMTP(SMTP):
         except asyncio.TimeoutError:
             self.abort_session()
             raise ConnectionResetError("the client read no reply for an idle period") from None
+
+    def _may_hold(self, line: bytes) -> bool:
+        """A client that pipelines gets the replies to what it sent together in one write, not
+        one write (and drain) each as aiosmtpd does: a reply waits while the next command is
+        already here, so the command loop reads it without waiting for the client. Only a
+        positive 25x, after which the loop always reads on: never 354 (the message follows),
+        220, 221 or 421 (TLS, the end), nor a refusal (some are followed by a close)."""
+        return (line[:2] == b"25" and line[2:3] in b"012" and not self._receiving
+                and b"\n" in self._reader._buffer)  # type: ignore[attr-defined]
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
