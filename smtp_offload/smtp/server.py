@@ -35,7 +35,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -83,6 +82,20 @@ def printable(reply: str) -> str:
     """A reply line as printable ASCII: aiosmtpd echoes the client's bytes (`command "X<CR>Y"
     not recognized`), and a CR, NUL or undecodable byte must never go back on the wire."""
     return _NOT_PRINTABLE.sub("?", reply)
+
+
+_WIRE: dict[str, bytes] = {}  # reply text -> its bytes on the wire; most replies recur
+
+
+def _wire(reply: str) -> bytes:
+    """A reply line as it is sent: printable ASCII, an enhanced status code, CRLF."""
+    line = _WIRE.get(reply)
+    if line is None:
+        line = enhance(printable(reply)).encode("ascii") + b"\r\n"
+        if len(_WIRE) >= 512:  # queue ids and downstream texts vary: bounded, not a leak
+            _WIRE.clear()
+        _WIRE[reply] = line
+    return line
 
 
 def client_key(address: str | None) -> str | None:
@@ -160,6 +173,26 @@ class Refuse(asyncio.Protocol):
         transport.close()
 
 
+class _Busy:
+    """GatewaySMTP.busy(): a class, not a generator-based context manager (once per message)."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server: "GatewaySMTP"):
+        self.server = server
+
+    def __enter__(self) -> None:
+        server = self.server
+        server._busy += 1
+        server._cancel_data_deadline()
+
+    def __exit__(self, *exc: object) -> None:
+        server = self.server
+        server._busy -= 1
+        if not server._busy and server.transport is not None:
+            server._reset_timeout()
+
+
 class GatewaySMTP(SMTP):
     def __init__(self, handler: Any, *, limits: Limits, line_length_limit: int, default_reserve: int,
                  metrics: Any = None, log: Any = None, spool_over_bytes: int = 0, spool_dir: str = "",
@@ -197,16 +230,9 @@ class GatewaySMTP(SMTP):
         super().__init__(handler, **kwargs)
 
     # -- timers ------------------------------------------------------------
-    @contextlib.contextmanager
-    def busy(self):
-        self._busy += 1
-        self._cancel_data_deadline()
-        try:
-            yield
-        finally:
-            self._busy -= 1
-            if not self._busy and self.transport is not None:
-                self._reset_timeout()
+    def busy(self) -> "_Busy":
+        """`with server.busy():` while a message is processed: the timers are held."""
+        return _Busy(self)
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         """aiosmtpd's idle timer, moved rather than replaced. aiosmtpd cancels and creates a
@@ -560,8 +586,9 @@ class GatewaySMTP(SMTP):
         if isinstance(status, Reply):
             status = str(status)
         if isinstance(status, str):
-            status = enhance(printable(status)).encode("ascii")
-        line = status + b"\r\n"
+            line = _wire(status)
+        else:
+            line = status + b"\r\n"
         if self._may_hold(line):
             self._held.append(line)
             return
