@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import binascii
+import mmap
 import re
 
 from .mime.cms import PKCS7_TYPES
@@ -29,14 +30,16 @@ MAX_UU_FILES = 20
 _UU_CHARS = bytes(32 + ((c - 32) & 63) for c in range(256))
 
 
-def uuencoded_files(text: bytes) -> list[tuple[str, bytes]]:
+def uuencoded_files(text: bytes | mmap.mmap) -> list[tuple[str, bytes]]:
     """(name, decoded bytes) of each uuencoded block in a text body, read as Thunderbird reads
     it (mimeunty.cpp): a block runs from a "begin 644 name" line to a line starting with "end"
     in any case or with white space, the next begin line, or the end of the text, and every
     line in it is decoded, however malformed. A block that decodes to nothing is no file
     (prose that happens to say "begin 644 ..." and, later, "end of story")."""
     out: list[tuple[str, bytes]] = []
-    if b"begin " not in text:  # what every begin line holds; a find is far cheaper than the regex's scan
+    # What every begin line holds; a find is far cheaper than the regex's scan. (find, not "in":
+    # a large body is read through a memory map, whose "in" takes one byte only.)
+    if text.find(b"begin ") < 0:
         return out
     for m in _BEGIN.finditer(text):
         if len(out) >= MAX_UU_FILES:

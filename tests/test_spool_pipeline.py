@@ -18,7 +18,7 @@ from smtp_offload import spool
 from smtp_offload.app import decide_policy
 from smtp_offload.delivery import decide as decide_mod
 from smtp_offload.delivery.decide import decide
-from smtp_offload.delivery.policy import BareNewlines
+from smtp_offload.delivery.policy import Ambiguous, BareNewlines
 from smtp_offload.delivery.prepare import render
 from smtp_offload.errors import SmtpReplyError
 from smtp_offload.inspect import InspectPolicy, judge
@@ -258,7 +258,8 @@ def _messages() -> dict[str, bytes]:
 
 MESSAGES = _messages()
 _OFFLOAD_ALL = dataclasses.replace(_POLICY, plan=dataclasses.replace(_POLICY.plan, offload_over_bytes=1))
-_REJECT_BARE = dataclasses.replace(_POLICY, bare_newlines=BareNewlines.REJECT)
+_REJECT_BARE = dataclasses.replace(_POLICY, bare_newlines=BareNewlines.REJECT,
+                                   plan=dataclasses.replace(_POLICY.plan, on_ambiguous_mime=Ambiguous.REJECT))
 
 
 def _open_fds() -> int:
