@@ -84,6 +84,16 @@ def unusable(directory: str) -> str | None:
     return None
 
 
+class _Map(mmap.mmap):
+    """A read-only map whose "in" searches as bytes' does: mmap's own matches one byte only and
+    says False for b"begin " in a map that holds it (code written for bytes reads maps too)."""
+
+    def __contains__(self, sub: object) -> bool:
+        if isinstance(sub, (bytes, bytearray, memoryview)):
+            return self.find(sub) >= 0
+        return super().__contains__(sub)
+
+
 class SpoolWriter:
     """Appends to a new private file; `finish()` makes it a FileBytes."""
 
@@ -226,7 +236,7 @@ class FileBytes:
         if self.size == 0:
             yield b""
             return
-        mm = mmap.mmap(self.fd, self.size, access=mmap.ACCESS_READ)
+        mm = _Map(self.fd, self.size, access=mmap.ACCESS_READ)
         try:
             yield mm
         finally:

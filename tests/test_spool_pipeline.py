@@ -187,6 +187,7 @@ def test_judging_a_memory_map_equals_judging_bytes(tmp_path):
               ("application/octet-stream", "x.docx"), ("image/svg+xml", "x.svg")]
     for name, data in files.items():
         with _spooled(tmp_path, data) as fb, fb.mapped() as mm:
+            assert (b"PK\x03\x04" in mm) == (b"PK\x03\x04" in data)  # "in" searches, as bytes' does
             for declared, filename in claims:
                 for policy in (InspectPolicy(), _STRICT):
                     assert judge(mm, declared, filename, policy) == judge(data, declared, filename, policy), name
