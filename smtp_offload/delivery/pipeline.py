@@ -19,9 +19,9 @@ from ..spool import FileBytes, in_thread
 from .decide import DecidePolicy, Plan, decide
 from .policy import Signed, SignedPolicy
 from .prepare import INLINE_BYTES, Inbound, Prepared, Preparer
-from .relay import outcome_of, relay
+from .relay import downstream_reply, outcome_of, relay
 
-__all__ = ["Delivered", "Envelope", "Inbound", "Pipeline"]  # what an adapter needs, from one place
+__all__ = ["Delivered", "Envelope", "Inbound", "Pipeline", "downstream_reply"]  # what an adapter needs, from one place
 
 
 @dataclass(frozen=True)

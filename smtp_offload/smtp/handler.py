@@ -13,8 +13,7 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from .. import replies as R
-from ..delivery.pipeline import Envelope, Inbound, Pipeline
-from ..delivery.relay import downstream_reply
+from ..delivery.pipeline import Envelope, Inbound, Pipeline, downstream_reply
 from ..errors import TemporaryError
 from ..log import log_context
 from .policy import check_recipient, check_sender
