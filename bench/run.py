@@ -1036,7 +1036,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pdf-size", type=int, help="large PDF bytes (26214400 -> a 34.2 MiB message, a 25.0 MiB "
                     "upload; quick 2900000)")
     ap.add_argument("--offload-over", type=int, help="proxy policy.offload_over_bytes (10485760; quick 1048576)")
-    ap.add_argument("--spool-over", type=int, help="proxy server.spool_over_bytes (its default, 4 MiB; quick "
+    ap.add_argument("--spool-over", type=int, help="proxy server.spool_over_bytes (its default, 1 MiB; quick "
                     "1048576, so that the quick run's messages are spooled too)")
     ap.add_argument("--burst", type=int, help="(g): messages sent at once (10; quick 3)")
     ap.add_argument("--burst-runs", type=int, help="(g): runs per candidate; the median is reported (2; quick 1)")

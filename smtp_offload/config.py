@@ -120,10 +120,11 @@ class ServerConfig(_Options):
     # every session. 0 = off. IPv6 clients are counted per /64.
     max_sessions_per_client: int = 50  # more from one address get 421 4.7.0
     max_inflight_bytes: int = positive(1024 * 1024 * 1024)  # message bytes arriving or processed at once (451 4.3.2 past it)
-    # A message larger than this is written to a private file in spool_dir as it arrives and
-    # processed from there, so memory does not grow with message size (the file has no name:
-    # nothing is left behind, even by a crash). Spooled bytes count in max_inflight_bytes too.
-    spool_over_bytes: int = positive(4 * 1024 * 1024)
+    # A message larger than this (or declared larger with SIZE=, then from its first byte) is
+    # written to a private file in spool_dir as it arrives and processed from there, so memory
+    # does not grow with message size (the file has no name: nothing is left behind, even by a
+    # crash). Spooled bytes count in max_inflight_bytes too.
+    spool_over_bytes: int = positive(1024 * 1024)
     spool_dir: str = "var/spool"
     drain_seconds: float = positive(60.0)  # on SIGTERM, how long messages in flight may take to finish
     workers: int = positive(1)  # processes sharing the ports (SO_REUSEPORT), each a full proxy

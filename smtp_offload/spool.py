@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-WINDOW = 1024 * 1024  # bytes read at once
+WINDOW = 256 * 1024  # bytes read at once (each session reading a spool file holds about one)
 T = TypeVar("T")
 PREFIX, SUFFIX = "smtp-offload-", ".spool"  # the fallback's names, for sweep()
 

@@ -322,3 +322,45 @@ def test_peak_memory_does_not_grow_with_the_message(make_proxy, sink):
     (link,) = set(links_of(sink.messages[-1].content))
     status, _, got = get(link.rstrip("/") + "/download")
     assert status == 200 and hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
+@settings(max_examples=500, deadline=None)
+@given(lines=st.lists(st.integers(0, 40), max_size=30), max_line=st.integers(1, 20), cr=st.booleans())
+def test_long_line_check_answers_as_the_regex(lines, max_line, cr):
+    """The stride check over a DATA chunk finds a too-long line exactly when the regex does."""
+    from smtp_offload.smtp.server import long_line_after
+
+    chunk = b"\n".join(((b"\r" if cr else b"") + b"x" * n) for n in lines)
+    pattern = re.compile(rb"\n[^\n]{%d}" % (max_line + 1))
+    first = chunk.find(b"\n")
+    if first >= 0:
+        assert long_line_after(chunk, first, max_line, pattern) == (pattern.search(chunk, first) is not None)
+
+
+def test_a_message_declared_large_is_spooled_from_its_first_byte(make_proxy, sink):
+    """SIZE= past server.spool_over_bytes: the spool file is open before the threshold's worth
+    arrived (a burst of large messages is never held up to the threshold each); without SIZE,
+    the same bytes are still held."""
+    proxy = make_proxy({"server": {"spool_over_bytes": 1024 * 1024}})
+    msg, _ = pdf_mail(300_000)
+
+    def open_after_some_bytes(size: int | None) -> bool:
+        c = proxy.client()
+        c.ehlo("client.test")
+        c.mail("customer@sender.test", [f"SIZE={size}"] if size else [])
+        c.rcpt("support@example.com")
+        c.putcmd("data")
+        assert c.getreply()[0] == 354
+        c.sock.sendall(msg[:100_000])
+        deadline = time.monotonic() + 3
+        while not (spooled := bool(proxy_fds(proxy))) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        c.sock.sendall(msg[100_000:] + b"\r\n.\r\n")
+        assert c.getreply()[0] == 250
+        c.quit()
+        return spooled
+
+    assert open_after_some_bytes(5 * 1024 * 1024)
+    assert wait_no_spool_fds(proxy) == []
+    assert not open_after_some_bytes(None)
+    assert len(sink.messages) == 2

@@ -25,7 +25,7 @@ from smtp_offload.storage.base import (CHUNK_SIZE, RECORD_NAME, RECORDS, Body, I
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600  # mkstemp's default; the files may hold anyone's mail attachments
-_COPY_CHUNK = 1024 * 1024  # bytes of a spooled file copied at once
+_COPY_CHUNK = 256 * 1024  # bytes of a spooled file copied at once
 
 
 class LocalStore:
