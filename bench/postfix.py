@@ -28,7 +28,7 @@ POSTFIX = Path("/usr/sbin/postfix")
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")  # where a message waits
 
 # The services a relaying instance needs; no chroot (column 5 = n), so nothing is copied into
-# the queue directory (as tests/support/postfix.py).
+# the queue directory (tests/support/postfix.py uses this table too).
 MASTER_CF = """\
 127.0.0.1:{smtp_port} inet n - n - - smtpd
 pickup    unix  n - n 60    1 pickup

@@ -55,30 +55,8 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 60.0, interval:
 
 # --- Postfix ------------------------------------------------------------------
 
-# Only the services a relaying instance needs; no chroot (column 5 = n), so the instance needs
-# nothing copied into its queue directory.
-MASTER_CF = """\
-127.0.0.1:{smtp_port} inet n - n - - smtpd
-pickup    unix  n - n 60    1 pickup
-cleanup   unix  n - n -     0 cleanup
-qmgr      unix  n - n 300   1 qmgr
-rewrite   unix  - - n -     - trivial-rewrite
-bounce    unix  - - n -     0 bounce
-defer     unix  - - n -     0 bounce
-trace     unix  - - n -     0 bounce
-verify    unix  - - n -     1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n -     - proxymap
-smtp      unix  - - n -     - smtp
-relay     unix  - - n -     - smtp
-showq     unix  n - n -     - showq
-error     unix  - - n -     - error
-retry     unix  - - n -     - error
-discard   unix  - - n -     - discard
-anvil     unix  - - n -     1 anvil
-scache    unix  - - n -     1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
+# The services a relaying instance needs (no chroot): one table, the benchmark's Postfix peer uses it too.
+from bench.postfix import MASTER_CF  # noqa: E402
 
 # `<queue id>: to=<rcpt>, relay=..., ..., status=sent (250 2.0.0 Ok: queued as X)`
 _STATUS = re.compile(r": (?P<qid>[0-9A-F]{6,}): to=<(?P<rcpt>[^>]*)>, .*?status=(?P<status>\w+) \((?P<text>.*)\)$")
