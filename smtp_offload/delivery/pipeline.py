@@ -7,8 +7,6 @@ none reaches back into an earlier one.
 
 from __future__ import annotations
 
-import asyncio
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +39,6 @@ class Pipeline:
         self.preparer = preparer
         self.auth = auth
         self.metrics = metrics or Metrics()
-        # Deciding a large message (finding its structure, decoding and judging its files) is
-        # CPU work in worker threads, which share one interpreter lock: more of them at once than
-        # there are cores finish no sooner, but each holds its windows meanwhile. A burst of
-        # large messages queues here, on disk in its spool file, and memory stays flat.
-        self._deciding = asyncio.Semaphore(max(os.cpu_count() or 1, 1))
 
     async def deliver(self, inbound: Inbound, ds: Downstream) -> Delivered:
         """A spooled message (inbound.data a FileBytes, which its adapter closes) is read from
@@ -69,11 +62,8 @@ class Pipeline:
         try:
             # Parsing a big message is CPU work for a worker thread, so it never holds the event
             # loop every session shares; a small one is decided inline (a thread costs more).
-            if len(data) < INLINE_BYTES:
-                plan = decide(data, self.policy)
-            else:
-                async with self._deciding:
-                    plan = await in_thread(decide, data, self.policy, orphan=Plan.close)
+            plan = decide(data, self.policy) if len(data) < INLINE_BYTES \
+                else await in_thread(decide, data, self.policy, orphan=Plan.close)
             made.append(plan)
             if plan.refusal is not None:
                 self.metrics.attachments(plan.decisions)
